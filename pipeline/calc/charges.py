@@ -1,0 +1,320 @@
+"""Charges of a period (начисления): one line per account, service, supplier and rule piece.
+
+Formulas (Правила 354, Прил. 2), all in integers and rounded once per line:
+
+* ``meter`` / ``average`` — formula 1: ``V × T`` (volume from the meter or the
+  average, split by the account's share of the premise);
+* ``norm`` — formula 4: ``n × N × T`` with ``n`` counted in person-days of
+  registration (permanent and temporary, п.56(2): owners when nobody is
+  registered);
+* ``norm_increased`` — formula 4(1): ``n × N × K × T`` where a meter can be
+  fitted but is not (coefficient by its dated rule per service);
+* ``sewerage`` — cold + hot water volumes × T (the coefficient does not raise
+  the volume, law-charges-checked.md §1.1);
+* ``area`` — ``S × share × T`` (maintenance, capital repair);
+* ``heating`` — formula 2: ``S × share × N × T`` (norm per m², paid evenly);
+* ``per_person`` — ``n × T``; ``fixed`` — ``T`` per account.
+
+A month is split into pieces wherever a tariff, norm or coefficient changes, or
+the account, the building's service or its supplier starts or ends; each piece
+is charged for its days (``days / days_in_month``) and is its own line, so
+``volume × tariff × coefficient = amount`` holds per line up to the kopeck.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.dates import OPEN_END, Period
+from pipeline.money import div_half_up
+from rules import Rules
+
+MICRO = 1_000_000
+I128 = pl.Int128
+
+LINE_SCHEMA = {
+    "account_id": pl.String,
+    "service_id": pl.String,
+    "supplier_id": pl.String,
+    "method": pl.String,
+    "line_from": pl.Date,
+    "line_to": pl.Date,
+    "days": pl.Int64,
+    "days_in_month": pl.Int64,
+    "volume_micro": pl.Int64,
+    "price_kop": pl.Int64,
+    "coef_milli": pl.Int64,
+    "amount_kop": pl.Int64,
+    "person_days": pl.Int64,
+    "persons_basis": pl.String,
+    "area_centi": pl.Int64,
+    "share_e4": pl.Int64,
+    "norm_micro": pl.Int64,
+    "meter_volume_micro": pl.Int64,
+    "tariff_row": pl.Int64,
+    "norm_row": pl.Int64,
+    "coef_row": pl.Int64,
+}
+
+
+def _i(name: str) -> pl.Expr:
+    return pl.col(name).cast(I128)
+
+
+def _clip_range(start: str, end: str, period: Period) -> list[pl.Expr]:
+    return [
+        pl.max_horizontal(pl.col(start), pl.lit(period.first)).alias(start),
+        pl.min_horizontal(pl.col(end).fill_null(pl.lit(OPEN_END)), pl.lit(period.last)).alias(end),
+    ]
+
+
+def active_accounts(regs: dict[str, pl.DataFrame], period: Period) -> pl.DataFrame:
+    """Accounts open on at least one day of the period, with their premise and days."""
+    acc = regs["accounts"].select(
+        "account_id", "premise_id", "owners",
+        (pl.col("share") * 10_000).cast(pl.Int64).alias("share_e4"),
+        pl.col("opened_on").alias("acc_from"), pl.col("closed_on").alias("acc_to"),
+    ).with_columns(_clip_range("acc_from", "acc_to", period)).filter(
+        pl.col("acc_from") <= pl.col("acc_to")
+    )
+    premises = regs["premises"].select(
+        "premise_id", "building_id", "meter_possible",
+        (pl.col("total_area") * 100).cast(pl.Int64).alias("area_centi"),
+    )
+    return acc.join(premises, on="premise_id", how="inner")
+
+
+def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """Split the month per (service, supplier) where a tariff, norm or coefficient changes.
+
+    Returns service_id, supplier_id, piece_from, piece_to, price_kop, norm_micro,
+    coef_milli and the rule rows used (for ``billing explain``).
+    """
+    def starts(table: pl.DataFrame) -> pl.DataFrame:
+        return table.filter(
+            (pl.col("from") > pl.lit(period.first)) & (pl.col("from") <= pl.lit(period.last))
+        ).select("service_id", pl.col("from").alias("piece_from"))
+
+    breaks = pl.concat([
+        combos.select("service_id").unique().with_columns(pl.lit(period.first).alias("piece_from")),
+        starts(rules.tariffs), starts(rules.norms), starts(rules.coefficients),
+    ]).unique()
+    pieces = combos.join(breaks, on="service_id").sort("service_id", "supplier_id", "piece_from")
+    pieces = pieces.with_columns(
+        (pl.col("piece_from").shift(-1).over("service_id", "supplier_id")
+         - pl.duration(days=1)).fill_null(pl.lit(period.last)).alias("piece_to")
+    )
+
+    def asof(left: pl.DataFrame, table: pl.DataFrame, by: list[str], cols: list[str]) -> pl.DataFrame:
+        right = table.select([*by, pl.col("from").alias("piece_from"), *cols]).sort("piece_from")
+        return left.sort("piece_from").join_asof(
+            right, on="piece_from", by=by, strategy="backward", check_sortedness=False
+        )
+
+    tariff_cols = ["price_kop", "source_row"]
+    specific = rules.tariffs.filter(pl.col("supplier_id").is_not_null())
+    generic = rules.tariffs.filter(pl.col("supplier_id").is_null()).drop("supplier_id")
+    pieces = asof(pieces, specific, ["service_id", "supplier_id"], tariff_cols).rename(
+        {"price_kop": "price_specific", "source_row": "row_specific"})
+    pieces = asof(pieces, generic, ["service_id"], tariff_cols).with_columns(
+        pl.coalesce("price_specific", "price_kop").alias("price_kop"),
+        pl.coalesce("row_specific", "source_row").alias("tariff_row"),
+    ).drop("price_specific", "row_specific", "source_row")
+    pieces = asof(pieces, rules.norms, ["service_id"], ["norm_micro", "source_row"]).rename(
+        {"source_row": "norm_row"})
+    pieces = asof(pieces, rules.coefficients, ["service_id"], ["coef_milli", "source_row"]).rename(
+        {"source_row": "coef_row"})
+    # Merge neighbouring pieces that ended up with the same values.
+    values = ["price_kop", "norm_micro", "coef_milli", "tariff_row", "norm_row", "coef_row"]
+    pieces = pieces.sort("service_id", "supplier_id", "piece_from").with_columns(
+        pl.struct(values).rle_id().over("service_id", "supplier_id").alias("_run")
+    )
+    return pieces.group_by("service_id", "supplier_id", "_run", maintain_order=True).agg(
+        pl.col("piece_from").min(), pl.col("piece_to").max(), *[pl.col(v).first() for v in values]
+    ).drop("_run")
+
+
+def person_days(lines: pl.DataFrame, residents: pl.DataFrame) -> pl.DataFrame:
+    """Registered person-days inside each line's dates (п.56(2)-style counting by days)."""
+    res = residents.select("account_id", pl.col("from").alias("r_from"), pl.col("to").alias("r_to"))
+    joined = lines.select("line_id", "account_id", "line_from", "line_to").join(
+        res, on="account_id", how="inner"
+    ).with_columns(
+        ((pl.min_horizontal(pl.col("r_to").fill_null(pl.lit(OPEN_END)), pl.col("line_to"))
+          - pl.max_horizontal(pl.col("r_from"), pl.col("line_from"))).dt.total_days() + 1)
+        .clip(lower_bound=0).alias("pd")
+    )
+    return joined.group_by("line_id").agg(pl.col("pd").sum().cast(pl.Int64).alias("person_days"))
+
+
+def charge_lines(
+    regs: dict[str, pl.DataFrame],
+    rules: Rules,
+    period: Period,
+    meter_volumes: pl.DataFrame,
+) -> pl.DataFrame:
+    """All charge lines of the period.
+
+    ``meter_volumes`` is :func:`pipeline.calc.readings.consumption`'s output joined
+    to meters: premise_id, service_id, method (meter|average), volume_micro.
+    """
+    days_in_month = period.days
+    acc = active_accounts(regs, period)
+    bs = regs["building_services"].select(
+        "building_id", "service_id", "supplier_id",
+        pl.col("from").alias("bs_from"), pl.col("to").alias("bs_to"),
+    ).with_columns(_clip_range("bs_from", "bs_to", period)).filter(
+        pl.col("bs_from") <= pl.col("bs_to")
+    )
+    services = rules.services.select("service_id", "kind")
+    seg = acc.join(bs, on="building_id", how="inner").with_columns(
+        pl.max_horizontal("acc_from", "bs_from").alias("seg_from"),
+        pl.min_horizontal("acc_to", "bs_to").alias("seg_to"),
+    ).filter(pl.col("seg_from") <= pl.col("seg_to")).join(services, on="service_id")
+    pieces = rule_pieces(rules, seg.select("service_id", "supplier_id").unique(), period)
+    lines = seg.join(pieces, on=["service_id", "supplier_id"], how="inner").with_columns(
+        pl.max_horizontal("seg_from", "piece_from").alias("line_from"),
+        pl.min_horizontal("seg_to", "piece_to").alias("line_to"),
+    ).filter(pl.col("line_from") <= pl.col("line_to")).with_columns(
+        ((pl.col("line_to") - pl.col("line_from")).dt.total_days() + 1).cast(pl.Int64)
+        .alias("days"),
+        pl.lit(days_in_month, pl.Int64).alias("days_in_month"),
+    ).with_row_index("line_id")
+
+    # Persons: registered person-days; nobody registered all month → owners (п.56(2)).
+    pdays = person_days(lines, regs["residents"])
+    lines = lines.join(pdays, on="line_id", how="left").with_columns(
+        pl.col("person_days").fill_null(0)
+    )
+    nobody = pl.col("person_days").sum().over("account_id", "service_id") == 0
+    lines = lines.with_columns(
+        pl.when(nobody).then(pl.lit("owners")).otherwise(pl.lit("registered"))
+        .alias("persons_basis"),
+        pl.when(nobody).then(pl.col("owners") * pl.col("days")).otherwise("person_days")
+        .alias("person_days"),
+        # Days of this account and service in the month (a metered volume is spread over them).
+        pl.col("days").sum().over("account_id", "service_id").alias("service_days"),
+    )
+
+    # Metered volume of the premise, per service.
+    mv = meter_volumes.group_by("premise_id", "service_id").agg(
+        pl.col("volume_micro").sum().alias("meter_volume_micro"),
+        pl.when((pl.col("method") == "average").any()).then(pl.lit("average"))
+        .otherwise(pl.lit("meter")).alias("meter_method"),
+    )
+    lines = lines.join(mv, on=["premise_id", "service_id"], how="left")
+    has_meter = _premises_with_meter(regs["meters"], period)
+    lines = lines.join(has_meter, on=["premise_id", "service_id"], how="left").with_columns(
+        pl.col("meter_installed").fill_null(False)
+    )
+
+    norm_coef = (
+        (pl.col("kind") == "metered") & pl.col("meter_possible") & ~pl.col("meter_installed")
+        & (pl.col("coef_milli").fill_null(1000) > 1000)
+    )
+    metered = (pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()
+    lines = lines.with_columns(
+        pl.col("coef_milli").fill_null(1000).alias("rule_coef_milli"),
+        pl.when(norm_coef).then(pl.col("coef_milli")).otherwise(1000).alias("coef_milli"),
+        pl.when(pl.col("kind") == "metered").then(
+            pl.when(metered).then(pl.col("meter_method"))
+            .when(norm_coef).then(pl.lit("norm_increased"))
+            .otherwise(pl.lit("norm"))
+        ).otherwise(pl.col("kind")).alias("method"),
+    )
+    water = _amounts(lines.filter(pl.col("kind") != "sewerage"))
+    sewer = _sewerage(lines.filter(pl.col("kind") == "sewerage"), water)
+    # Keep only the inputs each method used, so a line explains itself.
+    uses_norm = pl.col("method").is_in(["norm", "norm_increased", "heating"])
+    uses_persons = pl.col("method").is_in(["norm", "norm_increased", "per_person"])
+    uses_area = pl.col("method").is_in(["area", "heating"])
+    uses_meter = pl.col("method").is_in(["meter", "average"]) | (pl.col("kind") == "sewerage")
+    water, sewer = (
+        f.with_columns(
+            pl.when(uses_norm).then(pl.col("norm_micro")).alias("norm_micro"),
+            pl.when(uses_norm).then(pl.col("norm_row")).alias("norm_row"),
+            pl.when(pl.col("coef_milli") > 1000).then(pl.col("coef_row")).alias("coef_row"),
+            pl.when(uses_persons).then(pl.col("person_days")).alias("person_days"),
+            pl.when(uses_persons).then(pl.col("persons_basis")).alias("persons_basis"),
+            pl.when(uses_area).then(pl.col("area_centi")).alias("area_centi"),
+            pl.when(uses_meter).then(pl.col("meter_volume_micro")).alias("meter_volume_micro"),
+        )
+        for f in (water, sewer)
+    )
+    cols = list(LINE_SCHEMA)
+    out = pl.concat([water.select(cols).cast(LINE_SCHEMA),  # type: ignore[arg-type]
+                     sewer.select(cols).cast(LINE_SCHEMA)])  # type: ignore[arg-type]
+    return out.sort(
+        "account_id", "service_id", "supplier_id", "line_from"
+    )
+
+
+def _premises_with_meter(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """Premises and services with an individual meter installed by the period's end."""
+    return meters.filter(
+        pl.col("premise_id").is_not_null() & (pl.col("installed_on") <= pl.lit(period.last))
+        & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(period.first)))
+    ).select("premise_id", "service_id").unique().with_columns(
+        pl.lit(True).alias("meter_installed")
+    )
+
+
+def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
+    d = pl.col("days_in_month")
+    method = pl.col("method")
+    kind = pl.col("kind")
+    area_share = _i("area_centi") * _i("share_e4")  # = S × share × 10⁶
+    # Exact volume = num / den (units × 10⁻⁶); amount = num × T × K / (den × 10⁶ × 1000).
+    vol_num = (
+        pl.when(method.is_in(["meter", "average"]))
+        .then(_i("meter_volume_micro") * _i("share_e4") * _i("days"))
+        .when(method.is_in(["norm", "norm_increased"]))
+        .then(_i("person_days") * _i("norm_micro"))
+        .when(kind == "area").then(area_share * _i("days"))
+        .when(kind == "heating").then(area_share * _i("norm_micro") * _i("days"))
+        .when(kind == "per_person").then(_i("person_days") * MICRO)
+        .when(kind == "fixed").then(_i("days") * MICRO)
+    )
+    vol_den = (
+        pl.when(method.is_in(["meter", "average"])).then(_i("service_days") * 10_000)
+        .when(kind == "heating").then(d.cast(I128) * MICRO)
+        .otherwise(d.cast(I128))
+    )
+    return lines.with_columns(
+        pl.when(kind == "fixed").then(pl.lit(None, pl.Int64))
+        .otherwise(pl.col("area_centi")).alias("area_centi"),
+        div_half_up(vol_num, vol_den).alias("volume_micro"),
+        div_half_up(vol_num * _i("price_kop") * _i("coef_milli"), vol_den * MICRO * 1000)
+        .alias("amount_kop"),
+    )
+
+
+def _sewerage(lines: pl.DataFrame, water: pl.DataFrame) -> pl.DataFrame:
+    """Sewerage from the account's cold and hot water volumes (by meter, average or norm)."""
+    w = water.filter(pl.col("service_id").is_in(["cold_water", "hot_water"])).group_by(
+        "account_id"
+    ).agg(
+        pl.col("volume_micro").sum().alias("water_micro"),
+        (pl.col("method") == "norm_increased").any().alias("increased"),
+        pl.when(pl.col("method").is_in(["norm", "norm_increased"]).any()).then(pl.lit("norm"))
+        .when((pl.col("method") == "average").any()).then(pl.lit("average"))
+        .otherwise(pl.lit("meter")).alias("sewer_method"),
+    )
+    lines = lines.join(w, on="account_id", how="left").with_columns(
+        pl.col("water_micro").fill_null(0),
+        pl.col("sewer_method").fill_null("norm").alias("method"),
+        # Off by default: add a sewerage row to increasing_coefficients.csv to switch it on.
+        pl.when(pl.col("increased").fill_null(False)).then(pl.col("rule_coef_milli"))
+        .otherwise(1000).alias("coef_milli"),
+        pl.col("water_micro").fill_null(0).alias("meter_volume_micro"),
+        pl.lit(None, pl.Int64).alias("norm_micro"),
+        pl.lit(None, pl.Int64).alias("area_centi"),
+    )
+    num = _i("water_micro") * _i("days")
+    den = _i("service_days")
+    return lines.with_columns(
+        div_half_up(num, den).alias("volume_micro"),
+        div_half_up(num * _i("price_kop") * _i("coef_milli"), den * MICRO * 1000).alias("amount_kop"),
+        pl.when(pl.col("coef_milli") > 1000).then(pl.lit("norm_increased"))
+        .otherwise(pl.col("method")).alias("method"),
+    )

@@ -1,0 +1,179 @@
+"""Meter readings → consumption of a period (показания → объём потребления).
+
+A reading taken up to the window's last day (п.31, п.34 Правил 354; default the
+25th, ``settings.toml``) counts for its own month, a later one for the next
+month. The consumption of period P is the last reading counting for P minus the
+last reading counting for an earlier period (or the meter's initial value).
+
+Readings that cannot be used are reported, never silently dropped: outside the
+meter's life, or lower than the previous one without a plausible rollover of
+the meter's digits. A period without a usable reading is charged by the average
+(п.59 «б», at most 3 periods after the last reading, average over up to 6
+periods of the meter's own history) and then by the norm; when a reading
+arrives after averaged periods, the volumes already charged by average are
+subtracted so nothing is charged twice (п.61).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.dates import Period
+
+MICRO = 1_000_000
+#: Longest run of periods charged by average after the last reading (п.59 «б»).
+AVERAGE_MAX_PERIODS = 3
+#: Periods of own history that the average is taken over (п.59(1)).
+AVERAGE_HISTORY_PERIODS = 6
+
+CONSUMPTION_SCHEMA = {
+    "meter_id": pl.String,
+    "method": pl.String,
+    "volume_micro": pl.Int64,
+    "prev_value_micro": pl.Int64,
+    "curr_value_micro": pl.Int64,
+    "prev_read_on": pl.Date,
+    "curr_read_on": pl.Date,
+}
+
+
+def period_index(year: pl.Expr, month: pl.Expr) -> pl.Expr:
+    return year.cast(pl.Int32) * 12 + month.cast(pl.Int32) - 1
+
+
+def reading_period_index(read_on: pl.Expr, window_end_day: int) -> pl.Expr:
+    """Index (year × 12 + month − 1) of the period a reading counts for."""
+    late = (read_on.dt.day() > window_end_day).cast(pl.Int32)
+    return period_index(read_on.dt.year(), read_on.dt.month()) + late
+
+
+def working_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """Individual meters in service for the whole period.
+
+    A meter counts from the 1st day of the month after it was installed (п.81);
+    a removed meter or one whose verification ends inside the period is not
+    working (failed, п.81(12)), so the period is charged by average or norm.
+    """
+    return meters.filter(
+        pl.col("premise_id").is_not_null()
+        & (pl.col("installed_on") < pl.lit(period.first))
+        & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(period.last)))
+        & (pl.col("verified_until").is_null() | (pl.col("verified_until") >= pl.lit(period.last)))
+    )
+
+
+def consumption(
+    meters: pl.DataFrame,
+    readings: pl.DataFrame,
+    period: Period,
+    window_end_day: int,
+    averaged_before: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Consumption per working individual meter for ``period``, and the reading issues.
+
+    ``averaged_before`` (meter_id, period_index, volume_micro) lists volumes charged
+    by average in sealed periods. Returns (consumption, issues); meters absent from
+    ``consumption`` have neither reading nor history and are charged by norm.
+    """
+    p_idx = period.year * 12 + period.month - 1
+    meters_ok = working_meters(meters, period).select(
+        "meter_id", "digits", "installed_on", "removed_on",
+        (pl.col("initial_value") * MICRO).cast(pl.Int64).alias("initial_micro"),
+    )
+    r = (
+        readings.join(meters_ok, on="meter_id", how="inner")
+        .with_columns(
+            reading_period_index(pl.col("read_on"), window_end_day).alias("p_idx"),
+            (pl.col("value") * MICRO).cast(pl.Int64).alias("value_micro"),
+        )
+        .filter(pl.col("p_idx") <= p_idx)
+    )
+    outside = r.filter(
+        (pl.col("read_on") < pl.col("installed_on"))
+        | (pl.col("removed_on").is_not_null() & (pl.col("read_on") > pl.col("removed_on")))
+    )
+    r = r.join(outside.select("meter_id", "read_on"), on=["meter_id", "read_on"], how="anti")
+    issues = [
+        outside.filter(pl.col("p_idx") == p_idx).select(
+            "meter_id", "read_on", pl.col("value_micro"),
+            pl.lit("показания вне срока работы прибора учёта").alias("reason"),
+        )
+    ]
+
+    r = r.sort("meter_id", "read_on")
+    current = r.filter(pl.col("p_idx") == p_idx).group_by("meter_id").agg(
+        pl.col("read_on").last().alias("curr_read_on"),
+        pl.col("value_micro").last().alias("curr_value_micro"),
+    )
+    earlier = r.filter(pl.col("p_idx") < p_idx)
+    previous = earlier.group_by("meter_id").agg(
+        pl.col("read_on").last().alias("prev_read_on"),
+        pl.col("value_micro").last().alias("prev_value_micro"),
+        pl.col("p_idx").last().alias("prev_p_idx"),
+    )
+    history = earlier.filter(pl.col("p_idx") >= p_idx - AVERAGE_HISTORY_PERIODS).group_by(
+        "meter_id"
+    ).agg(
+        pl.col("value_micro").first().alias("first_micro"),
+        pl.col("p_idx").first().alias("first_p_idx"),
+    )
+
+    base = (
+        meters_ok.join(current, on="meter_id", how="left")
+        .join(previous, on="meter_id", how="left")
+        .join(history, on="meter_id", how="left")
+        .with_columns(
+            pl.coalesce("prev_value_micro", "initial_micro").alias("prev_value_micro"),
+        )
+    )
+    if averaged_before is not None and averaged_before.height:
+        charged_avg = base.select("meter_id", "prev_p_idx").join(
+            averaged_before, on="meter_id"
+        ).filter(
+            pl.col("prev_p_idx").is_null() | (pl.col("period_index") > pl.col("prev_p_idx"))
+        ).group_by("meter_id").agg(pl.col("volume_micro").sum().alias("averaged_micro"))
+        base = base.join(charged_avg, on="meter_id", how="left")
+    else:
+        base = base.with_columns(pl.lit(None, pl.Int64).alias("averaged_micro"))
+
+    raw_delta = pl.col("curr_value_micro") - pl.col("prev_value_micro")
+    capacity = pl.lit(10, pl.Int64).pow(pl.col("digits")) * MICRO
+    # A meter that passed its maximum starts again from zero (rollover by digits).
+    rollover = (raw_delta < 0) & (pl.col("prev_value_micro") * 10 >= capacity * 9) & (
+        pl.col("curr_value_micro") * 10 < capacity
+    )
+    base = base.with_columns(
+        pl.when(rollover).then(raw_delta + capacity).otherwise(raw_delta).alias("delta")
+    )
+    negative = base.filter(pl.col("curr_value_micro").is_not_null() & (pl.col("delta") < 0))
+    issues.append(negative.select(
+        "meter_id", pl.col("curr_read_on").alias("read_on"), pl.col("curr_value_micro")
+        .alias("value_micro"),
+        pl.lit("показания меньше предыдущих: не приняты до подтверждения").alias("reason"),
+    ))
+    metered = base.filter(pl.col("curr_value_micro").is_not_null() & (pl.col("delta") >= 0)
+                          & pl.col("prev_value_micro").is_not_null())
+    metered = metered.with_columns(
+        (pl.col("delta") - pl.col("averaged_micro").fill_null(0)).clip(lower_bound=0)
+        .alias("volume_micro"),
+        pl.lit("meter").alias("method"),
+    )
+
+    # Average (п.59 «б», п.59(1)): own history over whole months, at most 3 periods on.
+    months = pl.col("prev_p_idx") - pl.col("first_p_idx")
+    avg = base.join(metered.select("meter_id"), on="meter_id", how="anti").filter(
+        pl.col("prev_p_idx").is_not_null() & (p_idx - pl.col("prev_p_idx") <= AVERAGE_MAX_PERIODS)
+        & (months >= 1)
+    ).with_columns(
+        ((pl.col("prev_value_micro") - pl.col("first_micro")) // months).clip(lower_bound=0)
+        .alias("volume_micro"),
+        pl.lit("average").alias("method"),
+    )
+    out = pl.concat([
+        metered.select(list(CONSUMPTION_SCHEMA)),
+        avg.select(list(CONSUMPTION_SCHEMA)),
+    ])
+    issues_frame = pl.concat(issues).with_columns(
+        (pl.col("value_micro").cast(pl.Decimal(18, 6)) / MICRO).alias("value")
+    ).drop("value_micro")
+    return out, issues_frame

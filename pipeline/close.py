@@ -1,0 +1,260 @@
+"""Month close (закрытие периода): inputs → pure stages → sealed period directory.
+
+``load_inputs`` reads everything a close needs (I/O), ``compute`` runs the pure
+stages, ``to_outputs`` converts kopecks to the contract's DECIMAL(18,2)
+tables, and ``seal`` writes them with the receipts into
+``periods/YYYY-MM/`` through one atomic directory rename, with a manifest of
+row counts and checksums. A sealed period is never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.allocate import allocate_payments, balances
+from pipeline.calc.charges import charge_lines
+from pipeline.calc.due import due_date
+from pipeline.calc.readings import consumption
+from pipeline.dates import Period
+from pipeline.ingest.payments import load_payments
+from pipeline.ingest.registers import current_version, load_store
+from pipeline.money import kopecks_to_decimal_expr
+from pipeline.workspace import (
+    BillingError,
+    Workspace,
+    atomic_write_bytes,
+    sha256_file,
+    staging_dir,
+    write_parquet_atomic,
+)
+from rules import Rules, load_rules, read_rule_table
+
+OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances",
+                 "meter_volumes", "reading_issues")
+
+
+@dataclass
+class CloseInputs:
+    """Everything one close reads, loaded once."""
+
+    period: Period
+    regs: dict[str, pl.DataFrame]
+    rules: Rules
+    window_end_day: int
+    payments: pl.DataFrame
+    opening: pl.DataFrame
+    averaged_before: pl.DataFrame
+    due_date: date | None
+    store_version: str | None
+    payments_sha256: str | None
+
+
+@dataclass
+class CloseResult:
+    """Internal frames of a close (kopecks, micro-units) and their totals."""
+
+    period: Period
+    lines: pl.DataFrame
+    meter_volumes: pl.DataFrame
+    reading_issues: pl.DataFrame
+    allocations: pl.DataFrame
+    balances: pl.DataFrame
+    due_date: date | None
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+def check_can_close(ws: Workspace, period: Period) -> None:
+    """Refuse a sealed period, a period before a sealed one, or a gap after the last."""
+    sealed = ws.sealed_periods()
+    if str(period) in sealed:
+        raise BillingError(
+            f"Период {period} уже закрыт и не может быть пересчитан: исправления попадут "
+            f"в следующий период как перерасчёт."
+        )
+    if sealed:
+        last = Period.parse(sealed[-1])
+        if period < last:
+            raise BillingError(
+                f"Период {period} раньше последнего закрытого ({last}): закрытые периоды "
+                "не переписываются."
+            )
+        if period != last.shift(1):
+            raise BillingError(f"Сначала закройте период {last.shift(1)} (последний закрытый — {last}).")
+
+
+def _read_sealed(ws: Workspace, table: str, columns: list[str]) -> pl.DataFrame | None:
+    files = [ws.period_dir(p) / f"{table}.parquet" for p in ws.sealed_periods()]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    return pl.concat([pl.read_parquet(f, columns=columns) for f in files], how="vertical_relaxed")
+
+
+def _kop(col: str, alias: str | None = None) -> pl.Expr:
+    return (pl.col(col) * 100).cast(pl.Int64).alias(alias or f"{col}_kop")
+
+
+def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
+    ws.require()
+    check_can_close(ws, period)
+    regs = load_store(ws)
+    rules = load_rules(ws.rules)
+    settings = ws.settings()
+    window_end = int(settings.get("readings", {}).get("window_end_day", 25))
+
+    sealed = ws.sealed_periods()
+    opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
+                                   "opening_kop": pl.Int64})
+    if sealed:
+        prev = ws.period_dir(sealed[-1]) / "balances.parquet"
+        opening = pl.read_parquet(prev).select(
+            "account_id", "supplier_id", _kop("closing", "opening_kop")
+        )
+
+    applied = _read_sealed(ws, "allocations", ["payment_id", "agent"])
+    payments = load_payments(ws).filter(pl.col("paid_on") <= pl.lit(period.last))
+    if applied is not None:
+        payments = payments.join(applied.unique(), on=["payment_id", "agent"], how="anti")
+    payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period",
+                               _kop("amount", "amount_kop"))
+
+    averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
+    if averaged is None:
+        averaged_before = pl.DataFrame(schema={"meter_id": pl.String, "period_index": pl.Int32,
+                                               "volume_micro": pl.Int64})
+    else:
+        averaged_before = averaged.filter(pl.col("method") == "average").select(
+            "meter_id",
+            (pl.col("period").str.slice(0, 4).cast(pl.Int32) * 12
+             + pl.col("period").str.slice(5, 2).cast(pl.Int32) - 1).alias("period_index"),
+            (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"),
+        )
+    due_rules = read_rule_table(ws.rules, "due_dates")
+    pay_file = ws.store / "payments.parquet"
+    return CloseInputs(
+        period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
+        opening=opening, averaged_before=averaged_before, due_date=due_date(due_rules, period),
+        store_version=current_version(ws),
+        payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
+    )
+
+
+def compute(inputs: CloseInputs) -> CloseResult:
+    """The pure part of a close: readings → charges → allocation → balances."""
+    period = inputs.period
+    volumes, issues = consumption(
+        inputs.regs["meters"], inputs.regs["readings"], period, inputs.window_end_day,
+        inputs.averaged_before,
+    )
+    meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
+    meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
+    lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
+    allocations = allocate_payments(inputs.payments, lines, inputs.opening, str(period))
+    bal = balances(inputs.opening, lines, allocations)
+    totals = {
+        "charged": int(lines["amount_kop"].sum()),
+        "paid": int(inputs.payments["amount_kop"].sum()),
+        "allocated": int(allocations["amount_kop"].sum()),
+        "opening": int(bal["opening_kop"].sum()),
+        "closing": int(bal["closing_kop"].sum()),
+    }
+    # Money in = money out, checked on every close, not only in tests.
+    expected = totals["opening"] + totals["charged"] - totals["allocated"]
+    if totals["closing"] != expected or totals["allocated"] != totals["paid"]:
+        raise BillingError(
+            f"Сальдо не сходится: ожидалось {expected}, получено {totals['closing']} коп. "
+            f"(разница {totals['closing'] - expected}); платежи {totals['paid']}, "
+            f"распределено {totals['allocated']}"
+        )
+    return CloseResult(period, lines, meter_volumes, issues, allocations, bal,
+                       inputs.due_date, totals)
+
+
+def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
+    """Contract tables (money DECIMAL(18,2) rubles) with a ``period`` column."""
+    p = str(result.period)
+    period_col = pl.lit(p).alias("period")
+    micro = pl.Decimal(18, 6)
+
+    def dec6(col: str, alias: str) -> pl.Expr:
+        return (pl.col(col).cast(micro) / 1_000_000).cast(micro).alias(alias)
+
+    charges = result.lines.with_columns(
+        dec6("volume_micro", "volume"),
+        (pl.col("price_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("tariff"),
+        (pl.col("coef_milli").cast(pl.Decimal(18, 3)) / 1000).cast(pl.Decimal(9, 3))
+        .alias("coefficient"),
+        (pl.col("area_centi").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("area"),
+        (pl.col("share_e4").cast(pl.Decimal(18, 4)) / 10_000).cast(pl.Decimal(9, 4))
+        .alias("share"),
+        dec6("norm_micro", "norm"),
+        dec6("meter_volume_micro", "meter_volume"),
+        kopecks_to_decimal_expr("amount_kop").alias("amount"),
+    ).select(
+        period_col, "account_id", "service_id", "supplier_id", "method", "volume", "tariff",
+        "amount", "coefficient", "line_from", "line_to", "days", "days_in_month",
+        "person_days", "persons_basis", "area", "share", "norm", "meter_volume",
+        "tariff_row", "norm_row", "coef_row",
+    )
+    allocations = result.allocations.with_columns(
+        kopecks_to_decimal_expr("amount_kop").alias("amount")
+    ).select(period_col, "payment_id", "agent", "account_id", "service_id", "supplier_id",
+             "charge_period", "amount")
+    money = ["opening", "charged", "recalculated", "paid", "penalty", "closing"]
+    bal = result.balances.with_columns(
+        kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
+    ).select(period_col, "account_id", "supplier_id", *money)
+    mv = result.meter_volumes.with_columns(
+        dec6("volume_micro", "volume"), dec6("prev_value_micro", "prev_value"),
+        dec6("curr_value_micro", "curr_value"),
+    ).select(period_col, "meter_id", "service_id", "premise_id", "method", "volume",
+             "prev_read_on", "prev_value", "curr_read_on", "curr_value")
+    empty_recalc = pl.DataFrame(schema={
+        "account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
+        "origin_period": pl.String, "amount": pl.Decimal(18, 2), "reason": pl.String,
+    }).select(period_col, pl.all())
+    empty_pen = pl.DataFrame(schema={
+        "account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+        "amount": pl.Decimal(18, 2),
+    }).select(period_col, pl.all())
+    return {
+        "charges": charges,
+        "recalculations": empty_recalc,
+        "allocations": allocations,
+        "penalties": empty_pen,
+        "balances": bal,
+        "meter_volumes": mv,
+        "reading_issues": result.reading_issues.with_columns(period_col),
+    }
+
+
+def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
+         render: Any | None = None) -> Path:
+    """Write the period directory atomically; ``render(tmp_dir)`` adds receipts inside it."""
+    final = ws.period_dir(str(result.period))
+    outputs = to_outputs(result)
+    with staging_dir(final) as tmp:
+        for name, frame in outputs.items():
+            write_parquet_atomic(frame, tmp / f"{name}.parquet")
+        receipts_info = render(tmp) if render is not None else None
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "period": str(result.period),
+            "sealed": True,
+            "store_version": inputs.store_version,
+            "payments_sha256": inputs.payments_sha256,
+            "due_date": str(result.due_date) if result.due_date else None,
+            "totals_kop": result.totals,
+            "row_counts": {n: f.height for n, f in outputs.items()},
+            "receipts": receipts_info,
+            "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+        }
+        atomic_write_bytes(tmp / "manifest.json",
+                           json.dumps(manifest, ensure_ascii=False, indent=1).encode())
+    return final

@@ -1,0 +1,797 @@
+"""Plain payment documents (квитанции, v1) as PDF: data model, HTML, WeasyPrint pool.
+
+This is the *plain* receipt. Its template is laid out in the sections of the
+ЕПД form (Приказ Минстроя 43/пр, see ``shared/domain/law.md`` §5): payer and
+executor, calculation, where to pay, totals. Each section is a Jinja2 block,
+so the full ЕПД (QR code, reference data, recalculation reasons, instalments)
+can extend ``receipt.html.j2`` instead of copying it.
+
+Money is ``int`` kopecks throughout; it becomes text only through
+:func:`pipeline.money.format_rub` and :func:`pipeline.money.to_decimal`.
+
+Throughput notes (``stack-notes.md`` §3): one ``FontConfiguration`` and one
+parsed ``CSS`` per process, reused for every document; ``table-layout: fixed``;
+one worker process per core; HarfBuzz subsetting (checked by
+:func:`check_pdf_stack`). WeasyPrint is imported lazily, inside functions, so
+importing this module does not cost the ≈1 s WeasyPrint import. Rendering is
+meant to run on one thread per process; parallelism comes from processes.
+
+Sign convention (assumed, shared with the ledger): ``opening`` and ``closing``
+are positive for a debt and negative for an advance;
+``closing = opening + charged + recalculated + penalty - paid``. A mismatch is
+logged as a warning, not refused, because the ledger owns these numbers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import multiprocessing
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel.dates import format_date
+from num2words import num2words
+
+from pipeline.dates import Period
+from pipeline.money import format_rub, to_decimal
+
+__all__ = [
+    "INSTALL_HINT",
+    "MAX_BATCH_PAGES",
+    "Payee",
+    "Receipt",
+    "ReceiptLine",
+    "RenderReport",
+    "amount_in_words",
+    "check_pdf_stack",
+    "render_html",
+    "render_pdf",
+    "render_receipts",
+]
+
+_LOG = logging.getLogger("pipeline.render")
+
+#: Folder with ``receipt.html.j2`` and ``receipt.css``.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "receipt.html.j2"
+CSS_PATH = TEMPLATES_DIR / "receipt.css"
+
+#: The one font family of the document; checked through fontconfig at start-up.
+FONT_FAMILY = "DejaVu Sans"
+
+#: Debian/Ubuntu packages WeasyPrint needs at speed (stack-notes §3.1).
+INSTALL_HINT = (
+    "apt-get install -y libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
+)
+
+#: Largest print batch, in pages; also the most receipts one pool task lays out.
+MAX_BATCH_PAGES = 200
+
+#: Receipts per pool task when no batches are built (small tasks balance better).
+_UNBATCHED_CHUNK = 16
+
+#: Account and building ids become file names: no separators, no leading dot.
+_SAFE_ID = re.compile(r"^[0-9A-Za-zА-Яа-яЁё_-][0-9A-Za-zА-Яа-яЁё._-]{0,99}$")
+
+_NBSP = "\u00a0"
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    """One charge line of the receipt (one service of one supplier)."""
+
+    #: Service as printed, e.g. "Холодное водоснабжение".
+    service_name: str
+    #: Unit of the volume and of the tariff, e.g. "м³", "кВт·ч", "м²".
+    unit: str
+    #: How the volume was found, e.g. "по счётчику", "по нормативу ×1,5".
+    method_label: str
+    #: Billed volume in ``unit``; ``None`` for a fixed fee with no volume.
+    volume: Decimal | None
+    #: Price per unit, rubles (exact Decimal, as set by the tariff decision).
+    tariff: Decimal
+    #: Charge for the period, kopecks (already rounded by the charge stage).
+    amount: int
+    #: ``Payee.org_id`` of the supplier the money goes to.
+    supplier_id: str
+
+
+@dataclass(frozen=True)
+class Payee:
+    """One recipient of money (поставщик / исполнитель) with its bank details and balance."""
+
+    #: Organisation id; ``ReceiptLine.supplier_id`` points here.
+    org_id: str
+    #: Name as printed and as used in the payment order.
+    name: str
+    #: ИНН (10 digits for an organisation, 12 for an entrepreneur).
+    inn: str
+    #: КПП (9 digits; empty for an entrepreneur).
+    kpp: str
+    #: Bank name.
+    bank_name: str
+    #: БИК of the bank (9 digits).
+    bik: str
+    #: Settlement account (р/с, 20 digits).
+    account: str
+    #: Correspondent account of the bank (к/с, 20 digits).
+    corr_account: str
+    #: Balance at period start, kopecks: debt > 0, advance < 0.
+    opening: int
+    #: Charged in the period, kopecks.
+    charged: int
+    #: Recalculations in the period, kopecks (reductions negative).
+    recalculated: int
+    #: Paid in the period, kopecks.
+    paid: int
+    #: Penalties (пени) charged in the period, kopecks.
+    penalty: int
+    #: Balance at period end, kopecks: debt > 0, advance < 0.
+    closing: int
+
+    @property
+    def to_pay(self) -> int:
+        """Amount due to this payee, kopecks: the closing debt, 0 for an advance."""
+        return max(self.closing, 0)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Everything one printed receipt shows, for one personal account and one month."""
+
+    #: Personal account number (лицевой счёт); also the PDF file name.
+    account_id: str
+    #: Billing period ``YYYY-MM``.
+    period: str
+    #: Owner or tenant as printed.
+    payer_name: str
+    #: Postal address of the premises.
+    address: str
+    #: Total area of the premises, m²; ``None`` when unknown.
+    total_area: Decimal | None
+    #: Registered residents.
+    residents: int
+    #: Managing organisation (исполнитель услуг) as printed.
+    manager_name: str
+    #: Its address, phone, e-mail and site, one printed line.
+    manager_contacts: str
+    #: Charge lines, in print order.
+    lines: tuple[ReceiptLine, ...]
+    #: Recipients of money, in print order; every line's supplier must be here.
+    payees: tuple[Payee, ...]
+    #: Balance at period start, kopecks (sum over payees): debt > 0, advance < 0.
+    opening: int
+    #: Charged in the period, kopecks.
+    charged: int
+    #: Recalculations in the period, kopecks.
+    recalculated: int
+    #: Paid in the period, kopecks.
+    paid: int
+    #: Penalties charged in the period, kopecks.
+    penalty: int
+    #: Balance at period end, kopecks: debt > 0, advance < 0.
+    closing: int
+    #: Last day to pay without penalty (ЖК 155 ч.1); ``None`` prints no due line.
+    due_date: date | None
+    #: Building the premises are in; groups receipts into print batches.
+    building_id: str
+
+    @property
+    def to_pay(self) -> int:
+        """Total amount due, kopecks: the closing debt, 0 when there is an advance."""
+        return max(self.closing, 0)
+
+
+@dataclass(frozen=True)
+class RenderReport:
+    """Outcome of :func:`render_receipts`."""
+
+    #: Receipt PDFs written (one per account).
+    count: int
+    #: Print-batch PDFs written under ``out_dir / "batches"``.
+    batches: int
+    #: Wall time of the whole call, seconds.
+    seconds: float
+    #: Folder the PDFs were written to.
+    out_dir: Path
+
+    @property
+    def per_second(self) -> float:
+        """Receipts per second of wall time."""
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _fmt_decimal(value: Decimal, min_places: int = 0) -> str:
+    """A Decimal the Russian way, trailing zeros dropped down to ``min_places``.
+
+    >>> _fmt_decimal(Decimal("4.745000")), _fmt_decimal(Decimal("52.2"), 2)
+    ('4,745', '52,20')
+    >>> _fmt_decimal(Decimal("12345.5")), _fmt_decimal(Decimal("1E+1")), _fmt_decimal(Decimal("-0.50"))
+    ('12\\xa0345,5', '10', '-0,5')
+    """
+    if not value.is_finite():
+        raise ValueError(f"не число: {value}")
+    text = format(abs(value), "f")
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0").ljust(min_places, "0")
+    sign = "-" if value < 0 and (int(whole) or frac.strip("0")) else ""
+    grouped = f"{int(whole):,}".replace(",", _NBSP)
+    return f"{sign}{grouped},{frac}" if frac else f"{sign}{grouped}"
+
+
+def amount_in_words(kopecks: int) -> str:
+    """Amount in Russian words, capitalised, kopecks in digits (as on payment documents).
+
+    >>> amount_in_words(101), amount_in_words(222), amount_in_words(0)
+    ('Один рубль 01 копейка', 'Два рубля 22 копейки', 'Ноль рублей 00 копеек')
+    >>> amount_in_words(100_000_000)
+    'Один миллион рублей 00 копеек'
+    """
+    text: str = num2words(
+        to_decimal(kopecks), lang="ru", to="currency", currency="RUB", separator="", cents=False
+    )
+    return text[:1].upper() + text[1:]
+
+
+@lru_cache(maxsize=64)
+def _period_text(period: str) -> str:
+    """``2026-10`` → ``октябрь 2026 г.`` (babel stand-alone month name)."""
+    p = Period.parse(period)
+    return format_date(date(p.year, p.month, 1), "LLLL y", locale="ru") + " г."
+
+
+def _rub(kopecks: int) -> str:
+    return format_rub(kopecks)
+
+
+def _payee_view(payee: Payee) -> dict[str, Any]:
+    return {
+        "org_id": payee.org_id,
+        "name": payee.name,
+        "inn": payee.inn,
+        "kpp": payee.kpp,
+        "bank_name": payee.bank_name,
+        "bik": payee.bik,
+        "account": payee.account,
+        "corr_account": payee.corr_account,
+        "opening": _rub(payee.opening),
+        "charged": _rub(payee.charged),
+        "recalculated": _rub(payee.recalculated),
+        "paid": _rub(payee.paid),
+        "penalty": _rub(payee.penalty),
+        "closing": _rub(payee.closing),
+        "to_pay": _rub(payee.to_pay),
+        "advance": _rub(-payee.closing) if payee.closing < 0 else None,
+    }
+
+
+def _check_balances(receipt: Receipt) -> None:
+    """Log (not refuse) totals that do not add up; the ledger owns these numbers."""
+    where = f"ЛС {receipt.account_id}, {receipt.period}"
+    rows: list[tuple[str, Receipt | Payee]] = [("итог квитанции", receipt)]
+    rows += [(f"получатель {p.org_id}", p) for p in receipt.payees]
+    for label, x in rows:
+        expected = x.opening + x.charged + x.recalculated + x.penalty - x.paid
+        if expected != x.closing:
+            _LOG.warning(
+                "%s, %s: сальдо на конец %s ≠ начало + начислено + перерасчёт + пени − оплачено = %s",
+                where, label, format_rub(x.closing), format_rub(expected),
+            )  # fmt: skip
+    if receipt.payees:
+        for name in ("opening", "charged", "recalculated", "paid", "penalty", "closing"):
+            by_payees = sum(getattr(p, name) for p in receipt.payees)
+            if by_payees != getattr(receipt, name):
+                _LOG.warning(
+                    "%s: поле %s квитанции (%s) ≠ сумме по получателям (%s)",
+                    where, name, format_rub(getattr(receipt, name)), format_rub(by_payees),
+                )  # fmt: skip
+    lines_total = sum(line.amount for line in receipt.lines)
+    if lines_total != receipt.charged:
+        _LOG.warning(
+            "%s: сумма строк %s ≠ начислено %s",
+            where, format_rub(lines_total), format_rub(receipt.charged),
+        )  # fmt: skip
+
+
+def _view(receipt: Receipt) -> dict[str, Any]:
+    """Everything the template prints, already formatted as text."""
+    payees = {p.org_id: p for p in receipt.payees}
+    if len(payees) != len(receipt.payees):
+        raise ValueError(f"ЛС {receipt.account_id}: получатель платежа указан дважды")
+    grouped: dict[str, list[ReceiptLine]] = {p.org_id: [] for p in receipt.payees}
+    for line in receipt.lines:
+        if line.supplier_id not in grouped:
+            raise ValueError(
+                f"ЛС {receipt.account_id}: у строки «{line.service_name}» поставщик "
+                f"«{line.supplier_id}» не указан среди получателей платежа"
+            )
+        grouped[line.supplier_id].append(line)
+    _check_balances(receipt)
+    groups = [
+        {
+            "payee": payees[org_id],
+            "lines": [
+                {
+                    "service_name": ln.service_name,
+                    "unit": ln.unit,
+                    "method_label": ln.method_label,
+                    "volume": "—" if ln.volume is None else _fmt_decimal(ln.volume),
+                    "tariff": _fmt_decimal(ln.tariff, 2),
+                    "amount": _rub(ln.amount),
+                }
+                for ln in lines
+            ],
+            "subtotal": _rub(sum(ln.amount for ln in lines)),
+        }
+        for org_id, lines in grouped.items()
+        if lines
+    ]
+    return {
+        "period_text": _period_text(receipt.period),
+        "area": None if receipt.total_area is None else _fmt_decimal(receipt.total_area),
+        "groups": groups,
+        "lines_total": _rub(sum(ln.amount for ln in receipt.lines)),
+        "payees": [_payee_view(p) for p in receipt.payees],
+        "opening": _rub(receipt.opening),
+        "charged": _rub(receipt.charged),
+        "recalculated": _rub(receipt.recalculated),
+        "paid": _rub(receipt.paid),
+        "penalty": _rub(receipt.penalty),
+        "closing": _rub(receipt.closing),
+        "to_pay": _rub(receipt.to_pay),
+        "to_pay_words": amount_in_words(receipt.to_pay),
+        "advance": _rub(-receipt.closing) if receipt.closing < 0 else None,
+        "due_date": None if receipt.due_date is None else receipt.due_date.strftime("%d.%m.%Y"),
+    }
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    """The receipt template; one Jinja2 environment per process."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,
+    )
+    return env.get_template(TEMPLATE_NAME)
+
+
+def render_html(receipt: Receipt) -> str:
+    """The receipt as an HTML page (Russian text, money as ``1 234,56``).
+
+    Raises ``ValueError`` when a line's supplier is not among the payees.
+    """
+    return _template().render(r=receipt, v=_view(receipt))
+
+
+# --------------------------------------------------------------------------- PDF stack
+
+_STACK_OK = False
+_ENGINE: _Engine | None = None
+_ENGINE_LOCK = threading.Lock()
+_CURRENT_ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "pipeline_render_account", default=""
+)
+
+
+def _matched_font_family(family: str) -> str | None:
+    """The family fontconfig really gives for ``family``; ``None`` if it cannot be asked."""
+    try:
+        from weasyprint.text.ffi import ffi, fontconfig
+
+        config = fontconfig.FcInitLoadConfigAndFonts()
+        pattern = fontconfig.FcPatternCreate()
+        try:
+            fontconfig.FcPatternAddString(pattern, b"family", family.encode())
+            fontconfig.FcConfigSubstitute(config, pattern, fontconfig.FcMatchPattern)
+            fontconfig.FcDefaultSubstitute(pattern)
+            result = ffi.new("FcResult *")
+            match = fontconfig.FcFontMatch(config, pattern, result)
+            if match == ffi.NULL:
+                return ""
+            try:
+                out = ffi.new("FcChar8 **")
+                if fontconfig.FcPatternGetString(match, b"family", 0, out) != 0:
+                    return ""
+                return str(ffi.string(out[0]).decode("utf-8", "replace"))
+            finally:
+                fontconfig.FcPatternDestroy(match)
+        finally:
+            fontconfig.FcPatternDestroy(pattern)
+            fontconfig.FcConfigDestroy(config)
+    except Exception:  # the check is a courtesy; never fail on the asking itself
+        _LOG.debug("не удалось опросить fontconfig", exc_info=True)
+        return None
+
+
+def check_pdf_stack() -> None:
+    """Make sure WeasyPrint loads and runs at speed; raise ``RuntimeError`` if not.
+
+    Checks that WeasyPrint imports (Pango, HarfBuzz, fontconfig present), that
+    HarfBuzz-Subset is there (without it every PDF is subset by slow
+    fontTools, stack-notes §3.1) and that fontconfig finds DejaVu Sans.
+    The error message names the exact install line.
+    """
+    global _STACK_OK
+    if _STACK_OK:
+        return
+    try:
+        import weasyprint  # noqa: F401
+        from weasyprint.text.ffi import harfbuzz_subset
+    except (ImportError, OSError) as exc:
+        raise RuntimeError(
+            f"WeasyPrint не загружается ({exc}). Установите системные библиотеки: {INSTALL_HINT}"
+        ) from exc
+    if harfbuzz_subset is None:
+        raise RuntimeError(
+            "Не найдена библиотека libharfbuzz-subset: WeasyPrint будет урезать шрифты "
+            f"медленным fontTools (в 2 раза медленнее). Установите: {INSTALL_HINT}"
+        )
+    family = _matched_font_family(FONT_FAMILY)
+    if family is not None and family.casefold() != FONT_FAMILY.casefold():
+        raise RuntimeError(
+            f"Шрифт «{FONT_FAMILY}» не найден (fontconfig подставляет «{family}»), "
+            f"в квитанции может не оказаться символов ₽ и м³. Установите: {INSTALL_HINT}"
+        )
+    _install_log_bridge()
+    _STACK_OK = True
+
+
+class _WeasyPrintBridge(logging.Handler):
+    """Re-logs WeasyPrint warnings and errors on ``pipeline.render`` with the account id."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            account = _CURRENT_ACCOUNT.get()
+            where = f" (ЛС {account})" if account else ""
+            _LOG.log(record.levelno, "weasyprint%s: %s", where, record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+def _install_log_bridge() -> None:
+    """Attach :class:`_WeasyPrintBridge` to the ``weasyprint`` logger once per process.
+
+    WeasyPrint's logger only has a ``NullHandler``, so a missing font or image
+    would otherwise pass silently when it runs as a library.
+    """
+    wlog = logging.getLogger("weasyprint")
+    if not any(isinstance(h, _WeasyPrintBridge) for h in wlog.handlers):
+        wlog.addHandler(_WeasyPrintBridge(logging.WARNING))
+    if wlog.level == logging.NOTSET:
+        wlog.setLevel(logging.WARNING)
+
+
+@dataclass
+class _Engine:
+    """Per-process WeasyPrint state: reused for every document the process renders."""
+
+    html_cls: Any
+    font_config: Any
+    css: Any
+
+    def layout(self, receipt: Receipt) -> Any:
+        """Lay out one receipt into a ``weasyprint.Document``."""
+        html = self.html_cls(string=render_html(receipt), base_url=str(TEMPLATES_DIR) + os.sep)
+        return html.render(stylesheets=[self.css], font_config=self.font_config)
+
+
+def _engine() -> _Engine:
+    """The process's :class:`_Engine`, built on first use (stack check included)."""
+    global _ENGINE
+    if _ENGINE is None:
+        with _ENGINE_LOCK:
+            if _ENGINE is None:
+                check_pdf_stack()
+                from weasyprint import CSS, HTML
+                from weasyprint.text.fonts import FontConfiguration
+
+                font_config = FontConfiguration()
+                css = CSS(filename=str(CSS_PATH), font_config=font_config)
+                _ENGINE = _Engine(HTML, font_config, css)
+    return _ENGINE
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through ``<name>.pdf.tmp`` and ``os.replace``, so readers never see half a PDF."""
+    tmp = path.with_suffix(".pdf.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def render_pdf(receipt: Receipt, path: Path) -> None:
+    """Render one receipt to ``path`` (atomically), in this process."""
+    path = Path(path)
+    engine = _engine()
+    token = _CURRENT_ACCOUNT.set(receipt.account_id)
+    try:
+        document = engine.layout(receipt)
+        _write_atomic(path, lambda tmp: document.write_pdf(tmp))
+    finally:
+        _CURRENT_ACCOUNT.reset(token)
+
+
+# --------------------------------------------------------------------------- batch run
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One unit of pool work: a chunk of one building's receipts (or any chunk, unbatched)."""
+
+    building_id: str
+    chunk: int
+    receipts: tuple[Receipt, ...]
+    out_dir: Path
+    batches: bool
+    run_token: str
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A print-batch part written under a temporary name, renamed by the parent."""
+
+    chunk: int
+    part: int
+    tmp_path: Path
+    pages: int
+
+
+@dataclass(frozen=True)
+class _TaskResult:
+    building_id: str
+    count: int
+    parts: tuple[_Part, ...]
+    logs: tuple[tuple[int, str], ...]
+
+
+class _Collector(logging.Handler):
+    """In a pool worker: keeps ``pipeline.render`` records to send back to the parent."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append((record.levelno, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
+_COLLECTOR: _Collector | None = None
+
+
+def _init_worker() -> None:
+    """Pool initializer: build FontConfiguration + CSS once, route logs to the parent."""
+    global _COLLECTOR
+    _COLLECTOR = _Collector()
+    _LOG.addHandler(_COLLECTOR)
+    _LOG.setLevel(logging.INFO)
+    _LOG.propagate = False
+    _engine()
+
+
+def _pack_pages(page_lists: Sequence[list[Any]], limit: int) -> list[list[Any]]:
+    """Group receipts' pages into parts of at most ``limit`` pages, never splitting a receipt.
+
+    >>> [len(p) for p in _pack_pages([[1], [2, 3], [4], [5]], 2)]
+    [1, 2, 2]
+    """
+    parts: list[list[Any]] = []
+    current: list[Any] = []
+    for pages in page_lists:
+        if current and len(current) + len(pages) > limit:
+            parts.append(current)
+            current = []
+        current.extend(pages)
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _run_task(task: _Task) -> _TaskResult:
+    """Render a chunk: one PDF per receipt, then its batch parts from the same layouts."""
+    engine = _engine()
+    documents = []
+    written: list[Path] = []
+    try:
+        for receipt in task.receipts:
+            token = _CURRENT_ACCOUNT.set(receipt.account_id)
+            try:
+                document = engine.layout(receipt)
+                _write_atomic(
+                    task.out_dir / f"{receipt.account_id}.pdf",
+                    lambda tmp, d=document: d.write_pdf(tmp),
+                )
+            finally:
+                _CURRENT_ACCOUNT.reset(token)
+            if task.batches:
+                documents.append(document)
+        parts: list[_Part] = []
+        if task.batches and documents:
+            batch_dir = task.out_dir / "batches"
+            packed = _pack_pages([d.pages for d in documents], MAX_BATCH_PAGES)
+            for number, pages in enumerate(packed, start=1):
+                tmp = batch_dir / (
+                    f".{task.building_id}.{task.run_token}.{task.chunk:05d}-{number:03d}.pdf.tmp"
+                )
+                written.append(tmp)
+                documents[0].copy(pages).write_pdf(tmp)
+                parts.append(_Part(task.chunk, number, tmp, len(pages)))
+    except BaseException:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    logs: tuple[tuple[int, str], ...] = ()
+    if _COLLECTOR is not None:
+        logs = tuple(_COLLECTOR.records)
+        _COLLECTOR.records.clear()
+    return _TaskResult(task.building_id, len(task.receipts), tuple(parts), logs)
+
+
+class _Batches:
+    """Parent side: renames a building's parts to their final names once all chunks are in."""
+
+    def __init__(self, batch_dir: Path, chunks: dict[str, int]) -> None:
+        self.batch_dir = batch_dir
+        self.remaining = dict(chunks)
+        self.parts: dict[str, list[_Part]] = {}
+        self.written = 0
+
+    def add(self, result: _TaskResult) -> None:
+        building = result.building_id
+        if building not in self.remaining:
+            return
+        self.parts.setdefault(building, []).extend(result.parts)
+        self.remaining[building] -= 1
+        if self.remaining[building] == 0:
+            parts = sorted(self.parts.pop(building), key=lambda p: (p.chunk, p.part))
+            single = len(parts) == 1
+            for number, part in enumerate(parts, start=1):
+                name = f"{building}.pdf" if single else f"{building}-{number}.pdf"
+                os.replace(part.tmp_path, self.batch_dir / name)
+                self.written += 1
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not _SAFE_ID.match(value):
+        raise ValueError(
+            f"{kind} «{value}» не годится для имени файла "
+            "(допустимы буквы, цифры, «_», «-», «.», не в начале)"
+        )
+
+
+def _plan(
+    receipts: Iterable[Receipt], out_dir: Path, batches: bool, workers: int, run_token: str
+) -> tuple[list[_Task], dict[str, int]]:
+    """Split the run into tasks; also return the number of chunks per building."""
+    by_building: dict[str, list[Receipt]] = {}
+    seen: set[str] = set()
+    for receipt in receipts:
+        _check_id("лицевой счёт", receipt.account_id)
+        _check_id("дом", receipt.building_id)
+        if receipt.account_id in seen:
+            raise ValueError(f"лицевой счёт «{receipt.account_id}» встречается дважды")
+        seen.add(receipt.account_id)
+        by_building.setdefault(receipt.building_id, []).append(receipt)
+    tasks: list[_Task] = []
+    chunks: dict[str, int] = {}
+    if batches:
+        for building, items in by_building.items():
+            n_chunks = math.ceil(len(items) / MAX_BATCH_PAGES)
+            size = math.ceil(len(items) / n_chunks)
+            chunks[building] = n_chunks
+            for i in range(n_chunks):
+                part = tuple(items[i * size : (i + 1) * size])
+                tasks.append(_Task(building, i, part, out_dir, True, run_token))
+    else:
+        flat = [r for items in by_building.values() for r in items]
+        size = max(1, min(_UNBATCHED_CHUNK, math.ceil(len(flat) / (workers * 4))))
+        for i in range(0, len(flat), size):
+            tasks.append(_Task("", i // size, tuple(flat[i : i + size]), out_dir, False, run_token))
+    tasks.sort(key=lambda t: -len(t.receipts))  # biggest first: better balance at the tail
+    return tasks, chunks
+
+
+def _relog(result: _TaskResult) -> None:
+    for level, message in result.logs:
+        _LOG.log(level, "%s", message)
+
+
+def render_receipts(
+    receipts: Iterable[Receipt],
+    out_dir: Path,
+    workers: int | None = None,
+    batches: bool = True,
+) -> RenderReport:
+    """Render one PDF per account, ``out_dir / f"{account_id}.pdf"``, plus print batches.
+
+    With ``batches``, every building also gets ``out_dir / "batches" /
+    f"{building_id}.pdf"`` holding all its receipts, assembled from the pages
+    already laid out for the single PDFs (no second layout). A batch is at most
+    :data:`MAX_BATCH_PAGES` pages; a bigger building is split evenly into
+    ``{building_id}-1.pdf``, ``{building_id}-2.pdf``, … (never inside a receipt).
+
+    Work is done by a ``ProcessPoolExecutor`` (start method ``forkserver``, safe
+    when the caller has threads, e.g. inside a Prefect task) with ``workers``
+    processes (default ``os.cpu_count()``), each warmed once with
+    FontConfiguration + CSS; a task is one building's receipts (≤ 200). With one
+    worker, or a single task, everything runs in this process. Every file is
+    written atomically. Worker log records come back to ``pipeline.render`` here.
+
+    The receipts are held in memory (grouped by building); a worker holds up to
+    200 laid-out pages (≈ 2–3 MB each) while it builds a batch. Account and
+    building ids must be safe file names; duplicate accounts are refused.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    if n_workers < 1:
+        raise ValueError(f"workers должно быть ≥ 1, получено {n_workers}")
+    run_token = uuid.uuid4().hex[:8]
+    tasks, chunks = _plan(receipts, out_dir, batches, n_workers, run_token)
+    check_pdf_stack()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    batch_dir = out_dir / "batches"
+    if batches and tasks:
+        batch_dir.mkdir(exist_ok=True)
+    finisher = _Batches(batch_dir, chunks)
+    count = 0
+    n_workers = min(n_workers, len(tasks))
+    try:
+        if n_workers <= 1:
+            for task in tasks:
+                result = _run_task(task)
+                finisher.add(result)
+                count += result.count
+        else:
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(n_workers, context, initializer=_init_worker) as pool:
+                futures = [pool.submit(_run_task, task) for task in tasks]
+                try:
+                    for future in as_completed(futures):
+                        result = future.result()
+                        _relog(result)
+                        finisher.add(result)
+                        count += result.count
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    except BaseException:
+        if batches and batch_dir.is_dir():  # drop this run's unfinished batch parts
+            for tmp in batch_dir.glob(f".*.{run_token}.*.pdf.tmp"):
+                tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    _LOG.info(
+        "квитанции: %d PDF, %d пачек за %.1f с (%.1f квит./с), %s",
+        count, finisher.written, seconds, count / seconds if seconds else 0.0, out_dir,
+    )  # fmt: skip
+    return RenderReport(count=count, batches=finisher.written, seconds=seconds, out_dir=out_dir)

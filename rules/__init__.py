@@ -1,0 +1,91 @@
+"""Rules as data: the one place that reads rule tables.
+
+``rules/defaults/`` holds the tables a new workspace starts with (``billing
+init`` copies them into ``HOME/rules/``). Every table is dated by ``from``; a
+change of law is a new row. Each row carries its legal ``source``.
+
+Where the law is unclear the default is chosen, documented next to the row and
+switchable by editing the table; see ``docs/rules.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.ingest.parse import missing_columns, parse_table
+from pipeline.ingest.readers import read_table
+from pipeline.workspace import BillingError
+from schemas.rules import RULE_TABLES
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Parsed rule tables (integers with their scale in the name, never floats).
+
+    Attributes:
+        services: service_id, name, unit, kind, penalty_scheme, order.
+        tariffs: service_id, supplier_id (null = any supplier), from, price_kop.
+        norms: service_id, from, norm_micro (units × 10⁻⁶ per person or per m² a month).
+        coefficients: service_id, from, coef_milli (1.5 → 1500); a service without
+            rows has no increasing coefficient.
+        key_rates: from, rate_bp (percent × 100).
+    """
+
+    services: pl.DataFrame
+    tariffs: pl.DataFrame
+    norms: pl.DataFrame
+    coefficients: pl.DataFrame
+    key_rates: pl.DataFrame
+
+
+def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
+    """Read and check one rule table; any bad row stops with a message naming it."""
+    spec = RULE_TABLES[name]
+    path = rules_dir / f"{name}.csv"
+    if not path.is_file():
+        if spec.required_file:
+            raise BillingError(f"Нет таблицы правил {path}")
+        return pl.DataFrame(schema={c.name: c.dtype for c in spec.columns})
+    raw = read_table(path)
+    missing = missing_columns(raw, spec)
+    if missing:
+        raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
+    good, rejects = parse_table(raw, spec, path.name)
+    if rejects.height:
+        lines = [
+            f"  строка {r['row']}, столбец {r['column']} = «{r['value']}»: {r['reason']}"
+            for r in rejects.head(20).iter_rows(named=True)
+        ]
+        raise BillingError(f"Ошибки в таблице правил {path}:\n" + "\n".join(lines))
+    return good
+
+
+def load_rules(rules_dir: Path) -> Rules:
+    services = read_rule_table(rules_dir, "services")
+    tariffs = read_rule_table(rules_dir, "tariffs").select(
+        "service_id", "supplier_id", "from",
+        (pl.col("price") * 100).cast(pl.Int64).alias("price_kop"), "source", "source_row",
+    )
+    norms = read_rule_table(rules_dir, "norms").select(
+        "service_id", "from", (pl.col("value") * 1_000_000).cast(pl.Int64).alias("norm_micro"),
+        "source", "source_row",
+    )
+    coefficients = read_rule_table(rules_dir, "increasing_coefficients").select(
+        "service_id", "from", (pl.col("value") * 1000).cast(pl.Int64).alias("coef_milli"),
+        "source", "source_row",
+    )
+    key_rates = read_rule_table(rules_dir, "key_rates").select(
+        "from", (pl.col("rate") * 100).cast(pl.Int64).alias("rate_bp"), "confidence",
+    )
+    known = set(services["service_id"])
+    for name, table in (("tariffs", tariffs), ("norms", norms),
+                        ("increasing_coefficients", coefficients)):
+        unknown = sorted(set(table["service_id"]) - known)
+        if unknown:
+            raise BillingError(
+                f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
+            )
+    return Rules(services, tariffs, norms, coefficients, key_rates)

@@ -1,0 +1,346 @@
+"""Register contracts: the columns staff maintain, their types and their checks.
+
+One :class:`Register` per register of ``CONTRACT.md``. From it the ingest stage
+derives (1) the parsing of text cells into typed columns, (2) a pandera schema
+for value checks on the typed frame, and (3) the referential checks between
+registers. The specification is the single source: messages in the reject
+report are written from it, in Russian.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandera.polars as pa
+import polars as pl
+from pandera.engines.polars_engine import Decimal as PaDecimal
+
+ColumnKind = Literal["id", "text", "int", "decimal", "date", "datetime", "bool", "enum"]
+
+
+@dataclass(frozen=True)
+class Col:
+    """One register column.
+
+    Attributes:
+        name: column name in the file header (contract name).
+        kind: how the text cell is parsed.
+        required: the header must have this column; when False a missing column
+            is filled with ``default``.
+        nullable: an empty cell is allowed (an empty ``to`` means open-ended).
+        default: value used for an empty cell or a missing optional column.
+        scale: decimals kept for ``decimal`` columns (more is an error, never rounded).
+        ge, gt, le: numeric bounds (bounds also keep integer products from overflowing).
+        choices: allowed values of an ``enum`` column.
+        title: the Russian name used in messages.
+    """
+
+    name: str
+    kind: ColumnKind
+    title: str
+    required: bool = True
+    nullable: bool = False
+    default: str | None = None
+    scale: int = 0
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def dtype(self) -> pl.DataType:
+        if self.kind == "int":
+            return pl.Int64()
+        if self.kind == "decimal":
+            return pl.Decimal(18, self.scale)
+        if self.kind == "date":
+            return pl.Date()
+        if self.kind == "datetime":
+            return pl.Datetime("us")
+        if self.kind == "bool":
+            return pl.Boolean()
+        return pl.String()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference from ``column`` to the key of ``target`` (rows with an empty cell pass)."""
+
+    column: str
+    target: str
+    target_column: str
+
+
+@dataclass(frozen=True)
+class Register:
+    """A register: its columns, key, references and date-order rules."""
+
+    name: str
+    title: str
+    columns: tuple[Col, ...]
+    key: tuple[str, ...] = ()
+    refs: tuple[Ref, ...] = ()
+    date_order: tuple[tuple[str, str], ...] = ()
+    #: at least one of these columns must be filled (meter: premise or building)
+    one_of: tuple[str, ...] = ()
+    required_file: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def col(self, name: str) -> Col:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _id(name: str, title: str, **kw: object) -> Col:
+    return Col(name, "id", title, **kw)  # type: ignore[arg-type]
+
+
+AREA = {"scale": 2, "le": 1_000_000}
+
+ROLES = ("management", "supplier", "capital_repair", "billing_centre")
+
+REGISTERS: dict[str, Register] = {
+    r.name: r
+    for r in [
+        Register(
+            "organizations",
+            "Организации",
+            (
+                _id("org_id", "код организации"),
+                Col("name", "text", "наименование"),
+                Col("inn", "text", "ИНН", required=False, nullable=True),
+                Col("kpp", "text", "КПП", required=False, nullable=True),
+                Col("role", "enum", "роль", choices=ROLES),
+                Col("bank_name", "text", "банк", required=False, nullable=True),
+                Col("bik", "text", "БИК", required=False, nullable=True),
+                Col("account", "text", "расчётный счёт", required=False, nullable=True),
+                Col("corr_account", "text", "корр. счёт", required=False, nullable=True),
+                Col("address", "text", "адрес", required=False, nullable=True),
+                Col("phone", "text", "телефон", required=False, nullable=True),
+            ),
+            key=("org_id",),
+            required_file=True,
+        ),
+        Register(
+            "buildings",
+            "Дома",
+            (
+                _id("building_id", "код дома"),
+                Col("address", "text", "адрес"),
+                _id("manager_id", "управляющая организация"),
+                Col("total_area", "decimal", "общая площадь", **AREA, gt=0),  # type: ignore[arg-type]
+                Col("common_area", "decimal", "площадь общего имущества", required=False,
+                    nullable=True, ge=0, **AREA),  # type: ignore[arg-type]
+            ),
+            key=("building_id",),
+            required_file=True,
+            refs=(Ref("manager_id", "organizations", "org_id"),),
+        ),
+        Register(
+            "premises",
+            "Помещения",
+            (
+                _id("premise_id", "код помещения"),
+                _id("building_id", "дом"),
+                Col("number", "text", "номер"),
+                Col("kind", "enum", "вид помещения", choices=("residential", "nonresidential")),
+                Col("total_area", "decimal", "общая площадь", **AREA, gt=0),  # type: ignore[arg-type]
+                Col("rooms", "int", "комнат", required=False, nullable=True, ge=0, le=100),
+                Col("meter_possible", "bool", "возможна установка ИПУ", required=False,
+                    default="true"),
+            ),
+            key=("premise_id",),
+            required_file=True,
+            refs=(Ref("building_id", "buildings", "building_id"),),
+        ),
+        Register(
+            "accounts",
+            "Лицевые счета",
+            (
+                _id("account_id", "лицевой счёт"),
+                _id("premise_id", "помещение"),
+                Col("payer_kind", "enum", "вид плательщика", choices=("person", "organization"),
+                    required=False, default="person"),
+                Col("payer_name", "text", "плательщик"),
+                Col("share", "decimal", "доля", scale=4, gt=0, le=1, required=False,
+                    default="1"),
+                Col("owners", "int", "число собственников", ge=0, le=1000, required=False,
+                    default="1"),
+                Col("opened_on", "date", "дата открытия"),
+                Col("closed_on", "date", "дата закрытия", required=False, nullable=True),
+                Col("email", "text", "e-mail", required=False, nullable=True),
+            ),
+            key=("account_id",),
+            required_file=True,
+            refs=(Ref("premise_id", "premises", "premise_id"),),
+            date_order=(("opened_on", "closed_on"),),
+        ),
+        Register(
+            "building_services",
+            "Услуги дома",
+            (
+                _id("building_id", "дом"),
+                _id("service_id", "услуга"),
+                _id("supplier_id", "поставщик"),
+                Col("from", "date", "действует с"),
+                Col("to", "date", "действует по", required=False, nullable=True),
+            ),
+            key=("building_id", "service_id", "from"),
+            required_file=True,
+            refs=(
+                Ref("building_id", "buildings", "building_id"),
+                Ref("service_id", "services", "service_id"),
+                Ref("supplier_id", "organizations", "org_id"),
+            ),
+            date_order=(("from", "to"),),
+        ),
+        Register(
+            "residents",
+            "Проживающие (зарегистрированные)",
+            (
+                _id("person_id", "код гражданина"),
+                _id("account_id", "лицевой счёт"),
+                Col("full_name", "text", "ФИО"),
+                Col("birth_date", "date", "дата рождения", required=False, nullable=True),
+                Col("kind", "enum", "вид регистрации", choices=("permanent", "temporary"),
+                    required=False, default="permanent"),
+                Col("from", "date", "зарегистрирован с"),
+                Col("to", "date", "зарегистрирован по", required=False, nullable=True),
+            ),
+            key=("person_id", "from"),
+            refs=(Ref("account_id", "accounts", "account_id"),),
+            date_order=(("from", "to"),),
+        ),
+        Register(
+            "absences",
+            "Временное отсутствие",
+            (
+                _id("person_id", "код гражданина"),
+                Col("from", "date", "отсутствует с"),
+                Col("to", "date", "отсутствует по"),
+            ),
+            key=("person_id", "from"),
+            refs=(Ref("person_id", "residents", "person_id"),),
+            date_order=(("from", "to"),),
+        ),
+        Register(
+            "meters",
+            "Приборы учёта",
+            (
+                _id("meter_id", "код прибора учёта"),
+                _id("service_id", "услуга"),
+                _id("premise_id", "помещение", required=False, nullable=True),
+                _id("building_id", "дом (для ОДПУ)", required=False, nullable=True),
+                Col("serial", "text", "заводской номер", required=False, nullable=True),
+                Col("installed_on", "date", "дата установки"),
+                Col("removed_on", "date", "дата снятия", required=False, nullable=True),
+                Col("verified_until", "date", "поверка до", required=False, nullable=True),
+                Col("digits", "int", "разрядность", ge=1, le=12, required=False, default="6"),
+                Col("initial_value", "decimal", "начальные показания", scale=6, ge=0,
+                    le=1e12, required=False, nullable=True),
+            ),
+            key=("meter_id",),
+            refs=(
+                Ref("premise_id", "premises", "premise_id"),
+                Ref("building_id", "buildings", "building_id"),
+                Ref("service_id", "services", "service_id"),
+            ),
+            date_order=(("installed_on", "removed_on"),),
+            one_of=("premise_id", "building_id"),
+        ),
+        Register(
+            "readings",
+            "Показания приборов учёта",
+            (
+                _id("meter_id", "прибор учёта"),
+                Col("read_on", "date", "дата показаний"),
+                Col("value", "decimal", "показания", scale=6, ge=0, le=1e12),
+                Col("source", "text", "источник", required=False, nullable=True),
+            ),
+            key=("meter_id", "read_on"),
+            refs=(Ref("meter_id", "meters", "meter_id"),),
+        ),
+        Register(
+            "benefits",
+            "Льготы",
+            (
+                _id("person_id", "код гражданина"),
+                Col("category", "text", "категория льготы"),
+                Col("from", "date", "действует с"),
+                Col("to", "date", "действует по", required=False, nullable=True),
+            ),
+            key=("person_id", "category", "from"),
+            refs=(Ref("person_id", "residents", "person_id"),),
+            date_order=(("from", "to"),),
+        ),
+        Register(
+            "outages",
+            "Перерывы и ненадлежащее качество",
+            (
+                _id("building_id", "дом"),
+                _id("service_id", "услуга"),
+                Col("started_at", "datetime", "начало"),
+                Col("ended_at", "datetime", "окончание"),
+            ),
+            key=("building_id", "service_id", "started_at"),
+            refs=(
+                Ref("building_id", "buildings", "building_id"),
+                Ref("service_id", "services", "service_id"),
+            ),
+            date_order=(("started_at", "ended_at"),),
+        ),
+    ]
+}
+
+#: Order in which registers are checked: a reference always points backwards.
+LOAD_ORDER: tuple[str, ...] = tuple(REGISTERS)
+
+
+def _checks(col: Col) -> list[pa.Check]:
+    checks: list[pa.Check] = []
+    if col.ge is not None:
+        checks.append(pa.Check.ge(col.ge, error=f"должно быть не меньше {col.ge:g}"))
+    if col.gt is not None:
+        checks.append(pa.Check.gt(col.gt, error=f"должно быть больше {col.gt:g}"))
+    if col.le is not None:
+        checks.append(pa.Check.le(col.le, error=f"должно быть не больше {col.le:g}"))
+    if col.choices:
+        checks.append(
+            pa.Check.isin(list(col.choices), error="допустимые значения: " + ", ".join(col.choices))
+        )
+    return checks
+
+
+def pandera_schema(register: Register) -> pa.DataFrameSchema:
+    """The pandera schema of a register's typed frame (value checks, not parsing).
+
+    >>> pandera_schema(REGISTERS["buildings"]).columns["total_area"].checks[0].error
+    'должно быть больше 0'
+    """
+    columns = {}
+    for col in register.columns:
+        dtype = PaDecimal(precision=18, scale=col.scale) if col.kind == "decimal" else col.dtype
+        columns[col.name] = pa.Column(dtype, checks=_checks(col), nullable=col.nullable)
+    return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+#: Messages for pandera's built-in checks.
+BUILTIN_CHECK_MESSAGES = {
+    "not_nullable": "обязательное значение не заполнено",
+    "field_uniqueness": "значение повторяется",
+}
+
+#: A plain payment file of an agent (bank, post, online account): one row per payment.
+PAYMENTS = Register(
+    "payments",
+    "Платежи",
+    (
+        Col("payment_id", "id", "код платежа"),
+        Col("paid_on", "date", "дата платежа"),
+        Col("account_id", "id", "лицевой счёт"),
+        Col("amount", "decimal", "сумма, руб.", scale=2, gt=0, le=100_000_000),
+        Col("period", "text", "период ГГГГ-ММ", required=False, nullable=True),
+        Col("agent", "id", "платёжный агент", required=False, default="unknown"),
+    ),
+    key=("agent", "payment_id"),
+)

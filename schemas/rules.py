@@ -1,0 +1,94 @@
+"""Rule tables: dated data that the law or a regulator changes (a change is a new row).
+
+Parsed with the same machinery as registers, but a rule table is all or
+nothing: one bad row stops the command, because charging with half a tariff
+table is worse than not charging.
+"""
+
+from __future__ import annotations
+
+from schemas.registers import Col, Register
+
+SERVICE_KINDS = ("metered", "sewerage", "area", "per_person", "fixed", "heating")
+PENALTY_SCHEMES = ("standard", "capital_repair")
+
+RULE_TABLES: dict[str, Register] = {
+    r.name: r
+    for r in [
+        Register(
+            "services",
+            "Услуги",
+            (
+                Col("service_id", "id", "код услуги"),
+                Col("name", "text", "наименование"),
+                Col("unit", "text", "единица измерения"),
+                Col("kind", "enum", "способ начисления", choices=SERVICE_KINDS),
+                Col("penalty_scheme", "enum", "схема пени", choices=PENALTY_SCHEMES,
+                    required=False, default="standard"),
+                Col("order", "int", "порядок в квитанции", required=False, default="0"),
+            ),
+            key=("service_id",),
+            required_file=True,
+        ),
+        Register(
+            "tariffs",
+            "Тарифы",
+            (
+                Col("service_id", "id", "услуга"),
+                Col("supplier_id", "id", "поставщик (пусто — любой)", required=False,
+                    nullable=True),
+                Col("from", "date", "действует с"),
+                # Tariffs are set in kopecks; a price with more decimals is refused.
+                Col("price", "decimal", "цена, руб.", scale=2, ge=0, le=10_000_000),
+                Col("source", "text", "основание", required=False, nullable=True),
+            ),
+            key=("service_id", "supplier_id", "from"),
+            required_file=True,
+        ),
+        Register(
+            "norms",
+            "Нормативы потребления",
+            (
+                Col("service_id", "id", "услуга"),
+                Col("from", "date", "действует с"),
+                Col("value", "decimal", "норматив", scale=6, ge=0, le=100_000),
+                Col("source", "text", "основание", required=False, nullable=True),
+            ),
+            key=("service_id", "from"),
+            required_file=True,
+        ),
+        Register(
+            "increasing_coefficients",
+            "Повышающие коэффициенты",
+            (
+                Col("service_id", "id", "услуга"),
+                Col("from", "date", "действует с"),
+                Col("value", "decimal", "коэффициент", scale=3, ge=1, le=100),
+                Col("source", "text", "основание", required=False, nullable=True),
+            ),
+            key=("service_id", "from"),
+        ),
+        Register(
+            "key_rates",
+            "Ключевая ставка Банка России",
+            (
+                Col("from", "date", "действует с"),
+                Col("rate", "decimal", "ставка, %", scale=2, ge=0, le=100),
+                Col("confidence", "text", "достоверность", required=False, nullable=True),
+            ),
+            key=("from",),
+            required_file=True,
+        ),
+    ]
+}
+
+RULE_TABLES["due_dates"] = Register(
+    "due_dates",
+    "Срок оплаты",
+    (
+        Col("from", "date", "для начислений за периоды с"),
+        Col("day", "int", "число следующего месяца", ge=1, le=28),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("from",),
+)

@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny workspaces written from inline register text."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.workspace import Workspace, init_workspace
+
+ORGS = """\
+org_id,name,inn,kpp,role,bank_name,bik,account,corr_account,address,phone
+UK1,ООО «УК Дом»,7707083893,770701001,management,ПАО Сбербанк,044525225,40702810000000000001,30101810400000000225,г. Энск,+7 000
+VK,АО «Водоканал»,7707083893,770701001,supplier,ПАО Сбербанк,044525225,40702810000000000002,30101810400000000225,г. Энск,+7 000
+TS,АО «Теплосеть»,7707083893,770701001,supplier,ПАО Сбербанк,044525225,40702810000000000003,30101810400000000225,г. Энск,+7 000
+"""
+
+BUILDINGS = """\
+building_id,address,manager_id,total_area,common_area
+B1,"г. Энск, ул. Ленина, д. 1",UK1,1000.00,100.00
+"""
+
+PREMISES = """\
+premise_id,building_id,number,kind,total_area,rooms,meter_possible
+P1,B1,1,residential,50.00,2,true
+P2,B1,2,residential,60.00,2,true
+P3,B1,3,residential,40.00,1,false
+"""
+
+ACCOUNTS = """\
+account_id,premise_id,payer_kind,payer_name,share,owners,opened_on,closed_on,email
+A1,P1,person,Иванов Иван Иванович,1,1,2020-01-01,,
+A2,P2,person,Петрова Анна Сергеевна,1,2,2020-01-01,,
+A3,P3,person,Сидоров Пётр Ильич,1,1,2020-01-01,,
+"""
+
+BUILDING_SERVICES = """\
+building_id,service_id,supplier_id,from,to
+B1,cold_water,VK,2015-01-01,
+B1,sewerage,VK,2015-01-01,
+B1,maintenance,UK1,2015-01-01,
+B1,heating,TS,2015-01-01,
+"""
+
+RESIDENTS = """\
+person_id,account_id,full_name,birth_date,kind,from,to
+R1,A1,Иванов Иван Иванович,1980-01-01,permanent,2020-01-01,
+R2,A1,Иванова Мария Петровна,1982-01-01,permanent,2020-01-01,
+R3,A2,Петрова Анна Сергеевна,1990-01-01,permanent,2020-01-01,
+R4,A3,Сидоров Пётр Ильич,1970-01-01,permanent,2020-01-01,
+"""
+
+METERS = """\
+meter_id,service_id,premise_id,building_id,serial,installed_on,removed_on,verified_until,digits,initial_value
+M1,cold_water,P1,,111,2020-01-01,,2030-01-01,5,0
+"""
+
+READINGS = """\
+meter_id,read_on,value,source
+M1,2026-07-20,100.000,lk
+M1,2026-08-20,107.500,lk
+"""
+
+TOWN = {
+    "organizations": ORGS,
+    "buildings": BUILDINGS,
+    "premises": PREMISES,
+    "accounts": ACCOUNTS,
+    "building_services": BUILDING_SERVICES,
+    "residents": RESIDENTS,
+    "meters": METERS,
+    "readings": READINGS,
+}
+
+
+def write_registers(ws: Workspace, registers: dict[str, str]) -> None:
+    for name, text in registers.items():
+        (ws.registers / f"{name}.csv").write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+@pytest.fixture
+def town(tmp_path: Path) -> Workspace:
+    """A three-flat house: metered cold water in A1, norm ×K in A2, meter impossible in A3."""
+    ws = init_workspace(tmp_path / "home")
+    write_registers(ws, TOWN)
+    return ws

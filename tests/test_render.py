@@ -1,0 +1,261 @@
+"""Receipt rendering: HTML text, PDFs, print batches, the process pool."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import zlib
+from dataclasses import replace
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+from pipeline.render.receipts import (
+    Payee,
+    Receipt,
+    ReceiptLine,
+    amount_in_words,
+    check_pdf_stack,
+    render_html,
+    render_pdf,
+    render_receipts,
+)
+
+NBSP = "\u00a0"
+
+_SERVICES = [
+    ("Содержание жилого помещения", "м²", "по площади", "54.3", "32.15", "uk"),
+    ("Холодное водоснабжение", "м³", "по счётчику", "4.745", "52.28", "voda"),
+    ("Горячее водоснабжение", "м³", "по счётчику", "3.1", "248.01", "voda"),
+    ("Водоотведение", "м³", "по счётчику", "7.845", "38.40", "voda"),
+    ("Электроснабжение, день", "кВт·ч", "по счётчику", "180", "6.43", "uk"),
+    ("Электроснабжение, ночь", "кВт·ч", "по счётчику", "95", "2.51", "uk"),
+    ("Отопление", "Гкал", "по нормативу", "1.2543", "2781.55", "uk"),
+    ("ХВС на СОИ", "м³", "по нормативу", "0.2715", "52.28", "voda"),
+    ("ГВС на СОИ", "м³", "по нормативу", "0.1986", "248.01", "voda"),
+    ("Электроэнергия на СОИ", "кВт·ч", "по нормативу ×1,5", "12.4", "6.43", "uk"),
+    ("Обращение с ТКО", "чел.", "по нормативу", "3", "165.20", "uk"),
+    ("Домофон", "кв.", "фиксированная плата", None, "45.00", "uk"),
+    ("Вывоз снега", "м²", "по площади", "54.3", "1.05", "uk"),
+    ("Антенна", "кв.", "фиксированная плата", None, "120.00", "uk"),
+    ("Взнос на капремонт", "м²", "по площади", "54.3", "19.74", "fkr"),
+]
+
+
+def _payee(org_id: str, name: str, charged: int, opening: int, paid: int) -> Payee:
+    return Payee(
+        org_id=org_id,
+        name=name,
+        inn="7701234567",
+        kpp="770101001",
+        bank_name="ПАО «Банк»",
+        bik="044525225",
+        account="40702810938000012345",
+        corr_account="30101810400000000225",
+        opening=opening,
+        charged=charged,
+        recalculated=0,
+        paid=paid,
+        penalty=0,
+        closing=opening + charged - paid,
+    )
+
+
+def make_receipt(
+    account_id: str = "1000001",
+    building_id: str = "B001",
+    *,
+    paid_extra: int = 0,
+    due_date: date | None = date(2026, 11, 10),
+) -> Receipt:
+    """A realistic 15-line receipt; ``paid_extra`` kopecks overpaid to each payee make an advance."""
+    lines = []
+    for name, unit, method, volume, tariff, supplier in _SERVICES:
+        vol = None if volume is None else Decimal(volume)
+        price = Decimal(tariff)
+        amount = int(((vol or Decimal(1)) * price * 100).quantize(Decimal(1), ROUND_HALF_UP))
+        lines.append(ReceiptLine(name, unit, method, vol, price, amount, supplier))
+    charged = {s: sum(ln.amount for ln in lines if ln.supplier_id == s) for s in ("uk", "voda", "fkr")}
+    payees = (
+        _payee("uk", "ООО «УК Домовой»", charged["uk"], 150_000, 150_000 + paid_extra),
+        _payee("voda", "АО «Водоканал»", charged["voda"], 0, paid_extra),
+        _payee("fkr", "Фонд капремонта", charged["fkr"], 107_182, 107_182 + paid_extra),
+    )
+
+    def total(field: str) -> int:
+        return sum(getattr(p, field) for p in payees)
+
+    return Receipt(
+        account_id=account_id,
+        period="2026-10",
+        payer_name="Иванов Иван Иванович",
+        address="г. Тверь, ул. Советская, д. 5, кв. 12",
+        total_area=Decimal("54.3"),
+        residents=3,
+        manager_name="ООО «УК Домовой»",
+        manager_contacts="г. Тверь, ул. Ленина, 1; +7 4822 00-00-00; uk@example.ru",
+        lines=tuple(lines),
+        payees=payees,
+        opening=total("opening"),
+        charged=total("charged"),
+        recalculated=total("recalculated"),
+        paid=total("paid"),
+        penalty=total("penalty"),
+        closing=total("closing"),
+        due_date=due_date,
+        building_id=building_id,
+    )
+
+
+def _pages(pdf: Path) -> int:
+    """Page objects in a PDF, looking inside compressed object streams too."""
+    data = pdf.read_bytes()
+    chunks = [data]
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            chunks.append(zlib.decompress(stream))
+        except zlib.error:
+            pass
+    return sum(len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", c)) for c in chunks)
+
+
+def _rub(text: str) -> str:
+    return text.replace(" ", NBSP)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def test_amount_in_words() -> None:
+    assert amount_in_words(101) == "Один рубль 01 копейка"
+    assert amount_in_words(222) == "Два рубля 22 копейки"
+    assert amount_in_words(0) == "Ноль рублей 00 копеек"
+    assert amount_in_words(100_000_000) == "Один миллион рублей 00 копеек"
+    assert amount_in_words(123_456) == "Одна тысяча двести тридцать четыре рубля 56 копеек"
+
+
+def test_html_contents() -> None:
+    receipt = make_receipt()
+    html = render_html(receipt)
+    assert "Платёжный документ (квитанция) за октябрь 2026 г." in html
+    assert "Иванов Иван Иванович" in html
+    assert "ул. Советская, д. 5, кв. 12" in html
+    assert "54,3 м²" in html and "3 чел." in html
+    for line in receipt.lines:
+        assert line.service_name in html
+    assert "4,745" in html and "52,28" in html and "по нормативу ×1,5" in html
+    # 54.3 × 32.15 = 1 745,75 ₽ (the first line), grouped with a no-break space
+    assert f">{_rub('1 745,75')}<" in html
+    assert receipt.to_pay > 100_000
+    to_pay = _rub(f"{receipt.to_pay // 100:,}".replace(",", " ")) + f",{receipt.to_pay % 100:02d}"
+    assert f"Итого к оплате: {to_pay} ₽" in html
+    assert amount_in_words(receipt.to_pay) in html
+    assert "Оплатить до 10.11.2026" in html
+    assert "Аванс" not in html
+    assert html.count('class="group"') == 3 and html.count('class="sub"') == 3
+    assert "БИК 044525225" in html and "р/с 40702810938000012345" in html
+
+
+def test_html_escapes_and_advance() -> None:
+    receipt = replace(make_receipt(paid_extra=2_000_000, due_date=None), payer_name="<b>Х</b>")
+    assert receipt.closing < 0 and receipt.to_pay == 0
+    html = render_html(receipt)
+    assert "&lt;b&gt;Х&lt;/b&gt;" in html
+    advance = -receipt.closing
+    text = f"{advance // 100:,}".replace(",", NBSP) + f",{advance % 100:02d}"
+    assert f"Аванс: {text} ₽" in html
+    assert "Итого к оплате: 0,00 ₽" in html
+    assert "Ноль рублей 00 копеек" in html
+    assert "Оплатить до" not in html
+
+
+def test_unknown_supplier_is_refused() -> None:
+    receipt = make_receipt()
+    bad = replace(receipt, lines=(*receipt.lines, replace(receipt.lines[0], supplier_id="x")))
+    with pytest.raises(ValueError, match="не указан среди получателей"):
+        render_html(bad)
+
+
+def test_inconsistent_totals_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    receipt = replace(make_receipt(), closing=1)
+    with caplog.at_level(logging.WARNING, logger="pipeline.render"):
+        render_html(receipt)
+    assert any("сальдо на конец" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def test_check_pdf_stack() -> None:
+    check_pdf_stack()  # libharfbuzz-subset0 and DejaVu are installed here
+    assert any(type(h).__name__ == "_WeasyPrintBridge" for h in logging.getLogger("weasyprint").handlers)
+
+
+def test_render_pdf_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "one.pdf"
+    render_pdf(make_receipt(), target)
+    assert target.read_bytes().startswith(b"%PDF")
+    assert _pages(target) == 1  # 15 lines and 3 payees fit one A4 page
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_render_receipts_in_process(tmp_path: Path) -> None:
+    receipts = [
+        make_receipt("1000001"),
+        make_receipt("1000002", paid_extra=2_000_000),
+        make_receipt("1000003", "B002"),
+    ]
+    report = render_receipts(receipts, tmp_path, workers=1)
+    assert (report.count, report.batches, report.out_dir) == (3, 2, tmp_path)
+    for r in receipts:
+        pdf = tmp_path / f"{r.account_id}.pdf"
+        assert pdf.read_bytes().startswith(b"%PDF")
+    assert _pages(tmp_path / "batches" / "B001.pdf") == 2
+    assert _pages(tmp_path / "batches" / "B002.pdf") == 1
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_duplicate_accounts_and_unsafe_ids_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="дважды"):
+        render_receipts([make_receipt("1"), make_receipt("1")], tmp_path, workers=1)
+    with pytest.raises(ValueError, match="имени файла"):
+        render_receipts([make_receipt("../x")], tmp_path, workers=1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_failed_run_leaves_no_tmp(tmp_path: Path) -> None:
+    good = make_receipt("1000001")
+    bad = replace(good, account_id="1000002", lines=(replace(good.lines[0], supplier_id="x"),))
+    with pytest.raises(ValueError):
+        render_receipts([good, bad], tmp_path, workers=1)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_pool_from_threaded_caller(tmp_path: Path) -> None:
+    """workers=2 (forkserver) while another thread is alive, as inside a Prefect task."""
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    receipts = [make_receipt(f"200000{i}", f"B00{i % 2}") for i in range(4)]
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        result["report"] = render_receipts(receipts, tmp_path, workers=2)
+
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+    finally:
+        stop.set()
+    report = result["report"]
+    assert getattr(report, "count", None) == 4 and getattr(report, "batches", None) == 2
+    for r in receipts:
+        assert (tmp_path / f"{r.account_id}.pdf").read_bytes().startswith(b"%PDF")
+    assert _pages(tmp_path / "batches" / "B000.pdf") == 2
+    assert _pages(tmp_path / "batches" / "B001.pdf") == 2
+    assert not list(tmp_path.rglob("*.tmp"))
