@@ -258,3 +258,42 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
         atomic_write_bytes(tmp / "manifest.json",
                            json.dumps(manifest, ensure_ascii=False, indent=1).encode())
     return final
+
+
+def summary(result: CloseResult) -> dict[str, Any]:
+    """Small, printable facts of a close (kopecks)."""
+    lines = result.lines
+    return {
+        "period": str(result.period),
+        "accounts": lines["account_id"].n_unique(),
+        "charge_lines": lines.height,
+        "methods": dict(sorted(lines.group_by("method").len().iter_rows())),
+        "reading_issues": result.reading_issues.height,
+        "payments": result.allocations.select("agent", "payment_id").n_unique(),
+        "due_date": str(result.due_date) if result.due_date else None,
+        **{f"{k}_kop": v for k, v in result.totals.items()},
+    }
+
+
+def seal_with_receipts(ws: Workspace, inputs: CloseInputs, result: CloseResult,
+                       receipts: bool = True) -> Path:
+    """Seal the period; with ``receipts`` render one PDF per account inside it first."""
+    if not receipts:
+        return seal(ws, result, inputs)
+    from pipeline.render.build import build_receipts
+    from pipeline.render.receipts import check_pdf_stack, render_receipts
+
+    check_pdf_stack()
+    settings = ws.settings().get("receipts", {})
+    workers = int(settings.get("workers", 0)) or None
+    batches = bool(settings.get("print_batches", True))
+
+    def render(tmp: Path) -> dict[str, Any]:
+        report = render_receipts(
+            build_receipts(result, inputs.regs, inputs.rules.services), tmp / "receipts",
+            workers=workers, batches=batches,
+        )
+        return {"count": report.count, "batches": report.batches,
+                "seconds": round(report.seconds, 1)}
+
+    return seal(ws, result, inputs, render)

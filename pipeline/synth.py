@@ -6,9 +6,9 @@
 month from what the receipts asked. Both are pure functions of their arguments
 and the seed: the same call gives byte-identical files.
 
-Everything is vectorised with NumPy and Polars (loops run over buildings-free
-dimensions only: periods, services, name lists), so a city of a million
-accounts takes seconds. Readings are written month by month to keep memory flat.
+Everything is vectorised with NumPy and Polars (Python loops run only over
+periods, services and short name lists), so a city of a million accounts takes
+seconds. Readings are written month by month to keep memory flat.
 
 The city is small-town realistic on purpose: split ownership, successions of
 owners, people moving in and out inside the demo months, meters expiring,
@@ -22,7 +22,8 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -138,15 +139,17 @@ _STREETS: tuple[str, ...] = (
 )
 
 # (male, female) surname forms.
-_SURNAMES: tuple[tuple[str, str], ...] = tuple(
-    (s, s + "а") for s in (
-        "Иванов", "Смирнов", "Кузнецов", "Попов", "Васильев", "Петров", "Соколов",
-        "Михайлов", "Новиков", "Фёдоров", "Морозов", "Волков", "Алексеев", "Лебедев",
-        "Семёнов", "Егоров", "Павлов", "Козлов", "Степанов", "Николаев", "Орлов",
-        "Андреев", "Макаров", "Никитин", "Захаров", "Зайцев", "Соловьёв", "Борисов",
-    )
-) + (("Успенский", "Успенская"), ("Троицкий", "Троицкая"), ("Белых", "Белых"),
-     ("Черных", "Черных"))
+_SURNAME_STEMS: tuple[str, ...] = (
+    "Иванов", "Смирнов", "Кузнецов", "Попов", "Васильев", "Петров", "Соколов",
+    "Михайлов", "Новиков", "Фёдоров", "Морозов", "Волков", "Алексеев", "Лебедев",
+    "Семёнов", "Егоров", "Павлов", "Козлов", "Степанов", "Николаев", "Орлов",
+    "Андреев", "Макаров", "Никитин", "Захаров", "Зайцев", "Соловьёв", "Борисов",
+)
+_SURNAMES: tuple[tuple[str, str], ...] = (
+    *((s, s + "а") for s in _SURNAME_STEMS),
+    ("Успенский", "Успенская"), ("Троицкий", "Троицкая"), ("Белых", "Белых"),
+    ("Черных", "Черных"),
+)
 _MALE_NAMES: tuple[str, ...] = (
     "Александр", "Сергей", "Дмитрий", "Андрей", "Алексей", "Максим", "Иван", "Михаил",
     "Николай", "Владимир", "Евгений", "Артём", "Павел", "Юрий", "Олег", "Виктор", "Игорь",
@@ -185,7 +188,7 @@ _HOUSE_TYPES = np.array([
     (5, 4, 4), (5, 6, 4), (9, 4, 4), (9, 2, 4), (5, 2, 3), (3, 2, 4), (12, 1, 4),
     (16, 2, 4), (10, 3, 4), (17, 1, 6), (2, 2, 2),
 ])
-_HOUSE_WEIGHTS = np.array([0.17, 0.07, 0.08, 0.13, 0.14, 0.08, 0.08, 0.05, 0.05, 0.05, 0.10])
+_HOUSE_WEIGHTS = np.array([0.22, 0.08, 0.12, 0.14, 0.08, 0.06, 0.08, 0.06, 0.06, 0.05, 0.05])
 
 _SOURCES = ("lk", "gis", "bank", "controller")
 _SOURCE_P = np.array([0.45, 0.20, 0.20, 0.15])
@@ -650,9 +653,10 @@ def _absences(rng: np.random.Generator, res: _Residents, person_ids: pl.Series,
     who = np.sort(rng.choice(eligible, size=n, replace=False)) if n else eligible[:0]
     window = cal.demo_last - cal.demo_first + 1
     # Exactly 5 days (the threshold of п.86 Правил 354), shorter, and longer trips.
-    length = np.select(
-        [(k := rng.random(n)) < 0.3, k < 0.45], [5, rng.integers(2, 5, n)], rng.integers(6, 31, n)
-    )
+    kind = rng.random(n)
+    short = rng.integers(2, 5, n)
+    long = rng.integers(6, 31, n)
+    length = np.where(kind < 0.3, 5, np.where(kind < 0.45, short, long))
     length = np.minimum(length, window)
     start = _uniform_day(rng, cal.demo_first, cal.demo_last - length + 1, n)
     return pl.DataFrame([
@@ -673,7 +677,8 @@ def _benefits(rng: np.random.Generator, res: _Residents, household: np.ndarray,
     start = np.maximum(
         res.start[who], _uniform_day(rng, _day(date(2016, 1, 1)), cal.demo_first - 1, n)
     )
-    ends = rng.random(n) < 0.15
+    # Disability is granted until the next re-examination; other benefits rarely end.
+    ends = rng.random(n) < np.where(category == 1, 0.5, 0.1)
     end = np.where(ends, _uniform_day(rng, np.maximum(start, cal.demo_first), cal.demo_last + 365,
                                       n), _NO_DATE)
     return pl.DataFrame([
@@ -873,6 +878,8 @@ def _write_readings(rng: np.random.Generator, met: _Meters, meter_ids: pl.Series
     elapsed = np.clip((before - met.installed) / 30.44, 0, None)
     per_month = np.where(building, met.mean * _HEAT_NORM * 1000, met.mean)
     state = met.initial + (per_month * elapsed).astype(np.int64)
+    whole = met.service == SERVICE_ORDER.index(ELECTRICITY)
+    state = np.where(whole, state // 1000 * 1000, state)
     # One cold-water meter rolls over its digits in the first demo month.
     cold_old = np.flatnonzero((met.service == 0) & (met.installed < before) & (met.mean > 500))
     roll = int(rng.choice(cold_old)) if len(cold_old) else -1
@@ -890,15 +897,19 @@ def _write_readings(rng: np.random.Generator, met: _Meters, meter_ids: pl.Series
             day = np.where(late, rng.integers(26, 29, n_m), day)
             read_on = _day(period.first) + day - 1
             noise = 0.8 + 0.4 * rng.random(n_m)
+            if roll >= 0:
+                noise[roll] = 1.0
             heat = _HEAT_PROFILE[period.month - 1] * (0.9 + 0.2 * rng.random(n_m))
             inc = np.where(building, per_month * heat, met.mean * noise)
-            inc = np.where(met.digits == 6, np.round(inc / 1000) * 1000, np.round(inc))
-            inc = np.where(building, np.round(inc / 1000 * 1000), inc)
+            # Electricity meters show whole kWh.
+            inc = np.where(whole, np.round(inc / 1000) * 1000, np.round(inc))
             # A meter installed during the month counts from its installation day.
             fraction = np.clip((read_on - met.installed) / days, 0, 1)
             inc = np.round(inc * fraction).astype(np.int64)
             u = rng.random(n_m)
             spike = ~building & (u < 0.001) & (index > 0)
+            if roll >= 0:
+                spike[roll] = False
             inc = np.where(spike, inc * 10, inc)
             state = state + inc
             value = state.copy()
@@ -937,32 +948,38 @@ def _append_maintenance_tariffs(rng: np.random.Generator, rules: Path,
     if path.exists():
         text = path.read_text(encoding="utf-8")
     else:
-        default = Path(__file__).resolve().parent.parent / "rules" / "defaults" / "tariffs.csv"
-        text = default.read_text(encoding="utf-8") if default.exists() else ""
-    reader = csv.DictReader(io.StringIO(text))
-    header = list(reader.fieldnames or TARIFF_COLUMNS)
-    for column in TARIFF_COLUMNS:
-        if column not in header:
-            header.append(column)
-    rows = [
-        row for row in reader
-        if not (row.get("service_id") == MAINTENANCE and row.get("supplier_id") in managers
-                and row.get("source") == MAINTENANCE_TARIFF_SOURCE)
-    ]
+        default = resources.files("rules").joinpath("defaults/tariffs.csv")
+        text = default.read_text(encoding="utf-8") if default.is_file() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next(csv.reader(lines[:1]), None) or list(TARIFF_COLUMNS)
+    missing = [c for c in TARIFF_COLUMNS if c not in header]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header + missing, lineterminator="\n",
+                            restval="", extrasaction="ignore")
+    # Existing rows are kept verbatim unless a column has to be added to them.
+    kept = [lines[0]] if lines and not missing else []
+    if not kept:
+        writer.writeheader()
+    for line in lines[1:]:
+        row = dict(zip(header, next(csv.reader([line]), []), strict=False))
+        if (row.get("service_id") == MAINTENANCE and row.get("supplier_id") in managers
+                and row.get("source") == MAINTENANCE_TARIFF_SOURCE):
+            continue  # an earlier demo row, replaced below
+        if missing:
+            writer.writerow(row)
+        else:
+            kept.append(line)
     prices = rng.integers(2600, 3801, len(managers))
     for org_id, price in zip(managers, prices, strict=True):
-        rows.append({
+        writer.writerow({
             "service_id": MAINTENANCE, "supplier_id": org_id,
             "from": MAINTENANCE_TARIFF_FROM.isoformat(),
             "price": f"{price // 100}.{price % 100:02d}",
             "source": MAINTENANCE_TARIFF_SOURCE,
         })
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n", restval="")
-    writer.writeheader()
-    writer.writerows(rows)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    head = "".join(line + "\n" for line in kept)
+    tmp.write_text(head + buffer.getvalue(), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -1142,7 +1159,7 @@ def generate_payments(due: pl.DataFrame, bill_period: Period, seed: int = 2026) 
     def u(salt: int) -> np.ndarray:
         return _stable_uniform(ids, seed, salt * 1_000_000 + month_salt)
 
-    full, partial, none, overpay, instalments = (behaviour == names.index(b) for b in names)
+    _, partial, none, overpay, instalments = (behaviour == names.index(b) for b in names)
     pays = (to_pay > 0) & ~none
     share = 300 + np.floor(u(3) * 601).astype(np.int64)  # 30–90 %, per mille
     split = 400 + np.floor(u(4) * 201).astype(np.int64)  # first instalment 40–60 %
@@ -1216,7 +1233,3 @@ __all__ = [
     "payment_behaviour",
     "write_payments_csv",
 ]
-
-
-def _unused() -> timedelta:  # pragma: no cover - keeps the import list honest for readers
-    return timedelta(0)

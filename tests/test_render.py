@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.render.receipts import (
+    UA_ELEMENTS,
     Payee,
     Receipt,
     ReceiptLine,
@@ -170,6 +171,12 @@ def test_html_escapes_and_advance() -> None:
     assert "Итого к оплате: 0,00 ₽" in html
     assert "Ноль рублей 00 копеек" in html
     assert "Оплатить до" not in html
+
+
+def test_template_stays_inside_the_small_ua_stylesheet() -> None:
+    html = render_html(make_receipt(paid_extra=2_000_000))
+    tags = set(re.findall(r"<([a-z][a-z0-9]*)", html))
+    assert tags <= UA_ELEMENTS, tags - UA_ELEMENTS
 
 
 def test_unknown_supplier_is_refused() -> None:

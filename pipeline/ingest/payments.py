@@ -143,3 +143,27 @@ def _reject(rows: pl.DataFrame, file: str, column: str, reason: str) -> pl.DataF
         pl.lit(file).alias("file"), pl.col(ROW).alias("row"), pl.lit(column).alias("column"),
         pl.col(column).cast(pl.String).alias("value"), pl.lit(reason).alias("reason"),
     )
+
+
+def import_inbox(ws: Workspace) -> list[dict[str, object]]:
+    """Import every file waiting in ``inbox/`` and move it to ``inbox/archive/<date>/<outcome>/``."""
+    import os
+
+    outcomes: list[dict[str, object]] = []
+    for path in sorted(p for p in ws.inbox.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            result = import_payment_file(ws, path)
+            outcome = "duplicate" if result.already_imported else "imported"
+            info: dict[str, object] = {"file": path.name, "outcome": outcome,
+                                       "accepted": result.accepted,
+                                       "accepted_kop": result.accepted_kop,
+                                       "duplicates": result.duplicates,
+                                       "rejected": result.rejected}
+        except BillingError as err:
+            outcome = "refused"
+            info = {"file": path.name, "outcome": outcome, "error": str(err)}
+        target = ws.inbox / "archive" / datetime.now().strftime("%Y-%m-%d") / outcome
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target / path.name)
+        outcomes.append(info)
+    return outcomes

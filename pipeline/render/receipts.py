@@ -485,6 +485,46 @@ def _install_log_bridge() -> None:
         wlog.setLevel(logging.WARNING)
 
 
+#: Elements the template may use: :data:`_UA_CSS` gives them their HTML meaning.
+UA_ELEMENTS = frozenset(
+    "html head title meta body article section header footer main div p h1 h2 h3 span b"
+    " strong i em small sub sup br img table caption colgroup col thead tbody tfoot tr th td"
+    " ul ol li".split()
+)
+
+#: A small user-agent stylesheet replacing WeasyPrint's full HTML5 one (256 lines, with
+#: 16 page-margin boxes and attribute rules matched on every element). Measured ≈15–20 ms
+#: less layout per receipt. It covers :data:`UA_ELEMENTS` only; ``tests/test_render.py``
+#: checks that the template stays inside that set.
+_UA_CSS = """
+[hidden], head, title, meta, style, script, template, link, base { display: none }
+html, body, article, section, header, footer, main, div, p, h1, h2, h3, ul, ol { display: block }
+li { display: list-item }
+table { display: table; box-sizing: border-box; border-spacing: 2px;
+        border-collapse: separate; text-indent: initial }
+caption { display: table-caption }
+colgroup { display: table-column-group }
+col { display: table-column }
+thead { display: table-header-group; vertical-align: middle }
+tbody { display: table-row-group; vertical-align: middle }
+tfoot { display: table-footer-group; vertical-align: middle }
+tr { display: table-row; vertical-align: inherit }
+td, th { display: table-cell; vertical-align: inherit; padding: 1px }
+b, strong, th, h1, h2, h3 { font-weight: bold }
+i, em { font-style: italic }
+small { font-size: smaller }
+sub { vertical-align: sub; font-size: smaller }
+sup { vertical-align: super; font-size: smaller }
+p, ul, ol { margin-top: 1em; margin-bottom: 1em }
+ul, ol { padding-left: 40px }
+ul { list-style-type: disc }
+ol { list-style-type: decimal }
+h1, h2, h3 { break-after: avoid; break-inside: avoid }
+br::before { content: "\\A"; white-space: pre-line }
+img { overflow: hidden }
+"""
+
+
 @dataclass
 class _Engine:
     """Per-process WeasyPrint state: reused for every document the process renders."""
@@ -510,8 +550,16 @@ def _engine() -> _Engine:
                 from weasyprint.text.fonts import FontConfiguration
 
                 font_config = FontConfiguration()
+                ua_css = CSS(string=_UA_CSS, font_config=font_config)
+
+                class _ReceiptHTML(HTML):  # type: ignore[misc]
+                    """HTML with the small UA stylesheet (private hook, WeasyPrint is pinned)."""
+
+                    def _ua_stylesheets(self, *args: Any, **kwargs: Any) -> list[Any]:
+                        return [ua_css]
+
                 css = CSS(filename=str(CSS_PATH), font_config=font_config)
-                _ENGINE = _Engine(HTML, font_config, css)
+                _ENGINE = _Engine(_ReceiptHTML, font_config, css)
     return _ENGINE
 
 

@@ -1,0 +1,46 @@
+"""``monthly_close(period)``: the month close as a Prefect flow.
+
+Tasks are the stages of :mod:`pipeline.close`; the same functions are tested
+without Prefect. Data moves between tasks in memory (no result persistence, no
+input hashing: ``NO_CACHE``), the flow returns a small summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline import close as stages
+from pipeline.dates import Period
+from pipeline.workspace import Workspace
+
+
+@task(name="load-inputs", cache_policy=NO_CACHE)
+def load_inputs(home: str, period: str) -> stages.CloseInputs:
+    return stages.load_inputs(Workspace(Path(home)), Period.parse(period))
+
+
+@task(name="compute", cache_policy=NO_CACHE)
+def compute(inputs: stages.CloseInputs) -> stages.CloseResult:
+    return stages.compute(inputs)
+
+
+@task(name="seal-with-receipts", cache_policy=NO_CACHE)
+def seal(home: str, inputs: stages.CloseInputs, result: stages.CloseResult,
+         receipts: bool) -> str:
+    return str(stages.seal_with_receipts(Workspace(Path(home)), inputs, result, receipts))
+
+
+@flow(name="monthly_close", log_prints=False)
+def monthly_close(period: str, home: str, dry_run: bool = False,
+                  receipts: bool = True) -> dict[str, Any]:
+    """Close ``period`` in the workspace ``home``; ``dry_run`` computes without sealing."""
+    inputs = load_inputs(home, period)
+    result = compute(inputs)
+    summary = stages.summary(result)
+    if not dry_run:
+        summary["period_dir"] = seal(home, inputs, result, receipts)
+    return summary

@@ -1,0 +1,233 @@
+"""``billing``: the command line, the thinnest layer over the stages and flows.
+
+Heavy modules (Prefect, pandera, WeasyPrint) are imported inside the commands
+that need them, so ``billing --help`` stays fast. Exit codes: 0 success,
+1 business error (a Russian message, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.workspace import BillingError, Workspace
+
+app = typer.Typer(
+    help="Биллинг ЖКХ: реестры, начисления, платежи, квитанции.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+payments_app = typer.Typer(help="Платежи банков и почты.", no_args_is_help=True)
+app.add_typer(payments_app, name="payments")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BILLING_HOME") or "./billing-home")
+
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Рабочее пространство (по умолчанию BILLING_HOME или ./billing-home)."),
+]
+
+
+def _ws(home: Path | None) -> Workspace:
+    return Workspace((home or default_home()).resolve())
+
+
+def _say(text: str) -> None:
+    typer.echo(text)
+
+
+def _rub(kop: int) -> str:
+    from pipeline.money import format_rub
+
+    return format_rub(kop) + " ₽"
+
+
+def _audit(ws: Workspace, command: str, **details: Any) -> None:
+    from pipeline.workspace import audit
+
+    if ws.audit.is_dir():
+        audit(ws, command, **details)
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Каталог нового рабочего пространства.")]) -> None:
+    """Создать пустое рабочее пространство с правилами по умолчанию."""
+    from pipeline.workspace import init_workspace
+
+    ws = init_workspace(directory.resolve())
+    _audit(ws, "init", outputs=[str(ws.home)])
+    _say(f"Рабочее пространство создано: {ws.home}")
+    _say(f"  правила: {ws.rules}\n  реестры кладите в: {ws.registers}\n  платежи — в: {ws.inbox}")
+
+
+@app.command()
+def ingest(home: HomeOpt = None) -> None:
+    """Проверить реестры registers/ и загрузить их в хранилище."""
+    from pipeline.ingest.registers import ingest as run_ingest
+
+    ws = _ws(home).require()
+    result = run_ingest(ws)
+    _audit(ws, "ingest", outputs={"version": result.version, "loaded": result.loaded,
+                                  "rejected": result.rejected,
+                                  "rejects": str(result.rejects_path or "")})
+    if result.unchanged:
+        _say(f"Реестры не изменились с последней загрузки ({result.version}): ничего не сделано.")
+        return
+    _say(f"Реестры загружены ({result.version}):")
+    for name, count in result.loaded.items():
+        _say(f"  {name:<18} принято строк: {count}")
+    if result.total_rejected:
+        _say(f"Отклонено строк: {result.total_rejected}; отчёт: {result.rejects_path}")
+    else:
+        _say("Отклонённых строк нет.")
+
+
+@app.command("close")
+def close_cmd(
+    period: Annotated[str, typer.Option("--period", help="Период ГГГГ-ММ.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Рассчитать без закрытия периода.")] = False,
+    no_receipts: Annotated[bool, typer.Option("--no-receipts", help="Не формировать PDF (для замеров).")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Закрыть период: начисления, платежи, сальдо, квитанции."""
+    from pipeline.dates import Period
+
+    ws = _ws(home).require()
+    Period.parse(period)
+    summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts)
+    _print_close(summary, dry_run)
+
+
+def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True) -> dict:
+    """Run the ``monthly_close`` flow (also used by ``demo``); audit the outcome."""
+    from flows import configure_prefect
+    from pipeline.close import check_can_close
+    from pipeline.dates import Period
+
+    check_can_close(ws, Period.parse(period))
+    configure_prefect(ws.home)
+    from flows.monthly_close import monthly_close
+
+    started = time.perf_counter()
+    summary = monthly_close(period=period, home=str(ws.home), dry_run=dry_run, receipts=receipts)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    _audit(ws, "close", period=period, dry_run=dry_run, outputs=summary)
+    return summary
+
+
+def _print_close(s: dict, dry_run: bool) -> None:
+    head = "Пробный расчёт (период не закрыт)" if dry_run else "Период закрыт"
+    _say(f"{head}: {s['period']} за {s['seconds']} с")
+    _say(f"  лицевых счетов с начислениями: {s['accounts']}, строк начислений: {s['charge_lines']}")
+    _say("  способы расчёта: " + ", ".join(f"{k} {v}" for k, v in s["methods"].items()))
+    _say(f"  входящее сальдо: {_rub(s['opening_kop'])}")
+    _say(f"  начислено:       {_rub(s['charged_kop'])}")
+    _say(f"  оплачено:        {_rub(s['allocated_kop'])} (платежей: {s['payments']})")
+    _say(f"  исходящее сальдо: {_rub(s['closing_kop'])}")
+    if s.get("due_date"):
+        _say(f"  срок оплаты: {s['due_date']}")
+    if s["reading_issues"]:
+        _say(f"  показаний не принято: {s['reading_issues']} (таблица reading_issues)")
+    if s.get("period_dir"):
+        _say(f"  результаты: {s['period_dir']}")
+
+
+@payments_app.command("import")
+def payments_import(
+    files: Annotated[list[Path], typer.Argument(help="Файлы реестров платежей.")],
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить реестры платежей; повторная загрузка ничего не меняет."""
+    from pipeline.ingest.payments import import_payment_file
+
+    ws = _ws(home).require()
+    for path in files:
+        r = import_payment_file(ws, path.resolve())
+        _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256},
+               outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop,
+                        "duplicates": r.duplicates, "rejected": r.rejected})
+        if r.already_imported:
+            _say(f"{r.file}: уже загружен ранее — пропущен.")
+            continue
+        _say(f"{r.file}: принято платежей {r.accepted} на {_rub(r.accepted_kop)}"
+             + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
+             + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+
+
+@app.command()
+def explain(
+    account: Annotated[str, typer.Argument(help="Лицевой счёт.")],
+    period: Annotated[str, typer.Option("--period", help="Период ГГГГ-ММ.")],
+    home: HomeOpt = None,
+) -> None:
+    """Показать каждое начисление счёта: способ, формулу и исходные данные."""
+    from pipeline.explain import explain_account
+
+    ws = _ws(home).require()
+    _say(explain_account(ws, account, period))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="Запрос SQL (DuckDB).")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv или json.")] = "table",
+    home: HomeOpt = None,
+) -> None:
+    """SQL по хранилищу и закрытым периодам (DuckDB)."""
+    from pipeline.analytics import run_sql
+
+    ws = _ws(home).require()
+    _say(run_sql(ws, query, fmt))
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    accounts: Annotated[int, typer.Option("--accounts", min=10, help="Число лицевых счетов.")] = 1000,
+    months: Annotated[int, typer.Option("--months", min=1, max=24, help="Сколько месяцев закрыть.")] = 3,
+    start: Annotated[str, typer.Option("--start", help="Первый период ГГГГ-ММ.")] = "2026-08",
+    receipts: Annotated[bool, typer.Option("--receipts/--no-receipts", help="Формировать PDF.")] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Зерно генератора.")] = 2026,
+) -> None:
+    """Построить синтетический город и закрыть несколько месяцев от начала до конца."""
+    from pipeline.demo import run_demo
+
+    ws = _ws(home)
+    run_demo(ws, accounts=accounts, months=months, start=start, receipts=receipts, seed=seed,
+             say=_say)
+
+
+@app.command()
+def bench(
+    accounts: Annotated[int, typer.Option("--accounts", min=10)] = 100_000,
+    months: Annotated[int, typer.Option("--months", min=1, max=24)] = 1,
+    home: HomeOpt = None,
+) -> None:
+    """Замер: синтетический город, загрузка и закрытие периодов без PDF (время и память)."""
+    from pipeline.demo import run_bench
+
+    ws = _ws(home) if home else None
+    report = run_bench(accounts=accounts, months=months, ws=ws, say=_say)
+    _say(json.dumps(report, ensure_ascii=False, indent=1))
+
+
+def main() -> None:
+    try:
+        app()
+    except BillingError as err:
+        typer.echo(f"Ошибка: {err}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""``billing demo`` and ``billing bench``: a synthetic city billed month after month.
+
+Both build a city with :mod:`pipeline.synth`, ingest it and close consecutive
+months; between closes the payers pay what their last receipt asked (a
+deterministic share of them partly or not at all), through an agent file in
+``inbox/`` imported like a night's payments. ``demo`` goes through the Prefect
+flow and renders receipts; ``bench`` calls the stages directly, skips PDFs and
+reports time and peak memory per step.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.dates import Period, month_periods
+from pipeline.workspace import BillingError, Workspace, init_workspace
+
+DEMO_MARKER = ".billing-demo"
+
+Say = Callable[[str], None]
+
+
+def _fresh_demo_home(ws: Workspace) -> Workspace:
+    """A new workspace; an earlier demo in the same place is replaced, anything else refused."""
+    home = ws.home
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).is_file():
+            raise BillingError(
+                f"Каталог {home} не пуст и не является демо-пространством: "
+                "укажите другой --home."
+            )
+        shutil.rmtree(home)
+    ws = init_workspace(home)
+    (home / DEMO_MARKER).write_text("synthetic city; safe to delete\n")
+    return ws
+
+
+def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
+    """Write the payments made during the month after ``bill`` into ``inbox/``."""
+    from pipeline.synth import generate_payments, write_payments_csv
+
+    balances = ws.period_dir(str(bill)) / "balances.parquet"
+    due = pl.read_parquet(balances).group_by("account_id").agg(
+        (pl.col("closing").sum() * 100).cast(pl.Int64).alias("to_pay")
+    )
+    payments = generate_payments(due, bill, seed=seed)
+    if not payments.height:
+        return None
+    path = ws.inbox / f"payments-{bill.shift(1)}.csv"
+    write_payments_csv(payments, path)
+    return path
+
+
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bool, seed: int,
+             say: Say) -> None:
+    from pipeline.cli import run_close, _print_close
+    from pipeline.ingest.payments import import_inbox
+    from pipeline.ingest.registers import ingest
+    from pipeline.synth import generate_city
+
+    first = Period.parse(start)
+    started = time.perf_counter()
+    ws = _fresh_demo_home(ws)
+    say(f"Демо: синтетический город в {ws.home}")
+    city = generate_city(ws.home, accounts=accounts, start=first, months=months, seed=seed)
+    say(f"  {city}")
+    result = ingest(ws)
+    say(f"  реестры загружены: {sum(result.loaded.values())} строк, отклонено "
+        f"{result.total_rejected}" + (f" (отчёт: {result.rejects_path})" if result.rejects_path else ""))
+    for period in month_periods(first, months):
+        if period != first:
+            path = _pay_last_bill(ws, period.shift(-1), seed)
+            if path is not None:
+                for info in import_inbox(ws):
+                    say(f"  платежи {info['file']}: принято {info.get('accepted', 0)}")
+        summary = run_close(ws, str(period), receipts=receipts)
+        _print_close(summary, dry_run=False)
+    last = month_periods(first, months)[-1]
+    example = pl.read_parquet(ws.period_dir(str(last)) / "charges.parquet").filter(
+        pl.col("method") == "norm_increased"
+    )["account_id"]
+    say("")
+    say(f"Готово за {time.perf_counter() - started:.0f} с. Где что лежит:")
+    say(f"  закрытые периоды: {ws.periods}/ГГГГ-ММ (таблицы Parquet, manifest.json)")
+    if receipts:
+        say(f"  квитанции: {ws.period_dir(str(last))}/receipts/ (PDF на каждый счёт, "
+            "пачки для печати в receipts/batches/)")
+    say(f"  отклонённые строки: {ws.rejects}")
+    say(f"  журнал операций: {ws.audit}/log.jsonl")
+    say("Попробуйте:")
+    say(f"  billing sql --home {ws.home} \"select period, method, count(*), sum(amount) "
+        "from charges group by all order by all\"")
+    if example.len():
+        say(f"  billing explain {example[0]} --period {last} --home {ws.home}")
+
+
+def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:
+    """Generate, ingest and close ``months`` periods without PDFs; time every step."""
+    from pipeline.close import compute, load_inputs, seal
+    from pipeline.ingest.payments import import_inbox
+    from pipeline.ingest.registers import ingest
+    from pipeline.synth import generate_city
+
+    tmp = None
+    if ws is None:
+        tmp = Path(tempfile.mkdtemp(prefix="billing-bench-"))
+        ws = Workspace(tmp / "home")
+    ws = _fresh_demo_home(ws)
+    first = Period(2026, 8)
+    report: dict[str, Any] = {"accounts": accounts, "months": months, "steps": []}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        report["steps"].append({"step": name, "seconds": round(time.perf_counter() - t, 2),
+                                "peak_rss_mb": _peak_mb()})
+        say(f"  {name}: {report['steps'][-1]['seconds']} с")
+        return out
+
+    try:
+        step("generate_city", lambda: generate_city(ws.home, accounts=accounts, start=first,
+                                                    months=months))
+        step("ingest", lambda: ingest(ws))
+        for period in month_periods(first, months):
+            if period != first:
+                step(f"payments {period}", lambda p=period: (_pay_last_bill(ws, p.shift(-1), 2026),
+                                                             import_inbox(ws)))
+            inputs = step(f"load {period}", lambda p=period: load_inputs(ws, p))
+            result = step(f"compute {period}", lambda i=inputs: compute(i))
+            step(f"seal {period}", lambda r=result, i=inputs: seal(ws, r, i))
+            report.setdefault("charge_lines", []).append(result.lines.height)
+        report["peak_rss_mb"] = _peak_mb()
+        close_steps = [s for s in report["steps"] if s["step"].split()[0] in ("load", "compute", "seal")]
+        report["close_seconds_per_month"] = round(sum(s["seconds"] for s in close_steps) / months, 2)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report

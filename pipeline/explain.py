@@ -1,0 +1,133 @@
+"""``billing explain``: every charge of an account with its method, formula and inputs.
+
+For a sealed period the lines come from ``periods/YYYY-MM/charges.parquet``; for
+an open period they are computed on the spot (nothing is written). Each number
+is traced to where it came from: the rule row (file, row, effective date,
+legal source) and the meter readings.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+
+from pipeline.dates import Period
+from pipeline.money import format_rub
+from pipeline.workspace import BillingError, Workspace
+from rules import read_rule_table
+
+
+def _num(value: Decimal | int | None, places: int = 3) -> str:
+    if value is None:
+        return "—"
+    d = Decimal(value)
+    text = f"{d:.{places}f}".rstrip("0").rstrip(".") if "." in f"{d:.{places}f}" else f"{d}"
+    return text.replace(".", ",")
+
+
+def _rub(value: Decimal) -> str:
+    return format_rub(int(Decimal(value) * 100)) + " ₽"
+
+
+def _charges(ws: Workspace, period: str) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
+    folder = ws.period_dir(period)
+    if (folder / "manifest.json").is_file():
+        return (pl.read_parquet(folder / "charges.parquet"),
+                pl.read_parquet(folder / "meter_volumes.parquet"), True)
+    from pipeline.close import compute, load_inputs, to_outputs
+
+    out = to_outputs(compute(load_inputs(ws, Period.parse(period))))
+    return out["charges"], out["meter_volumes"], False
+
+
+def explain_account(ws: Workspace, account_id: str, period: str) -> str:
+    Period.parse(period)
+    charges, volumes, sealed = _charges(ws, period)
+    mine = charges.filter(pl.col("account_id") == account_id)
+    if not mine.height:
+        raise BillingError(f"У лицевого счёта {account_id} нет начислений за {period}.")
+    from pipeline.ingest.registers import load_store
+
+    regs = load_store(ws)
+    services = {r["service_id"]: r for r in read_rule_table(ws.rules, "services").iter_rows(named=True)}
+    rules = {name: {r["source_row"]: r for r in read_rule_table(ws.rules, name).iter_rows(named=True)}
+             for name in ("tariffs", "norms", "increasing_coefficients")}
+    orgs = {r["org_id"]: r["name"] for r in regs["organizations"].iter_rows(named=True)}
+    acc = regs["accounts"].filter(pl.col("account_id") == account_id)
+    premise = acc["premise_id"][0] if acc.height else None
+    meters = regs["meters"].filter(pl.col("premise_id") == premise)
+    meter_lines = volumes.join(meters.select("meter_id"), on="meter_id")
+
+    out = [f"Лицевой счёт {account_id}, период {period}"
+           + ("" if sealed else " (период не закрыт: предварительный расчёт)")]
+    if acc.height:
+        out.append(f"Плательщик: {acc['payer_name'][0]}; помещение {premise}, доля {acc['share'][0]}")
+    total = Decimal(0)
+    for ln in mine.iter_rows(named=True):
+        svc = services.get(ln["service_id"], {"name": ln["service_id"], "unit": ""})
+        unit = svc["unit"]
+        out.append("")
+        out.append(f"{svc['name']} — {orgs.get(ln['supplier_id'], ln['supplier_id'])}; "
+                   f"способ: {ln['method']}; дни {ln['line_from']:%d.%m}–{ln['line_to']:%d.%m} "
+                   f"({ln['days']} из {ln['days_in_month']})")
+        out.extend("  " + s for s in _volume_text(ln, unit, meter_lines))
+        coef = ln["coefficient"]
+        coef_text = f" × {_num(coef)} (повышающий коэффициент)" if coef and coef != 1 else ""
+        out.append(f"  сумма = {_num(ln['volume'], 6)} {unit} × {format_rub(int(ln['tariff'] * 100))} ₽"
+                   f"{coef_text} = {_rub(ln['amount'])} (округление до копейки один раз)")
+        out.extend("  " + s for s in _sources(ln, rules))
+        total += ln["amount"]
+    out.append("")
+    out.append(f"Итого начислено: {_rub(total)}")
+    return "\n".join(out)
+
+
+def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
+    method = ln["method"]
+    part = f" × {ln['days']}/{ln['days_in_month']} дн." if ln["days"] != ln["days_in_month"] else ""
+    if method in ("norm", "norm_increased") and ln["norm"] is not None:
+        basis = "собственников (никто не зарегистрирован, п.56(2))" if ln["persons_basis"] == "owners" \
+            else "зарегистрированных"
+        return [f"объём = {ln['person_days']} чел.-дн. {basis} / {ln['days_in_month']} дн. × "
+                f"норматив {_num(ln['norm'], 6)} {unit} = {_num(ln['volume'], 6)} {unit}"]
+    if method == "per_person":
+        return [f"объём = {ln['person_days']} чел.-дн. / {ln['days_in_month']} дн. = "
+                f"{_num(ln['volume'], 6)} чел."]
+    if method == "area":
+        return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)}{part} = "
+                f"{_num(ln['volume'], 6)} {unit}"]
+    if method == "heating":
+        return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} × "
+                f"норматив {_num(ln['norm'], 6)} Гкал/м²{part} = {_num(ln['volume'], 6)} {unit}"]
+    if method == "fixed":
+        return [f"плата за месяц{part}"]
+    if ln["service_id"] == "sewerage":
+        return [f"объём = холодная + горячая вода {_num(ln['meter_volume'], 6)} {unit}{part} = "
+                f"{_num(ln['volume'], 6)} {unit}"]
+    lines = [f"объём = {_num(ln['meter_volume'], 6)} {unit} по прибору × доля "
+             f"{_num(ln['share'], 4)}{part} = {_num(ln['volume'], 6)} {unit}"]
+    for m in meter_lines.filter(pl.col("service_id") == ln["service_id"]).iter_rows(named=True):
+        if m["method"] == "meter":
+            lines.append(f"  прибор {m['meter_id']}: {_num(m['curr_value'])} ({m['curr_read_on']}) − "
+                         f"{_num(m['prev_value'])} ({m['prev_read_on']}) = {_num(m['volume'], 6)}")
+        else:
+            lines.append(f"  прибор {m['meter_id']}: показаний нет — среднемесячный объём "
+                         f"{_num(m['volume'], 6)} (п.59 «б», п.59(1))")
+    return lines
+
+
+def _sources(ln: dict, rules: dict[str, dict[int, dict]]) -> list[str]:
+    out = []
+    for key, table, label in (("tariff_row", "tariffs", "тариф"), ("norm_row", "norms", "норматив"),
+                              ("coef_row", "increasing_coefficients", "коэффициент")):
+        row = ln.get(key)
+        if row is None:
+            continue
+        rule = rules[table].get(row)
+        if rule is None:
+            out.append(f"{label}: {table}.csv, строка {row} (строка изменена после расчёта)")
+            continue
+        out.append(f"{label}: {table}.csv, строка {row}, действует с {rule['from']}: "
+                   f"{rule.get('source') or 'основание не указано'}")
+    return out

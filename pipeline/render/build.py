@@ -1,0 +1,120 @@
+"""From a close's tables to receipt view models (one :class:`Receipt` per account).
+
+Only accounts with something to say get a receipt: a charge this period or a
+non-zero balance. Lines keep the order of ``services.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import polars as pl
+
+from pipeline.close import CloseResult
+from pipeline.render.receipts import Payee, Receipt, ReceiptLine
+
+METHOD_LABELS = {
+    "meter": "по счётчику",
+    "average": "по среднему",
+    "norm": "по нормативу",
+    "norm_increased": "по нормативу ×{coef}",
+    "area": "по площади",
+    "heating": "норматив на м²",
+    "per_person": "на человека",
+    "fixed": "фиксированная",
+}
+
+
+def method_label(method: str, coef_milli: int) -> str:
+    """Russian label of a charge method.
+
+    >>> method_label("norm_increased", 1500), method_label("meter", 1000)
+    ('по нормативу ×1,5', 'по счётчику')
+    """
+    coef = f"{Decimal(coef_milli) / 1000:f}".rstrip("0").rstrip(".").replace(".", ",")
+    return METHOD_LABELS.get(method, method).format(coef=coef)
+
+
+def build_receipts(
+    result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame
+) -> Iterator[Receipt]:
+    period = result.period
+    orgs = {r["org_id"]: r for r in regs["organizations"].iter_rows(named=True)}
+    svc = {r["service_id"]: r for r in services.iter_rows(named=True)}
+    residents_now = regs["residents"].filter(
+        (pl.col("from") <= pl.lit(period.last))
+        & (pl.col("to").is_null() | (pl.col("to") >= pl.lit(period.last)))
+    ).group_by("account_id").len("residents")
+    accounts = (
+        regs["accounts"]
+        .join(regs["premises"].select("premise_id", "building_id", "number", "kind", "total_area"),
+              on="premise_id")
+        .join(regs["buildings"].select("building_id", pl.col("address").alias("b_address"),
+                                       "manager_id"), on="building_id")
+        .join(residents_now, on="account_id", how="left")
+    )
+    lines_by_acc = _group(result.lines.with_columns(
+        pl.col("service_id").replace_strict(
+            {k: v["order"] for k, v in svc.items()}, default=0).alias("order")
+    ).sort("account_id", "order", "supplier_id", "line_from"), "account_id")
+    bal_by_acc = _group(result.balances, "account_id")
+    wanted = set(lines_by_acc) | set(bal_by_acc)
+
+    for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
+        account_id = acc["account_id"]
+        if account_id not in wanted:
+            continue
+        lines = tuple(
+            ReceiptLine(
+                service_name=svc[ln["service_id"]]["name"],
+                unit=svc[ln["service_id"]]["unit"],
+                method_label=method_label(ln["method"], ln["coef_milli"]),
+                volume=None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000,
+                tariff=Decimal(ln["price_kop"]) / 100,
+                amount=ln["amount_kop"],
+                supplier_id=ln["supplier_id"],
+            )
+            for ln in lines_by_acc.get(account_id, [])
+        )
+        payees = tuple(_payee(b, orgs) for b in bal_by_acc.get(account_id, []))
+        totals = {k: sum(getattr(p, k) for p in payees)
+                  for k in ("opening", "charged", "recalculated", "paid", "penalty", "closing")}
+        manager = orgs.get(acc["manager_id"], {})
+        place = "кв." if acc["kind"] == "residential" else "пом."
+        yield Receipt(
+            account_id=account_id,
+            period=str(period),
+            payer_name=acc["payer_name"],
+            address=f"{acc['b_address']}, {place} {acc['number']}",
+            total_area=acc["total_area"],
+            residents=int(acc["residents"] or 0),
+            manager_name=manager.get("name") or "",
+            manager_contacts=", ".join(x for x in (manager.get("address"), manager.get("phone"))
+                                       if x),
+            lines=lines,
+            payees=payees,
+            due_date=result.due_date,
+            building_id=acc["building_id"],
+            **totals,
+        )
+
+
+def _group(frame: pl.DataFrame, key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in frame.iter_rows(named=True):
+        out.setdefault(row[key], []).append(row)
+    return out
+
+
+def _payee(b: dict, orgs: dict[str, dict]) -> Payee:
+    org = orgs.get(b["supplier_id"] or "", {})
+    return Payee(
+        org_id=b["supplier_id"] or "",
+        name=org.get("name") or "Аванс (не распределён)",
+        inn=org.get("inn") or "", kpp=org.get("kpp") or "",
+        bank_name=org.get("bank_name") or "", bik=org.get("bik") or "",
+        account=org.get("account") or "", corr_account=org.get("corr_account") or "",
+        opening=b["opening_kop"], charged=b["charged_kop"], recalculated=b["recalculated_kop"],
+        paid=b["paid_kop"], penalty=b["penalty_kop"], closing=b["closing_kop"],
+    )
