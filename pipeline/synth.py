@@ -261,6 +261,27 @@ def _ids(prefix: str, numbers: np.ndarray, width: int, name: str) -> pl.Series:
     ).to_series()
 
 
+def _building_ids(index: np.ndarray) -> pl.Series:
+    return _ids("B", np.asarray(index) + 1, 3, "building_id")
+
+
+def _premise_ids(index: np.ndarray) -> pl.Series:
+    return _ids("P", np.asarray(index) + 1, 7, "premise_id")
+
+
+def _account_ids(index: np.ndarray) -> pl.Series:
+    """Ten-digit account numbers starting with ``10``: 1000000001, 1000000002, ..."""
+    return _ids("", np.asarray(index) + 1_000_000_001, 10, "account_id")
+
+
+def _person_ids(index: np.ndarray) -> pl.Series:
+    return _ids("R", np.asarray(index) + 1, 7, "person_id")
+
+
+def _meter_ids(index: np.ndarray) -> pl.Series:
+    return _ids("M", np.asarray(index) + 1, 7, "meter_id")
+
+
 def _pick(values: tuple[str, ...] | list[str], index: np.ndarray, name: str) -> pl.Series:
     """``values[index]`` as a string column."""
     return pl.Series(name, list(values), dtype=pl.String).gather(
@@ -414,7 +435,6 @@ def _buildings_and_premises(
     meter_possible = ~is_res | (rng.random(n_p) < 0.88)
     number_pos = np.where(is_res, pos + 1, pos - res[b_of] + 1)
 
-    building_ids = _ids("B", np.arange(1, n_b + 1), 3, "building_id")
     number = pl.select(
         pl.when(pl.Series(is_res))
         .then(pl.Series(number_pos).cast(pl.String))
@@ -422,10 +442,10 @@ def _buildings_and_premises(
         .alias("number")
     ).to_series()
     premises = pl.DataFrame([
-        _ids("P", np.arange(1, n_p + 1), 7, "premise_id"),
-        building_ids.gather(pl.Series(b_of)),
+        _premise_ids(np.arange(n_p)),
+        _building_ids(b_of),
         number,
-        pl.Series("kind", np.where(is_res, "residential", "nonresidential")).cast(pl.String),
+        _pick(("nonresidential", "residential"), is_res, "kind"),
         _fixed(area, 2, "total_area"),
         pl.Series("rooms", rooms, dtype=pl.Int64),
         pl.Series("meter_possible", meter_possible, dtype=pl.Boolean),
@@ -449,7 +469,7 @@ def _buildings_and_premises(
     ).to_series()
     manager = rng.permutation(n_b) % len(managers)
     buildings = pl.DataFrame([
-        building_ids,
+        _building_ids(np.arange(n_b)),
         address,
         _pick(managers, manager, "manager_id"),
         _fixed(total_area, 2, "total_area"),
@@ -525,7 +545,6 @@ def _accounts(
     # The successor opens the day after its predecessor closes.
     opened[successor] = closed[np.flatnonzero(successor) - 1] + 1
 
-    share = np.where(a_kind == 1, "0.5", "1")
     owners = np.where(
         (a_kind == 1) | ~residential, 1, 1 + _choice(rng, n_a, [0.6, 0.3, 0.1])
     )
@@ -535,7 +554,7 @@ def _accounts(
     patronymic = rng.integers(0, len(_PATRONYMIC_STEMS), n_a)
     company = rng.integers(0, len(_COMPANY_PAYERS), n_a)
 
-    account_ids = _ids("", 1_000_000_001 + np.arange(n_a), 10, "account_id")
+    account_ids = _account_ids(np.arange(n_a))
     person_name = _person_names(family, female, first, patronymic, "payer_name")
     payer_name = pl.select(
         pl.when(pl.Series(residential))
@@ -559,13 +578,12 @@ def _accounts(
         )
         .alias("email")
     ).to_series()
-    premise_ids = _ids("P", premise + 1, 7, "premise_id")
     frame = pl.DataFrame([
         account_ids,
-        premise_ids,
-        pl.Series("payer_kind", np.where(residential, "person", "organization")).cast(pl.String),
+        _premise_ids(premise),
+        _pick(("organization", "person"), residential, "payer_kind"),
         payer_name,
-        pl.Series("share", share).cast(pl.String),
+        _pick(("1", "0.5"), a_kind == 1, "share"),
         pl.Series("owners", owners, dtype=pl.Int64),
         _dates(opened, "opened_on"),
         _dates(closed, "closed_on"),
@@ -586,7 +604,7 @@ class _Residents:
 
 
 def _residents(
-    rng: np.random.Generator, acc: _Accounts, account_ids: pl.Series, cal: _Calendar
+    rng: np.random.Generator, acc: _Accounts, cal: _Calendar
 ) -> tuple[pl.DataFrame, _Residents]:
     n_a = len(acc.premise)
     counts = np.where(
@@ -635,19 +653,18 @@ def _residents(
 
     full_name = _person_names(acc.family[account], female, first, patronymic, "full_name")
     frame = pl.DataFrame([
-        _ids("R", np.arange(1, n_r + 1), 7, "person_id"),
-        account_ids.gather(pl.Series(account)),
+        _person_ids(np.arange(n_r)),
+        _account_ids(account),
         full_name,
         _dates(birth, "birth_date"),
-        pl.Series("kind", np.where(permanent, "permanent", "temporary")).cast(pl.String),
+        _pick(("temporary", "permanent"), permanent, "kind"),
         _dates(reg, "from"),
         _dates(end, "to"),
     ])
     return frame, _Residents(account, birth, permanent, reg, end)
 
 
-def _absences(rng: np.random.Generator, res: _Residents, person_ids: pl.Series,
-              cal: _Calendar) -> pl.DataFrame:
+def _absences(rng: np.random.Generator, res: _Residents, cal: _Calendar) -> pl.DataFrame:
     eligible = np.flatnonzero(res.permanent & (res.end == _NO_DATE) & (res.start < cal.demo_first))
     n = min(len(eligible), max(2, round(len(res.account) * 0.005)))
     who = np.sort(rng.choice(eligible, size=n, replace=False)) if n else eligible[:0]
@@ -660,14 +677,14 @@ def _absences(rng: np.random.Generator, res: _Residents, person_ids: pl.Series,
     length = np.minimum(length, window)
     start = _uniform_day(rng, cal.demo_first, cal.demo_last - length + 1, n)
     return pl.DataFrame([
-        person_ids.gather(pl.Series(who)).alias("person_id"),
+        _person_ids(who),
         _dates(start, "from"),
         _dates(start + length - 1, "to"),
     ])
 
 
 def _benefits(rng: np.random.Generator, res: _Residents, household: np.ndarray,
-              person_ids: pl.Series, cal: _Calendar) -> pl.DataFrame:
+              cal: _Calendar) -> pl.DataFrame:
     n_r = len(res.account)
     n = round(n_r * 0.03)
     who = np.sort(rng.choice(n_r, size=n, replace=False)) if n else np.arange(0)
@@ -682,15 +699,14 @@ def _benefits(rng: np.random.Generator, res: _Residents, household: np.ndarray,
     end = np.where(ends, _uniform_day(rng, np.maximum(start, cal.demo_first), cal.demo_last + 365,
                                       n), _NO_DATE)
     return pl.DataFrame([
-        person_ids.gather(pl.Series(who)).alias("person_id"),
+        _person_ids(who),
         _pick(_BENEFIT_CATEGORIES, category, "category"),
         _dates(start, "from"),
         _dates(end, "to"),
     ])
 
 
-def _outages(rng: np.random.Generator, building_ids: pl.Series, cal: _Calendar) -> pl.DataFrame:
-    n_b = len(building_ids)
+def _outages(rng: np.random.Generator, n_b: int, cal: _Calendar) -> pl.DataFrame:
     n = max(2, round(n_b * 0.3))
     building = rng.integers(0, n_b, n)
     service = _choice(rng, n, [0.35, 0.35, 0.30])  # hot water, cold water, electricity
@@ -715,7 +731,7 @@ def _outages(rng: np.random.Generator, building_ids: pl.Series, cal: _Calendar) 
 
     return (
         pl.DataFrame([
-            building_ids.gather(pl.Series(building)),
+            _building_ids(building),
             _pick((HOT, COLD, ELECTRICITY), service, "service_id"),
             stamp(start, "started_at"),
             stamp(end, "ended_at"),
@@ -841,12 +857,12 @@ def _meters(
         ]).alias("serial")
     ).to_series()
     frame = pl.DataFrame([
-        _ids("M", np.arange(1, n_m + 1), 7, "meter_id"),
+        _meter_ids(np.arange(n_m)),
         _pick(SERVICE_ORDER, service, "service_id"),
-        pl.concat([_ids("P", m_prem + 1, 7, "premise_id"),
+        pl.concat([_premise_ids(m_prem),
                    pl.Series("premise_id", [None] * n_h, dtype=pl.String)]),
         pl.concat([pl.Series("building_id", [None] * n_i, dtype=pl.String),
-                   _ids("B", heat_b + 1, 3, "building_id")]),
+                   _building_ids(heat_b)]),
         serial,
         _dates(np.concatenate([installed, heat_installed]), "installed_on"),
         pl.Series("removed_on", [None] * n_m, dtype=pl.Date),
@@ -866,8 +882,7 @@ def _meters(
     return frame, info
 
 
-def _write_readings(rng: np.random.Generator, met: _Meters, meter_ids: pl.Series,
-                    cal: _Calendar, path: Path) -> int:
+def _write_readings(rng: np.random.Generator, met: _Meters, cal: _Calendar, path: Path) -> int:
     """Monthly readings of every meter, month by month; returns the row count."""
     n_m = len(met.service)
     cap = 10 ** met.digits.astype(np.int64) * 1000
@@ -925,7 +940,7 @@ def _write_readings(rng: np.random.Generator, met: _Meters, meter_ids: pl.Series
             emitted_prev = np.where(present, value, emitted_prev)
             keep = np.flatnonzero(present)
             chunk = pl.DataFrame([
-                meter_ids.gather(pl.Series(keep)),
+                _meter_ids(keep),
                 _dates(read_on[keep], "read_on"),
                 _fixed(value[keep], 3, "value"),
                 _pick(_SOURCES, source[keep], "source"),
@@ -1030,39 +1045,48 @@ def generate_city(
     rng = np.random.default_rng(seed)
     cal = _Calendar(start, months)
 
+    counts: dict[str, int] = {}
+
+    def write(name: str, frame: pl.DataFrame) -> None:
+        _write_csv(frame.select(REGISTER_COLUMNS[name]), registers / f"{name}.csv")
+        counts[name] = frame.height
+
+    # Each register is written as soon as it exists, so a big city never holds
+    # all of them in memory at once; later stages keep only NumPy arrays.
     organizations, managers = _organizations(rng)
+    write("organizations", organizations)
     buildings, premises, prem = _buildings_and_premises(rng, accounts, managers)
+    write("buildings", buildings)
+    write("premises", premises)
+    del premises
     accounts_frame, acc = _accounts(rng, accounts, prem, cal)
-    residents, res = _residents(rng, acc, accounts_frame["account_id"], cal)
-    person_ids = residents["person_id"]
+    write("accounts", accounts_frame)
+    del accounts_frame
+    residents, res = _residents(rng, acc, cal)
+    write("residents", residents)
+    del residents
     household = np.bincount(res.account, minlength=len(acc.premise))
+    write("absences", _absences(rng, res, cal))
+    write("benefits", _benefits(rng, res, household, cal))
     persons = np.bincount(acc.premise, weights=household * ~acc.predecessor,
                           minlength=len(prem.building)).astype(np.int64)
-    absences = _absences(rng, res, person_ids, cal)
-    benefits = _benefits(rng, res, household, person_ids, cal)
+    del res, acc
     building_area = np.bincount(prem.building, weights=prem.area,
                                 minlength=buildings.height).astype(np.int64)
     meters, met = _meters(rng, prem, persons, cal, building_area)
-    building_services = _building_services(rng, buildings)
-    outages = _outages(rng, buildings["building_id"], cal)
-
-    frames = {
-        "organizations": organizations, "buildings": buildings, "premises": premises,
-        "accounts": accounts_frame, "building_services": building_services,
-        "residents": residents, "absences": absences, "meters": meters,
-        "benefits": benefits, "outages": outages,
-    }
-    for name, frame in frames.items():
-        _write_csv(frame.select(REGISTER_COLUMNS[name]), registers / f"{name}.csv")
-    n_readings = _write_readings(rng, met, meters["meter_id"], cal, registers / "readings.csv")
+    write("meters", meters)
+    del meters, prem
+    write("building_services", _building_services(rng, buildings))
+    write("outages", _outages(rng, buildings.height, cal))
+    n_readings = _write_readings(rng, met, cal, registers / "readings.csv")
     _append_maintenance_tariffs(rng, home / "rules", managers)
     return CitySummary(
-        organizations=organizations.height,
-        buildings=buildings.height,
-        premises=premises.height,
-        accounts=accounts_frame.height,
-        residents=residents.height,
-        meters=meters.height,
+        organizations=counts["organizations"],
+        buildings=counts["buildings"],
+        premises=counts["premises"],
+        accounts=counts["accounts"],
+        residents=counts["residents"],
+        meters=counts["meters"],
         readings=n_readings,
     )
 

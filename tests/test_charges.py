@@ -1,0 +1,131 @@
+"""Charges with exact kopecks: each case a few register rows and the expected amounts."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.calc.charges import charge_lines
+from pipeline.close import compute, load_inputs
+from pipeline.dates import Period
+from pipeline.ingest.registers import ingest, load_store
+from pipeline.workspace import Workspace
+from rules import load_rules
+from tests.conftest import write_registers
+
+
+def close_lines(ws: Workspace, period: str) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
+    """(account, service) → [(method, volume_micro, amount_kop), ...] for a dry close."""
+    ingest(ws)
+    lines = compute(load_inputs(ws, Period.parse(period))).lines
+    out: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    for r in lines.iter_rows(named=True):
+        out.setdefault((r["account_id"], r["service_id"]), []).append(
+            (r["method"], r["volume_micro"], r["amount_kop"]))
+    return out
+
+
+def test_town_august_2026(town: Workspace) -> None:
+    got = close_lines(town, "2026-08")
+    # A1: meter 107.5 − 100 = 7.5 m³ × 52.28 = 392.10; sewerage 7.5 × 41.17 = 308.775 → 308.78
+    assert got[("A1", "cold_water")] == [("meter", 7_500_000, 39210)]
+    assert got[("A1", "sewerage")] == [("meter", 7_500_000, 30878)]
+    # A2: 1 person × 4.745 × 3 (ПП 1871) × 52.28 = 744.2094 → 744.21; sewerage without coefficient
+    assert got[("A2", "cold_water")] == [("norm_increased", 4_745_000, 74421)]
+    assert got[("A2", "sewerage")] == [("norm", 4_745_000, 19535)]
+    # A3: meter impossible → plain norm 4.745 × 52.28 = 248.0686 → 248.07
+    assert got[("A3", "cold_water")] == [("norm", 4_745_000, 24807)]
+    # heating: 50 m² × 0.0198 Gcal × 2874.12 = 2845.3788 → 2845.38
+    assert got[("A1", "heating")] == [("heating", 990_000, 284538)]
+    assert got[("A1", "maintenance")] == [("area", 50_000_000, 157500)]
+
+
+def test_tariff_change_on_the_15th_is_prorated_by_days(town: Workspace) -> None:
+    with open(town.rules / "tariffs.csv", "a", encoding="utf-8") as fh:
+        fh.write("maintenance,,2026-08-15,40.00,test\n")
+    got = close_lines(town, "2026-08")
+    # 50 m² × 31.50 × 14/31 = 711.29; 50 m² × 40.00 × 17/31 = 1096.77
+    assert got[("A1", "maintenance")] == [("area", 22_580_645, 71129), ("area", 27_419_355, 109677)]
+    # A meter volume is split by days the same way: 7.5 × 14/31 and 7.5 × 17/31.
+    assert [v for _, v, _ in got[("A1", "cold_water")]] == [7_500_000]
+
+
+def test_cold_water_coefficient_changes_on_6_december_2025(town: Workspace) -> None:
+    write_registers(town, {"readings": "meter_id,read_on,value,source\n"})
+    got = close_lines(town, "2025-12")
+    # 1.5 for 5 days, 3 for 26 days: 4.745 × 5/31 × 1.5 × 52.28 + 4.745 × 26/31 × 3 × 52.28
+    assert got[("A2", "cold_water")] == [
+        ("norm_increased", 765_323, 6002), ("norm_increased", 3_979_677, 62417)
+    ]
+
+
+def test_nobody_registered_counts_owners(town: Workspace) -> None:
+    residents = (town.registers / "residents.csv").read_text().replace(
+        "R3,A2,Петрова Анна Сергеевна,1990-01-01,permanent,2020-01-01,\n", "")
+    write_registers(town, {"residents": residents})
+    got = close_lines(town, "2026-08")
+    # A2 has 2 owners: 2 × 4.745 × 3 × 52.28 = 1488.4116 → 1488.41
+    assert got[("A2", "cold_water")] == [("norm_increased", 9_490_000, 148841)]
+
+
+def test_resident_registered_mid_month_counts_by_days(town: Workspace) -> None:
+    with open(town.registers / "residents.csv", "a", encoding="utf-8") as fh:
+        fh.write("R9,A3,Сидорова Ольга Петровна,1975-01-01,temporary,2026-08-17,2026-12-31\n")
+    got = close_lines(town, "2026-08")
+    # (31 + 15) person-days / 31 × 4.745 = 7.040968 m³ × 52.28 = 368.10
+    assert got[("A3", "cold_water")] == [("norm", 7_040_968, 36810)]
+
+
+def test_account_opened_mid_month_and_share(town: Workspace) -> None:
+    accounts = (town.registers / "accounts.csv").read_text().replace(
+        "A3,P3,person,Сидоров Пётр Ильич,1,1,2020-01-01,,",
+        "A3,P3,person,Сидоров Пётр Ильич,0.5,1,2026-08-11,,")
+    write_registers(town, {"accounts": accounts})
+    got = close_lines(town, "2026-08")
+    # 40 m² × 0.5 × 21/31 × 31.50 = 426.77
+    assert got[("A3", "maintenance")] == [("area", 13_548_387, 42677)]
+
+
+def test_meter_installed_this_month_is_used_from_next_month(town: Workspace) -> None:
+    meters = (town.registers / "meters.csv").read_text().replace("2020-01-01", "2026-08-05")
+    write_registers(town, {"meters": meters})
+    got = close_lines(town, "2026-08")
+    # п.81: used from the 1st of the following month → norm this month (2 persons, no ×K: installed).
+    assert got[("A1", "cold_water")] == [("norm", 9_490_000, 49614)]
+
+
+def test_missing_reading_is_charged_by_average(town: Workspace) -> None:
+    write_registers(town, {"readings": """\
+meter_id,read_on,value,source
+M1,2026-05-20,80.000,lk
+M1,2026-06-20,86.000,lk
+M1,2026-07-20,92.000,lk
+"""})
+    got = close_lines(town, "2026-08")
+    # (92 − 80) / 2 months = 6 m³ × 52.28 = 313.68
+    assert got[("A1", "cold_water")] == [("average", 6_000_000, 31368)]
+
+
+# The fixture is only read, never changed, so sharing it between examples is safe.
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.randoms(use_true_random=False))
+def test_charges_do_not_depend_on_row_order(town_frames: tuple, rnd: object) -> None:
+    regs, rules, period, volumes, expected = town_frames
+    shuffled = {k: v.sample(fraction=1.0, shuffle=True, seed=rnd.randint(0, 10**6))  # type: ignore[attr-defined]
+                for k, v in regs.items()}
+    got = charge_lines(shuffled, rules, period, volumes)
+    assert got.equals(expected)
+
+
+@pytest.fixture
+def town_frames(town: Workspace) -> tuple:
+    ingest(town)
+    regs = load_store(town)
+    rules = load_rules(town.rules)
+    period = Period(2026, 8)
+    volumes = pl.DataFrame({"premise_id": ["P1"], "service_id": ["cold_water"],
+                            "method": ["meter"], "volume_micro": [7_500_000]})
+    return regs, rules, period, volumes, charge_lines(regs, rules, period, volumes)
