@@ -1,0 +1,156 @@
+"""Period lifecycle and money in = money out, through the stage functions (no Prefect)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.allocate import allocate_payments, balances
+from pipeline.close import check_can_close, compute, load_inputs, seal
+from pipeline.dates import Period
+from pipeline.ingest.payments import import_payment_file, load_payments
+from pipeline.ingest.registers import ingest
+from pipeline.workspace import BillingError, Workspace
+
+PAYMENTS = """\
+payment_id,paid_on,account_id,amount,period,agent
+p1,2026-09-05,A1,1000.00,2026-08,sber
+p2,2026-09-06,A2,6244.01,,post
+p3,2026-09-07,A3,100000.00,,lk
+"""
+
+
+def close(ws: Workspace, period: str) -> Path:
+    inputs = load_inputs(ws, Period.parse(period))
+    return seal(ws, compute(inputs), inputs)
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        digest.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+def test_sealed_period_is_never_rewritten(town: Workspace) -> None:
+    ingest(town)
+    folder = close(town, "2026-08")
+    before = tree_digest(folder)
+    with pytest.raises(BillingError, match="уже закрыт"):
+        close(town, "2026-08")
+    with pytest.raises(BillingError, match="раньше последнего закрытого"):
+        check_can_close(town, Period(2026, 7))
+    with pytest.raises(BillingError, match="Сначала закройте период 2026-09"):
+        check_can_close(town, Period(2026, 10))
+    assert tree_digest(folder) == before
+    assert not [p for p in town.periods.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_close_leaves_no_half_written_period(town: Workspace) -> None:
+    ingest(town)
+    inputs = load_inputs(town, Period(2026, 8))
+    result = compute(inputs)
+
+    def broken_render(tmp: Path) -> dict:
+        (tmp / "receipts").mkdir()
+        raise RuntimeError("renderer died")
+
+    with pytest.raises(RuntimeError):
+        seal(town, result, inputs, broken_render)
+    assert list(town.periods.iterdir()) == []
+    close(town, "2026-08")  # and the period can still be closed afterwards
+
+
+def test_balances_carry_and_payments_apply_once(town: Workspace, tmp_path: Path) -> None:
+    ingest(town)
+    close(town, "2026-08")
+    pay = tmp_path / "pay.csv"
+    pay.write_text(PAYMENTS, encoding="utf-8")
+    first = import_payment_file(town, pay)
+    again = import_payment_file(town, pay)
+    assert (first.accepted, first.accepted_kop) == (3, 10724401)
+    assert again.already_imported and load_payments(town).height == 3
+
+    close(town, "2026-09")
+    sep = pl.read_parquet(town.period_dir("2026-09") / "balances.parquet")
+    aug = pl.read_parquet(town.period_dir("2026-08") / "balances.parquet")
+    charges = pl.read_parquet(town.period_dir("2026-09") / "charges.parquet")
+    alloc = pl.read_parquet(town.period_dir("2026-09") / "allocations.parquet")
+    # opening of September = closing of August, per account and supplier
+    joined = aug.select("account_id", "supplier_id", "closing").join(
+        sep.select("account_id", "supplier_id", "opening"), on=["account_id", "supplier_id"])
+    assert (joined["closing"] == joined["opening"]).all()
+    # charges per account add up to the balances' charged column
+    per_acc = charges.group_by("account_id").agg(pl.col("amount").sum()).sort("account_id")
+    bal_acc = sep.group_by("account_id").agg(pl.col("charged").sum()).sort("account_id")
+    assert per_acc["amount"].to_list() == bal_acc["charged"].to_list()
+    assert str(alloc["amount"].sum()) == "107244.01"
+    # A2 paid exactly its August bill; A3 overpaid and carries an advance.
+    closing = dict(sep.group_by("account_id").agg(pl.col("closing").sum()).iter_rows())
+    opening = dict(sep.group_by("account_id").agg(pl.col("opening").sum()).iter_rows())
+    charged = dict(sep.group_by("account_id").agg(pl.col("charged").sum()).iter_rows())
+    assert closing["A2"] == charged["A2"]
+    assert closing["A3"] == opening["A3"] + charged["A3"] - 100000
+    assert alloc["amount"].dtype == pl.Decimal(18, 2)
+
+    # A payment imported after its period was closed is applied in the next open period.
+    late = tmp_path / "late.csv"
+    late.write_text("payment_id,paid_on,account_id,amount,period,agent\n"
+                    "p9,2026-09-30,A1,10.00,,sber\n", encoding="utf-8")
+    import_payment_file(town, late)
+    close(town, "2026-10")
+    oct_alloc = pl.read_parquet(town.period_dir("2026-10") / "allocations.parquet")
+    assert oct_alloc["payment_id"].unique().to_list() == ["p9"]
+
+
+def test_unknown_account_payment_is_rejected_with_reason(town: Workspace, tmp_path: Path) -> None:
+    ingest(town)
+    pay = tmp_path / "pay.csv"
+    pay.write_text("payment_id,paid_on,account_id,amount,period,agent\n"
+                   "x1,2026-09-05,9999999999,10.00,,sber\n"
+                   "x2,2026-09-05,A1,10.001,,sber\n", encoding="utf-8")
+    result = import_payment_file(town, pay)
+    assert result.accepted == 0 and result.rejected == 2
+    text = result.rejects_path.read_text(encoding="utf-8-sig")
+    assert "неизвестный лицевой счёт" in text and "10.001" in text
+
+
+accounts = st.sampled_from(["A1", "A2", "A3", "A4"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    charges=st.lists(st.tuples(accounts, st.sampled_from(["s1", "s2", "s3"]),
+                               st.sampled_from(["X", "Y"]), st.integers(-5_000, 500_000)),
+                     max_size=25),
+    opening=st.lists(st.tuples(accounts, st.sampled_from(["X", "Y"]),
+                               st.integers(-100_000, 100_000)), max_size=6),
+    payments=st.lists(st.tuples(accounts, st.integers(1, 1_000_000)), max_size=15),
+)
+def test_money_in_equals_money_out(charges: list, opening: list, payments: list) -> None:
+    s, i = pl.String, pl.Int64
+    ch = pl.DataFrame(charges, schema={"account_id": s, "service_id": s, "supplier_id": s,
+                                       "amount_kop": i}, orient="row")
+    op = pl.DataFrame(opening, schema={"account_id": s, "supplier_id": s, "opening_kop": i},
+                      orient="row").unique(["account_id", "supplier_id"])
+    pay = pl.DataFrame(
+        [(f"p{i}", "bank", a, amt, None) for i, (a, amt) in enumerate(payments)],
+        schema={"payment_id": pl.String, "agent": pl.String, "account_id": pl.String,
+                "amount_kop": pl.Int64, "period": pl.String}, orient="row")
+    alloc = allocate_payments(pay, ch, op, "2026-08")
+    # every payment is allocated to the kopeck
+    per_payment = alloc.group_by("payment_id").agg(pl.col("amount_kop").sum())
+    expected = dict(pay.select("payment_id", "amount_kop").iter_rows())
+    assert dict(per_payment.iter_rows()) == {k: v for k, v in expected.items()}
+    bal = balances(op, ch, alloc)
+    assert bal["closing_kop"].sum() == (op["opening_kop"].sum() + ch["amount_kop"].sum()
+                                        - pay["amount_kop"].sum())
+    assert (bal["closing_kop"] == bal["opening_kop"] + bal["charged_kop"]
+            + bal["recalculated_kop"] + bal["penalty_kop"] - bal["paid_kop"]).all()
