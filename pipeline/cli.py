@@ -96,14 +96,19 @@ def ingest(home: HomeOpt = None) -> None:
 def close_cmd(
     period: Annotated[str, typer.Option("--period", help="Период ГГГГ-ММ.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Рассчитать без закрытия периода.")] = False,
-    no_receipts: Annotated[bool, typer.Option("--no-receipts", help="Не формировать PDF (для замеров).")] = False,
+    no_receipts: Annotated[
+        bool, typer.Option("--no-receipts", help="Не формировать PDF (для замеров).")
+    ] = False,
     home: HomeOpt = None,
 ) -> None:
     """Закрыть период: начисления, платежи, сальдо, квитанции."""
     from pipeline.dates import Period
 
+    try:
+        Period.parse(period)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--period") from None
     ws = _ws(home).require()
-    Period.parse(period)
     summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts)
     _print_close(summary, dry_run)
 

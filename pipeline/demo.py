@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,20 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
     return path
 
 
+def _pay_and_import(ws: Workspace, bill: Period) -> None:
+    from pipeline.ingest.payments import import_inbox
+
+    _pay_last_bill(ws, bill, 2026)
+    import_inbox(ws)
+
+
 def _peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bool, seed: int,
              say: Say) -> None:
-    from pipeline.cli import run_close, _print_close
+    from pipeline.cli import _print_close, run_close
     from pipeline.ingest.payments import import_inbox
     from pipeline.ingest.registers import ingest
     from pipeline.synth import generate_city
@@ -109,7 +117,6 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:
     """Generate, ingest and close ``months`` periods without PDFs; time every step."""
     from pipeline.close import compute, load_inputs, seal
-    from pipeline.ingest.payments import import_inbox
     from pipeline.ingest.registers import ingest
     from pipeline.synth import generate_city
 
@@ -130,16 +137,15 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
         return out
 
     try:
-        step("generate_city", lambda: generate_city(ws.home, accounts=accounts, start=first,
-                                                    months=months))
-        step("ingest", lambda: ingest(ws))
+        step("generate_city", partial(generate_city, ws.home, accounts=accounts, start=first,
+                                      months=months))
+        step("ingest", partial(ingest, ws))
         for period in month_periods(first, months):
             if period != first:
-                step(f"payments {period}", lambda p=period: (_pay_last_bill(ws, p.shift(-1), 2026),
-                                                             import_inbox(ws)))
-            inputs = step(f"load {period}", lambda p=period: load_inputs(ws, p))
-            result = step(f"compute {period}", lambda i=inputs: compute(i))
-            step(f"seal {period}", lambda r=result, i=inputs: seal(ws, r, i))
+                step(f"payments {period}", partial(_pay_and_import, ws, period.shift(-1)))
+            inputs = step(f"load {period}", partial(load_inputs, ws, period))
+            result = step(f"compute {period}", partial(compute, inputs))
+            step(f"seal {period}", partial(seal, ws, result, inputs))
             report.setdefault("charge_lines", []).append(result.lines.height)
         report["peak_rss_mb"] = _peak_mb()
         close_steps = [s for s in report["steps"] if s["step"].split()[0] in ("load", "compute", "seal")]

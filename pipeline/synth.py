@@ -629,7 +629,7 @@ def _residents(
     closed = acc.closed[account]
     successor = acc.successor[account]
     predecessor = acc.predecessor[account]
-    permanent = ~(rng.random(n_r) < 0.04) | successor
+    permanent = ~(rng.random(n_r) < 0.04) | successor | payer
     # Registered some time after the account opened, children from birth.
     reg = np.maximum(birth, np.minimum(opened + rng.integers(0, 400, n_r), cal.history_first - 1))
     end = np.full(n_r, _NO_DATE, dtype=np.int64)
@@ -669,7 +669,8 @@ def _absences(rng: np.random.Generator, res: _Residents, cal: _Calendar) -> pl.D
     n = min(len(eligible), max(2, round(len(res.account) * 0.005)))
     who = np.sort(rng.choice(eligible, size=n, replace=False)) if n else eligible[:0]
     window = cal.demo_last - cal.demo_first + 1
-    # Exactly 5 days (the threshold of п.86 Правил 354), shorter, and longer trips.
+    # Exactly 5 days (recalculation needs more than 5 full days, п.86 Правил 354),
+    # shorter and longer trips.
     kind = rng.random(n)
     short = rng.integers(2, 5, n)
     long = rng.integers(6, 31, n)
@@ -780,7 +781,7 @@ class _Meters:
     installed: np.ndarray
     digits: np.ndarray
     initial: np.ndarray  # thousandths
-    mean: np.ndarray  # thousandths per month (building meters: m² × 100 of the building)
+    mean: np.ndarray  # thousandths per month (building meters: the building's area in m²)
     building_meter: np.ndarray  # bool
 
 
@@ -900,6 +901,10 @@ def _write_readings(rng: np.random.Generator, met: _Meters, cal: _Calendar, path
     roll = int(rng.choice(cold_old)) if len(cold_old) else -1
     if roll >= 0:
         state[roll] = cap[roll] - met.mean[roll] * 3 - met.mean[roll] // 2
+    # The rolling meter is kept free of other anomalies so that it shows exactly one.
+    regular = np.ones(n_m, dtype=bool)
+    if roll >= 0:
+        regular[roll] = False
     emitted_prev = state.copy()
     rows = 0
     tmp = path.with_suffix(".tmp")
@@ -908,12 +913,10 @@ def _write_readings(rng: np.random.Generator, met: _Meters, cal: _Calendar, path
         for index, period in enumerate(months):
             days = period.days
             day = rng.integers(15, 26, n_m)
-            late = ~building & (rng.random(n_m) < 0.01)
+            late = ~building & regular & (rng.random(n_m) < 0.01)
             day = np.where(late, rng.integers(26, 29, n_m), day)
             read_on = _day(period.first) + day - 1
-            noise = 0.8 + 0.4 * rng.random(n_m)
-            if roll >= 0:
-                noise[roll] = 1.0
+            noise = np.where(regular, 0.8 + 0.4 * rng.random(n_m), 1.0)
             heat = _HEAT_PROFILE[period.month - 1] * (0.9 + 0.2 * rng.random(n_m))
             inc = np.where(building, per_month * heat, met.mean * noise)
             # Electricity meters show whole kWh.
@@ -922,19 +925,15 @@ def _write_readings(rng: np.random.Generator, met: _Meters, cal: _Calendar, path
             fraction = np.clip((read_on - met.installed) / days, 0, 1)
             inc = np.round(inc * fraction).astype(np.int64)
             u = rng.random(n_m)
-            spike = ~building & (u < 0.001) & (index > 0)
-            if roll >= 0:
-                spike[roll] = False
+            spike = ~building & regular & (u < 0.001) & (index > 0)
             inc = np.where(spike, inc * 10, inc)
             state = state + inc
             value = state.copy()
-            drop = ~building & (u >= 0.001) & (u < 0.002) & (index > 0)
+            drop = ~building & regular & (u >= 0.001) & (u < 0.002) & (index > 0)
             drop_by = rng.integers(1, 6, n_m) * 1000 + inc
             value = np.where(drop, np.maximum(emitted_prev - drop_by, 0), value)
             value = value % cap
-            missing = ~building & (rng.random(n_m) < 0.05)
-            if roll >= 0:
-                missing[roll] = drop[roll] = late[roll] = False
+            missing = ~building & regular & (rng.random(n_m) < 0.05)
             present = ~missing & (read_on > met.installed)
             source = np.where(building, 3, _choice(rng, n_m, _SOURCE_P))
             emitted_prev = np.where(present, value, emitted_prev)
@@ -1094,31 +1093,38 @@ def generate_city(
 # --------------------------------------------------------------------------- payments
 
 
-def _stable_uniform(keys: pl.Series, seed: int, salt: int) -> np.ndarray:
-    """Uniform [0, 1) numbers from a stable hash of (key, seed, salt).
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on an array of uint64 (wraps around, as intended)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-    Does not depend on the order of ``keys`` or on the Polars version (unlike
-    ``Series.hash``): the bytes of each key are mixed with SplitMix64.
+
+def _key_hash(keys: pl.Series) -> np.ndarray:
+    """A stable 64-bit hash of each key's UTF-8 bytes.
+
+    Unlike ``Series.hash`` it does not change between Polars versions, and a
+    key's hash does not depend on the other keys or their order.
     """
-    n = len(keys)
+    text = keys.cast(pl.String).fill_null("")
+    n = len(text)
     if n == 0:
-        return np.zeros(0)
-    raw = np.asarray(keys.cast(pl.String).fill_null("").cast(pl.Binary).to_numpy(), dtype="S")
-    width = raw.dtype.itemsize
-    matrix = raw.view(np.uint8).reshape(n, max(width, 1)).astype(np.uint64)
-    lengths = keys.cast(pl.String).fill_null("").str.len_bytes().to_numpy().astype(np.uint64)
+        return np.zeros(0, dtype=np.uint64)
+    raw = np.asarray(text.cast(pl.Binary).to_numpy(), dtype="S")
+    width = max(raw.dtype.itemsize, 1)
+    matrix = raw.view(np.uint8).reshape(n, width).astype(np.uint64)
+    h = _mix(text.str.len_bytes().to_numpy().astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    for column in range(width):
+        h = _mix(h ^ (matrix[:, column] + np.uint64(0x9E3779B97F4A7C15)))
+    return h
 
-    def mix(x: np.ndarray) -> np.ndarray:
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
-    start = (seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03) % 2**64
-    h = mix(np.full(n, start, dtype=np.uint64) ^ lengths)
-    for column in range(matrix.shape[1]):
-        h = mix(h ^ (matrix[:, column] + np.uint64(0x9E3779B97F4A7C15)))
+def _uniform(key_hash: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """Uniform [0, 1) numbers, one per key, fixed by (key, seed, salt)."""
+    start = np.uint64((seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03) % 2**64)
+    h = _mix(_mix(key_hash ^ start) ^ start)
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
@@ -1135,8 +1141,15 @@ def payment_behaviour(account_ids: pl.Series, seed: int = 2026) -> pl.Series:
     >>> payment_behaviour(pl.Series(["1000000001"])).dtype
     String
     """
-    index = _bucket(_stable_uniform(account_ids, seed, 1), PAYMENT_BEHAVIOURS)
+    index = _bucket(_uniform(_key_hash(account_ids), seed, 1), PAYMENT_BEHAVIOURS)
     return _pick([b for b, _ in PAYMENT_BEHAVIOURS], index, "behaviour")
+
+
+def _period_column(marked: np.ndarray, period: Period) -> pl.Series:
+    """The bill period where ``marked``, null (an empty cell) elsewhere."""
+    return pl.select(
+        pl.when(pl.Series(marked, dtype=pl.Boolean)).then(pl.lit(str(period))).alias("period")
+    ).to_series()
 
 
 def generate_payments(due: pl.DataFrame, bill_period: Period, seed: int = 2026) -> pl.DataFrame:
@@ -1160,9 +1173,11 @@ def generate_payments(due: pl.DataFrame, bill_period: Period, seed: int = 2026) 
         ``amount`` is rubles with a dot and two decimals, ``period`` is the bill
         period or null ("empty"), ``payment_id`` is ``{agent}-{YYYYMM}-{n:08d}``.
 
-    >>> due = pl.DataFrame({"account_id": ["1000000001", "1000000002"], "to_pay": [150000, -100]})
-    >>> generate_payments(due, Period(2026, 8))["account_id"].to_list()
-    ['1000000001']
+    >>> due = pl.DataFrame({"account_id": ["1000000003", "1000000004"], "to_pay": [150000, -100]})
+    >>> payment_behaviour(due["account_id"]).to_list()
+    ['full', 'full']
+    >>> generate_payments(due, Period(2026, 8)).select("account_id", "amount").rows()
+    [('1000000003', '1500.00')]
     """
     frame = (
         due.select(
@@ -1177,11 +1192,13 @@ def generate_payments(due: pl.DataFrame, bill_period: Period, seed: int = 2026) 
     pay_period = bill_period.shift(1)
     month_salt = pay_period.year * 12 + pay_period.month
     names = [b for b, _ in PAYMENT_BEHAVIOURS]
-    behaviour = _bucket(_stable_uniform(ids, seed, 1), PAYMENT_BEHAVIOURS)
-    agent = _bucket(_stable_uniform(ids, seed, 2), PAYMENT_AGENTS)
+    key_hash = _key_hash(ids)
+    behaviour = _bucket(_uniform(key_hash, seed, 1), PAYMENT_BEHAVIOURS)
+    agent = _bucket(_uniform(key_hash, seed, 2), PAYMENT_AGENTS)
 
     def u(salt: int) -> np.ndarray:
-        return _stable_uniform(ids, seed, salt * 1_000_000 + month_salt)
+        # Details of the month: a different draw each period, same account behaviour.
+        return _uniform(key_hash, seed, salt * 1_000_000 + month_salt)
 
     _, partial, none, overpay, instalments = (behaviour == names.index(b) for b in names)
     pays = (to_pay > 0) & ~none
@@ -1218,7 +1235,7 @@ def generate_payments(due: pl.DataFrame, bill_period: Period, seed: int = 2026) 
             _dates(base + paid_day, "paid_on").dt.strftime("%Y-%m-%d"),
             ids.gather(pl.Series(index)).alias("account_id"),
             _fixed(amount, 2, "amount"),
-            pl.Series("period", np.where(marked, str(bill_period), None), dtype=pl.String),
+            _period_column(marked, bill_period),
             _pick([a for a, _ in PAYMENT_AGENTS], agent[index], "agent"),
             pl.Series("part", part),
         ])

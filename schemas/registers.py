@@ -10,7 +10,7 @@ report are written from it, in Russian.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pandera.polars as pa
 import polars as pl
@@ -319,7 +319,7 @@ def pandera_schema(register: Register) -> pa.DataFrameSchema:
     """
     columns = {}
     for col in register.columns:
-        dtype = PaDecimal(precision=18, scale=col.scale) if col.kind == "decimal" else col.dtype
+        dtype: Any = PaDecimal(precision=18, scale=col.scale) if col.kind == "decimal" else col.dtype
         columns[col.name] = pa.Column(dtype, checks=_checks(col), nullable=col.nullable)
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 

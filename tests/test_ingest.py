@@ -60,7 +60,7 @@ def test_bad_rows_reported_good_rows_kept(town: Workspace) -> None:
 
 def test_missing_column_stops_and_writes_nothing(town: Workspace) -> None:
     write_registers(town, {"buildings": "building_id,address\nB1,x\n"})
-    with pytest.raises(BillingError, match="buildings.csv: нет обязательных столбцов: manager_id"):
+    with pytest.raises(BillingError, match=r"buildings\.csv: нет обязательных столбцов: manager_id"):
         ingest(town)
     assert not (town.store / "registers").exists()
     assert list(town.rejects.iterdir()) == []
@@ -69,7 +69,7 @@ def test_missing_column_stops_and_writes_nothing(town: Workspace) -> None:
 def test_unreadable_file_stops(town: Workspace) -> None:
     (town.registers / "accounts.parquet").write_bytes(b"not parquet")
     (town.registers / "accounts.csv").unlink()
-    with pytest.raises(BillingError, match="accounts.parquet: файл не читается"):
+    with pytest.raises(BillingError, match=r"accounts\.parquet: файл не читается"):
         ingest(town)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -46,6 +47,9 @@ _SERVICES = [
 ]
 
 
+_SUPPLIERS = ("uk", "voda", "fkr")
+
+
 def _payee(org_id: str, name: str, charged: int, opening: int, paid: int) -> Payee:
     return Payee(
         org_id=org_id,
@@ -72,14 +76,14 @@ def make_receipt(
     paid_extra: int = 0,
     due_date: date | None = date(2026, 11, 10),
 ) -> Receipt:
-    """A realistic 15-line receipt; ``paid_extra`` kopecks overpaid to each payee make an advance."""
+    """A realistic 15-line receipt; ``paid_extra`` kopecks overpaid to each payee: an advance."""
     lines = []
     for name, unit, method, volume, tariff, supplier in _SERVICES:
         vol = None if volume is None else Decimal(volume)
         price = Decimal(tariff)
         amount = int(((vol or Decimal(1)) * price * 100).quantize(Decimal(1), ROUND_HALF_UP))
         lines.append(ReceiptLine(name, unit, method, vol, price, amount, supplier))
-    charged = {s: sum(ln.amount for ln in lines if ln.supplier_id == s) for s in ("uk", "voda", "fkr")}
+    charged = {s: sum(ln.amount for ln in lines if ln.supplier_id == s) for s in _SUPPLIERS}
     payees = (
         _payee("uk", "ООО «УК Домовой»", charged["uk"], 150_000, 150_000 + paid_extra),
         _payee("voda", "АО «Водоканал»", charged["voda"], 0, paid_extra),
@@ -116,10 +120,8 @@ def _pages(pdf: Path) -> int:
     data = pdf.read_bytes()
     chunks = [data]
     for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
-        try:
+        with contextlib.suppress(zlib.error):
             chunks.append(zlib.decompress(stream))
-        except zlib.error:
-            pass
     return sum(len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", c)) for c in chunks)
 
 
@@ -198,7 +200,16 @@ def test_inconsistent_totals_are_logged(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_check_pdf_stack() -> None:
     check_pdf_stack()  # libharfbuzz-subset0 and DejaVu are installed here
-    assert any(type(h).__name__ == "_WeasyPrintBridge" for h in logging.getLogger("weasyprint").handlers)
+    handlers = logging.getLogger("weasyprint").handlers
+    assert any(type(h).__name__ == "_WeasyPrintBridge" for h in handlers)
+
+
+def test_weasyprint_warnings_reach_pipeline_logger(caplog: pytest.LogCaptureFixture) -> None:
+    check_pdf_stack()
+    with caplog.at_level(logging.WARNING, logger="pipeline.render"):
+        logging.getLogger("weasyprint").warning("Failed to load image at %r", "qr.png")
+    messages = [r.getMessage() for r in caplog.records if r.name == "pipeline.render"]
+    assert messages == ["weasyprint: Failed to load image at 'qr.png'"]
 
 
 def test_render_pdf_atomic(tmp_path: Path) -> None:
@@ -241,24 +252,32 @@ def test_failed_run_leaves_no_tmp(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_pool_from_threaded_caller(tmp_path: Path) -> None:
+def test_pool_from_threaded_caller(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """workers=2 (forkserver) while another thread is alive, as inside a Prefect task."""
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
     other.start()
     receipts = [make_receipt(f"200000{i}", f"B00{i % 2}") for i in range(4)]
+    receipts[3] = replace(receipts[3], closing=receipts[3].closing + 1)  # logged in the worker
     result: dict[str, object] = {}
 
     def run() -> None:
-        result["report"] = render_receipts(receipts, tmp_path, workers=2)
+        try:
+            result["report"] = render_receipts(receipts, tmp_path, workers=2)
+        except BaseException as exc:  # re-raised below, in the test thread
+            result["error"] = exc
 
     try:
-        worker = threading.Thread(target=run)
-        worker.start()
-        worker.join(timeout=120)
+        with caplog.at_level(logging.WARNING, logger="pipeline.render"):
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join(timeout=120)
         assert not worker.is_alive()
     finally:
         stop.set()
+    if "error" in result:
+        raise AssertionError("render_receipts failed") from result["error"]  # type: ignore[arg-type]
+    assert any("ЛС 2000003" in r.getMessage() for r in caplog.records)
     report = result["report"]
     assert getattr(report, "count", None) == 4 and getattr(report, "batches", None) == 2
     for r in receipts:

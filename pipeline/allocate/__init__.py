@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.money import split_expr
 
-ALLOCATION_SCHEMA = {
+ALLOCATION_SCHEMA = pl.Schema({
     "payment_id": pl.String,
     "agent": pl.String,
     "account_id": pl.String,
@@ -23,9 +23,9 @@ ALLOCATION_SCHEMA = {
     "supplier_id": pl.String,
     "charge_period": pl.String,
     "amount_kop": pl.Int64,
-}
+})
 
-BALANCE_SCHEMA = {
+BALANCE_SCHEMA = pl.Schema({
     "account_id": pl.String,
     "supplier_id": pl.String,
     "opening_kop": pl.Int64,
@@ -34,7 +34,7 @@ BALANCE_SCHEMA = {
     "paid_kop": pl.Int64,
     "penalty_kop": pl.Int64,
     "closing_kop": pl.Int64,
-}
+})
 
 
 def allocate_payments(
@@ -71,7 +71,7 @@ def allocate_payments(
         "payment_id", "agent", "account_id", pl.lit(None, pl.String).alias("service_id"),
         pl.lit(None, pl.String).alias("supplier_id"), "charge_period", "amount_kop",
     )
-    return pl.concat([allocated, advance]).cast(ALLOCATION_SCHEMA).sort(  # type: ignore[arg-type]
+    return pl.concat([allocated, advance]).cast(ALLOCATION_SCHEMA).sort(
         "account_id", "payment_id", "service_id", "supplier_id", nulls_last=True
     )
 
@@ -97,6 +97,6 @@ def balances(
     )
     money = ["opening_kop", "charged_kop", "recalculated_kop", "paid_kop", "penalty_kop"]
     frame = frame.filter(pl.any_horizontal(pl.col(c) != 0 for c in money))
-    return frame.select(list(BALANCE_SCHEMA)).cast(BALANCE_SCHEMA).sort(  # type: ignore[arg-type]
+    return frame.select(list(BALANCE_SCHEMA)).cast(BALANCE_SCHEMA).sort(
         keys, nulls_last=True
     )

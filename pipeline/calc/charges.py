@@ -32,7 +32,7 @@ from rules import Rules
 MICRO = 1_000_000
 I128 = pl.Int128
 
-LINE_SCHEMA = {
+LINE_SCHEMA = pl.Schema({
     "account_id": pl.String,
     "service_id": pl.String,
     "supplier_id": pl.String,
@@ -54,7 +54,7 @@ LINE_SCHEMA = {
     "tariff_row": pl.Int64,
     "norm_row": pl.Int64,
     "coef_row": pl.Int64,
-}
+})
 
 
 def _i(name: str) -> pl.Expr:
@@ -242,8 +242,8 @@ def charge_lines(
         for f in (water, sewer)
     )
     cols = list(LINE_SCHEMA)
-    out = pl.concat([water.select(cols).cast(LINE_SCHEMA),  # type: ignore[arg-type]
-                     sewer.select(cols).cast(LINE_SCHEMA)])  # type: ignore[arg-type]
+    out = pl.concat([water.select(cols).cast(LINE_SCHEMA),
+                     sewer.select(cols).cast(LINE_SCHEMA)])
     return out.sort(
         "account_id", "service_id", "supplier_id", "line_from"
     )

@@ -26,7 +26,7 @@ AVERAGE_MAX_PERIODS = 3
 #: Periods of own history that the average is taken over (п.59(1)).
 AVERAGE_HISTORY_PERIODS = 6
 
-CONSUMPTION_SCHEMA = {
+CONSUMPTION_SCHEMA = pl.Schema({
     "meter_id": pl.String,
     "method": pl.String,
     "volume_micro": pl.Int64,
@@ -34,7 +34,7 @@ CONSUMPTION_SCHEMA = {
     "curr_value_micro": pl.Int64,
     "prev_read_on": pl.Date,
     "curr_read_on": pl.Date,
-}
+})
 
 
 def period_index(year: pl.Expr, month: pl.Expr) -> pl.Expr:

@@ -14,13 +14,13 @@ import polars as pl
 from pipeline.ingest.readers import ROW
 from schemas.registers import BUILTIN_CHECK_MESSAGES, Col, Register, pandera_schema
 
-REJECT_SCHEMA = {
+REJECT_SCHEMA = pl.Schema({
     "file": pl.String,
     "row": pl.Int64,
     "column": pl.String,
     "value": pl.String,
     "reason": pl.String,
-}
+})
 
 _TRUE = ["true", "1", "да", "yes", "y", "t", "истина"]
 _FALSE = ["false", "0", "нет", "no", "n", "f", "ложь"]

@@ -23,29 +23,29 @@ from pipeline.ingest.registers import load_store, write_rejects
 from pipeline.workspace import BillingError, Workspace, sha256_file, write_parquet_atomic
 from schemas.registers import PAYMENTS
 
-STORE_SCHEMA = {
-    "payment_id": pl.String,
-    "paid_on": pl.Date,
-    "account_id": pl.String,
+STORE_SCHEMA = pl.Schema({
+    "payment_id": pl.String(),
+    "paid_on": pl.Date(),
+    "account_id": pl.String(),
     "amount": pl.Decimal(18, 2),
-    "period": pl.String,
-    "agent": pl.String,
-    "source_file": pl.String,
-    "source_row": pl.Int64,
-    "file_sha256": pl.String,
+    "period": pl.String(),
+    "agent": pl.String(),
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "file_sha256": pl.String(),
     "imported_at": pl.Datetime("us"),
-}
+})
 
 
-FILES_SCHEMA = {
-    "sha256": pl.String,
-    "file": pl.String,
+FILES_SCHEMA = pl.Schema({
+    "sha256": pl.String(),
+    "file": pl.String(),
     "imported_at": pl.Datetime("us"),
-    "accepted": pl.Int64,
-    "accepted_kop": pl.Int64,
-    "duplicates": pl.Int64,
-    "rejected": pl.Int64,
-}
+    "accepted": pl.Int64(),
+    "accepted_kop": pl.Int64(),
+    "duplicates": pl.Int64(),
+    "rejected": pl.Int64(),
+})
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def import_payment_file(ws: Workspace, path: Path) -> PaymentImport:
         pl.lit(path.name).alias("source_file"), pl.col(ROW).alias("source_row"),
         pl.lit(digest).alias("file_sha256"),
         pl.lit(datetime.now()).cast(pl.Datetime("us")).alias("imported_at"),
-    ).cast(STORE_SCHEMA)  # type: ignore[arg-type]
-    combined = pl.concat([stored.cast(STORE_SCHEMA), new])  # type: ignore[arg-type]
+    ).cast(STORE_SCHEMA)
+    combined = pl.concat([stored.cast(STORE_SCHEMA), new])
     rejects_path = None
     if rejects.height:
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
@@ -133,7 +133,7 @@ def import_payment_file(ws: Workspace, path: Path) -> PaymentImport:
         "sha256": digest, "file": path.name, "imported_at": datetime.now(),
         "accepted": result.accepted, "accepted_kop": accepted_kop,
         "duplicates": result.duplicates, "rejected": result.rejected,
-    }]).cast(FILES_SCHEMA)  # type: ignore[arg-type]
+    }]).cast(FILES_SCHEMA)
     write_parquet_atomic(pl.concat([files, record]), ws.store / "imported_files.parquet")
     return result
 

@@ -25,6 +25,7 @@ logged as a warning, not refused, because the ledger owns these numbers.
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import math
 import multiprocessing
@@ -226,8 +227,10 @@ def _fmt_decimal(value: Decimal, min_places: int = 0) -> str:
 
     >>> _fmt_decimal(Decimal("4.745000")), _fmt_decimal(Decimal("52.2"), 2)
     ('4,745', '52,20')
-    >>> _fmt_decimal(Decimal("12345.5")), _fmt_decimal(Decimal("1E+1")), _fmt_decimal(Decimal("-0.50"))
-    ('12\\xa0345,5', '10', '-0,5')
+    >>> _fmt_decimal(Decimal("12345.5")), _fmt_decimal(Decimal("1E+1"))
+    ('12\\xa0345,5', '10')
+    >>> _fmt_decimal(Decimal("-0.50")), _fmt_decimal(Decimal("-0.00"))
+    ('-0,5', '0')
     """
     if not value.is_finite():
         raise ValueError(f"не число: {value}")
@@ -294,8 +297,15 @@ def _check_balances(receipt: Receipt) -> None:
         expected = x.opening + x.charged + x.recalculated + x.penalty - x.paid
         if expected != x.closing:
             _LOG.warning(
-                "%s, %s: сальдо на конец %s ≠ начало + начислено + перерасчёт + пени − оплачено = %s",
+                "%s, %s: сальдо на конец %s ≠ %s "
+                "(начало + начислено + перерасчёт + пени − оплачено)",
                 where, label, format_rub(x.closing), format_rub(expected),
+            )  # fmt: skip
+    for p in receipt.payees:
+        if p.to_pay > 0 and not (p.account and p.bik):
+            _LOG.warning(
+                "%s: получателю «%s» к оплате %s, но нет р/с или БИК",
+                where, p.name, format_rub(p.to_pay),
             )  # fmt: skip
     if receipt.payees:
         for name in ("opening", "charged", "recalculated", "paid", "penalty", "closing"):
@@ -438,6 +448,7 @@ def check_pdf_stack() -> None:
     global _STACK_OK
     if _STACK_OK:
         return
+    _install_log_bridge()  # before the import, which already logs (INFO) its own CSS parsing
     try:
         import weasyprint  # noqa: F401
         from weasyprint.text.ffi import harfbuzz_subset
@@ -456,7 +467,6 @@ def check_pdf_stack() -> None:
             f"Шрифт «{FONT_FAMILY}» не найден (fontconfig подставляет «{family}»), "
             f"в квитанции может не оказаться символов ₽ и м³. Установите: {INSTALL_HINT}"
         )
-    _install_log_bridge()
     _STACK_OK = True
 
 
@@ -487,9 +497,12 @@ def _install_log_bridge() -> None:
 
 #: Elements the template may use: :data:`_UA_CSS` gives them their HTML meaning.
 UA_ELEMENTS = frozenset(
-    "html head title meta body article section header footer main div p h1 h2 h3 span b"
-    " strong i em small sub sup br img table caption colgroup col thead tbody tfoot tr th td"
-    " ul ol li".split()
+    {
+        *("html", "head", "title", "meta", "body", "article", "section", "header", "footer"),
+        *("main", "div", "p", "h1", "h2", "h3", "span", "b", "strong", "i", "em", "small"),
+        *("sub", "sup", "br", "img", "table", "caption", "colgroup", "col", "thead", "tbody"),
+        *("tfoot", "tr", "th", "td", "ul", "ol", "li"),
+    }
 )
 
 #: A small user-agent stylesheet replacing WeasyPrint's full HTML5 one (256 lines, with
@@ -552,7 +565,7 @@ def _engine() -> _Engine:
                 font_config = FontConfiguration()
                 ua_css = CSS(string=_UA_CSS, font_config=font_config)
 
-                class _ReceiptHTML(HTML):  # type: ignore[misc]
+                class _ReceiptHTML(HTML):
                     """HTML with the small UA stylesheet (private hook, WeasyPrint is pinned)."""
 
                     def _ua_stylesheets(self, *args: Any, **kwargs: Any) -> list[Any]:
@@ -581,7 +594,7 @@ def render_pdf(receipt: Receipt, path: Path) -> None:
     token = _CURRENT_ACCOUNT.set(receipt.account_id)
     try:
         document = engine.layout(receipt)
-        _write_atomic(path, lambda tmp: document.write_pdf(tmp))
+        _write_atomic(path, document.write_pdf)
     finally:
         _CURRENT_ACCOUNT.reset(token)
 
@@ -674,10 +687,7 @@ def _run_task(task: _Task) -> _TaskResult:
             token = _CURRENT_ACCOUNT.set(receipt.account_id)
             try:
                 document = engine.layout(receipt)
-                _write_atomic(
-                    task.out_dir / f"{receipt.account_id}.pdf",
-                    lambda tmp, d=document: d.write_pdf(tmp),
-                )
+                _write_atomic(task.out_dir / f"{receipt.account_id}.pdf", document.write_pdf)
             finally:
                 _CURRENT_ACCOUNT.reset(token)
             if task.batches:
@@ -691,7 +701,12 @@ def _run_task(task: _Task) -> _TaskResult:
                     f".{task.building_id}.{task.run_token}.{task.chunk:05d}-{number:03d}.pdf.tmp"
                 )
                 written.append(tmp)
-                documents[0].copy(pages).write_pdf(tmp)
+                batch = documents[0].copy(pages)
+                batch.metadata = copy.copy(batch.metadata)  # shared with documents[0]
+                batch.metadata.title = (
+                    f"Квитанции за {_period_text(task.receipts[0].period)}, дом {task.building_id}"
+                )
+                batch.write_pdf(tmp)
                 parts.append(_Part(task.chunk, number, tmp, len(pages)))
     except BaseException:
         for tmp in written:
