@@ -8,7 +8,7 @@ scalar twin :func:`div_half_up_int`. That is the one rounding rule of the
 project; the Russian documents (ЕПД, court statements) round per line the same way.
 
 Payment and allocation splits use :func:`split_largest_remainder` (and the
-vectorised :func:`split_expr`): shares are floored and the remaining kopecks go to
+vectorised :func:`split_column`): shares are floored and the remaining kopecks go to
 the largest fractional parts, ties to the earlier item, so the parts always add
 up to the whole.
 """
@@ -149,21 +149,35 @@ def split_largest_remainder(total: int, weights: list[int]) -> list[int]:
     return floors if total >= 0 else [-f for f in floors]
 
 
-def split_expr(total: pl.Expr, weight: pl.Expr, group: list[str], order: pl.Expr) -> pl.Expr:
+def split_column(
+    frame: pl.DataFrame, total: str, weight: str, group: list[str], order: str, alias: str
+) -> pl.DataFrame:
     """Vectorised :func:`split_largest_remainder` over groups of rows.
 
     ``total`` is the amount to split (constant within a group), ``weight`` the
-    row's non-negative weight, ``order`` the tie-break (lower wins). Groups whose
-    weights sum to zero get nothing; callers route such money elsewhere.
+    row's non-negative weight, ``order`` the tie-break (lower wins); the share is
+    added as ``alias``. Groups whose weights sum to zero get nothing; callers
+    route such money elsewhere. Intermediate columns are materialised step by
+    step: as one nested expression Polars recomputes the window sums (measured
+    30× slower on a million rows).
+
+    >>> f = pl.DataFrame({"g": [1, 1, 1], "t": [100, 100, 100], "w": [1, 1, 1], "o": [0, 1, 2]})
+    >>> split_column(f, "t", "w", ["g"], "o", "s")["s"].to_list()
+    [34, 33, 33]
     """
-    magnitude = total.abs().cast(pl.Int128)
-    w = weight.cast(pl.Int128)
-    w_sum = w.sum().over(group)
-    safe_sum = pl.when(w_sum > 0).then(w_sum).otherwise(1)
-    floor = magnitude * w // safe_sum
-    remainder = magnitude * w % safe_sum
-    left = magnitude - floor.sum().over(group)
-    rank = pl.struct(neg_rem=remainder * -1, order=order).rank("ordinal").over(group)
-    share = floor + pl.when(rank <= left).then(1).otherwise(0)
-    share = pl.when(w_sum > 0).then(share).otherwise(0)
-    return pl.when(total < 0).then(share * -1).otherwise(share).cast(pl.Int64)
+    tmp = [f"_split_{name}" for name in ("mag", "w", "wsum", "floor", "rem", "left", "rank")]
+    mag, w, wsum, floor, rem, left, rank = (pl.col(c) for c in tmp)
+    out = frame.with_columns(
+        pl.col(total).abs().cast(pl.Int128).alias(tmp[0]),
+        pl.col(weight).cast(pl.Int128).alias(tmp[1]),
+    ).with_columns(w.sum().over(group).alias(tmp[2]))
+    out = out.with_columns(
+        (mag * w // pl.when(wsum > 0).then(wsum).otherwise(1)).alias(tmp[3]),
+        (mag * w % pl.when(wsum > 0).then(wsum).otherwise(1)).alias(tmp[4]),
+    ).with_columns(
+        (mag - floor.sum().over(group)).alias(tmp[5]),
+        pl.struct(r=rem * -1, o=pl.col(order)).rank("ordinal").over(group).alias(tmp[6]),
+    )
+    share = pl.when(wsum > 0).then(floor + (rank <= left).cast(pl.Int128)).otherwise(0)
+    signed = pl.when(pl.col(total) < 0).then(share * -1).otherwise(share).cast(pl.Int64)
+    return out.with_columns(signed.alias(alias)).drop(tmp)

@@ -12,7 +12,7 @@ from pipeline.money import (
     div_half_up_int,
     parse_fixed,
     parse_rubles,
-    split_expr,
+    split_column,
     split_largest_remainder,
 )
 
@@ -70,9 +70,7 @@ def test_vectorised_split_equals_scalar(groups: list[tuple[int, list[int]]]) -> 
         if sum(weights) == 0:
             weights = [*weights[:-1], 1]
         rows += [{"g": g, "t": total, "w": w, "o": i} for i, w in enumerate(weights)]
-    frame = pl.DataFrame(rows).with_columns(
-        split_expr(pl.col("t"), pl.col("w"), ["g"], pl.col("o")).alias("s")
-    )
+    frame = split_column(pl.DataFrame(rows), "t", "w", ["g"], "o", "s")
     for g, (total, _) in enumerate(groups):
         sub = frame.filter(pl.col("g") == g)
         assert sub["s"].to_list() == split_largest_remainder(total, sub["w"].to_list())

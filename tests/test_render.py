@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import threading
 import zlib
 from dataclasses import replace
@@ -204,6 +205,23 @@ def test_check_pdf_stack() -> None:
     assert any(type(h).__name__ == "_WeasyPrintBridge" for h in handlers)
 
 
+@pytest.mark.parametrize("broken", ["import", "harfbuzz", "font"])
+def test_check_pdf_stack_names_the_install_line(broken: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import weasyprint.text.ffi
+
+    from pipeline.render import receipts
+
+    monkeypatch.setattr(receipts, "_STACK_OK", False)
+    if broken == "import":
+        monkeypatch.setitem(sys.modules, "weasyprint", None)
+    elif broken == "harfbuzz":
+        monkeypatch.setattr(weasyprint.text.ffi, "harfbuzz_subset", None)
+    else:
+        monkeypatch.setattr(receipts, "FONT_FAMILY", "Нет Такого Шрифта")
+    with pytest.raises(RuntimeError, match=re.escape(receipts.INSTALL_HINT)):
+        check_pdf_stack()
+
+
 def test_weasyprint_warnings_reach_pipeline_logger(caplog: pytest.LogCaptureFixture) -> None:
     check_pdf_stack()
     with caplog.at_level(logging.WARNING, logger="pipeline.render"):
@@ -234,6 +252,17 @@ def test_render_receipts_in_process(tmp_path: Path) -> None:
     assert _pages(tmp_path / "batches" / "B001.pdf") == 2
     assert _pages(tmp_path / "batches" / "B002.pdf") == 1
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_big_building_is_split_into_numbered_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.render import receipts
+
+    monkeypatch.setattr(receipts, "MAX_BATCH_PAGES", 2)
+    report = render_receipts([make_receipt(f"300000{i}") for i in range(3)], tmp_path, workers=1)
+    assert (report.count, report.batches) == (3, 2)
+    assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == ["B001-1.pdf", "B001-2.pdf"]
+    assert _pages(tmp_path / "batches" / "B001-1.pdf") == 2
+    assert _pages(tmp_path / "batches" / "B001-2.pdf") == 1
 
 
 def test_duplicate_accounts_and_unsafe_ids_are_refused(tmp_path: Path) -> None:
@@ -275,8 +304,9 @@ def test_pool_from_threaded_caller(tmp_path: Path, caplog: pytest.LogCaptureFixt
         assert not worker.is_alive()
     finally:
         stop.set()
-    if "error" in result:
-        raise AssertionError("render_receipts failed") from result["error"]  # type: ignore[arg-type]
+    error = result.get("error")
+    if isinstance(error, BaseException):
+        raise AssertionError("render_receipts failed") from error
     assert any("ЛС 2000003" in r.getMessage() for r in caplog.records)
     report = result["report"]
     assert getattr(report, "count", None) == 4 and getattr(report, "batches", None) == 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.money import split_expr
+from pipeline.money import split_column
 
 ALLOCATION_SCHEMA = pl.Schema({
     "payment_id": pl.String,
@@ -59,10 +59,8 @@ def allocate_payments(
 
     pay = payments.select("payment_id", "agent", "account_id", "amount_kop",
                           pl.coalesce(pl.col("period"), pl.lit(period)).alias("charge_period"))
-    split = pay.join(targets, on="account_id", how="inner").with_columns(
-        split_expr(pl.col("amount_kop"), pl.col("weight"), ["agent", "payment_id"],
-                   pl.col("order")).alias("share")
-    )
+    split = split_column(pay.join(targets, on="account_id", how="inner"), "amount_kop", "weight",
+                         ["agent", "payment_id"], "order", "share")
     allocated = split.select(
         "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period",
         pl.col("share").alias("amount_kop"),

@@ -75,9 +75,7 @@ CSS_PATH = TEMPLATES_DIR / "receipt.css"
 FONT_FAMILY = "DejaVu Sans"
 
 #: Debian/Ubuntu packages WeasyPrint needs at speed (stack-notes §3.1).
-INSTALL_HINT = (
-    "apt-get install -y libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
-)
+INSTALL_HINT = "apt-get install -y libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
 
 #: Largest print batch, in pages; also the most receipts one pool task lays out.
 MAX_BATCH_PAGES = 200
@@ -402,9 +400,7 @@ def render_html(receipt: Receipt) -> str:
 _STACK_OK = False
 _ENGINE: _Engine | None = None
 _ENGINE_LOCK = threading.Lock()
-_CURRENT_ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "pipeline_render_account", default=""
-)
+_CURRENT_ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar("pipeline_render_account", default="")
 
 
 def _matched_font_family(family: str) -> str | None:
