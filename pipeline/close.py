@@ -17,7 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.allocate import allocate_payments, balances
+from pipeline.allocate import balances
+from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
 from pipeline.calc.charges import charge_lines
 from pipeline.calc.due import due_date
 from pipeline.calc.readings import consumption
@@ -35,7 +36,7 @@ from pipeline.workspace import (
 )
 from rules import Rules, load_rules, read_rule_table
 
-OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances",
+OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances", "debts",
                  "meter_volumes", "reading_issues")
 
 
@@ -49,6 +50,7 @@ class CloseInputs:
     window_end_day: int
     payments: pl.DataFrame
     opening: pl.DataFrame
+    open_items: pl.DataFrame
     averaged_before: pl.DataFrame
     due_date: date | None
     store_version: str | None
@@ -65,6 +67,7 @@ class CloseResult:
     reading_issues: pl.DataFrame
     allocations: pl.DataFrame
     balances: pl.DataFrame
+    debts: pl.DataFrame
     due_date: date | None
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -111,10 +114,15 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     sealed = ws.sealed_periods()
     opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
                                    "opening_kop": pl.Int64})
+    open_items = pl.DataFrame(schema=ITEM_SCHEMA)
     if sealed:
-        prev = ws.period_dir(sealed[-1]) / "balances.parquet"
-        opening = pl.read_parquet(prev).select(
+        prev = ws.period_dir(sealed[-1])
+        opening = pl.read_parquet(prev / "balances.parquet").select(
             "account_id", "supplier_id", _kop("closing", "opening_kop")
+        )
+        open_items = pl.read_parquet(prev / "debts.parquet").select(
+            "account_id", "service_id", "supplier_id", "charge_period",
+            _kop("outstanding", "outstanding_kop"),
         )
 
     applied = _read_sealed(ws, "allocations", ["payment_id", "agent"])
@@ -139,7 +147,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     pay_file = ws.store / "payments.parquet"
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
-        opening=opening, averaged_before=averaged_before, due_date=due_date(due_rules, period),
+        opening=opening, open_items=open_items, averaged_before=averaged_before, due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
     )
@@ -155,24 +163,27 @@ def compute(inputs: CloseInputs) -> CloseResult:
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
-    allocations = allocate_payments(inputs.payments, lines, inputs.opening, str(period))
+    allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period))
     bal = balances(inputs.opening, lines, allocations)
+    received = allocations.filter(pl.col("kind").is_in(["payment", "advance"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
         "paid": int(inputs.payments["amount_kop"].sum()),
-        "allocated": int(allocations["amount_kop"].sum()),
+        "allocated": int(received["amount_kop"].sum()),
         "opening": int(bal["opening_kop"].sum()),
         "closing": int(bal["closing_kop"].sum()),
     }
     # Money in = money out, checked on every close, not only in tests.
     expected = totals["opening"] + totals["charged"] - totals["allocated"]
-    if totals["closing"] != expected or totals["allocated"] != totals["paid"]:
+    outstanding = int(debts["outstanding_kop"].sum())
+    if (totals["closing"] != expected or totals["allocated"] != totals["paid"]
+            or outstanding != totals["closing"]):
         raise BillingError(
             f"Сальдо не сходится: ожидалось {expected}, получено {totals['closing']} коп. "
             f"(разница {totals['closing'] - expected}); платежи {totals['paid']}, "
-            f"распределено {totals['allocated']}"
+            f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
-    return CloseResult(period, lines, meter_volumes, issues, allocations, bal,
+    return CloseResult(period, lines, meter_volumes, issues, allocations, bal, debts,
                        inputs.due_date, totals)
 
 
@@ -205,7 +216,10 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     allocations = result.allocations.with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount")
     ).select(period_col, "payment_id", "agent", "account_id", "service_id", "supplier_id",
-             "charge_period", "amount")
+             "charge_period", "amount", "paid_on", "kind")
+    debts = result.debts.with_columns(
+        kopecks_to_decimal_expr("outstanding_kop").alias("outstanding")
+    ).select(period_col, "account_id", "service_id", "supplier_id", "charge_period", "outstanding")
     money = ["opening", "charged", "recalculated", "paid", "penalty", "closing"]
     bal = result.balances.with_columns(
         kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
@@ -229,6 +243,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "allocations": allocations,
         "penalties": empty_pen,
         "balances": bal,
+        "debts": debts,
         "meter_volumes": mv,
         "reading_issues": result.reading_issues.with_columns(period_col),
     }

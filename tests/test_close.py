@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.allocate import allocate_payments, balances
+from pipeline.allocate import balances
 from pipeline.close import check_can_close, compute, load_inputs, seal
 from pipeline.dates import Period
 from pipeline.ingest.payments import import_payment_file, load_payments
@@ -107,7 +107,8 @@ def test_balances_carry_and_payments_apply_once(town: Workspace, tmp_path: Path)
     import_payment_file(town, late)
     close(town, "2026-10")
     oct_alloc = pl.read_parquet(town.period_dir("2026-10") / "allocations.parquet")
-    assert oct_alloc["payment_id"].unique().to_list() == ["p9"]
+    received = oct_alloc.filter(pl.col("kind").is_in(["payment", "advance"]))
+    assert received["payment_id"].unique().to_list() == ["p9"]
 
 
 def test_unknown_account_payment_is_rejected_with_reason(town: Workspace, tmp_path: Path) -> None:
@@ -123,34 +124,57 @@ def test_unknown_account_payment_is_rejected_with_reason(town: Workspace, tmp_pa
 
 
 accounts = st.sampled_from(["A1", "A2", "A3", "A4"])
+S, I = pl.String, pl.Int64
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def frame(rows: list, schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    charges=st.lists(st.tuples(accounts, st.sampled_from(["s1", "s2", "s3"]),
-                               st.sampled_from(["X", "Y"]), st.integers(-5_000, 500_000)),
-                     max_size=25),
-    opening=st.lists(st.tuples(accounts, st.sampled_from(["X", "Y"]),
-                               st.integers(-100_000, 100_000)), max_size=6),
-    payments=st.lists(st.tuples(accounts, st.integers(1, 1_000_000)), max_size=15),
+    first=st.lists(st.tuples(accounts, st.sampled_from(["s1", "s2", "s3"]),
+                             st.sampled_from(["X", "Y"]), st.integers(0, 500_000)), max_size=20),
+    second=st.lists(st.tuples(accounts, st.sampled_from(["s1", "s2"]),
+                              st.sampled_from(["X", "Y"]), st.integers(0, 500_000)), max_size=20),
+    payments=st.lists(st.tuples(accounts, st.integers(1, 1_000_000),
+                                st.sampled_from([None, "2026-08", "2026-09"]),
+                                st.integers(1, 28), st.booleans()), max_size=15),
 )
-def test_money_in_equals_money_out(charges: list, opening: list, payments: list) -> None:
-    s, i = pl.String, pl.Int64
-    ch = pl.DataFrame(charges, schema={"account_id": s, "service_id": s, "supplier_id": s,
-                                       "amount_kop": i}, orient="row")
-    op = pl.DataFrame(opening, schema={"account_id": s, "supplier_id": s, "opening_kop": i},
-                      orient="row").unique(["account_id", "supplier_id"])
-    pay = pl.DataFrame(
-        [(f"p{i}", "bank", a, amt, None) for i, (a, amt) in enumerate(payments)],
-        schema={"payment_id": pl.String, "agent": pl.String, "account_id": pl.String,
-                "amount_kop": pl.Int64, "period": pl.String}, orient="row")
-    alloc = allocate_payments(pay, ch, op, "2026-08")
-    # every payment is allocated to the kopeck
-    per_payment = alloc.group_by("payment_id").agg(pl.col("amount_kop").sum())
-    expected = dict(pay.select("payment_id", "amount_kop").iter_rows())
-    assert dict(per_payment.iter_rows()) == {k: v for k, v in expected.items()}
-    bal = balances(op, ch, alloc)
-    assert bal["closing_kop"].sum() == (op["opening_kop"].sum() + ch["amount_kop"].sum()
-                                        - pay["amount_kop"].sum())
-    assert (bal["closing_kop"] == bal["opening_kop"] + bal["charged_kop"]
-            + bal["recalculated_kop"] + bal["penalty_kop"] - bal["paid_kop"]).all()
+def test_money_in_equals_money_out(first: list, second: list, payments: list) -> None:
+    """Over two periods: every payment is allocated to the kopeck, nothing is overpaid,
+    and the balances equal the open items per account and supplier."""
+    from datetime import date
+
+    from pipeline.allocate.ledger import ITEM_SCHEMA, PAID_KINDS, apply_period
+
+    charge_schema = {"account_id": S, "service_id": S, "supplier_id": S, "amount_kop": I}
+    pay_schema = {"payment_id": S, "agent": S, "account_id": S, "paid_on": pl.Date,
+                  "period": S, "amount_kop": I}
+    items = pl.DataFrame(schema=ITEM_SCHEMA)
+    opening = pl.DataFrame(schema={"account_id": S, "supplier_id": S, "opening_kop": I})
+    for month, charges in (("2026-08", first), ("2026-09", second)):
+        month_no = int(month[-2:])
+        pays = frame([(f"p{i}", "bank", a, date(2026, month_no, d), named, amt)
+                      for i, (a, amt, named, d, in_first) in enumerate(payments)
+                      if in_first == (month == "2026-08")], pay_schema)
+        ch = frame(charges, charge_schema)
+        alloc, new_items = apply_period(items, ch, pays, month)
+        received = alloc.filter(pl.col("kind").is_in(["payment", "advance"]))
+        per_payment = dict(received.group_by("payment_id").agg(pl.col("amount_kop").sum()).iter_rows())
+        assert per_payment == dict(pays.select("payment_id", "amount_kop").iter_rows())
+        assert (alloc["amount_kop"] > 0).all() or alloc.filter(
+            pl.col("amount_kop") <= 0)["kind"].eq("advance_transfer").all()
+        assert (new_items.filter(pl.col("charge_period").is_not_null())["outstanding_kop"] > 0).all()
+        assert new_items["outstanding_kop"].sum() == (
+            items["outstanding_kop"].sum() + ch["amount_kop"].sum() - pays["amount_kop"].sum())
+        bal = balances(opening, ch, alloc.filter(pl.col("kind").is_in(PAID_KINDS)))
+        per_supplier = new_items.group_by("account_id", "supplier_id").agg(
+            pl.col("outstanding_kop").sum())
+        joined = bal.join(per_supplier, on=["account_id", "supplier_id"], how="full", coalesce=True,
+                          nulls_equal=True)
+        assert (joined["closing_kop"].fill_null(0) == joined["outstanding_kop"].fill_null(0)).all()
+        assert (bal["closing_kop"] == bal["opening_kop"] + bal["charged_kop"]
+                + bal["recalculated_kop"] + bal["penalty_kop"] - bal["paid_kop"]).all()
+        items = new_items
+        opening = bal.select("account_id", "supplier_id", pl.col("closing_kop").alias("opening_kop"))

@@ -1,0 +1,266 @@
+"""Open items (задолженность по периодам) and payment allocation between periods and suppliers.
+
+The ledger of an account is a set of open items: one per service, supplier and
+charge period with what is still unpaid (``outstanding_kop`` > 0), plus credit
+items (``charge_period`` null, ``outstanding_kop`` < 0) for advances. A close
+takes last period's items, adds this period's charges, and applies payments:
+
+1. **Advances first.** A credit item pays the same service and supplier's debts,
+   oldest period first (an ``advance_offset`` allocation, no new money).
+2. **Named payments** (ГК 319.1 п.1; Пленум ВС № 22 п.32: a payment for a month
+   goes to that month) pay the named period, split over its services and
+   suppliers in proportion to what each still owes (Правила 354 п.118 абз.3).
+3. **Unnamed payments**, and what a named payment leaves over, pay the oldest
+   period first (ГК 319.1 п.2), proportionally inside a period.
+4. **What is left is an advance**, split over the account's services in
+   proportion to this period's charges (or, with none, kept unallocated with a
+   null supplier); later charges consume it by step 1.
+
+Penalties are never paid from an unnamed payment: they are not open items here.
+Payments of one account are applied one at a time in (paid_on, agent, payment_id)
+order, vectorised across accounts in rounds (round k = each account's k-th
+payment), so the result does not depend on row order. Proportional splits use
+the largest-remainder rule and never exceed an item's outstanding amount.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.money import split_column
+
+ITEM_KEY = ["account_id", "service_id", "supplier_id", "charge_period"]
+
+ITEM_SCHEMA = pl.Schema({
+    "account_id": pl.String(),
+    "service_id": pl.String(),
+    "supplier_id": pl.String(),
+    "charge_period": pl.String(),
+    "outstanding_kop": pl.Int64(),
+})
+
+ALLOCATION_SCHEMA = pl.Schema({
+    "payment_id": pl.String(),
+    "agent": pl.String(),
+    "account_id": pl.String(),
+    "service_id": pl.String(),
+    "supplier_id": pl.String(),
+    "charge_period": pl.String(),
+    "paid_on": pl.Date(),
+    "kind": pl.String(),
+    "amount_kop": pl.Int64(),
+})
+
+PAYMENT_SCHEMA = pl.Schema({
+    "payment_id": pl.String(),
+    "agent": pl.String(),
+    "account_id": pl.String(),
+    "paid_on": pl.Date(),
+    "period": pl.String(),
+    "amount_kop": pl.Int64(),
+})
+
+
+#: Allocation kinds that move money between suppliers' balances (``paid`` in balances);
+#: ``advance_offset`` only settles a supplier's own advance against its own debt.
+PAID_KINDS = ("payment", "advance", "advance_transfer")
+
+
+def _merge(items: pl.DataFrame) -> pl.DataFrame:
+    """Sum items by key and drop the settled ones."""
+    return (
+        items.group_by(ITEM_KEY)
+        .agg(pl.col("outstanding_kop").sum())
+        .filter(pl.col("outstanding_kop") != 0)
+        .select(list(ITEM_SCHEMA))
+        .cast(ITEM_SCHEMA)
+    )
+
+
+def _waterfall(debts: pl.DataFrame, money: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+    """Spread each group's ``money`` over its debts, oldest period first, proportionally within one.
+
+    ``debts``: group columns + service_id, supplier_id, charge_period, outstanding_kop (> 0).
+    ``money``: group columns + amount (> 0), one row per group. Returns the debts
+    joined with ``applied`` (≤ outstanding) per item.
+    """
+    periods = debts.group_by([*group, "charge_period"]).agg(
+        pl.col("outstanding_kop").sum().alias("_period_total")
+    ).sort([*group, "charge_period"]).with_columns(
+        (pl.col("_period_total").cum_sum().over(group) - pl.col("_period_total")).alias("_before")
+    )
+    periods = periods.join(money, on=group, how="inner").with_columns(
+        (pl.col("amount") - pl.col("_before")).clip(0, None).clip(None, pl.col("_period_total"))
+        .alias("_into_period")
+    ).filter(pl.col("_into_period") > 0)
+    joined = debts.join(periods.select([*group, "charge_period", "_into_period"]),
+                        on=[*group, "charge_period"], how="inner")
+    joined = joined.with_columns(
+        pl.concat_str(["service_id", "supplier_id"], separator="\x1f").rank("ordinal")
+        .over([*group, "charge_period"]).alias("_order")
+    )
+    out = split_column(joined, "_into_period", "outstanding_kop", [*group, "charge_period"],
+                       "_order", "applied")
+    return out.drop("_into_period", "_order")
+
+
+def apply_period(
+    open_items: pl.DataFrame,
+    charges: pl.DataFrame,
+    payments: pl.DataFrame,
+    period: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One period of the ledger: returns (allocations, open items at the period's end).
+
+    ``open_items``: :data:`ITEM_SCHEMA` rows from the previous period.
+    ``charges``: account_id, service_id, supplier_id, amount_kop (this period's lines).
+    ``payments``: :data:`PAYMENT_SCHEMA` rows to apply in this period.
+    """
+    new = charges.group_by("account_id", "service_id", "supplier_id").agg(
+        pl.col("amount_kop").sum().alias("outstanding_kop")
+    ).with_columns(pl.lit(period).alias("charge_period"))
+    items = _merge(pl.concat([open_items.cast(ITEM_SCHEMA), new.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)]))
+    allocations: list[pl.DataFrame] = []
+    first_day = pl.lit(f"{period}-01").str.to_date()
+
+    # 1. Credits (advances) pay the same service and supplier's debts, oldest first.
+    svc = ["account_id", "service_id", "supplier_id"]
+    credits = items.filter(pl.col("charge_period").is_null() & pl.col("supplier_id").is_not_null()
+                           & (pl.col("outstanding_kop") < 0))
+    debts = items.filter(pl.col("outstanding_kop") > 0)
+    if credits.height:
+        money = credits.group_by(svc).agg((-pl.col("outstanding_kop").sum()).alias("amount"))
+        applied = _waterfall(debts, money, svc).filter(pl.col("applied") > 0)
+        offsets = applied.select(
+            pl.lit("advance").alias("payment_id"), pl.lit("advance").alias("agent"), *svc,
+            "charge_period", first_day.alias("paid_on"), pl.lit("advance_offset").alias("kind"),
+            pl.col("applied").alias("amount_kop"),
+        )
+        allocations.append(offsets)
+        items = _merge(pl.concat([
+            items,
+            offsets.select(*svc, "charge_period", (-pl.col("amount_kop")).alias("outstanding_kop"))
+            .cast(ITEM_SCHEMA),
+            offsets.select(*svc, pl.lit(None, pl.String).alias("charge_period"),
+                           pl.col("amount_kop").alias("outstanding_kop")).cast(ITEM_SCHEMA),
+        ]))
+
+    # 1b. An unallocated advance (no supplier) pays the account's oldest debts; the money
+    # moves from the unallocated row to the suppliers (two ``advance_transfer`` rows).
+    bare = items.filter(pl.col("supplier_id").is_null() & (pl.col("outstanding_kop") < 0))
+    debts = items.filter(pl.col("outstanding_kop") > 0)
+    if bare.height and debts.height:
+        money = bare.group_by("account_id").agg((-pl.col("outstanding_kop").sum()).alias("amount"))
+        applied = _waterfall(debts, money, ["account_id"]).filter(pl.col("applied") > 0)
+        to_suppliers = applied.select(
+            pl.lit("advance").alias("payment_id"), pl.lit("advance").alias("agent"), *svc,
+            "charge_period", first_day.alias("paid_on"), pl.lit("advance_transfer").alias("kind"),
+            pl.col("applied").alias("amount_kop"),
+        )
+        from_bare = to_suppliers.group_by("account_id").agg(pl.col("amount_kop").sum()).select(
+            pl.lit("advance").alias("payment_id"), pl.lit("advance").alias("agent"), "account_id",
+            pl.lit(None, pl.String).alias("service_id"), pl.lit(None, pl.String).alias("supplier_id"),
+            pl.lit(None, pl.String).alias("charge_period"), first_day.alias("paid_on"),
+            pl.lit("advance_transfer").alias("kind"), (-pl.col("amount_kop")).alias("amount_kop"),
+        )
+        allocations += [to_suppliers, from_bare]
+        moved = pl.concat([to_suppliers, from_bare])
+        items = _merge(pl.concat([
+            items,
+            moved.select(*svc, "charge_period", (-pl.col("amount_kop")).alias("outstanding_kop"))
+            .cast(ITEM_SCHEMA),
+        ]))
+
+    # 2–4. Payments, one round per account's k-th payment.
+    pay = payments.cast(PAYMENT_SCHEMA).sort("account_id", "paid_on", "agent", "payment_id").with_columns(
+        pl.int_range(pl.len()).over("account_id").alias("_round")
+    )
+    weights = new.filter(pl.col("outstanding_kop") > 0).select(
+        "account_id", "service_id", "supplier_id", pl.col("outstanding_kop").alias("_w")
+    )
+    rounds = int(pay["_round"].max()) + 1 if pay.height else 0
+    for k in range(rounds):
+        batch = pay.filter(pl.col("_round") == k)
+        rows, items = _apply_round(items, batch, weights)
+        allocations.append(rows)
+
+    alloc = (pl.concat([a.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA) for a in allocations])
+             if allocations else pl.DataFrame(schema=ALLOCATION_SCHEMA))
+    alloc = alloc.filter(pl.col("amount_kop") != 0).sort(
+        "account_id", "paid_on", "agent", "payment_id", "charge_period", "service_id", "supplier_id",
+        nulls_last=True,
+    )
+    return alloc, items.sort(ITEM_KEY, nulls_last=True)
+
+
+def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
+                 weights: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    key = ["account_id", "agent", "payment_id"]
+    meta = batch.select(*key, "paid_on")
+    debts = items.filter(pl.col("outstanding_kop") > 0)
+    parts: list[pl.DataFrame] = []
+
+    # Named: the named period only; what it cannot take goes on as unnamed money.
+    named = batch.filter(pl.col("period").is_not_null() & (pl.col("amount_kop") > 0))
+    left = batch.filter(pl.col("period").is_null() | (pl.col("amount_kop") <= 0)).select(
+        *key, pl.col("amount_kop").alias("amount"))
+    if named.height:
+        named_debts = debts.join(
+            named.select(*key, pl.col("period").alias("charge_period")),
+            on=["account_id", "charge_period"], how="inner",
+        )
+        applied = _waterfall(named_debts, named.select(*key, pl.col("amount_kop").alias("amount")),
+                             key)
+        parts.append(applied)
+        used = applied.group_by(key).agg(pl.col("applied").sum().alias("_used"))
+        rest = named.join(used, on=key, how="left").select(
+            *key, (pl.col("amount_kop") - pl.col("_used").fill_null(0)).alias("amount"))
+        left = pl.concat([left, rest]).filter(pl.col("amount") > 0)
+        debts = _after(debts, applied)
+
+    # Unnamed: oldest period first.
+    positive = left.filter(pl.col("amount") > 0)
+    if positive.height:
+        applied = _waterfall(debts.join(positive.select(key), on="account_id", how="inner"),
+                             positive, key)
+        parts.append(applied)
+        used = applied.group_by(key).agg(pl.col("applied").sum().alias("_used"))
+        left = positive.join(used, on=key, how="left").select(
+            *key, (pl.col("amount") - pl.col("_used").fill_null(0)).alias("amount")
+        ).filter(pl.col("amount") > 0)
+
+    # Advance: split by this period's charges, else unallocated.
+    if left.height:
+        targets = left.join(weights, on="account_id", how="inner").with_columns(
+            pl.concat_str(["service_id", "supplier_id"], separator="\x1f").rank("ordinal")
+            .over(key).alias("_order")
+        )
+        adv = split_column(targets, "amount", "_w", key, "_order", "applied").with_columns(
+            pl.lit(None, pl.String).alias("charge_period"))
+        bare = left.join(weights.select("account_id").unique(), on="account_id", how="anti").select(
+            *key, pl.lit(None, pl.String).alias("service_id"), pl.lit(None, pl.String).alias("supplier_id"),
+            pl.lit(None, pl.String).alias("charge_period"), pl.col("amount").alias("applied"))
+        parts.append(pl.concat([adv.select(bare.columns), bare]))
+
+    cols = [*key, "service_id", "supplier_id", "charge_period", "applied"]
+    applied_all = pl.concat([p.select(cols) for p in parts]) if parts else pl.DataFrame(
+        schema={c: (pl.Int64 if c == "applied" else pl.String) for c in cols})
+    rows = applied_all.join(meta, on=key, how="left").select(
+        "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period", "paid_on",
+        pl.when(pl.col("charge_period").is_null()).then(pl.lit("advance")).otherwise(pl.lit("payment"))
+        .alias("kind"),
+        pl.col("applied").alias("amount_kop"),
+    )
+    items = _merge(pl.concat([
+        items,
+        rows.select("account_id", "service_id", "supplier_id", "charge_period",
+                    (-pl.col("amount_kop")).alias("outstanding_kop")).cast(ITEM_SCHEMA),
+    ]))
+    return rows, items
+
+
+def _after(debts: pl.DataFrame, applied: pl.DataFrame) -> pl.DataFrame:
+    paid = applied.group_by(ITEM_KEY).agg(pl.col("applied").sum())
+    return debts.join(paid, on=ITEM_KEY, how="left").with_columns(
+        (pl.col("outstanding_kop") - pl.col("applied").fill_null(0)).alias("outstanding_kop")
+    ).drop("applied").filter(pl.col("outstanding_kop") > 0)
