@@ -147,7 +147,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     pay_file = ws.store / "payments.parquet"
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
-        opening=opening, open_items=open_items, averaged_before=averaged_before, due_date=due_date(due_rules, period),
+        opening=opening, open_items=open_items, averaged_before=averaged_before,
+        due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
     )

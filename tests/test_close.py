@@ -124,7 +124,7 @@ def test_unknown_account_payment_is_rejected_with_reason(town: Workspace, tmp_pa
 
 
 accounts = st.sampled_from(["A1", "A2", "A3", "A4"])
-S, I = pl.String, pl.Int64
+S, I64 = pl.String, pl.Int64
 
 
 def frame(rows: list, schema: dict) -> pl.DataFrame:
@@ -148,11 +148,11 @@ def test_money_in_equals_money_out(first: list, second: list, payments: list) ->
 
     from pipeline.allocate.ledger import ITEM_SCHEMA, PAID_KINDS, apply_period
 
-    charge_schema = {"account_id": S, "service_id": S, "supplier_id": S, "amount_kop": I}
+    charge_schema = {"account_id": S, "service_id": S, "supplier_id": S, "amount_kop": I64}
     pay_schema = {"payment_id": S, "agent": S, "account_id": S, "paid_on": pl.Date,
-                  "period": S, "amount_kop": I}
+                  "period": S, "amount_kop": I64}
     items = pl.DataFrame(schema=ITEM_SCHEMA)
-    opening = pl.DataFrame(schema={"account_id": S, "supplier_id": S, "opening_kop": I})
+    opening = pl.DataFrame(schema={"account_id": S, "supplier_id": S, "opening_kop": I64})
     for month, charges in (("2026-08", first), ("2026-09", second)):
         month_no = int(month[-2:])
         pays = frame([(f"p{i}", "bank", a, date(2026, month_no, d), named, amt)

@@ -178,7 +178,7 @@ def apply_period(
     weights = new.filter(pl.col("outstanding_kop") > 0).select(
         "account_id", "service_id", "supplier_id", pl.col("outstanding_kop").alias("_w")
     )
-    rounds = int(pay["_round"].max()) + 1 if pay.height else 0
+    rounds = pay.height and int(pay["_round"].max() or 0) + 1  # type: ignore[arg-type]
     for k in range(rounds):
         batch = pay.filter(pl.col("_round") == k)
         rows, items = _apply_round(items, batch, weights)
