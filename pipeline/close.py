@@ -23,7 +23,7 @@ from pipeline.calc.charges import charge_lines
 from pipeline.calc.due import due_date
 from pipeline.calc.readings import consumption
 from pipeline.dates import Period
-from pipeline.ingest.payments import load_payments
+from pipeline.ingest.payments import load_bank_readings, load_payments
 from pipeline.ingest.registers import current_version, load_store
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.workspace import (
@@ -49,6 +49,7 @@ class CloseInputs:
     rules: Rules
     window_end_day: int
     payments: pl.DataFrame
+    earlier_allocations: pl.DataFrame | None
     opening: pl.DataFrame
     open_items: pl.DataFrame
     averaged_before: pl.DataFrame
@@ -91,7 +92,28 @@ def check_can_close(ws: Workspace, period: Period) -> None:
             raise BillingError(f"Сначала закройте период {last.shift(1)} (последний закрытый — {last}).")
 
 
-def _read_sealed(ws: Workspace, table: str, columns: list[str]) -> pl.DataFrame | None:
+def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl.DataFrame:
+    """Register readings plus those that came inside bank registers.
+
+    A bank reading names the meter by serial; it is matched to a meter of the
+    payer's premise. The register wins on the same meter and day.
+    """
+    readings = regs["readings"]
+    if not bank.height:
+        return readings
+    meters = regs["meters"].filter(pl.col("premise_id").is_not_null()).select(
+        "meter_id", "premise_id", pl.col("serial").alias("meter_serial"))
+    accounts = regs["accounts"].select("account_id", "premise_id")
+    matched = bank.join(accounts, on="account_id").join(meters, on=["premise_id", "meter_serial"])
+    extra = matched.select(
+        "meter_id", "read_on", pl.col("value").cast(readings.schema["value"]),
+        pl.lit("bank").alias("source"), pl.lit(None, pl.Int64).alias("source_row"),
+    )
+    both = pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
+    return both.unique(["meter_id", "read_on"], keep="first", maintain_order=True)
+
+
+def _read_sealed(ws: Workspace, table: str, columns: list[str] | None) -> pl.DataFrame | None:
     files = [ws.period_dir(p) / f"{table}.parquet" for p in ws.sealed_periods()]
     files = [f for f in files if f.is_file()]
     if not files:
@@ -125,12 +147,24 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
             _kop("outstanding", "outstanding_kop"),
         )
 
-    applied = _read_sealed(ws, "allocations", ["payment_id", "agent"])
+    applied = _read_sealed(ws, "allocations", ["payment_id", "agent", "kind"])
     payments = load_payments(ws).filter(pl.col("paid_on") <= pl.lit(period.last))
+    earlier_allocations = None
     if applied is not None:
-        payments = payments.join(applied.unique(), on=["payment_id", "agent"], how="anti")
-    payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period",
+        done = applied.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+        payments = payments.join(done.select("payment_id", "agent").unique(),
+                                 on=["payment_id", "agent"], how="anti")
+        refunded = payments.filter(pl.col("refund_of").is_not_null()).select(
+            "agent", pl.col("refund_of").alias("payment_id")).unique()
+        if refunded.height:
+            history = _read_sealed(ws, "allocations", None)
+            assert history is not None
+            earlier_allocations = history.join(refunded, on=["agent", "payment_id"], how="semi").select(
+                "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period",
+                "paid_on", "kind", _kop("amount", "amount_kop"))
+    payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period", "refund_of",
                                _kop("amount", "amount_kop"))
+    regs = {**regs, "readings": _with_bank_readings(regs, load_bank_readings(ws))}
 
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
     if averaged is None:
@@ -147,7 +181,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     pay_file = ws.store / "payments.parquet"
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
-        opening=opening, open_items=open_items, averaged_before=averaged_before,
+        earlier_allocations=earlier_allocations, opening=opening, open_items=open_items,
+        averaged_before=averaged_before,
         due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
@@ -164,9 +199,10 @@ def compute(inputs: CloseInputs) -> CloseResult:
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
-    allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period))
+    allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period),
+                                      inputs.earlier_allocations)
     bal = balances(inputs.opening, lines, allocations)
-    received = allocations.filter(pl.col("kind").is_in(["payment", "advance"]))
+    received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
         "paid": int(inputs.payments["amount_kop"].sum()),

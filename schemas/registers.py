@@ -338,9 +338,12 @@ PAYMENTS = Register(
         Col("payment_id", "id", "код платежа"),
         Col("paid_on", "date", "дата платежа"),
         Col("account_id", "id", "лицевой счёт"),
-        Col("amount", "decimal", "сумма, руб.", scale=2, gt=0, le=100_000_000),
+        # Negative = a refund or cancellation; it must name its original in refund_of.
+        Col("amount", "decimal", "сумма, руб.", scale=2, ge=-100_000_000, le=100_000_000),
         Col("period", "text", "период ГГГГ-ММ", required=False, nullable=True),
         Col("agent", "id", "платёжный агент", required=False, default="unknown"),
+        Col("refund_of", "id", "возврат платежа (код исходного платежа)", required=False,
+            nullable=True),
     ),
     key=("agent", "payment_id"),
 )

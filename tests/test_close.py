@@ -111,18 +111,6 @@ def test_balances_carry_and_payments_apply_once(town: Workspace, tmp_path: Path)
     assert received["payment_id"].unique().to_list() == ["p9"]
 
 
-def test_unknown_account_payment_is_rejected_with_reason(town: Workspace, tmp_path: Path) -> None:
-    ingest(town)
-    pay = tmp_path / "pay.csv"
-    pay.write_text("payment_id,paid_on,account_id,amount,period,agent\n"
-                   "x1,2026-09-05,9999999999,10.00,,sber\n"
-                   "x2,2026-09-05,A1,10.001,,sber\n", encoding="utf-8")
-    result = import_payment_file(town, pay)
-    assert result.accepted == 0 and result.rejected == 2
-    text = result.rejects_path.read_text(encoding="utf-8-sig")
-    assert "неизвестный лицевой счёт" in text and "10.001" in text
-
-
 accounts = st.sampled_from(["A1", "A2", "A3", "A4"])
 S, I64 = pl.String, pl.Int64
 

@@ -63,7 +63,7 @@ PAYMENT_SCHEMA = pl.Schema({
 
 #: Allocation kinds that move money between suppliers' balances (``paid`` in balances);
 #: ``advance_offset`` only settles a supplier's own advance against its own debt.
-PAID_KINDS = ("payment", "advance", "advance_transfer")
+PAID_KINDS = ("payment", "advance", "advance_transfer", "refund")
 
 
 def _merge(items: pl.DataFrame) -> pl.DataFrame:
@@ -109,13 +109,20 @@ def apply_period(
     charges: pl.DataFrame,
     payments: pl.DataFrame,
     period: str,
+    earlier_allocations: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One period of the ledger: returns (allocations, open items at the period's end).
 
     ``open_items``: :data:`ITEM_SCHEMA` rows from the previous period.
     ``charges``: account_id, service_id, supplier_id, amount_kop (this period's lines).
-    ``payments``: :data:`PAYMENT_SCHEMA` rows to apply in this period.
+    ``payments``: :data:`PAYMENT_SCHEMA` rows to apply in this period (plus ``refund_of``
+    for refunds, which are negative).
+    ``earlier_allocations``: allocations of sealed periods of the payments refunded now.
     """
+    if "refund_of" not in payments.columns:
+        payments = payments.with_columns(pl.lit(None, pl.String).alias("refund_of"))
+    refunds = payments.filter(pl.col("amount_kop") < 0)
+    payments = payments.filter(pl.col("amount_kop") > 0)
     new = charges.group_by("account_id", "service_id", "supplier_id").agg(
         pl.col("amount_kop").sum().alias("outstanding_kop")
     ).with_columns(pl.lit(period).alias("charge_period"))
@@ -184,6 +191,13 @@ def apply_period(
         rows, items = _apply_round(items, batch, weights)
         allocations.append(rows)
 
+    if refunds.height:
+        history = [a.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA) for a in allocations]
+        if earlier_allocations is not None:
+            history.append(earlier_allocations.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA))
+        rows, items = _apply_refunds(items, refunds, pl.concat(history) if history else
+                                     pl.DataFrame(schema=ALLOCATION_SCHEMA))
+        allocations.append(rows)
     alloc = (pl.concat([a.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA) for a in allocations])
              if allocations else pl.DataFrame(schema=ALLOCATION_SCHEMA))
     alloc = alloc.filter(pl.col("amount_kop") != 0).sort(
@@ -255,6 +269,36 @@ def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
         items,
         rows.select("account_id", "service_id", "supplier_id", "charge_period",
                     (-pl.col("amount_kop")).alias("outstanding_kop")).cast(ITEM_SCHEMA),
+    ]))
+    return rows, items
+
+
+def _apply_refunds(items: pl.DataFrame, refunds: pl.DataFrame,
+                   history: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A refund reverses its original payment, item by item, in proportion to where it went.
+
+    The items it paid become debts again (or an advance shrinks); the original's
+    allocations are the weights, so a full refund undoes the payment exactly.
+    """
+    original = history.filter(pl.col("kind").is_in(["payment", "advance"])).select(
+        "agent", pl.col("payment_id").alias("refund_of"), "account_id", "service_id", "supplier_id",
+        "charge_period", pl.col("amount_kop").alias("_w"),
+    )
+    key = ["agent", "payment_id"]
+    targets = refunds.select(*key, "refund_of", "paid_on", (-pl.col("amount_kop")).alias("_amount")).join(
+        original, on=["agent", "refund_of"], how="inner",
+    ).with_columns(
+        pl.concat_str(["charge_period", "service_id", "supplier_id"], separator="\x1f",
+                      ignore_nulls=True).rank("ordinal").over(key).alias("_order")
+    )
+    split = split_column(targets, "_amount", "_w", key, "_order", "_share")
+    rows = split.select(
+        "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period", "paid_on",
+        pl.lit("refund").alias("kind"), (-pl.col("_share")).alias("amount_kop"),
+    ).filter(pl.col("amount_kop") != 0)
+    items = _merge(pl.concat([
+        items,
+        rows.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop")).cast(ITEM_SCHEMA),
     ]))
     return rows, items
 

@@ -1,0 +1,189 @@
+"""Payments: import exactly once, suspense, refunds, and allocation with exact kopecks.
+
+The town (tests/conftest.py) in August 2026: A1 owes VK 700.88 (cold water 392.10 +
+sewerage 308.78), TS 2845.38, UK1 1575.00 — 5121.26 in all.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
+from pipeline.close import compute, load_inputs, seal
+from pipeline.dates import Period
+from pipeline.ingest.bank_formats import sber_register_bytes
+from pipeline.ingest.payments import import_payment_file, load_payments, load_suspense, match_payment
+from pipeline.ingest.registers import ingest
+from pipeline.workspace import BillingError, Workspace
+
+HEADER = "payment_id,paid_on,account_id,amount,period,agent,refund_of\n"
+
+
+def close(ws: Workspace, period: str) -> dict[str, pl.DataFrame]:
+    inputs = load_inputs(ws, Period.parse(period))
+    folder = seal(ws, compute(inputs), inputs)
+    return {name: pl.read_parquet(folder / f"{name}.parquet")
+            for name in ("allocations", "balances", "debts")}
+
+
+def pay(ws: Workspace, tmp: Path, rows: str, name: str = "pay.csv"):  # noqa: ANN201
+    path = tmp / name
+    path.write_text(HEADER + rows, encoding="utf-8")
+    return import_payment_file(ws, path)
+
+
+def by(frame: pl.DataFrame, *keys: str) -> dict:
+    return {tuple(r[k] for k in keys): str(r["amount"]) for r in frame.iter_rows(named=True)}
+
+
+@pytest.fixture
+def august(town: Workspace) -> Workspace:
+    ingest(town)
+    close(town, "2026-08")
+    return town
+
+
+def test_partial_unnamed_payment_is_split_in_proportion(august: Workspace, tmp_path: Path) -> None:
+    pay(august, tmp_path, "p1,2026-09-05,A1,1000.00,,sber,\n")
+    out = close(august, "2026-09")
+    a1 = out["allocations"].filter(pl.col("payment_id") == "p1")
+    # 100000 kop × 39210/512126 = 7656.32; × 30878/… = 6029.38; × 284538/… = 55560.15;
+    # × 157500/… = 30754.15 → floors add up to 99999, the last kopeck to the largest
+    # remainder (sewerage, .38).
+    assert by(a1, "service_id") == {("cold_water",): "76.56", ("sewerage",): "60.30",
+                                    ("heating",): "555.60", ("maintenance",): "307.54"}
+    assert set(a1["charge_period"]) == {"2026-08"}
+
+
+def test_named_payment_pays_its_period_and_overpayment_becomes_advance(
+        august: Workspace, tmp_path: Path) -> None:
+    pay(august, tmp_path, "p1,2026-09-05,A1,6000.00,2026-08,sber,\n")
+    out = close(august, "2026-09")
+    a1 = out["allocations"].filter(pl.col("payment_id") == "p1")
+    paid_aug = a1.filter(pl.col("charge_period") == "2026-08")["amount"].sum()
+    assert str(paid_aug) == "5121.26"
+    # 878.74 left: September's own charges are not debts yet when the payment is applied? They
+    # are: the close adds September's charges first, so the rest pays September, oldest first.
+    assert str(a1["amount"].sum()) == "6000.00"
+    assert a1.filter(pl.col("charge_period") == "2026-09")["amount"].sum() > 0
+
+
+def test_unnamed_payment_pays_oldest_period_first(august: Workspace, tmp_path: Path) -> None:
+    close(august, "2026-09")  # nothing paid in September: two months of debt
+    pay(august, tmp_path, "p1,2026-10-03,A1,5121.26,,sber,\n")
+    out = close(august, "2026-10")
+    a1 = out["allocations"].filter(pl.col("payment_id") == "p1")
+    assert set(a1["charge_period"]) == {"2026-08"}
+    debts = out["debts"].filter(pl.col("account_id") == "A1")
+    assert "2026-08" not in set(debts["charge_period"])
+
+
+def test_payment_larger_than_all_debt_leaves_an_advance_consumed_next_month(
+        august: Workspace, tmp_path: Path) -> None:
+    pay(august, tmp_path, "p1,2026-09-05,A3,20000.00,,sber,\n")
+    sep = close(august, "2026-09")
+    a3 = sep["debts"].filter(pl.col("account_id") == "A3")
+    assert a3["outstanding"].sum() < 0  # advance
+    assert a3.filter(pl.col("outstanding") < 0)["charge_period"].null_count() == a3.filter(
+        pl.col("outstanding") < 0).height
+    oct_ = close(august, "2026-10")
+    offsets = oct_["allocations"].filter((pl.col("account_id") == "A3")
+                                         & (pl.col("kind") == "advance_offset"))
+    assert offsets.height > 0 and set(offsets["charge_period"]) == {"2026-10"}
+    bal = oct_["balances"].filter(pl.col("account_id") == "A3")
+    assert (bal["closing"] == bal["opening"] + bal["charged"] - bal["paid"]).all()
+
+
+def test_same_file_and_same_payment_twice_change_nothing(august: Workspace, tmp_path: Path) -> None:
+    first = pay(august, tmp_path, "p1,2026-09-05,A1,100.00,,sber,\n")
+    again = import_payment_file(august, tmp_path / "pay.csv")
+    other = pay(august, tmp_path, "p1,2026-09-05,A1,100.00,,sber,\np2,2026-09-06,A2,50.00,,sber,\n",
+                name="other.csv")
+    assert (first.accepted, again.already_imported) == (1, True)
+    assert (other.accepted, other.duplicates) == (1, 1)
+    assert load_payments(august).height == 2
+
+
+def test_refund_reverses_its_payment(august: Workspace, tmp_path: Path) -> None:
+    pay(august, tmp_path, "p1,2026-09-05,A1,1000.00,,sber,\n")
+    close(august, "2026-09")
+    refund = pay(august, tmp_path, "r1,2026-10-02,A1,-1000.00,,sber,p1\n", name="refund.csv")
+    assert refund.accepted == 1
+    out = close(august, "2026-10")
+    rows = out["allocations"].filter(pl.col("payment_id") == "r1")
+    assert by(rows, "service_id") == {("cold_water",): "-76.56", ("sewerage",): "-60.30",
+                                      ("heating",): "-555.60", ("maintenance",): "-307.54"}
+    over = pay(august, tmp_path, "r2,2026-10-02,A1,-0.01,,sber,p1\n", name="refund2.csv")
+    assert over.accepted == 0 and over.rejected == 1
+
+
+def test_unknown_and_closed_accounts_go_to_suspense_and_can_be_matched(
+        august: Workspace, tmp_path: Path) -> None:
+    accounts = (august.registers / "accounts.csv").read_text().replace(
+        "A3,P3,person,Сидоров Пётр Ильич,1,1,2020-01-01,,", "A3,P3,person,Сидоров Пётр Ильич,1,1,2020-01-01,2026-08-31,")
+    (august.registers / "accounts.csv").write_text(accounts, encoding="utf-8")
+    ingest(august)
+    result = pay(august, tmp_path, "x1,2026-09-05,9999999999,10.00,,sber,\n"
+                                   "x2,2026-09-05,A3,20.00,,sber,\n")
+    assert (result.accepted, result.suspense) == (0, 2)
+    reasons = dict(load_suspense(august).select("payment_id", "reason").iter_rows())
+    assert reasons == {"x1": "неизвестный лицевой счёт", "x2": "лицевой счёт закрыт 31.08.2026"}
+    with pytest.raises(BillingError, match="закрыт"):
+        match_payment(august, "x2", "A3")
+    match_payment(august, "x1", "A1")
+    assert load_suspense(august)["payment_id"].to_list() == ["x2"]
+    assert load_payments(august).filter(pl.col("payment_id") == "x1")["account_id"].to_list() == ["A1"]
+    match_payment(august, "x2", "A2")
+    out = close(august, "2026-09")
+    assert str(out["allocations"].filter(pl.col("payment_id") == "x1")["amount"].sum()) == "10.00"
+
+
+def sber_file(rows: list[tuple[str, date, str, int, str | None]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{"payment_id": p, "paid_on": d, "account_id": a, "amount_kop": k, "period": per,
+          "payer_name": "Иванов И. И.", "address": "г. Энск, ул. Ленина, д. 1"}
+         for p, d, a, k, per in rows])
+
+
+def test_sber_register_cp1251_comma_decimals(august: Workspace, tmp_path: Path) -> None:
+    data = sber_register_bytes(sber_file([("1001", date(2026, 9, 7), "A1", 123456, "2026-08"),
+                                          ("1002", date(2026, 9, 8), "A2", 5001, None)]))
+    assert b"1234,56" in data and "Иванов".encode("cp1251") in data
+    path = tmp_path / "17066_7707083893_40702810000000000001_001.txt"
+    path.write_bytes(data)
+    result = import_payment_file(august, path)
+    assert (result.format, result.accepted, result.accepted_kop) == ("sber", 2, 128457)
+    stored = load_payments(august).sort("payment_id")
+    assert [str(x) for x in stored["amount"]] == ["1234.56", "50.01"]
+    assert stored["period"].to_list() == ["2026-08", None]
+
+
+def test_footer_mismatch_refuses_the_whole_file(august: Workspace, tmp_path: Path) -> None:
+    data = sber_register_bytes(sber_file([("1001", date(2026, 9, 7), "A1", 123456, None)]))
+    text = data.decode("cp1251").replace("=1;1234,56", "=2;1300,00")
+    path = tmp_path / "bad_001.txt"
+    path.write_bytes(text.encode("cp1251"))
+    with pytest.raises(BillingError, match="разница 1"):
+        import_payment_file(august, path)
+    assert load_payments(august).height == 0
+
+
+def test_ledger_named_and_unnamed_same_day_exact() -> None:
+    """Two payments on one day: the named one first, whatever the row order."""
+    items = pl.DataFrame(schema=ITEM_SCHEMA)
+    charges = pl.DataFrame({"account_id": ["A"] * 2, "service_id": ["w", "h"],
+                            "supplier_id": ["X", "Y"], "amount_kop": [100, 200]})
+    payments = pl.DataFrame({
+        "payment_id": ["b", "a"], "agent": ["s", "s"], "account_id": ["A", "A"],
+        "paid_on": [date(2026, 8, 5)] * 2, "period": [None, "2026-08"], "amount_kop": [50, 250],
+    })
+    alloc, items_after = apply_period(items, charges, payments, "2026-08")
+    again, _ = apply_period(items, charges, payments.reverse(), "2026-08")
+    assert alloc.equals(again)
+    assert dict(alloc.group_by("payment_id").agg(pl.col("amount_kop").sum()).iter_rows()) == {
+        "a": 250, "b": 50}
+    assert items_after["outstanding_kop"].sum() == 0
