@@ -11,16 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.ingest.payments import import_inbox
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, audit
 
 
 @task(name="import-inbox", cache_policy=NO_CACHE)
 def import_all(home: str) -> list[dict[str, Any]]:
-    return import_inbox(Workspace(Path(home)))
+    ws = Workspace(Path(home)).require()
+    outcomes = import_inbox(ws)
+    logger = get_run_logger()
+    for info in outcomes:
+        logger.info("%s", info)
+    totals = {
+        "files": len(outcomes),
+        "accepted": sum(int(str(o.get("accepted", 0))) for o in outcomes),
+        "accepted_kop": sum(int(str(o.get("accepted_kop", 0))) for o in outcomes),
+        "suspense": sum(int(str(o.get("suspense", 0))) for o in outcomes),
+        "refused_files": sum(o["outcome"] == "refused" for o in outcomes),
+    }
+    logger.warning("Ночной импорт платежей: %s", totals)
+    audit(ws, "nightly_payment_import", outputs={"files": outcomes, "totals": totals})
+    return outcomes
 
 
 @flow(name="nightly_payment_import")
@@ -28,4 +42,4 @@ def nightly_payment_import(home: str | None = None) -> list[dict[str, Any]]:
     """Import the inbox of ``home`` (default: ``BILLING_HOME`` or ``./billing-home``)."""
     from pipeline.cli import default_home
 
-    return import_all(str(Path(home) if home else default_home()))
+    return import_all(str(Path(home).resolve() if home else default_home().resolve()))

@@ -150,6 +150,8 @@ def _print_close(s: dict, dry_run: bool) -> None:
 @payments_app.command("import")
 def payments_import(
     files: Annotated[list[Path], typer.Argument(help="Файлы реестров платежей.")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="Формат: sber, vtb или csv (по умолчанию определяется сам).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Загрузить реестры платежей; повторная загрузка ничего не меняет."""
@@ -157,16 +159,47 @@ def payments_import(
 
     ws = _ws(home).require()
     for path in files:
-        r = import_payment_file(ws, path.resolve())
-        _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256},
-               outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop,
-                        "duplicates": r.duplicates, "rejected": r.rejected})
+        r = import_payment_file(ws, path.resolve(), fmt)
+        _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256, "format": r.format},
+               outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop, "suspense": r.suspense,
+                        "duplicates": r.duplicates, "rejected": r.rejected, "readings": r.readings})
         if r.already_imported:
             _say(f"{r.file}: уже загружен ранее — пропущен.")
             continue
-        _say(f"{r.file}: принято платежей {r.accepted} на {_rub(r.accepted_kop)}"
+        _say(f"{r.file} ({r.format}): принято платежей {r.accepted} на {_rub(r.accepted_kop)}"
+             + (f", невыясненных {r.suspense}" if r.suspense else "")
              + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
+             + (f", показаний счётчиков {r.readings}" if r.readings else "")
              + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+
+
+@payments_app.command("match")
+def payments_match(
+    payment_id: Annotated[str, typer.Argument(help="Код невыясненного платежа.")],
+    account: Annotated[str, typer.Argument(help="Лицевой счёт, на который его зачесть.")],
+    agent: Annotated[str | None, typer.Option("--agent", help="Агент, если код неоднозначен.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Зачесть невыясненный платёж на лицевой счёт."""
+    from pipeline.ingest.payments import match_payment
+
+    ws = _ws(home).require()
+    row = match_payment(ws, payment_id, account, agent)
+    _audit(ws, "payments match", inputs={"payment_id": payment_id, "agent": row["agent"][0]},
+           outputs={"account_id": account, "was": row["account_id"][0]})
+    _say(f"Платёж {payment_id} ({row['agent'][0]}, {row['paid_on'][0]:%d.%m.%Y}, "
+         f"{row['amount'][0]} ₽) зачтён на лицевой счёт {account}; "
+         "он войдёт в ближайшее закрытие периода.")
+
+
+@payments_app.command("suspense")
+def payments_suspense(home: HomeOpt = None) -> None:
+    """Список невыясненных платежей."""
+    from pipeline.ingest.payments import load_suspense
+
+    ws = _ws(home).require()
+    frame = load_suspense(ws).select("agent", "payment_id", "paid_on", "account_id", "amount", "reason")
+    _say(str(frame) if frame.height else "Невыясненных платежей нет.")
 
 
 @app.command()
@@ -210,6 +243,38 @@ def demo(
     ws = _ws(home)
     run_demo(ws, accounts=accounts, months=months, start=start, receipts=receipts, seed=seed,
              say=_say)
+
+
+@app.command()
+def serve(home: HomeOpt = None) -> None:
+    """Зарегистрировать расписание ночного импорта платежей на сервере Prefect и выполнять его."""
+    from flows import configure_prefect
+
+    ws = _ws(home).require()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise BillingError(
+            "Не задан PREFECT_API_URL. Запустите сервер: «prefect server start» и укажите "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (расписания на временном сервере не работают)."
+        )
+    configure_prefect(ws.home)
+    from prefect.schedules import Cron
+
+    from flows.nightly_payment_import import nightly_payment_import
+
+    schedule = ws.settings().get("schedule", {})
+    cron = str(schedule.get("nightly_import_cron", "30 2 * * *"))
+    tz = str(schedule.get("timezone", "Europe/Moscow"))
+    _audit(ws, "serve", outputs={"deployment": "nightly_payment_import/nightly-payment-import",
+                                 "cron": cron, "timezone": tz})
+    _say(f"Ночной импорт платежей: «{cron}» ({tz}), сервер {os.environ['PREFECT_API_URL']}")
+    # pause_on_shutdown=False: a restart of this process must not silently pause the
+    # schedule (stack-notes.md §1.3).
+    nightly_payment_import.serve(
+        name="nightly-payment-import",
+        schedules=[Cron(cron, timezone=tz)],
+        parameters={"home": str(ws.home)},
+        pause_on_shutdown=False,
+    )
 
 
 @app.command()

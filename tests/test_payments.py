@@ -16,7 +16,13 @@ from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
 from pipeline.close import compute, load_inputs, seal
 from pipeline.dates import Period
 from pipeline.ingest.bank_formats import sber_register_bytes
-from pipeline.ingest.payments import import_payment_file, load_payments, load_suspense, match_payment
+from pipeline.ingest.payments import (
+    PaymentImport,
+    import_payment_file,
+    load_payments,
+    load_suspense,
+    match_payment,
+)
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import BillingError, Workspace
 
@@ -30,7 +36,7 @@ def close(ws: Workspace, period: str) -> dict[str, pl.DataFrame]:
             for name in ("allocations", "balances", "debts")}
 
 
-def pay(ws: Workspace, tmp: Path, rows: str, name: str = "pay.csv"):  # noqa: ANN201
+def pay(ws: Workspace, tmp: Path, rows: str, name: str = "pay.csv") -> PaymentImport:
     path = tmp / name
     path.write_text(HEADER + rows, encoding="utf-8")
     return import_payment_file(ws, path)
