@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +40,7 @@ def api(url: str, path: str, body: dict | None = None) -> dict | list:
         return json.loads(resp.read() or b"null")
 
 
-def wait_for(check, timeout: float, what: str):  # noqa: ANN001, ANN201
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
