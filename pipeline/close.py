@@ -36,8 +36,8 @@ from pipeline.workspace import (
 )
 from rules import Rules, load_rules, read_rule_table
 
-OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances", "debts",
-                 "meter_volumes", "reading_issues")
+OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances",
+                 "service_balances", "debts", "meter_volumes", "reading_issues")
 
 
 @dataclass
@@ -68,6 +68,7 @@ class CloseResult:
     reading_issues: pl.DataFrame
     allocations: pl.DataFrame
     balances: pl.DataFrame
+    service_balances: pl.DataFrame
     debts: pl.DataFrame
     due_date: date | None
     totals: dict[str, int] = field(default_factory=dict)
@@ -202,6 +203,10 @@ def compute(inputs: CloseInputs) -> CloseResult:
     allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period),
                                       inputs.earlier_allocations)
     bal = balances(inputs.opening, lines, allocations)
+    service_opening = inputs.open_items.group_by("account_id", "service_id", "supplier_id").agg(
+        pl.col("outstanding_kop").sum().alias("opening_kop"))
+    service_bal = balances(service_opening, lines, allocations,
+                           ("account_id", "service_id", "supplier_id"))
     received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
@@ -213,6 +218,12 @@ def compute(inputs: CloseInputs) -> CloseResult:
     # Money in = money out, checked on every close, not only in tests.
     expected = totals["opening"] + totals["charged"] - totals["allocated"]
     outstanding = int(debts["outstanding_kop"].sum())
+    per_service = service_bal.join(
+        debts.group_by("account_id", "service_id", "supplier_id").agg(pl.col("outstanding_kop").sum()),
+        on=["account_id", "service_id", "supplier_id"], how="full", coalesce=True, nulls_equal=True)
+    off = per_service.filter(pl.col("closing_kop").fill_null(0) != pl.col("outstanding_kop").fill_null(0))
+    if off.height:
+        raise BillingError(f"Сальдо по услугам не сходится с задолженностью по периодам: {off.head(3)}")
     if (totals["closing"] != expected or totals["allocated"] != totals["paid"]
             or outstanding != totals["closing"]):
         raise BillingError(
@@ -220,7 +231,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
             f"(разница {totals['closing'] - expected}); платежи {totals['paid']}, "
             f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
-    return CloseResult(period, lines, meter_volumes, issues, allocations, bal, debts,
+    return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
                        inputs.due_date, totals)
 
 
@@ -261,6 +272,9 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     bal = result.balances.with_columns(
         kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
     ).select(period_col, "account_id", "supplier_id", *money)
+    service_bal = result.service_balances.with_columns(
+        kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
+    ).select(period_col, "account_id", "service_id", "supplier_id", *money)
     mv = result.meter_volumes.with_columns(
         dec6("volume_micro", "volume"), dec6("prev_value_micro", "prev_value"),
         dec6("curr_value_micro", "curr_value"),
@@ -280,6 +294,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "allocations": allocations,
         "penalties": empty_pen,
         "balances": bal,
+        "service_balances": service_bal,
         "debts": debts,
         "meter_volumes": mv,
         "reading_issues": result.reading_issues.with_columns(period_col),
@@ -294,6 +309,9 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
     with staging_dir(final) as tmp:
         for name, frame in outputs.items():
             write_parquet_atomic(frame, tmp / f"{name}.parquet")
+        from pipeline.reports import write_reports
+
+        reports_info = write_reports(tmp / "reports", result.balances, result.allocations, inputs.regs)
         receipts_info = render(tmp) if render is not None else None
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
@@ -305,6 +323,7 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
             "totals_kop": result.totals,
             "row_counts": {n: f.height for n, f in outputs.items()},
             "receipts": receipts_info,
+            "reports": reports_info,
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
         atomic_write_bytes(tmp / "manifest.json",

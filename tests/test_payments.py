@@ -193,3 +193,26 @@ def test_ledger_named_and_unnamed_same_day_exact() -> None:
     assert dict(alloc.group_by("payment_id").agg(pl.col("amount_kop").sum()).iter_rows()) == {
         "a": 250, "b": 50}
     assert items_after["outstanding_kop"].sum() == 0
+
+
+def test_turnover_sheet_and_daily_split_registers_add_up(august: Workspace, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    pay(august, tmp_path, "p1,2026-09-05,A1,1000.00,,sber,\np2,2026-09-05,A2,500.00,,post,\n"
+                          "p3,2026-09-07,A1,10.00,2026-08,sber,\n")
+    close(august, "2026-09")
+    reports = august.period_dir("2026-09") / "reports"
+    sheet = pl.read_csv(reports / "turnover.csv", separator=";", infer_schema=False)
+    balances = pl.read_parquet(august.period_dir("2026-09") / "balances.parquet")
+    assert sheet["Оплачено"].cast(pl.Decimal(18, 2)).sum() == balances["paid"].sum()
+    assert sheet["Сальдо на конец"].cast(pl.Decimal(18, 2)).sum() == balances["closing"].sum()
+    vk = pl.read_csv(reports / "split" / "VK.csv", separator=";", infer_schema=False)
+    allocations = pl.read_parquet(august.period_dir("2026-09") / "allocations.parquet")
+    assert vk["Сумма поставщику, ₽"].cast(pl.Decimal(18, 2)).sum() == allocations.filter(
+        pl.col("supplier_id") == "VK")["amount"].sum()
+    assert vk["Дата платежа"].to_list() == ["2026-09-05", "2026-09-05", "2026-09-07"]
+    book = load_workbook(reports / "split" / "VK.xlsx")
+    assert book.sheetnames == ["По дням", "Платежи"]
+    payments_sheet = book["Платежи"]
+    assert payments_sheet.max_row == 4  # header + three payments
+    assert not isinstance(payments_sheet.cell(row=2, column=5).value, str)  # numbers, not text

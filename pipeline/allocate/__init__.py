@@ -24,14 +24,17 @@ BALANCE_SCHEMA = pl.Schema({
 
 
 def balances(
-    opening: pl.DataFrame, charges: pl.DataFrame, allocations: pl.DataFrame
+    opening: pl.DataFrame, charges: pl.DataFrame, allocations: pl.DataFrame,
+    keys: tuple[str, ...] = ("account_id", "supplier_id"),
 ) -> pl.DataFrame:
-    """opening + charged + recalculated + penalty − paid = closing, per account and supplier.
+    """opening + charged + recalculated + penalty − paid = closing, per ``keys``.
 
-    ``paid`` counts money received (and unallocated advances moved to a supplier),
-    not the settling of a supplier's own advance against its own debt.
+    Per account and supplier by default (the contract's ``balances``); with
+    ``("account_id", "service_id", "supplier_id")`` per service too. ``paid`` counts
+    money received (and unallocated advances moved to a supplier), not the
+    settling of a supplier's own advance against its own debt.
     """
-    keys = ["account_id", "supplier_id"]
+    keys = list(keys)  # type: ignore[assignment]
     parts = [
         opening.select(*keys, "opening_kop"),
         charges.group_by(keys).agg(pl.col("amount_kop").sum().alias("charged_kop")),
@@ -49,6 +52,6 @@ def balances(
     )
     money = ["opening_kop", "charged_kop", "recalculated_kop", "paid_kop", "penalty_kop"]
     frame = frame.filter(pl.any_horizontal(pl.col(c) != 0 for c in money))
-    return frame.select(list(BALANCE_SCHEMA)).cast(BALANCE_SCHEMA).sort(
-        keys, nulls_last=True
-    )
+    schema = pl.Schema({k: pl.String() for k in keys} | {
+        k: v for k, v in BALANCE_SCHEMA.items() if k.endswith("_kop")})
+    return frame.select(list(schema)).cast(schema).sort(list(keys), nulls_last=True)
