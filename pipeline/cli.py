@@ -281,13 +281,17 @@ def serve(home: HomeOpt = None) -> None:
 def bench(
     accounts: Annotated[int, typer.Option("--accounts", min=10)] = 100_000,
     months: Annotated[int, typer.Option("--months", min=1, max=24)] = 1,
+    payments: Annotated[int, typer.Option(
+        "--payments", min=0, help="Замерить ночь из N банковских платежей (импорт и распределение).")] = 0,
     home: HomeOpt = None,
 ) -> None:
     """Замер: синтетический город, загрузка и закрытие периодов без PDF (время и память)."""
-    from pipeline.demo import run_bench
+    from pipeline.demo import run_bench, run_payment_bench
 
-    ws = _ws(home) if home else None
-    report = run_bench(accounts=accounts, months=months, ws=ws, say=_say)
+    if payments:
+        report = run_payment_bench(accounts=accounts, payments=payments, say=_say)
+    else:
+        report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None, say=_say)
     _say(json.dumps(report, ensure_ascii=False, indent=1))
 
 

@@ -154,3 +154,59 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:
+    """A night of ``payments`` bank payments against ``accounts`` accounts.
+
+    Closes one month (no PDFs), writes the night as a Sberbank register, then times
+    the import (parse, footer check, exactly-once, suspense) and the allocation of
+    the next close.
+    """
+    import numpy as np
+
+    from pipeline.allocate.ledger import apply_period
+    from pipeline.close import compute, load_inputs, seal
+    from pipeline.ingest.bank_formats import write_sber_register
+    from pipeline.ingest.payments import import_payment_file
+    from pipeline.ingest.registers import ingest
+    from pipeline.synth import generate_city
+
+    tmp = Path(tempfile.mkdtemp(prefix="billing-paybench-"))
+    ws = _fresh_demo_home(Workspace(tmp / "home"))
+    report: dict[str, Any] = {"accounts": accounts, "payments": payments}
+    try:
+        first = Period(2026, 8)
+        generate_city(ws.home, accounts=accounts, start=first, months=2)
+        ingest(ws)
+        inputs = load_inputs(ws, first)
+        seal(ws, compute(inputs), inputs)
+        due = pl.read_parquet(ws.period_dir(str(first)) / "balances.parquet").group_by(
+            "account_id").agg((pl.col("closing").sum() * 100).cast(pl.Int64).alias("to_pay"))
+        rng = np.random.default_rng(7)
+        picked = due.filter(pl.col("to_pay") > 0).sample(n=min(payments, due.height), seed=7)
+        night = picked.select(
+            pl.int_range(pl.len()).cast(pl.String).str.zfill(10).alias("payment_id"),
+            pl.lit(first.shift(1).first).alias("paid_on"), "account_id",
+            (pl.col("to_pay") * pl.Series(rng.uniform(0.3, 1.2, picked.height))).cast(pl.Int64)
+            .clip(1, None).alias("amount_kop"),
+            pl.lit(None, pl.String).alias("period"), pl.lit("Плательщик").alias("payer_name"),
+            pl.lit("г. Энск").alias("address"),
+        )
+        path = ws.inbox / "17066_7707083893_40702810000000000001_001.txt"
+        write_sber_register(night, path)
+        t = time.perf_counter()
+        result = import_payment_file(ws, path)
+        report["import_seconds"] = round(time.perf_counter() - t, 2)
+        report["imported"] = result.accepted
+        inputs = load_inputs(ws, first.shift(1))
+        out = compute(inputs)  # charges of the month, needed as debts
+        t = time.perf_counter()
+        apply_period(inputs.open_items, out.lines, inputs.payments, str(first.shift(1)))
+        report["allocation_seconds"] = round(time.perf_counter() - t, 2)
+        report["peak_rss_mb"] = _peak_mb()
+        say(f"  импорт {result.accepted} платежей: {report['import_seconds']} с; "
+            f"распределение: {report['allocation_seconds']} с")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
