@@ -295,6 +295,15 @@ def bench(
     _say(json.dumps(report, ensure_ascii=False, indent=1))
 
 
+def _register_penalty() -> None:
+    from pipeline.penalties.calculator import register
+
+    register(app)
+
+
+_register_penalty()
+
+
 def main() -> None:
     try:
         app()

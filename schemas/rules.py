@@ -92,3 +92,51 @@ RULE_TABLES["due_dates"] = Register(
     ),
     key=("from",),
 )
+
+# Penalties (пени, ЖК РФ ст.155 ч.14 и ч.14.1): see pipeline/penalties/__init__.py.
+RULE_TABLES["penalty_schemes"] = Register(
+    "penalty_schemes",
+    "Схемы пени",
+    (
+        Col("scheme", "enum", "схема пени", choices=PENALTY_SCHEMES),
+        Col("from", "date", "для начислений за периоды с"),
+        Col("grace_days", "int", "дней без пени после срока оплаты", ge=0, le=366),
+        Col("step_day", "int", "последний день первой доли (день просрочки)", ge=0, le=3660),
+        Col("den_before", "int", "знаменатель первой доли (1/300)", ge=1, le=100_000),
+        Col("den_after", "int", "знаменатель второй доли (1/130)", ge=1, le=100_000),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("scheme", "from"),
+)
+
+PENALTY_CAP_KINDS = ("fixed", "min")
+
+RULE_TABLES["penalty_rate_caps"] = Register(
+    "penalty_rate_caps",
+    "Ограничение ставки для пени",
+    (
+        Col("from", "date", "для дня оплаты (расчёта) с"),
+        Col("to", "date", "по (включительно)"),
+        Col("kind", "enum", "вид: fixed — ставка вместо ключевой, min — меньшая из двух",
+            choices=PENALTY_CAP_KINDS),
+        Col("rate", "decimal", "ставка, %", scale=2, ge=0, le=100),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("from",),
+    date_order=(("from", "to"),),
+)
+
+RULE_TABLES["moratoriums"] = Register(
+    "moratoriums",
+    "Моратории на пени",
+    (
+        Col("variant", "id", "вариант (law — по закону)"),
+        Col("from", "date", "первый день без пени"),
+        Col("to", "date", "последний день без пени (включительно)"),
+        Col("arisen_before", "date", "только для долгов, возникших до (пусто — для всех)",
+            required=False, nullable=True),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("variant", "from"),
+    date_order=(("from", "to"),),
+)

@@ -472,7 +472,7 @@ def test_statement_pdf_and_xlsx(tmp_path: Path) -> None:
     wb = load_workbook(xlsx)
     totals = wb["Итоги"]
     expected = [
-        bucket_penalty(100_000, Period(2019, 5), date(2019, 6, 10), until, payments and [(date(2020, 1, 1), 10_000)],
+        bucket_penalty(100_000, Period(2019, 5), date(2019, 6, 10), until, [(date(2020, 1, 1), 10_000)],
                        policy).penalty_kop,
         bucket_penalty(100_000, Period(2022, 1), date(2022, 2, 10), until, [], policy).penalty_kop,
         bucket_penalty(20_000, Period(2022, 1), date(2022, 2, 10), until, [], policy, "capital_repair").penalty_kop,

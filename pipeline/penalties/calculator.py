@@ -30,7 +30,6 @@ from pipeline.money import format_rub, parse_fixed, parse_rubles, to_decimal
 from pipeline.penalties.policy import fmt_rate, load_policy
 from pipeline.penalties.scalar import BucketPenalty, bucket_penalty
 from pipeline.workspace import Workspace, audit
-from schemas.rules import PENALTY_SCHEMES
 
 SCHEME_TITLES = {
     "standard": "ЖКУ, ЖК РФ ст.155 ч.14",
@@ -178,6 +177,8 @@ def penalty_command(amount: str, period: str, until: str, payments: list[str], r
     last_day = parse_day(until, "--until")
     paid = [parse_payment(p) for p in payments or []]
     rate_bp = parse_rate(rate) if rate is not None else None
+    from schemas.rules import PENALTY_SCHEMES  # pandera comes with it: keep `billing --help` fast
+
     if scheme not in PENALTY_SCHEMES:
         raise typer.BadParameter(
             f"схема должна быть одной из: {', '.join(PENALTY_SCHEMES)}; получено «{scheme}»",

@@ -191,11 +191,11 @@ def bucket_penalty(amount_kop: int, period: Period, due: date, until: date,
             share = Fraction(0) if in_moratorium else Fraction(debt * rate * days, 10_000) * fraction
             row = IntervalRow(start, end, debt, fraction, rate, in_moratorium, share,
                               start if daily else basis)
-            i = last_by_rate.get(rate)
-            prev = rows[i] if i is not None else None
+            i = last_by_rate.get(rate, -1)
+            prev = rows[i] if i >= 0 else None
             if (prev is not None and prev.end + ONE_DAY == start and prev.debt_kop == debt
                     and prev.fraction == fraction and prev.moratorium == in_moratorium):
-                rows[i] = replace(prev, end=end, share_kop=prev.share_kop + share)  # type: ignore[index]
+                rows[i] = replace(prev, end=end, share_kop=prev.share_kop + share)
             else:
                 last_by_rate[rate] = len(rows)
                 rows.append(row)
