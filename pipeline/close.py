@@ -26,6 +26,7 @@ from pipeline.dates import Period
 from pipeline.ingest.payments import load_bank_readings, load_payments
 from pipeline.ingest.registers import current_version, load_store
 from pipeline.money import kopecks_to_decimal_expr
+from pipeline.penalties.monthly import PENALTY_SERVICE
 from pipeline.workspace import (
     BillingError,
     Workspace,
@@ -56,6 +57,10 @@ class CloseInputs:
     due_date: date | None
     store_version: str | None
     payments_sha256: str | None
+    penalty_policy: Any = None
+    penalty_charges: pl.DataFrame | None = None
+    penalty_allocations: pl.DataFrame | None = None
+    penalty_previous: pl.DataFrame | None = None
 
 
 @dataclass
@@ -72,6 +77,7 @@ class CloseResult:
     debts: pl.DataFrame
     due_date: date | None
     totals: dict[str, int] = field(default_factory=dict)
+    penalties: pl.DataFrame | None = None
 
 
 def check_can_close(ws: Workspace, period: Period) -> None:
@@ -180,6 +186,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         )
     due_rules = read_rule_table(ws.rules, "due_dates")
     pay_file = ws.store / "payments.parquet"
+    penalty = _penalty_inputs(ws, open_items)
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         earlier_allocations=earlier_allocations, opening=opening, open_items=open_items,
@@ -187,7 +194,49 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
+        **penalty,
     )
+
+
+def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
+    """History of the buckets still open: their charges, payments and last penalty."""
+    from pipeline.penalties import load_policy
+    from pipeline.penalties.monthly import PENALTY_SERVICE
+
+    open_periods = open_items.filter(
+        (pl.col("outstanding_kop") > 0) & pl.col("charge_period").is_not_null()
+        & (pl.col("service_id") != PENALTY_SERVICE)
+    ).select("account_id", "supplier_id", "charge_period").unique()
+    charges, allocations = [], []
+    for q in sorted(open_periods["charge_period"].unique().to_list()):
+        folder = ws.period_dir(q)
+        if not (folder / "charges.parquet").is_file():
+            continue
+        charges.append(pl.read_parquet(folder / "charges.parquet", columns=[
+            "account_id", "service_id", "supplier_id", "amount"]).with_columns(
+            pl.lit(q).alias("charge_period")))
+    sealed = ws.sealed_periods()
+    if sealed and open_periods.height:
+        allocations = [pl.scan_parquet([ws.period_dir(p) / "allocations.parquet" for p in sealed])
+                       .filter(pl.col("charge_period").is_in(open_periods["charge_period"].unique().implode()))
+                       .select("account_id", "supplier_id", "charge_period", "paid_on", "kind", "amount")
+                       .collect()]
+    hist_charges = (pl.concat(charges).join(open_periods, on=["account_id", "supplier_id", "charge_period"],
+                                           how="semi").select(
+        "account_id", "service_id", "supplier_id", "charge_period", _kop("amount", "amount_kop"))
+        if charges else None)
+    hist_alloc = (pl.concat(allocations).join(open_periods, on=["account_id", "supplier_id", "charge_period"],
+                                             how="semi").select(
+        "account_id", "supplier_id", "charge_period", "paid_on", "kind", _kop("amount", "amount_kop"))
+        if allocations else None)
+    previous = None
+    if sealed and (ws.period_dir(sealed[-1]) / "penalties.parquet").is_file():
+        prev = pl.read_parquet(ws.period_dir(sealed[-1]) / "penalties.parquet")
+        if "cumulative" in prev.columns:
+            previous = prev.select("account_id", "supplier_id", "charge_period",
+                                   _kop("cumulative", "cumulative_kop"))
+    return {"penalty_policy": load_policy(ws.rules), "penalty_charges": hist_charges,
+            "penalty_allocations": hist_alloc, "penalty_previous": previous}
 
 
 def compute(inputs: CloseInputs) -> CloseResult:
@@ -202,21 +251,30 @@ def compute(inputs: CloseInputs) -> CloseResult:
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
     allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period),
                                       inputs.earlier_allocations)
-    bal = balances(inputs.opening, lines, allocations)
+    penalties = _accrue_penalties(inputs, lines, allocations)
+    posted = penalties.filter(pl.col("amount_kop") != 0).select(
+        "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
+        pl.lit(str(period)).alias("charge_period"), "amount_kop")
+    debts = pl.concat([debts, posted.rename({"amount_kop": "outstanding_kop"}).cast(ITEM_SCHEMA)]).group_by(
+        "account_id", "service_id", "supplier_id", "charge_period").agg(pl.col("outstanding_kop").sum()
+    ).filter(pl.col("outstanding_kop") != 0).select(list(ITEM_SCHEMA)).sort(
+        "account_id", "service_id", "supplier_id", "charge_period", nulls_last=True)
+    bal = balances(inputs.opening, lines, allocations, penalties=penalties)
     service_opening = inputs.open_items.group_by("account_id", "service_id", "supplier_id").agg(
         pl.col("outstanding_kop").sum().alias("opening_kop"))
     service_bal = balances(service_opening, lines, allocations,
-                           ("account_id", "service_id", "supplier_id"))
+                           ("account_id", "service_id", "supplier_id"), penalties=posted)
     received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
         "paid": int(inputs.payments["amount_kop"].sum()),
         "allocated": int(received["amount_kop"].sum()),
         "opening": int(bal["opening_kop"].sum()),
+        "penalty": int(bal["penalty_kop"].sum()),
         "closing": int(bal["closing_kop"].sum()),
     }
     # Money in = money out, checked on every close, not only in tests.
-    expected = totals["opening"] + totals["charged"] - totals["allocated"]
+    expected = totals["opening"] + totals["charged"] + totals["penalty"] - totals["allocated"]
     outstanding = int(debts["outstanding_kop"].sum())
     per_service = service_bal.join(
         debts.group_by("account_id", "service_id", "supplier_id").agg(pl.col("outstanding_kop").sum()),
@@ -232,7 +290,26 @@ def compute(inputs: CloseInputs) -> CloseResult:
             f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
     return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
-                       inputs.due_date, totals)
+                       inputs.due_date, totals, penalties)
+
+
+def _accrue_penalties(inputs: CloseInputs, lines: pl.DataFrame, allocations: pl.DataFrame
+                      ) -> pl.DataFrame:
+    from pipeline.penalties.monthly import accrue_period
+
+    current = lines.select("account_id", "service_id", "supplier_id", "amount_kop").with_columns(
+        pl.lit(str(inputs.period)).alias("charge_period"))
+    charges = pl.concat([current, inputs.penalty_charges.select(current.columns)]) \
+        if inputs.penalty_charges is not None else current
+    history = allocations.select("account_id", "supplier_id", "charge_period", "paid_on", "kind",
+                                 "amount_kop")
+    if inputs.penalty_allocations is not None:
+        history = pl.concat([inputs.penalty_allocations.select(history.columns), history])
+    previous = inputs.penalty_previous if inputs.penalty_previous is not None else pl.DataFrame(
+        schema={"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+                "cumulative_kop": pl.Int64})
+    return accrue_period(inputs.period, charges, history, previous, inputs.rules.services,
+                         inputs.penalty_policy)
 
 
 def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
@@ -284,15 +361,18 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
         "origin_period": pl.String, "amount": pl.Decimal(18, 2), "reason": pl.String,
     }).select(period_col, pl.all())
-    empty_pen = pl.DataFrame(schema={
-        "account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
-        "amount": pl.Decimal(18, 2),
-    }).select(period_col, pl.all())
+    assert result.penalties is not None
+    penalties = result.penalties.with_columns(
+        kopecks_to_decimal_expr("amount_kop").alias("amount"),
+        kopecks_to_decimal_expr("cumulative_kop").alias("cumulative"),
+        kopecks_to_decimal_expr("debt_kop").alias("debt"),
+    ).select(period_col, "account_id", "supplier_id", "charge_period", "amount", "cumulative",
+             "debt", "scheme", "due_date")
     return {
         "charges": charges,
         "recalculations": empty_recalc,
         "allocations": allocations,
-        "penalties": empty_pen,
+        "penalties": penalties,
         "balances": bal,
         "service_balances": service_bal,
         "debts": debts,

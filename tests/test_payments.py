@@ -216,3 +216,26 @@ def test_turnover_sheet_and_daily_split_registers_add_up(august: Workspace, tmp_
     payments_sheet = book["Платежи"]
     assert payments_sheet.max_row == 4  # header + three payments
     assert not isinstance(payments_sheet.cell(row=2, column=5).value, str)  # numbers, not text
+
+
+def test_monthly_close_accrues_penalty_as_its_own_item(august: Workspace, tmp_path: Path) -> None:
+    """August is due 15.09.2026; from day 31 (16.10) 1/300 of min(9.5 %, key rate) a day.
+
+    October's close counts 16.10–31.10: 16 days. A1's VK bucket: 700.88 × 9.5 % / 300 × 16
+    = 3.5511 → 3.55; TS 2845.38 → 14.4166 → 14.42; UK1 1575.00 → 7.98.
+    """
+    close(august, "2026-09")
+    out = close(august, "2026-10")
+    pen = pl.read_parquet(august.period_dir("2026-10") / "penalties.parquet").filter(
+        (pl.col("account_id") == "A1") & (pl.col("charge_period") == "2026-08"))
+    assert {r["supplier_id"]: str(r["amount"]) for r in pen.iter_rows(named=True)} == {
+        "VK": "3.55", "TS": "14.42", "UK1": "7.98"}
+    bal = out["balances"].filter(pl.col("account_id") == "A1")
+    assert str(bal.filter(pl.col("supplier_id") == "TS")["penalty"][0]) == "14.42"
+    items = out["debts"].filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "penalty"))
+    assert str(items["outstanding"].sum()) == "25.95"
+    # An unnamed payment pays the debts, never the penalty.
+    pay(august, tmp_path, "p1,2026-11-02,A1,100000.00,,sber,\n")
+    nov = close(august, "2026-11")
+    left = nov["debts"].filter(pl.col("account_id") == "A1")
+    assert set(left.filter(pl.col("outstanding") > 0)["service_id"]) == {"penalty"}

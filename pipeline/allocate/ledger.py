@@ -61,6 +61,10 @@ PAYMENT_SCHEMA = pl.Schema({
 })
 
 
+#: Open items that payments and advances may pay: penalties only when a payment names
+#: them (law.md §4), which no supported format can say yet.
+PAYABLE = (pl.col("outstanding_kop") > 0) & (pl.col("service_id").fill_null("") != "penalty")
+
 #: Allocation kinds that move money between suppliers' balances (``paid`` in balances);
 #: ``advance_offset`` only settles a supplier's own advance against its own debt.
 PAID_KINDS = ("payment", "advance", "advance_transfer", "refund")
@@ -134,7 +138,7 @@ def apply_period(
     svc = ["account_id", "service_id", "supplier_id"]
     credits = items.filter(pl.col("charge_period").is_null() & pl.col("supplier_id").is_not_null()
                            & (pl.col("outstanding_kop") < 0))
-    debts = items.filter(pl.col("outstanding_kop") > 0)
+    debts = items.filter(PAYABLE)
     if credits.height:
         money = credits.group_by(svc).agg((-pl.col("outstanding_kop").sum()).alias("amount"))
         applied = _waterfall(debts, money, svc).filter(pl.col("applied") > 0)
@@ -155,7 +159,7 @@ def apply_period(
     # 1b. An unallocated advance (no supplier) pays the account's oldest debts; the money
     # moves from the unallocated row to the suppliers (two ``advance_transfer`` rows).
     bare = items.filter(pl.col("supplier_id").is_null() & (pl.col("outstanding_kop") < 0))
-    debts = items.filter(pl.col("outstanding_kop") > 0)
+    debts = items.filter(PAYABLE)
     if bare.height and debts.height:
         money = bare.group_by("account_id").agg((-pl.col("outstanding_kop").sum()).alias("amount"))
         applied = _waterfall(debts, money, ["account_id"]).filter(pl.col("applied") > 0)
@@ -211,7 +215,7 @@ def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
                  weights: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     key = ["account_id", "agent", "payment_id"]
     meta = batch.select(*key, "paid_on")
-    debts = items.filter(pl.col("outstanding_kop") > 0)
+    debts = items.filter(PAYABLE)
     parts: list[pl.DataFrame] = []
 
     # Named: the named period only; what it cannot take goes on as unnamed money.

@@ -59,6 +59,11 @@ def build_receipts(
             {k: v["order"] for k, v in svc.items()}, default=0).alias("order")
     ).sort("account_id", "order", "supplier_id", "line_from"), "account_id")
     bal_by_acc = _group(result.balances, "account_id")
+    penalties = result.penalties if result.penalties is not None else pl.DataFrame(
+        schema={"account_id": pl.String, "supplier_id": pl.String, "amount_kop": pl.Int64})
+    pen_by_acc = _group(penalties.filter(pl.col("amount_kop") != 0).group_by(
+        "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).sort("account_id", "supplier_id"),
+        "account_id")
     wanted = set(lines_by_acc) | set(bal_by_acc)
 
     for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
@@ -76,6 +81,11 @@ def build_receipts(
                 supplier_id=ln["supplier_id"],
             )
             for ln in lines_by_acc.get(account_id, [])
+        ) + tuple(
+            # ЖК 155 ч.14: penalties are their own line, per supplier.
+            ReceiptLine(service_name="Пени", unit="", method_label="ЖК РФ ст.155 ч.14",
+                        volume=None, tariff=None, amount=p["amount_kop"], supplier_id=p["supplier_id"])
+            for p in pen_by_acc.get(account_id, [])
         )
         payees = tuple(_payee(b, orgs) for b in bal_by_acc.get(account_id, []))
         totals = {k: sum(getattr(p, k) for p in payees)

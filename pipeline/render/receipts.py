@@ -105,8 +105,9 @@ class ReceiptLine:
     method_label: str
     #: Billed volume in ``unit``; ``None`` for a fixed fee with no volume.
     volume: Decimal | None
-    #: Price per unit, rubles (exact Decimal, as set by the tariff decision).
-    tariff: Decimal
+    #: Price per unit, rubles (exact Decimal, as set by the tariff decision);
+    #: ``None`` for a line without a price (penalties).
+    tariff: Decimal | None
     #: Charge for the period, kopecks (already rounded by the charge stage).
     amount: int
     #: ``Payee.org_id`` of the supplier the money goes to.
@@ -345,7 +346,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
                     "unit": ln.unit,
                     "method_label": ln.method_label,
                     "volume": "—" if ln.volume is None else _fmt_decimal(ln.volume),
-                    "tariff": _fmt_decimal(ln.tariff, 2),
+                    "tariff": "—" if ln.tariff is None else _fmt_decimal(ln.tariff, 2),
                     "amount": _rub(ln.amount),
                 }
                 for ln in lines

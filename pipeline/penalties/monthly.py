@@ -1,0 +1,72 @@
+"""Penalty accrual inside the monthly close: which buckets, which payments, what to post.
+
+A bucket (account, supplier, charge period) is accrued while it is open: it had
+debt at the start of the period or is the period's own charge. Its penalty is
+restated cumulatively to the period's last day (the rate of the calculation
+day applies to the unpaid rest, ``payment_date`` basis), and the close posts the
+difference from the previous close as this period's penalty. A bucket paid off
+earlier keeps its last, final figure. Penalties become open items of their own
+(service ``penalty``) that only a payment naming them may pay (law.md §4).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.dates import Period
+from pipeline.penalties.accrual import accrue
+from pipeline.penalties.policy import PenaltyPolicy
+
+#: The service id of penalty items in the ledger and the balances.
+PENALTY_SERVICE = "penalty"
+
+#: Allocation kinds that reduce a bucket's debt on their day.
+PAYING_KINDS = ["payment", "advance_offset", "advance_transfer"]
+
+
+def bucket_schemes(services: pl.DataFrame) -> pl.DataFrame:
+    """service_id → penalty scheme (``standard`` | ``capital_repair``)."""
+    return services.select("service_id", pl.col("penalty_scheme").alias("scheme"))
+
+
+def accrue_period(
+    period: Period,
+    charges_by_period: pl.DataFrame,
+    allocations: pl.DataFrame,
+    previous: pl.DataFrame,
+    services: pl.DataFrame,
+    policy: PenaltyPolicy,
+) -> pl.DataFrame:
+    """This period's penalty per bucket.
+
+    ``charges_by_period``: account_id, service_id, supplier_id, charge_period, amount_kop —
+    the charges of every open bucket (earlier periods and this one).
+    ``allocations``: ledger allocations of those buckets (earlier and this period).
+    ``previous``: account_id, supplier_id, charge_period, cumulative_kop of the last close.
+    Returns account_id, supplier_id, charge_period, scheme, due_date, debt_kop,
+    cumulative_kop and amount_kop (this period's posting, cumulative − previous).
+    """
+    key = ["account_id", "supplier_id", "charge_period"]
+    charged = charges_by_period.join(bucket_schemes(services), on="service_id", how="left")
+    buckets = charged.group_by(key).agg(
+        pl.col("amount_kop").sum(),
+        # A supplier's bucket follows ч.14.1 only when all its services are capital repair.
+        pl.when((pl.col("scheme") == "capital_repair").all()).then(pl.lit("capital_repair"))
+        .otherwise(pl.lit("standard")).alias("scheme"),
+    ).filter(pl.col("amount_kop") > 0)
+    periods = buckets["charge_period"].unique().to_list()
+    due = pl.DataFrame(
+        {"charge_period": periods,
+         "due_date": [policy.due_date(Period.parse(p)) for p in periods]},
+        schema={"charge_period": pl.String, "due_date": pl.Date},
+    )
+    buckets = buckets.join(due, on="charge_period")
+    paying = allocations.filter(pl.col("kind").is_in(PAYING_KINDS) & (pl.col("amount_kop") > 0)
+                                & pl.col("charge_period").is_not_null()).group_by(
+        [*key, "paid_on"]).agg(pl.col("amount_kop").sum())
+    result = accrue(buckets, paying, policy, period.last)
+    out = result.join(previous.select(*key, pl.col("cumulative_kop").alias("_prev")), on=key, how="left")
+    return out.select(
+        *key, "scheme", "due_date", "debt_kop", pl.col("penalty_kop").alias("cumulative_kop"),
+        (pl.col("penalty_kop") - pl.col("_prev").fill_null(0)).alias("amount_kop"),
+    ).sort(key)
