@@ -255,10 +255,9 @@ def compute(inputs: CloseInputs) -> CloseResult:
     posted = penalties.filter(pl.col("amount_kop") != 0).select(
         "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
         pl.lit(str(period)).alias("charge_period"), "amount_kop")
-    debts = pl.concat([debts, posted.rename({"amount_kop": "outstanding_kop"}).cast(ITEM_SCHEMA)]).group_by(
-        "account_id", "service_id", "supplier_id", "charge_period").agg(pl.col("outstanding_kop").sum()
-    ).filter(pl.col("outstanding_kop") != 0).select(list(ITEM_SCHEMA)).sort(
-        "account_id", "service_id", "supplier_id", "charge_period", nulls_last=True)
+    # This period's penalty items have this period's key: nothing to merge with.
+    debts = pl.concat([debts, posted.rename({"amount_kop": "outstanding_kop"}).select(
+        list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)])
     bal = balances(inputs.opening, lines, allocations, penalties=penalties)
     service_opening = inputs.open_items.group_by("account_id", "service_id", "supplier_id").agg(
         pl.col("outstanding_kop").sum().alias("opening_kop"))
