@@ -98,16 +98,3 @@ def test_second_ingest_of_same_files_changes_nothing(town: Workspace) -> None:
     second = ingest(town)
     assert second.unchanged and second.version == first.version
     assert len([p for p in (town.store / "registers").iterdir() if p.is_dir()]) == 1
-
-
-def test_sample_town_loads_cleanly(tmp_path: Path) -> None:
-    import shutil
-
-    from pipeline.workspace import init_workspace
-
-    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "registers"
-    ws = init_workspace(tmp_path / "home")
-    for f in sample.iterdir():
-        shutil.copy(f, ws.registers / f.name)
-    result = ingest(ws)
-    assert result.total_rejected == 0, result.rejects_path and result.rejects_path.read_text()
