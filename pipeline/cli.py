@@ -216,6 +216,29 @@ def explain(
 
 
 @app.command()
+def statement(
+    account: Annotated[str, typer.Argument(help="Лицевой счёт.")],
+    until: Annotated[str, typer.Option("--until", help="Дата расчёта ГГГГ-ММ-ДД (для суда — дата решения).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Каталог (по умолчанию HOME/statements).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Расчёт задолженности и пени для суда (PDF и XLSX) по закрытым периодам."""
+    from datetime import date
+
+    from pipeline.penalties.court import account_statement
+
+    try:
+        day = date.fromisoformat(until)
+    except ValueError:
+        raise typer.BadParameter("дата в виде ГГГГ-ММ-ДД", param_hint="--until") from None
+    ws = _ws(home).require()
+    pdf, xlsx = account_statement(ws, account, day, out)
+    _audit(ws, "statement", inputs={"account": account, "until": until},
+           outputs=[str(pdf), str(xlsx)])
+    _say(f"Расчёт задолженности и пени: {pdf}\n                            {xlsx}")
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="Запрос SQL (DuckDB).")],
     fmt: Annotated[str, typer.Option("--format", help="table, csv или json.")] = "table",

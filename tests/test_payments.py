@@ -239,3 +239,19 @@ def test_monthly_close_accrues_penalty_as_its_own_item(august: Workspace, tmp_pa
     nov = close(august, "2026-11")
     left = nov["debts"].filter(pl.col("account_id") == "A1")
     assert set(left.filter(pl.col("outstanding") > 0)["service_id"]) == {"penalty"}
+
+
+def test_court_statement_for_an_account(august: Workspace, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    from pipeline.penalties.court import account_statement
+
+    close(august, "2026-09")
+    pay(august, tmp_path, "p1,2026-10-20,A1,1000.00,2026-08,sber,\n")
+    close(august, "2026-10")
+    pdf, xlsx = account_statement(august, "A1", date(2026, 12, 31), tmp_path / "out")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    text = "\n".join(str(c.value) for ws_ in load_workbook(xlsx).worksheets
+                     for row in ws_.iter_rows() for c in row if c.value is not None)
+    assert "2026-08" in text or "08.2026" in text or "август" in text.lower()
+    assert "1/300" in text

@@ -315,11 +315,12 @@ def _check_balances(receipt: Receipt) -> None:
                     "%s: поле %s квитанции (%s) ≠ сумме по получателям (%s)",
                     where, name, format_rub(getattr(receipt, name)), format_rub(by_payees),
                 )  # fmt: skip
+    # Lines are the period's charges plus its penalty lines (ЖК 155 ч.14, own line each).
     lines_total = sum(line.amount for line in receipt.lines)
-    if lines_total != receipt.charged:
+    if lines_total != receipt.charged + receipt.penalty:
         _LOG.warning(
-            "%s: сумма строк %s ≠ начислено %s",
-            where, format_rub(lines_total), format_rub(receipt.charged),
+            "%s: сумма строк %s ≠ начислено с пени %s",
+            where, format_rub(lines_total), format_rub(receipt.charged + receipt.penalty),
         )  # fmt: skip
 
 
