@@ -61,9 +61,11 @@ def build_receipts(
     bal_by_acc = _group(result.balances, "account_id")
     penalties = result.penalties if result.penalties is not None else pl.DataFrame(
         schema={"account_id": pl.String, "supplier_id": pl.String, "amount_kop": pl.Int64})
+    if "scheme" not in penalties.columns:
+        penalties = penalties.with_columns(pl.lit("standard").alias("scheme"))
     pen_by_acc = _group(penalties.filter(pl.col("amount_kop") != 0).group_by(
-        "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).sort("account_id", "supplier_id"),
-        "account_id")
+        "account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum())
+        .sort("account_id", "supplier_id", "scheme"), "account_id")
     wanted = set(lines_by_acc) | set(bal_by_acc)
 
     for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
@@ -83,7 +85,9 @@ def build_receipts(
             for ln in lines_by_acc.get(account_id, [])
         ) + tuple(
             # ЖК 155 ч.14: penalties are their own line, per supplier.
-            ReceiptLine(service_name="Пени", unit="", method_label="ЖК РФ ст.155 ч.14",
+            ReceiptLine(service_name="Пени", unit="",
+                        method_label="ЖК РФ ст.155 ч.14.1" if p["scheme"] == "capital_repair"
+                        else "ЖК РФ ст.155 ч.14",
                         volume=None, tariff=None, amount=p["amount_kop"], supplier_id=p["supplier_id"])
             for p in pen_by_acc.get(account_id, [])
         )
