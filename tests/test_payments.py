@@ -11,6 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
 from pipeline.close import compute, load_inputs, seal
@@ -255,3 +257,64 @@ def test_court_statement_for_an_account(august: Workspace, tmp_path: Path) -> No
                      for row in ws_.iter_rows() for c in row if c.value is not None)
     assert "2026-08" in text or "08.2026" in text or "август" in text.lower()
     assert "1/300" in text
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.sampled_from(["A1", "A2", "A3", "X9"]), st.integers(1, 10**7),
+                               st.sampled_from(["sber", "post"]), st.integers(0, 30)),
+                     min_size=1, max_size=30),
+       earlier=st.lists(st.integers(0, 30), max_size=5))
+def test_every_kopeck_of_a_file_is_accounted_for_and_twice_changes_nothing(
+        rows: list[tuple[str, int, str, int]], earlier: list[int]) -> None:
+    """accepted + suspense + duplicates = the file, to the kopeck; a second import is a no-op."""
+    import tempfile
+
+    from pipeline.workspace import init_workspace
+    from tests.conftest import TOWN, write_registers
+
+    with tempfile.TemporaryDirectory() as home:
+        august = init_workspace(Path(home) / "home")
+        write_registers(august, TOWN)
+        ingest(august)
+        if earlier:  # payments already known before this file
+            prior = Path(home) / "prior.csv"
+            prior.write_text(HEADER + "".join(f"id{n},2026-09-01,A1,1.00,,sber,\n" for n in earlier),
+                             encoding="utf-8")
+            import_payment_file(august, prior)
+        check_file(august, rows)
+
+
+def check_file(august: Workspace, rows: list[tuple[str, int, str, int]]) -> None:
+    import tempfile
+
+    lines = "".join(f"id{n},2026-09-05,{acc},{kop / 100:.2f},,{agent},\n"
+                    for acc, kop, agent, n in rows)
+    before = load_payments(august)
+    suspense_before = load_suspense(august)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "p.csv"
+        path.write_text(HEADER + lines, encoding="utf-8")
+        first = import_payment_file(august, path)
+        snapshot = (load_payments(august), load_suspense(august))
+        again = import_payment_file(august, path)
+        assert again.already_imported
+        assert snapshot[0].equals(load_payments(august)) and snapshot[1].equals(load_suspense(august))
+    new_payments = snapshot[0].join(before, on=["agent", "payment_id"], how="anti")
+    new_suspense = snapshot[1].join(suspense_before, on=["agent", "payment_id"], how="anti")
+    stored_kop = int((pl.concat([new_payments.select("amount"), new_suspense.select("amount")])["amount"]
+                      .sum() or 0) * 100)
+    # An id repeated inside one file is ambiguous: every such row goes to the reject report.
+    # An id stored before is a duplicate. Every other row is stored, as a payment or in suspense.
+    count: dict[tuple[str, str], int] = {}
+    for _acc, _kop, agent, n in rows:
+        count[(agent, f"id{n}")] = count.get((agent, f"id{n}"), 0) + 1
+    known = {tuple(k) for k in pl.concat([before.select("agent", "payment_id"),
+                                           suspense_before.select("agent", "payment_id")]).iter_rows()}
+    expected = sum(kop for _acc, kop, agent, n in rows
+                   if count[(agent, f"id{n}")] == 1 and (agent, f"id{n}") not in known)
+    assert stored_kop == expected
+    repeated = sum(c for c in count.values() if c > 1)
+    assert first.accepted + first.suspense + first.duplicates == len(rows) - repeated
+    assert first.rejected == repeated
+    assert new_suspense["account_id"].to_list() == [acc for acc in new_suspense["account_id"]
+                                                    if acc == "X9"]
