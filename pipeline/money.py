@@ -10,7 +10,9 @@ project; the Russian documents (ЕПД, court statements) round per line the sam
 Payment and allocation splits use :func:`split_largest_remainder` (and the
 vectorised :func:`split_column`): shares are floored and the remaining kopecks go to
 the largest fractional parts, ties to the earlier item, so the parts always add
-up to the whole.
+up to the whole. This is the same as rounding every share half-up and then
+giving or taking the kopecks the rounding left over by the size of the fractional
+parts (the documented remainder rule), except that ties go to the earlier item.
 """
 
 from __future__ import annotations

@@ -318,3 +318,13 @@ def check_file(august: Workspace, rows: list[tuple[str, int, str, int]]) -> None
     assert first.rejected == repeated
     assert new_suspense["account_id"].to_list() == [acc for acc in new_suspense["account_id"]
                                                     if acc == "X9"]
+
+
+def test_payment_named_for_penalties_pays_them(august: Workspace, tmp_path: Path) -> None:
+    close(august, "2026-09")
+    close(august, "2026-10")  # 25.95 of penalties on A1 (see the test above)
+    pay(august, tmp_path, "p1,2026-11-02,A1,30.00,пени,sber,\n")
+    nov = close(august, "2026-11")
+    rows = nov["allocations"].filter(pl.col("payment_id") == "p1")
+    assert str(rows.filter(pl.col("service_id") == "penalty")["amount"].sum()) == "25.95"
+    assert str(rows["amount"].sum()) == "30.00"  # the rest pays the oldest debt

@@ -16,7 +16,9 @@ takes last period's items, adds this period's charges, and applies payments:
    proportion to this period's charges (or, with none, kept unallocated with a
    null supplier); later charges consume it by step 1.
 
-Penalties are never paid from an unnamed payment: they are not open items here.
+Penalties are open items of their own (service ``penalty``) that only a payment
+named for them (``period`` = ``penalty``, «пени» in a payment file) pays, oldest
+first; no other payment or advance touches them.
 Payments of one account are applied one at a time in (paid_on, agent, payment_id)
 order, vectorised across accounts in rounds (round k = each account's k-th
 payment), so the result does not depend on row order. Proportional splits use
@@ -64,6 +66,9 @@ PAYMENT_SCHEMA = pl.Schema({
 #: Open items that payments and advances may pay: penalties only when a payment names
 #: them (law.md §4), which no supported format can say yet.
 PAYABLE = (pl.col("outstanding_kop") > 0) & (pl.col("service_id").fill_null("") != "penalty")
+
+#: The ``period`` of a payment made for penalties (пени) rather than for a month.
+PENALTY_PURPOSE = "penalty"
 
 #: Allocation kinds that move money between suppliers' balances (``paid`` in balances);
 #: ``advance_offset`` only settles a supplier's own advance against its own debt.
@@ -237,10 +242,15 @@ def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
     left = batch.filter(pl.col("period").is_null() | (pl.col("amount_kop") <= 0)).select(
         *key, pl.col("amount_kop").alias("amount"))
     if named.height:
-        named_debts = debts.join(
-            named.select(*key, pl.col("period").alias("charge_period")),
+        by_period = debts.join(
+            named.filter(pl.col("period") != PENALTY_PURPOSE)
+            .select(*key, pl.col("period").alias("charge_period")),
             on=["account_id", "charge_period"], how="inner",
         )
+        # A payment for penalties (period «penalty») pays penalty items, oldest first.
+        penalties = items.filter((pl.col("service_id") == "penalty") & (pl.col("outstanding_kop") > 0)).join(
+            named.filter(pl.col("period") == PENALTY_PURPOSE).select(key), on="account_id", how="inner")
+        named_debts = pl.concat([by_period, penalties.select(by_period.columns)])
         applied = _waterfall(named_debts, named.select(*key, pl.col("amount_kop").alias("amount")),
                              key)
         parts.append(applied)

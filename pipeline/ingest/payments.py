@@ -155,15 +155,20 @@ def read_payment_file(path: Path, fmt: str | None = None
     if missing:
         raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
     good, rejects = parse_table(raw, PAYMENTS, path.name)
+    # «пени»/«penalty» in the period column: the payer pays penalties (law.md §4).
+    good = good.with_columns(
+        pl.when(pl.col("period").str.to_lowercase().is_in(["пени", "penalty"]))
+        .then(pl.lit("penalty")).otherwise(pl.col("period")).alias("period"))
     bad_period = good.filter(
-        pl.col("period").is_not_null() & ~pl.col("period").str.contains(r"^\d{4}-(0[1-9]|1[0-2])$"))
+        pl.col("period").is_not_null() & (pl.col("period") != "penalty")
+        & ~pl.col("period").str.contains(r"^\d{4}-(0[1-9]|1[0-2])$"))
     bad_refund = good.filter((pl.col("amount") < 0) & pl.col("refund_of").is_null())
     zero = good.filter(pl.col("amount") == 0)
     good = good.join(pl.concat([bad_period, bad_refund, zero]).select(ROW), on=ROW, how="anti")
     rejects = pl.concat([
         rejects,
         _reject(zero, path.name, "amount", "нулевая сумма платежа"),
-        _reject(bad_period, path.name, "period", "период должен быть в виде ГГГГ-ММ"),
+        _reject(bad_period, path.name, "period", "период должен быть в виде ГГГГ-ММ (или «пени»)"),
         _reject(bad_refund, path.name, "refund_of",
                 "отрицательная сумма (возврат) без ссылки на исходный платёж refund_of"),
     ])
