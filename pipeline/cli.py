@@ -212,7 +212,9 @@ def explain(
     from pipeline.explain import explain_account
 
     ws = _ws(home).require()
-    _say(explain_account(ws, account, period))
+    text = explain_account(ws, account, period)
+    _audit(ws, "explain", inputs={"account": account, "period": period})
+    _say(text)
 
 
 @app.command()
@@ -248,7 +250,9 @@ def sql(
     from pipeline.analytics import run_sql
 
     ws = _ws(home).require()
-    _say(run_sql(ws, query, fmt))
+    text = run_sql(ws, query, fmt)
+    _audit(ws, "sql", inputs={"query": query})
+    _say(text)
 
 
 @app.command()

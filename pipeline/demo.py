@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.dates import Period, month_periods
-from pipeline.workspace import BillingError, Workspace, init_workspace
+from pipeline.workspace import BillingError, Workspace, audit, init_workspace
 
 DEMO_MARKER = ".billing-demo"
 
@@ -84,7 +84,11 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
     say(f"Демо: синтетический город в {ws.home}")
     city = generate_city(ws.home, accounts=accounts, start=first, months=months, seed=seed)
     say(f"  {city}")
+    audit(ws, "demo", inputs={"accounts": accounts, "months": months, "start": start, "seed": seed},
+          outputs={"city": str(city)})
     result = ingest(ws)
+    audit(ws, "ingest", outputs={"version": result.version, "loaded": result.loaded,
+                                 "rejected": result.rejected})
     say(f"  реестры загружены: {sum(result.loaded.values())} строк, отклонено "
         f"{result.total_rejected}" + (f" (отчёт: {result.rejects_path})" if result.rejects_path else ""))
     for period in month_periods(first, months):
@@ -92,7 +96,9 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
             path = _pay_last_bill(ws, period.shift(-1), seed)
             if path is not None:
                 for info in import_inbox(ws):
-                    say(f"  платежи {info['file']}: принято {info.get('accepted', 0)}")
+                    audit(ws, "payments import", outputs=info)
+                    say(f"  платежи {info['file']}: принято {info.get('accepted', 0)}"
+                        + (f", невыясненных {info['suspense']}" if info.get("suspense") else ""))
         summary = run_close(ws, str(period), receipts=receipts)
         _print_close(summary, dry_run=False)
     last = month_periods(first, months)[-1]
