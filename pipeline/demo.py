@@ -45,7 +45,13 @@ def _fresh_demo_home(ws: Workspace) -> Workspace:
 
 
 def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
-    """Write the payments made during the month after ``bill`` into ``inbox/``."""
+    """Write the payments made during the month after ``bill`` into ``inbox/``.
+
+    Sberbank's share arrives as its nightly register (cp1251, footer), the other
+    agents' as a plain CSV, as they would in production.
+    """
+    from pipeline.ingest.bank_formats import write_sber_register
+    from pipeline.ingest.registers import load_store
     from pipeline.synth import generate_payments, write_payments_csv
 
     balances = ws.period_dir(str(bill)) / "balances.parquet"
@@ -55,8 +61,19 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
     payments = generate_payments(due, bill, seed=seed)
     if not payments.height:
         return None
-    path = ws.inbox / f"payments-{bill.shift(1)}.csv"
-    write_payments_csv(payments, path)
+    paid_in = bill.shift(1)
+    sber = payments.filter(pl.col("agent") == "sber")
+    if sber.height:
+        accounts = load_store(ws)["accounts"].select("account_id", pl.col("payer_name"))
+        register = sber.join(accounts, on="account_id", how="left").select(
+            pl.col("payment_id").str.replace_all(r"\D", ""), pl.col("paid_on").str.to_date(), "account_id",
+            (pl.col("amount").cast(pl.Decimal(18, 2)) * 100).cast(pl.Int64).alias("amount_kop"),
+            "period", "payer_name", pl.lit("г. Энск").alias("address"),
+        )
+        name = f"17066_7707083893_40702810000000000001_{paid_in.month:03d}.txt"
+        write_sber_register(register, ws.inbox / name)
+    path = ws.inbox / f"payments-{paid_in}.csv"
+    write_payments_csv(payments.filter(pl.col("agent") != "sber"), path)
     return path
 
 
