@@ -334,7 +334,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     ).select(
         period_col, "account_id", "service_id", "supplier_id", "method", "volume", "tariff",
         "amount", "coefficient", "line_from", "line_to", "days", "days_in_month",
-        "person_days", "persons_basis", "area", "share", "norm", "meter_volume",
+        "person_days", "absent_days", "persons_basis", "area", "share", "norm", "meter_volume",
         "tariff_row", "norm_row", "coef_row",
     )
     allocations = result.allocations.with_columns(

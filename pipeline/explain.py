@@ -89,10 +89,14 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
     if method in ("norm", "norm_increased") and ln["norm"] is not None:
         basis = "собственников (никто не зарегистрирован, п.56(2))" if ln["persons_basis"] == "owners" \
             else "зарегистрированных"
+        if ln.get("absent_days"):
+            basis += f" (за вычетом {ln['absent_days']} чел.-дн. временного отсутствия, п.86–87)"
         return [f"объём = {ln['person_days']} чел.-дн. {basis} / {ln['days_in_month']} дн. × "
                 f"норматив {_num(ln['norm'], 6)} {unit} = {_num(ln['volume'], 6)} {unit}"]
     if method == "per_person":
-        return [f"объём = {ln['person_days']} чел.-дн. / {ln['days_in_month']} дн. = "
+        away = (f" (за вычетом {ln['absent_days']} чел.-дн. отсутствия, п.148(44))"
+                if ln.get("absent_days") else "")
+        return [f"объём = {ln['person_days']} чел.-дн.{away} / {ln['days_in_month']} дн. = "
                 f"{_num(ln['volume'], 6)} чел."]
     if method == "area":
         return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)}{part} = "

@@ -32,6 +32,8 @@ class Rules:
         coefficients: service_id, from, coef_milli (1.5 → 1500); a service without
             rows has no increasing coefficient.
         key_rates: from, rate_bp (percent × 100).
+        absence_rules: service_id, from, meter_impossible_only — the services whose
+            norm charge is reduced for temporary absence (п.86–97; ТКО п.148(44)).
     """
 
     services: pl.DataFrame
@@ -39,6 +41,7 @@ class Rules:
     norms: pl.DataFrame
     coefficients: pl.DataFrame
     key_rates: pl.DataFrame
+    absence_rules: pl.DataFrame
 
 
 def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
@@ -80,6 +83,8 @@ def load_rules(rules_dir: Path) -> Rules:
     key_rates = read_rule_table(rules_dir, "key_rates").select(
         "from", (pl.col("rate") * 100).cast(pl.Int64).alias("rate_bp"), "confidence",
     )
+    absence_rules = read_rule_table(rules_dir, "absence_rules").select(
+        "service_id", "from", "meter_impossible_only")
     known = set(services["service_id"])
     for name, table in (("tariffs", tariffs), ("norms", norms),
                         ("increasing_coefficients", coefficients)):
@@ -88,4 +93,4 @@ def load_rules(rules_dir: Path) -> Rules:
             raise BillingError(
                 f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
             )
-    return Rules(services, tariffs, norms, coefficients, key_rates)
+    return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules)

@@ -140,3 +140,15 @@ RULE_TABLES["moratoriums"] = Register(
     key=("variant", "from"),
     date_order=(("from", "to"),),
 )
+
+RULE_TABLES["absence_rules"] = Register(
+    "absence_rules",
+    "Перерасчёт за временное отсутствие",
+    (
+        Col("service_id", "id", "услуга"),
+        Col("from", "date", "действует с"),
+        Col("meter_impossible_only", "bool", "только при технической невозможности ИПУ"),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("service_id", "from"),
+)

@@ -129,3 +129,30 @@ def town_frames(town: Workspace) -> tuple:
     volumes = pl.DataFrame({"premise_id": ["P1"], "service_id": ["cold_water"],
                             "method": ["meter"], "volume_micro": [7_500_000]})
     return regs, rules, period, volumes, charge_lines(regs, rules, period, volumes)
+
+
+@pytest.mark.parametrize(
+    ("departure", "arrival", "full_days", "counted"),
+    [("2026-08-10", "2026-08-16", 5, 0),     # exactly 5 full days: no recalculation (п.86)
+     ("2026-08-10", "2026-08-17", 6, 6),     # 6 full days: all six count
+     ("2026-07-25", "2026-08-05", 11, 4),    # across the month boundary: 1–4 August
+     ("2026-08-30", "2026-09-20", 20, 1)],   # leaves on the 30th: only the 31st is in August
+)
+def test_temporary_absence_reduces_the_norm_charge(town: Workspace, departure: str, arrival: str,
+                                                   full_days: int, counted: int) -> None:
+    # A3's flat cannot have a meter (meter_possible=false): cold water by norm is reduced.
+    write_registers(town, {"absences": f"person_id,from,to\nR4,{departure},{arrival}\n"})
+    got = close_lines(town, "2026-08")
+    volume = 4_745_000 * (31 - counted) // 31 if counted else 4_745_000
+    method, vol, _ = got[("A3", "cold_water")][0]
+    assert (method, abs(vol - volume) <= 1) == ("norm", True)
+    # (31 − 6) / 31 × 4.745 × 52.28 = 200.06
+    if counted == 6:
+        assert got[("A3", "cold_water")] == [("norm", 3_826_613, 20006)]
+    # A2 could have a meter: its absence would not count (only technical impossibility does).
+
+
+def test_absence_does_not_count_where_a_meter_is_possible(town: Workspace) -> None:
+    write_registers(town, {"absences": "person_id,from,to\nR3,2026-08-01,2026-08-31\n"})
+    got = close_lines(town, "2026-08")
+    assert got[("A2", "cold_water")] == [("norm_increased", 4_745_000, 74421)]

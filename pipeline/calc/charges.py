@@ -6,7 +6,8 @@ Formulas (Правила 354, Прил. 2), all in integers and rounded once per
   average, split by the account's share of the premise);
 * ``norm`` — formula 4: ``n × N × T`` with ``n`` counted in person-days of
   registration (permanent and temporary, п.56(2): owners when nobody is
-  registered);
+  registered), less the full days of a temporary absence of more than 5 days
+  where ``absence_rules.csv`` allows it (п.86–87; ТКО п.148(44));
 * ``norm_increased`` — formula 4(1): ``n × N × K × T`` where a meter can be
   fitted but is not (coefficient by its dated rule per service);
 * ``sewerage`` — cold + hot water volumes × T (the coefficient does not raise
@@ -46,6 +47,7 @@ LINE_SCHEMA = pl.Schema({
     "coef_milli": pl.Int64,
     "amount_kop": pl.Int64,
     "person_days": pl.Int64,
+    "absent_days": pl.Int64,
     "persons_basis": pl.String,
     "area_centi": pl.Int64,
     "share_e4": pl.Int64,
@@ -134,17 +136,48 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
     ).drop("_run")
 
 
-def person_days(lines: pl.DataFrame, residents: pl.DataFrame) -> pl.DataFrame:
-    """Registered person-days inside each line's dates (п.56(2)-style counting by days)."""
-    res = residents.select("account_id", pl.col("from").alias("r_from"), pl.col("to").alias("r_to"))
-    joined = lines.select("line_id", "account_id", "line_from", "line_to").join(
+#: Temporary absence counts only beyond this many full days in a row (п.86).
+ABSENCE_MIN_FULL_DAYS = 6
+
+
+def person_days(lines: pl.DataFrame, residents: pl.DataFrame,
+                absences: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Registered person-days inside each line's dates, less eligible absence days.
+
+    An absence row's ``from``/``to`` are the days of departure and return; only the
+    full days between them count (п.87), and only when there are more than 5 of
+    them (п.86). Absence days are subtracted on lines with ``absence_ok`` true.
+    Returns line_id, person_days, absent_days.
+    """
+    res = residents.select("person_id", "account_id", pl.col("from").alias("r_from"),
+                           pl.col("to").alias("r_to"))
+    base = lines.select("line_id", "account_id", "line_from", "line_to", "absence_ok").join(
         res, on="account_id", how="inner"
     ).with_columns(
-        ((pl.min_horizontal(pl.col("r_to").fill_null(pl.lit(OPEN_END)), pl.col("line_to"))
-          - pl.max_horizontal(pl.col("r_from"), pl.col("line_from"))).dt.total_days() + 1)
-        .clip(lower_bound=0).alias("pd")
+        pl.max_horizontal(pl.col("r_from"), pl.col("line_from")).alias("_lo"),
+        pl.min_horizontal(pl.col("r_to").fill_null(pl.lit(OPEN_END)), pl.col("line_to")).alias("_hi"),
+    ).with_columns(((pl.col("_hi") - pl.col("_lo")).dt.total_days() + 1).clip(lower_bound=0).alias("pd"))
+    present = base.group_by("line_id").agg(pl.col("pd").sum().cast(pl.Int64).alias("person_days"))
+    if absences is None or not absences.height:
+        return present.with_columns(pl.lit(0, pl.Int64).alias("absent_days"))
+    away = absences.select(
+        "person_id", (pl.col("from") + pl.duration(days=1)).alias("a_from"),
+        (pl.col("to") - pl.duration(days=1)).alias("a_to"),
+    ).filter(((pl.col("a_to") - pl.col("a_from")).dt.total_days() + 1) >= ABSENCE_MIN_FULL_DAYS)
+    absent = base.filter(pl.col("absence_ok") & (pl.col("pd") > 0)).join(away, on="person_id").with_columns(
+        ((pl.min_horizontal("a_to", "_hi") - pl.max_horizontal("a_from", "_lo")).dt.total_days() + 1)
+        .clip(lower_bound=0).alias("ad")
+    ).group_by("line_id").agg(pl.col("ad").sum().cast(pl.Int64).alias("absent_days"))
+    return present.join(absent, on="line_id", how="left").with_columns(
+        pl.col("absent_days").fill_null(0),
+        (pl.col("person_days") - pl.col("absent_days").fill_null(0)).alias("person_days"),
     )
-    return joined.group_by("line_id").agg(pl.col("pd").sum().cast(pl.Int64).alias("person_days"))
+
+
+def _absence_allowed() -> pl.Expr:
+    """Lines whose norm charge the absence rules reduce (by service, date and the premise)."""
+    return pl.col("_absence_rule").is_not_null() & (
+        ~pl.col("_absence_rule") | ~pl.col("meter_possible"))
 
 
 def charge_lines(
@@ -181,12 +214,20 @@ def charge_lines(
         pl.lit(days_in_month, pl.Int64).alias("days_in_month"),
     ).with_row_index("line_id")
 
-    # Persons: registered person-days; nobody registered all month → owners (п.56(2)).
-    pdays = person_days(lines, regs["residents"])
+    # Persons: registered person-days less eligible absences; nobody registered all
+    # month → owners (п.56(2)).
+    absence = rules.absence_rules.rename({"from": "piece_from", "meter_impossible_only": "_absence_rule"})
+    lines = lines.sort("piece_from").join_asof(
+        absence.sort("piece_from"), on="piece_from", by="service_id", strategy="backward",
+        check_sortedness=False,
+    ).with_columns(_absence_allowed().alias("absence_ok"))
+    pdays = person_days(lines, regs["residents"], regs.get("absences"))
     lines = lines.join(pdays, on="line_id", how="left").with_columns(
-        pl.col("person_days").fill_null(0)
+        pl.col("person_days").fill_null(0), pl.col("absent_days").fill_null(0)
     )
-    nobody = pl.col("person_days").sum().over("account_id", "service_id") == 0
+    # Absence does not make a flat empty: "nobody registered" looks at registration only.
+    registered = pl.col("person_days") + pl.col("absent_days")
+    nobody = registered.sum().over("account_id", "service_id") == 0
     lines = lines.with_columns(
         pl.when(nobody).then(pl.lit("owners")).otherwise(pl.lit("registered"))
         .alias("persons_basis"),
@@ -235,6 +276,7 @@ def charge_lines(
             pl.when(uses_norm).then(pl.col("norm_row")).alias("norm_row"),
             pl.when(pl.col("coef_milli") > 1000).then(pl.col("coef_row")).alias("coef_row"),
             pl.when(uses_persons).then(pl.col("person_days")).alias("person_days"),
+            pl.when(uses_persons).then(pl.col("absent_days")).alias("absent_days"),
             pl.when(uses_persons).then(pl.col("persons_basis")).alias("persons_basis"),
             pl.when(uses_area).then(pl.col("area_centi")).alias("area_centi"),
             pl.when(uses_meter).then(pl.col("meter_volume_micro")).alias("meter_volume_micro"),
