@@ -57,6 +57,7 @@ class CloseInputs:
     due_date: date | None
     store_version: str | None
     payments_sha256: str | None
+    spike_multiple: int = 0
     penalty_policy: Any = None
     penalty_charges: pl.DataFrame | None = None
     penalty_allocations: pl.DataFrame | None = None
@@ -115,6 +116,7 @@ def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl
     extra = matched.select(
         "meter_id", "read_on", pl.col("value").cast(readings.schema["value"]),
         pl.lit("bank").alias("source"), pl.lit(None, pl.Int64).alias("source_row"),
+        pl.lit(False).alias("confirmed"),
     )
     both = pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
     return both.unique(["meter_id", "read_on"], keep="first", maintain_order=True)
@@ -139,6 +141,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     rules = load_rules(ws.rules)
     settings = ws.settings()
     window_end = int(settings.get("readings", {}).get("window_end_day", 25))
+    spike_multiple = int(settings.get("readings", {}).get("spike_multiple", 0))
 
     sealed = ws.sealed_periods()
     opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
@@ -189,6 +192,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     penalty = _penalty_inputs(ws, open_items)
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
+        spike_multiple=spike_multiple,
         earlier_allocations=earlier_allocations, opening=opening, open_items=open_items,
         averaged_before=averaged_before,
         due_date=due_date(due_rules, period),
@@ -244,7 +248,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
     period = inputs.period
     volumes, issues = consumption(
         inputs.regs["meters"], inputs.regs["readings"], period, inputs.window_end_day,
-        inputs.averaged_before,
+        inputs.averaged_before, inputs.spike_multiple,
     )
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")

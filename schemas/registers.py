@@ -256,6 +256,8 @@ REGISTERS: dict[str, Register] = {
                 Col("read_on", "date", "дата показаний"),
                 Col("value", "decimal", "показания", scale=6, ge=0, le=1e12),
                 Col("source", "text", "источник", required=False, nullable=True),
+                Col("confirmed", "bool", "подтверждено (аномальные показания)", required=False,
+                    default="false"),
             ),
             key=("meter_id", "read_on"),
             refs=(Ref("meter_id", "meters", "meter_id"),),

@@ -156,3 +156,20 @@ def test_absence_does_not_count_where_a_meter_is_possible(town: Workspace) -> No
     write_registers(town, {"absences": "person_id,from,to\nR3,2026-08-01,2026-08-31\n"})
     got = close_lines(town, "2026-08")
     assert got[("A2", "cold_water")] == [("norm_increased", 4_745_000, 74421)]
+
+
+def test_spike_is_not_used_until_confirmed(town: Workspace) -> None:
+    history = """\
+meter_id,read_on,value,source,confirmed
+M1,2026-05-20,80.000,lk,
+M1,2026-06-20,86.000,lk,
+M1,2026-07-20,92.000,lk,
+M1,2026-08-20,{value},lk,{confirmed}
+"""
+    write_registers(town, {"readings": history.format(value="152.000", confirmed="")})
+    got = close_lines(town, "2026-08")
+    # 60 m³ against an own average of 6 m³ (≥ 5 times): by average until confirmed.
+    assert got[("A1", "cold_water")] == [("average", 6_000_000, 31368)]
+    write_registers(town, {"readings": history.format(value="152.000", confirmed="да")})
+    got = close_lines(town, "2026-08")
+    assert got[("A1", "cold_water")] == [("meter", 60_000_000, 313680)]

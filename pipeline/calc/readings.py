@@ -68,11 +68,14 @@ def consumption(
     period: Period,
     window_end_day: int,
     averaged_before: pl.DataFrame | None = None,
+    spike_multiple: int = 0,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Consumption per working individual meter for ``period``, and the reading issues.
 
     ``averaged_before`` (meter_id, period_index, volume_micro) lists volumes charged
-    by average in sealed periods. Returns (consumption, issues); meters absent from
+    by average in sealed periods. With ``spike_multiple`` > 0, a consumption above that
+    multiple of the meter's own monthly average is flagged and not used until the
+    reading is confirmed (``confirmed`` = true in the readings register). Returns (consumption, issues); meters absent from
     ``consumption`` have neither reading nor history and are charged by norm.
     """
     p_idx = period.year * 12 + period.month - 1
@@ -101,9 +104,12 @@ def consumption(
     ]
 
     r = r.sort("meter_id", "read_on")
+    if "confirmed" not in r.columns:
+        r = r.with_columns(pl.lit(False).alias("confirmed"))
     current = r.filter(pl.col("p_idx") == p_idx).group_by("meter_id").agg(
         pl.col("read_on").last().alias("curr_read_on"),
         pl.col("value_micro").last().alias("curr_value_micro"),
+        pl.col("confirmed").last().fill_null(False).alias("confirmed"),
     )
     earlier = r.filter(pl.col("p_idx") < p_idx)
     previous = earlier.group_by("meter_id").agg(
@@ -151,8 +157,22 @@ def consumption(
         .alias("value_micro"),
         pl.lit("показания меньше предыдущих: не приняты до подтверждения").alias("reason"),
     ))
-    metered = base.filter(pl.col("curr_value_micro").is_not_null() & (pl.col("delta") >= 0)
-                          & pl.col("prev_value_micro").is_not_null())
+    usable = pl.col("curr_value_micro").is_not_null() & (pl.col("delta") >= 0) & pl.col(
+        "prev_value_micro").is_not_null()
+    if spike_multiple > 0:
+        own_average = (pl.col("prev_value_micro") - pl.col("first_micro")) // (
+            pl.col("prev_p_idx") - pl.col("first_p_idx"))
+        months_since = (p_idx - pl.col("prev_p_idx")).clip(lower_bound=1)
+        spike = (usable & ~pl.col("confirmed") & (pl.col("prev_p_idx") > pl.col("first_p_idx"))
+                 & (own_average > 0) & (pl.col("delta") > own_average * months_since * spike_multiple))
+        issues.append(base.filter(spike).select(
+            "meter_id", pl.col("curr_read_on").alias("read_on"),
+            pl.col("curr_value_micro").alias("value_micro"),
+            pl.lit(f"расход больше среднего в {spike_multiple} раз и более: не принят до "
+                   "подтверждения (confirmed)").alias("reason"),
+        ))
+        usable = usable & ~spike
+    metered = base.filter(usable)
     metered = metered.with_columns(
         (pl.col("delta") - pl.col("averaged_micro").fill_null(0)).clip(lower_bound=0)
         .alias("volume_micro"),
