@@ -75,8 +75,9 @@ def consumption(
     ``averaged_before`` (meter_id, period_index, volume_micro) lists volumes charged
     by average in sealed periods. With ``spike_multiple`` > 0, a consumption above that
     multiple of the meter's own monthly average is flagged and not used until the
-    reading is confirmed (``confirmed`` = true in the readings register). Returns (consumption, issues); meters absent from
-    ``consumption`` have neither reading nor history and are charged by norm.
+    reading is confirmed (``confirmed`` = true in the readings register). Returns
+    (consumption, issues); meters absent from ``consumption`` have neither reading nor
+    history and are charged by norm.
     """
     p_idx = period.year * 12 + period.month - 1
     meters_ok = working_meters(meters, period).select(
