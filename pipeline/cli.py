@@ -137,6 +137,10 @@ def _print_close(s: dict, dry_run: bool) -> None:
     _say("  способы расчёта: " + ", ".join(f"{k} {v}" for k, v in s["methods"].items()))
     _say(f"  входящее сальдо: {_rub(s['opening_kop'])}")
     _say(f"  начислено:       {_rub(s['charged_kop'])}")
+    if s.get("recalculated_kop"):
+        _say(f"  перерасчёты:     {_rub(s['recalculated_kop'])}")
+    if s.get("penalty_kop"):
+        _say(f"  пени:            {_rub(s['penalty_kop'])}")
     _say(f"  оплачено:        {_rub(s['allocated_kop'])} (платежей: {s['payments']})")
     _say(f"  исходящее сальдо: {_rub(s['closing_kop'])}")
     if s.get("due_date"):

@@ -21,6 +21,7 @@ from pipeline.allocate import balances
 from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
 from pipeline.calc.charges import charge_lines
 from pipeline.calc.due import due_date
+from pipeline.calc.quality import quality_reductions
 from pipeline.calc.readings import consumption
 from pipeline.dates import Period
 from pipeline.ingest.payments import load_bank_readings, load_payments
@@ -79,6 +80,7 @@ class CloseResult:
     due_date: date | None
     totals: dict[str, int] = field(default_factory=dict)
     penalties: pl.DataFrame | None = None
+    recalculations: pl.DataFrame | None = None
 
 
 def check_can_close(ws: Workspace, period: Period) -> None:
@@ -253,20 +255,30 @@ def compute(inputs: CloseInputs) -> CloseResult:
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
-    allocations, debts = apply_period(inputs.open_items, lines, inputs.payments, str(period),
+    buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
+        inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
+    recalcs = quality_reductions(lines, buildings_of, inputs.regs["outages"],
+                                 inputs.rules.quality_rules, period)
+    # Recalculations of this period change this period's open items like charges do.
+    movements = pl.concat([
+        lines.select("account_id", "service_id", "supplier_id", "amount_kop"),
+        recalcs.select("account_id", "service_id", "supplier_id", "amount_kop"),
+    ])
+    allocations, debts = apply_period(inputs.open_items, movements, inputs.payments, str(period),
                                       inputs.earlier_allocations)
-    penalties = _accrue_penalties(inputs, lines, allocations)
+    penalties = _accrue_penalties(inputs, movements, allocations)
     posted = penalties.filter(pl.col("amount_kop") != 0).select(
         "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
         pl.lit(str(period)).alias("charge_period"), "amount_kop")
     # This period's penalty items have this period's key: nothing to merge with.
     debts = pl.concat([debts, posted.rename({"amount_kop": "outstanding_kop"}).select(
         list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)])
-    bal = balances(inputs.opening, lines, allocations, penalties=penalties)
+    bal = balances(inputs.opening, lines, allocations, penalties=penalties, recalculations=recalcs)
     service_opening = inputs.open_items.group_by("account_id", "service_id", "supplier_id").agg(
         pl.col("outstanding_kop").sum().alias("opening_kop"))
     service_bal = balances(service_opening, lines, allocations,
-                           ("account_id", "service_id", "supplier_id"), penalties=posted)
+                           ("account_id", "service_id", "supplier_id"), penalties=posted,
+                           recalculations=recalcs)
     received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
@@ -274,10 +286,12 @@ def compute(inputs: CloseInputs) -> CloseResult:
         "allocated": int(received["amount_kop"].sum()),
         "opening": int(bal["opening_kop"].sum()),
         "penalty": int(bal["penalty_kop"].sum()),
+        "recalculated": int(bal["recalculated_kop"].sum()),
         "closing": int(bal["closing_kop"].sum()),
     }
     # Money in = money out, checked on every close, not only in tests.
-    expected = totals["opening"] + totals["charged"] + totals["penalty"] - totals["allocated"]
+    expected = (totals["opening"] + totals["charged"] + totals["recalculated"] + totals["penalty"]
+                - totals["allocated"])
     outstanding = int(debts["outstanding_kop"].sum())
     per_service = service_bal.join(
         debts.group_by("account_id", "service_id", "supplier_id").agg(pl.col("outstanding_kop").sum()),
@@ -293,14 +307,14 @@ def compute(inputs: CloseInputs) -> CloseResult:
             f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
     return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
-                       inputs.due_date, totals, penalties)
+                       inputs.due_date, totals, penalties, recalcs)
 
 
-def _accrue_penalties(inputs: CloseInputs, lines: pl.DataFrame, allocations: pl.DataFrame
+def _accrue_penalties(inputs: CloseInputs, movements: pl.DataFrame, allocations: pl.DataFrame
                       ) -> pl.DataFrame:
     from pipeline.penalties.monthly import accrue_period
 
-    current = lines.select("account_id", "service_id", "supplier_id", "amount_kop").with_columns(
+    current = movements.select("account_id", "service_id", "supplier_id", "amount_kop").with_columns(
         pl.lit(str(inputs.period)).alias("charge_period"))
     charges = pl.concat([current, inputs.penalty_charges.select(current.columns)]) \
         if inputs.penalty_charges is not None else current
@@ -360,10 +374,11 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         dec6("curr_value_micro", "curr_value"),
     ).select(period_col, "meter_id", "service_id", "premise_id", "method", "volume",
              "prev_read_on", "prev_value", "curr_read_on", "curr_value")
-    empty_recalc = pl.DataFrame(schema={
-        "account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
-        "origin_period": pl.String, "amount": pl.Decimal(18, 2), "reason": pl.String,
-    }).select(period_col, pl.all())
+    assert result.recalculations is not None
+    recalcs = result.recalculations.with_columns(
+        kopecks_to_decimal_expr("amount_kop").alias("amount")
+    ).select(period_col, "account_id", "service_id", "supplier_id", "origin_period", "amount", "reason",
+             "excess_minutes")
     assert result.penalties is not None
     penalties = result.penalties.with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount"),
@@ -373,7 +388,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
              "debt", "scheme", "due_date")
     return {
         "charges": charges,
-        "recalculations": empty_recalc,
+        "recalculations": recalcs,
         "allocations": allocations,
         "penalties": penalties,
         "balances": bal,

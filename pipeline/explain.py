@@ -30,20 +30,21 @@ def _rub(value: Decimal) -> str:
     return format_rub(int(Decimal(value) * 100)) + " ₽"
 
 
-def _charges(ws: Workspace, period: str) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
+def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]:
+    names = ("charges", "meter_volumes", "recalculations", "penalties")
     folder = ws.period_dir(period)
     if (folder / "manifest.json").is_file():
-        return (pl.read_parquet(folder / "charges.parquet"),
-                pl.read_parquet(folder / "meter_volumes.parquet"), True)
+        return {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}, True
     from pipeline.close import compute, load_inputs, to_outputs
 
     out = to_outputs(compute(load_inputs(ws, Period.parse(period))))
-    return out["charges"], out["meter_volumes"], False
+    return {n: out[n] for n in names}, False
 
 
 def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     Period.parse(period)
-    charges, volumes, sealed = _charges(ws, period)
+    tables, sealed = _charges(ws, period)
+    charges, volumes = tables["charges"], tables["meter_volumes"]
     mine = charges.filter(pl.col("account_id") == account_id)
     if not mine.height:
         raise BillingError(f"У лицевого счёта {account_id} нет начислений за {period}.")
@@ -80,6 +81,18 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
         total += ln["amount"]
     out.append("")
     out.append(f"Итого начислено: {_rub(total)}")
+    recalcs = tables["recalculations"].filter(pl.col("account_id") == account_id)
+    for r in recalcs.iter_rows(named=True):
+        name = services.get(r["service_id"], {"name": r["service_id"]})["name"]
+        hours = f"; превышение {r['excess_minutes'] / 60:g} ч" if r.get("excess_minutes") else ""
+        out.append(f"Перерасчёт за {r['origin_period']}, {name}: {_rub(r['amount'])} — {r['reason']}{hours}")
+    penalties = tables["penalties"].filter((pl.col("account_id") == account_id) & (pl.col("amount") != 0))
+    for r in penalties.iter_rows(named=True):
+        article = "ч.14.1" if r["scheme"] == "capital_repair" else "ч.14"
+        out.append(f"Пени (ЖК РФ ст.155 {article}) по начислениям за {r['charge_period']}, "
+                   f"{orgs.get(r['supplier_id'], r['supplier_id'])}: {_rub(r['amount'])} "
+                   f"(всего на конец периода {_rub(r['cumulative'])}, долг {_rub(r['debt'])}, "
+                   f"срок оплаты {r['due_date']:%d.%m.%Y})")
     return "\n".join(out)
 
 

@@ -34,6 +34,8 @@ class Rules:
         key_rates: from, rate_bp (percent × 100).
         absence_rules: service_id, from, meter_impossible_only — the services whose
             norm charge is reduced for temporary absence (п.86–97; ТКО п.148(44)).
+        quality_rules: service_id, from, month_hours, once_hours, percent_per_hour,
+            excess_rule — allowed interruptions and the reduction (Прил. 1).
     """
 
     services: pl.DataFrame
@@ -42,6 +44,7 @@ class Rules:
     coefficients: pl.DataFrame
     key_rates: pl.DataFrame
     absence_rules: pl.DataFrame
+    quality_rules: pl.DataFrame
 
 
 def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
@@ -93,4 +96,5 @@ def load_rules(rules_dir: Path) -> Rules:
             raise BillingError(
                 f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
             )
-    return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules)
+    quality_rules = read_rule_table(rules_dir, "quality_rules")
+    return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules)

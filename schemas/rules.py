@@ -152,3 +152,18 @@ RULE_TABLES["absence_rules"] = Register(
     ),
     key=("service_id", "from"),
 )
+
+RULE_TABLES["quality_rules"] = Register(
+    "quality_rules",
+    "Снижение платы за перерывы (Прил. 1 к Правилам 354)",
+    (
+        Col("service_id", "id", "услуга"),
+        Col("from", "date", "действует с"),
+        Col("month_hours", "decimal", "допустимо часов в месяц", scale=2, ge=0, le=744),
+        Col("once_hours", "decimal", "допустимо часов единовременно", scale=2, ge=0, le=744),
+        Col("percent_per_hour", "decimal", "снижение за час превышения, %", scale=4, ge=0, le=100),
+        Col("excess_rule", "enum", "как считать превышение", choices=("month_total", "greater_of")),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("service_id", "from"),
+)

@@ -173,3 +173,50 @@ M1,2026-08-20,{value},lk,{confirmed}
     write_registers(town, {"readings": history.format(value="152.000", confirmed="да")})
     got = close_lines(town, "2026-08")
     assert got[("A1", "cold_water")] == [("meter", 60_000_000, 313680)]
+
+
+@pytest.mark.parametrize(
+    ("outages", "rule", "expected"),
+    [
+        # 10 hours at once: 2 hours over the 8 allowed a month → 0.30 % of 392.10 = 1.1763 → 1.18
+        ([("2026-08-10T08:00", "2026-08-10T18:00")], "month_total", -118),
+        # the same under the "greater of" reading: 6 hours over the 4-hour single limit → 0.90 %
+        ([("2026-08-10T08:00", "2026-08-10T18:00")], "greater_of", -353),
+        # three 3-hour breaks: 9 hours, 1 over the month limit, none over the single limit
+        ([("2026-08-01T00:00", "2026-08-01T03:00"), ("2026-08-02T00:00", "2026-08-02T03:00"),
+          ("2026-08-03T00:00", "2026-08-03T03:00")], "month_total", -59),
+        # an outage from July counts only its August hours: 20 hours in August → 12 over
+        ([("2026-07-31T00:00", "2026-08-01T20:00")], "month_total", -706),
+        # within the limits: nothing
+        ([("2026-08-10T08:00", "2026-08-10T11:30")], "month_total", 0),
+    ],
+)
+def test_interruptions_reduce_the_charge(town: Workspace, outages: list, rule: str,
+                                         expected: int) -> None:
+    rows = "".join(f"B1,cold_water,{a},{b}\n" for a, b in outages)
+    write_registers(town, {"outages": "building_id,service_id,started_at,ended_at\n" + rows})
+    if rule != "month_total":
+        path = town.rules / "quality_rules.csv"
+        path.write_text(path.read_text(encoding="utf-8").replace(
+            "cold_water,2011-09-01,8,4,0.15,month_total", f"cold_water,2011-09-01,8,4,0.15,{rule}"),
+            encoding="utf-8")
+    ingest(town)
+    result = compute(load_inputs(town, Period(2026, 8)))
+    recalc = result.recalculations
+    assert recalc is not None
+    a1 = recalc.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
+    assert (int(a1["amount_kop"].sum()) if a1.height else 0) == expected
+    assert int(result.balances["recalculated_kop"].sum()) == int(recalc["amount_kop"].sum())
+
+
+def test_explain_names_formula_inputs_and_their_sources(town: Workspace) -> None:
+    from pipeline.explain import explain_account
+
+    write_registers(town, {"outages": "building_id,service_id,started_at,ended_at\n"
+                                      "B1,cold_water,2026-08-10T08:00,2026-08-10T18:00\n"})
+    ingest(town)
+    text = explain_account(town, "A2", "2026-08")
+    assert "предварительный расчёт" in text
+    assert "норматив 4,745 м³" in text and "× 3 (повышающий коэффициент) = 744,21 ₽" in text
+    assert "increasing_coefficients.csv, строка 3, действует с 2025-12-06: ПП РФ от 25.11.2025 № 1871" in text
+    assert "Перерасчёт за 2026-08, Холодное водоснабжение" in text and "превышение 2 ч" in text

@@ -27,6 +27,7 @@ def balances(
     opening: pl.DataFrame, charges: pl.DataFrame, allocations: pl.DataFrame,
     keys: tuple[str, ...] = ("account_id", "supplier_id"),
     penalties: pl.DataFrame | None = None,
+    recalculations: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """opening + charged + recalculated + penalty − paid = closing, per ``keys``.
 
@@ -42,16 +43,16 @@ def balances(
         allocations.filter(pl.col("kind").is_in(PAID_KINDS)).group_by(keys)
         .agg(pl.col("amount_kop").sum().alias("paid_kop")),
     ]
-    if penalties is not None:
-        parts.append(penalties.group_by(keys).agg(pl.col("amount_kop").sum().alias("penalty_kop")))
+    extra = {"penalty_kop": penalties, "recalculated_kop": recalculations}
+    for name, frame_ in extra.items():
+        if frame_ is not None:
+            parts.append(frame_.group_by(keys).agg(pl.col("amount_kop").sum().alias(name)))
     frame = pl.concat(parts, how="diagonal").group_by(keys).agg(
         pl.col("opening_kop").sum(), pl.col("charged_kop").sum(), pl.col("paid_kop").sum(),
-        *([pl.col("penalty_kop").sum()] if penalties is not None else []),
+        *[pl.col(name).sum() for name, f in extra.items() if f is not None],
     )
-    if penalties is None:
-        frame = frame.with_columns(pl.lit(0, pl.Int64).alias("penalty_kop"))
     frame = frame.with_columns(
-        pl.lit(0, pl.Int64).alias("recalculated_kop"),
+        pl.lit(0, pl.Int64).alias(name) for name, f in extra.items() if f is None
     ).with_columns(
         (pl.col("opening_kop") + pl.col("charged_kop") + pl.col("recalculated_kop")
          + pl.col("penalty_kop") - pl.col("paid_kop")).alias("closing_kop")
