@@ -117,6 +117,10 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
     if method == "heating":
         return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} × "
                 f"норматив {_num(ln['norm'], 6)} Гкал/м²{part} = {_num(ln['volume'], 6)} {unit}"]
+    if method == "common_property":
+        return [f"объём = норматив {_num(ln['norm'], 6)} {unit}/м² × площадь общего имущества дома "
+                f"× {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} / площадь помещений дома"
+                f"{part} = {_num(ln['volume'], 6)} {unit} (КР на СОИ, ЖК 156 ч.9.2)"]
     if method == "fixed":
         return [f"плата за месяц{part}"]
     if ln["service_id"] == "sewerage":

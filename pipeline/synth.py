@@ -96,6 +96,9 @@ MAINTENANCE, WASTE, INTERCOM, CAPITAL_REPAIR = "maintenance", "waste", "intercom
 SERVICE_ORDER: tuple[str, ...] = (
     COLD, HOT, SEWERAGE, ELECTRICITY, HEATING, MAINTENANCE, WASTE, INTERCOM, CAPITAL_REPAIR,
 )
+#: Resources for common property (КР на СОИ), part of the housing charge: the manager bills them.
+COMMON_PROPERTY: tuple[str, ...] = ("cold_water_soi", "hot_water_soi", "sewerage_soi",
+                                    "electricity_soi")
 
 # Organisations other than the management companies: (org_id, name, role, address).
 _FIXED_ORGS: tuple[tuple[str, str, str, str], ...] = (
@@ -747,9 +750,9 @@ def _building_services(rng: np.random.Generator, buildings: pl.DataFrame) -> pl.
     n_b = buildings.height
     intercom = rng.random(n_b) < 0.5
     parts = []
-    for service in SERVICE_ORDER:
+    for service in (*SERVICE_ORDER, *COMMON_PROPERTY):
         supplier = (
-            buildings["manager_id"] if service == MAINTENANCE
+            buildings["manager_id"] if service in (MAINTENANCE, *COMMON_PROPERTY)
             else pl.Series([_SUPPLIER_OF[service]] * n_b, dtype=pl.String)
         )
         part = pl.DataFrame({
@@ -757,7 +760,7 @@ def _building_services(rng: np.random.Generator, buildings: pl.DataFrame) -> pl.
             "building_id": buildings["building_id"],
             "service_id": pl.Series([service] * n_b, dtype=pl.String),
             "supplier_id": supplier,
-            "order": [SERVICE_ORDER.index(service)] * n_b,
+            "order": [(*SERVICE_ORDER, *COMMON_PROPERTY).index(service)] * n_b,
         })
         if service == INTERCOM:
             part = part.filter(pl.Series(intercom))

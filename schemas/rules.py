@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from schemas.registers import Col, Register
 
-SERVICE_KINDS = ("metered", "sewerage", "area", "per_person", "fixed", "heating")
+SERVICE_KINDS = ("metered", "sewerage", "area", "per_person", "fixed", "heating", "common_property")
 PENALTY_SCHEMES = ("standard", "capital_repair")
 
 RULE_TABLES: dict[str, Register] = {

@@ -220,3 +220,13 @@ def test_explain_names_formula_inputs_and_their_sources(town: Workspace) -> None
     assert "норматив 4,745 м³" in text and "× 3 (повышающий коэффициент) = 744,21 ₽" in text
     assert "increasing_coefficients.csv, строка 3, действует с 2025-12-06: ПП РФ от 25.11.2025 № 1871" in text
     assert "Перерасчёт за 2026-08, Холодное водоснабжение" in text and "превышение 2 ч" in text
+
+
+def test_common_property_resources_by_norm_shared_by_area(town: Workspace) -> None:
+    with open(town.registers / "building_services.csv", "a", encoding="utf-8") as fh:
+        fh.write("B1,cold_water_soi,UK1,2015-01-01,\n")
+    got = close_lines(town, "2026-08")
+    # 0.026 m³/m² × 100 m² common × 50/1000 of the house = 0.13 m³ × 52.28 = 6.7964 → 6.80
+    assert got[("A1", "cold_water_soi")] == [("common_property", 130_000, 680)]
+    # 40 m² flat: 0.104 m³ × 52.28 = 5.43712 → 5.44
+    assert got[("A3", "cold_water_soi")] == [("common_property", 104_000, 544)]

@@ -14,7 +14,10 @@ Formulas (Правила 354, Прил. 2), all in integers and rounded once per
   the volume, law-charges-checked.md §1.1);
 * ``area`` — ``S × share × T`` (maintenance, capital repair);
 * ``heating`` — formula 2: ``S × share × N × T`` (norm per m², paid evenly);
-* ``per_person`` — ``n × T``; ``fixed`` — ``T`` per account.
+* ``per_person`` — ``n × T``; ``fixed`` — ``T`` per account;
+* ``common_property`` — resources for common property (КР на СОИ, ЖК 156 ч.9.2,
+  Правила 354 formula 15 without a building meter): ``N_СОИ × S_common × S_i × share /
+  S_building × T`` (the yearly settlement against the building meter is not modelled yet).
 
 A month is split into pieces wherever a tariff, norm or coefficient changes, or
 the account, the building's service or its supplier starts or ends; each piece
@@ -83,7 +86,11 @@ def active_accounts(regs: dict[str, pl.DataFrame], period: Period) -> pl.DataFra
         "premise_id", "building_id", "meter_possible",
         (pl.col("total_area") * 100).cast(pl.Int64).alias("area_centi"),
     )
-    return acc.join(premises, on="premise_id", how="inner")
+    buildings = regs["buildings"].select(
+        "building_id", (pl.col("total_area") * 100).cast(pl.Int64).alias("building_area_centi"),
+        (pl.col("common_area").fill_null(0) * 100).cast(pl.Int64).alias("common_area_centi"),
+    )
+    return acc.join(premises, on="premise_id", how="inner").join(buildings, on="building_id", how="left")
 
 
 def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFrame:
@@ -266,9 +273,9 @@ def charge_lines(
     water = _amounts(lines.filter(pl.col("kind") != "sewerage"))
     sewer = _sewerage(lines.filter(pl.col("kind") == "sewerage"), water)
     # Keep only the inputs each method used, so a line explains itself.
-    uses_norm = pl.col("method").is_in(["norm", "norm_increased", "heating"])
+    uses_norm = pl.col("method").is_in(["norm", "norm_increased", "heating", "common_property"])
     uses_persons = pl.col("method").is_in(["norm", "norm_increased", "per_person"])
-    uses_area = pl.col("method").is_in(["area", "heating"])
+    uses_area = pl.col("method").is_in(["area", "heating", "common_property"])
     uses_meter = pl.col("method").is_in(["meter", "average"]) | (pl.col("kind") == "sewerage")
     water, sewer = (
         f.with_columns(
@@ -314,12 +321,15 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
         .then(_i("person_days") * _i("norm_micro"))
         .when(kind == "area").then(area_share * _i("days"))
         .when(kind == "heating").then(area_share * _i("norm_micro") * _i("days"))
+        .when(kind == "common_property")
+        .then(area_share * _i("norm_micro") * _i("common_area_centi") * _i("days"))
         .when(kind == "per_person").then(_i("person_days") * MICRO)
         .when(kind == "fixed").then(_i("days") * MICRO)
     )
     vol_den = (
         pl.when(method.is_in(["meter", "average"])).then(_i("service_days") * 10_000)
         .when(kind == "heating").then(d.cast(I128) * MICRO)
+        .when(kind == "common_property").then(d.cast(I128) * MICRO * _i("building_area_centi"))
         .otherwise(d.cast(I128))
     )
     return lines.with_columns(

@@ -23,6 +23,7 @@ METHOD_LABELS = {
     "heating": "норматив на м²",
     "per_person": "на человека",
     "fixed": "фиксированная",
+    "common_property": "норматив СОИ",
 }
 
 
