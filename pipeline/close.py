@@ -343,7 +343,8 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         (pl.col("price_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("tariff"),
         (pl.col("coef_milli").cast(pl.Decimal(18, 3)) / 1000).cast(pl.Decimal(9, 3))
         .alias("coefficient"),
-        (pl.col("area_centi").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("area"),
+        *[(pl.col(f"{c}_centi").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias(c)
+          for c in ("area", "common_area", "building_area")],
         (pl.col("share_e4").cast(pl.Decimal(18, 4)) / 10_000).cast(pl.Decimal(9, 4))
         .alias("share"),
         dec6("norm_micro", "norm"),
@@ -352,7 +353,8 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     ).select(
         period_col, "account_id", "service_id", "supplier_id", "method", "volume", "tariff",
         "amount", "coefficient", "line_from", "line_to", "days", "days_in_month",
-        "person_days", "absent_days", "persons_basis", "area", "share", "norm", "meter_volume",
+        "person_days", "absent_days", "persons_basis", "area", "common_area", "building_area", "share",
+        "norm", "meter_volume",
         "tariff_row", "norm_row", "coef_row",
     )
     allocations = result.allocations.with_columns(

@@ -118,9 +118,10 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
         return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} × "
                 f"норматив {_num(ln['norm'], 6)} Гкал/м²{part} = {_num(ln['volume'], 6)} {unit}"]
     if method == "common_property":
-        return [f"объём = норматив {_num(ln['norm'], 6)} {unit}/м² × площадь общего имущества дома "
-                f"× {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} / площадь помещений дома"
-                f"{part} = {_num(ln['volume'], 6)} {unit} (КР на СОИ, ЖК 156 ч.9.2)"]
+        return [f"объём = норматив {_num(ln['norm'], 6)} {unit}/м² × общее имущество "
+                f"{_num(ln['common_area'], 2)} м² × помещение {_num(ln['area'], 2)} м² × доля "
+                f"{_num(ln['share'], 4)} / площадь дома {_num(ln['building_area'], 2)} м²{part} = "
+                f"{_num(ln['volume'], 6)} {unit} (КР на СОИ, ЖК 156 ч.9.2)"]
     if method == "fixed":
         return [f"плата за месяц{part}"]
     if ln["service_id"] == "sewerage":

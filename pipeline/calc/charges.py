@@ -53,6 +53,8 @@ LINE_SCHEMA = pl.Schema({
     "absent_days": pl.Int64,
     "persons_basis": pl.String,
     "area_centi": pl.Int64,
+    "common_area_centi": pl.Int64,
+    "building_area_centi": pl.Int64,
     "share_e4": pl.Int64,
     "norm_micro": pl.Int64,
     "meter_volume_micro": pl.Int64,
@@ -286,6 +288,8 @@ def charge_lines(
             pl.when(uses_persons).then(pl.col("absent_days")).alias("absent_days"),
             pl.when(uses_persons).then(pl.col("persons_basis")).alias("persons_basis"),
             pl.when(uses_area).then(pl.col("area_centi")).alias("area_centi"),
+            *[pl.when(pl.col("method") == "common_property").then(pl.col(c)).alias(c)
+              for c in ("common_area_centi", "building_area_centi")],
             pl.when(uses_meter).then(pl.col("meter_volume_micro")).alias("meter_volume_micro"),
         )
         for f in (water, sewer)
@@ -361,6 +365,8 @@ def _sewerage(lines: pl.DataFrame, water: pl.DataFrame) -> pl.DataFrame:
         pl.col("water_micro").fill_null(0).alias("meter_volume_micro"),
         pl.lit(None, pl.Int64).alias("norm_micro"),
         pl.lit(None, pl.Int64).alias("area_centi"),
+        pl.lit(None, pl.Int64).alias("common_area_centi"),
+        pl.lit(None, pl.Int64).alias("building_area_centi"),
     )
     num = _i("water_micro") * _i("days")
     den = _i("service_days")
