@@ -59,6 +59,8 @@ class CloseInputs:
     store_version: str | None
     payments_sha256: str | None
     spike_multiple: int = 0
+    rules_sha256: str | None = None
+    past_periods: list[Any] = field(default_factory=list)
     penalty_policy: Any = None
     penalty_charges: pl.DataFrame | None = None
     penalty_allocations: pl.DataFrame | None = None
@@ -192,6 +194,9 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     due_rules = read_rule_table(ws.rules, "due_dates")
     pay_file = ws.store / "payments.parquet"
     penalty = _penalty_inputs(ws, open_items)
+    rules_hash = rules_sha256(ws)
+    horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
+    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash)
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         spike_multiple=spike_multiple,
@@ -200,8 +205,70 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
+        rules_sha256=rules_hash, past_periods=past,
         **penalty,
     )
+
+
+def rules_sha256(ws: Workspace) -> str:
+    """One hash over every rule table and policy file of the workspace."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(ws.rules.iterdir()):
+        if path.suffix in (".csv", ".toml"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
+    """A sealed charges table back in the stage's integer columns."""
+    def scaled(col: str, factor: int, alias: str) -> pl.Expr:
+        if col not in charges.columns:
+            return pl.lit(None, pl.Int64).alias(alias)
+        return (pl.col(col) * factor).cast(pl.Int64).alias(alias)
+
+    return charges.select(
+        "account_id", "service_id", "supplier_id", "method",
+        scaled("amount", 100, "amount_kop"), scaled("tariff", 100, "price_kop"),
+        scaled("coefficient", 1000, "coef_milli"), scaled("norm", 1_000_000, "norm_micro"),
+        scaled("area", 100, "area_centi"), scaled("share", 10_000, "share_e4"),
+        pl.col("person_days") if "person_days" in charges.columns else pl.lit(None, pl.Int64)
+        .alias("person_days"),
+        pl.col("absent_days") if "absent_days" in charges.columns else pl.lit(None, pl.Int64)
+        .alias("absent_days"),
+    )
+
+
+def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
+                  rules_hash: str) -> list[Any]:
+    """Sealed periods to recompute: all within the horizon once inputs changed since the last close."""
+    from pipeline.calc.recalc import PastPeriod
+
+    sealed = ws.sealed_periods()
+    if not sealed:
+        return []
+    last = json.loads((ws.period_dir(sealed[-1]) / "manifest.json").read_text())
+    if last.get("store_version") == store_version and last.get("rules_sha256") == rules_hash:
+        return []
+    first = period.shift(-horizon)
+    recalcs = _read_sealed(ws, "recalculations", None)
+    past = []
+    for q in sealed:
+        if Period.parse(q) < first:
+            continue
+        folder = ws.period_dir(q)
+        lines = _internal_lines(pl.read_parquet(folder / "charges.parquet"))
+        done = (recalcs.filter(pl.col("origin_period") == q).select(
+            "account_id", "service_id", "supplier_id", _kop("amount", "amount_kop"))
+            if recalcs is not None and recalcs.height else
+            pl.DataFrame(schema={"account_id": pl.String, "service_id": pl.String,
+                                 "supplier_id": pl.String, "amount_kop": pl.Int64}))
+        volumes = pl.read_parquet(folder / "meter_volumes.parquet").select(
+            "premise_id", "service_id", "method",
+            (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"))
+        past.append(PastPeriod(Period.parse(q), lines, done, volumes))
+    return past
 
 
 def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
@@ -227,8 +294,13 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
                        .filter(pl.col("charge_period").is_in(open_periods["charge_period"].unique().implode()))
                        .select("account_id", "supplier_id", "charge_period", "paid_on", "kind", "amount")
                        .collect()]
-    hist_charges = (pl.concat(charges).join(open_periods, on=["account_id", "supplier_id", "charge_period"],
-                                           how="semi").select(
+    recalcs = _read_sealed(ws, "recalculations", None)
+    if recalcs is not None and recalcs.height:
+        # A bucket's amount is its charge plus the recalculations that came back to it.
+        charges.append(recalcs.select("account_id", "service_id", "supplier_id", "amount",
+                                      pl.col("origin_period").alias("charge_period")))
+    hist_charges = (pl.concat(charges, how="vertical_relaxed").join(
+        open_periods, on=["account_id", "supplier_id", "charge_period"], how="semi").select(
         "account_id", "service_id", "supplier_id", "charge_period", _kop("amount", "amount_kop"))
         if charges else None)
     hist_alloc = (pl.concat(allocations).join(open_periods, on=["account_id", "supplier_id", "charge_period"],
@@ -257,12 +329,19 @@ def compute(inputs: CloseInputs) -> CloseResult:
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
-    recalcs = quality_reductions(lines, buildings_of, inputs.regs["outages"],
-                                 inputs.rules.quality_rules, period)
-    # Recalculations of this period change this period's open items like charges do.
+    from pipeline.calc.recalc import RECALC_SCHEMA, recalculate
+
+    recalcs = pl.concat([
+        quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
+                           period).cast(RECALC_SCHEMA),
+        *[recalculate(past, inputs.regs, inputs.rules) for past in inputs.past_periods],
+    ])
+    # Recalculations change the open items of their origin period, charges those of this one.
     movements = pl.concat([
-        lines.select("account_id", "service_id", "supplier_id", "amount_kop"),
-        recalcs.select("account_id", "service_id", "supplier_id", "amount_kop"),
+        lines.select("account_id", "service_id", "supplier_id", "amount_kop",
+                     pl.lit(str(period)).alias("charge_period")),
+        recalcs.select("account_id", "service_id", "supplier_id", "amount_kop",
+                       pl.col("origin_period").alias("charge_period")),
     ])
     allocations, debts = apply_period(inputs.open_items, movements, inputs.payments, str(period),
                                       inputs.earlier_allocations)
@@ -314,8 +393,7 @@ def _accrue_penalties(inputs: CloseInputs, movements: pl.DataFrame, allocations:
                       ) -> pl.DataFrame:
     from pipeline.penalties.monthly import accrue_period
 
-    current = movements.select("account_id", "service_id", "supplier_id", "amount_kop").with_columns(
-        pl.lit(str(inputs.period)).alias("charge_period"))
+    current = movements.select("account_id", "service_id", "supplier_id", "amount_kop", "charge_period")
     charges = pl.concat([current, inputs.penalty_charges.select(current.columns)]) \
         if inputs.penalty_charges is not None else current
     history = allocations.select("account_id", "supplier_id", "charge_period", "paid_on", "kind",
@@ -418,6 +496,7 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
             "period": str(result.period),
             "sealed": True,
             "store_version": inputs.store_version,
+            "rules_sha256": inputs.rules_sha256,
             "payments_sha256": inputs.payments_sha256,
             "due_date": str(result.due_date) if result.due_date else None,
             "totals_kop": result.totals,

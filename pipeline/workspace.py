@@ -42,6 +42,10 @@ window_end_day = 25
 # (столбец confirmed в readings); 0 — не проверять.
 spike_multiple = 5
 
+[recalculation]
+# Сколько закрытых месяцев пересчитывать, если изменились реестры или правила.
+horizon_months = 36
+
 [receipts]
 # Сколько процессов рендерит квитанции (0 — по числу ядер).
 workers = 0
