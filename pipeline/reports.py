@@ -4,7 +4,8 @@
   and building: opening, charged, recalculated, penalty, paid, closing, accounts.
 * ``split/<supplier>.csv`` / ``.xlsx`` — the daily split register (реестр
   расщепления): for each day and agent, how much of the collected money is the
-  supplier's; the XLSX has a second sheet with every payment's share.
+  supplier's; ``split/<supplier>-payments.csv`` has every payment's share (CSV only:
+  openpyxl wrote 900 000 detail rows of a 100 000-account town in ≈ 40 s).
 
 Pure functions build the frames; :func:`write_reports` writes them. Money is
 kopecks inside and rubles with two decimals in the files.
@@ -98,6 +99,7 @@ def write_reports(out_dir: Path, balances: pl.DataFrame, allocations: pl.DataFra
         days = split.filter(pl.col("supplier_id") == supplier).drop("supplier_id")
         _csv(out_dir / "split" / f"{supplier}.csv", days, SPLIT_TITLES)
         payments = detail.filter(pl.col("supplier_id") == supplier).drop("supplier_id")
-        _xlsx(out_dir / "split" / f"{supplier}.xlsx", {"По дням": days, "Платежи": payments},
-              {**SPLIT_TITLES, "payment_id": "Платёж", "account_id": "Лицевой счёт"})
+        _xlsx(out_dir / "split" / f"{supplier}.xlsx", {"По дням": days}, SPLIT_TITLES)
+        _csv(out_dir / "split" / f"{supplier}-payments.csv", payments,
+             {**SPLIT_TITLES, "payment_id": "Платёж", "account_id": "Лицевой счёт"})
     return {"turnover_rows": sheet.height, "split_suppliers": len(suppliers)}

@@ -214,10 +214,11 @@ def test_turnover_sheet_and_daily_split_registers_add_up(august: Workspace, tmp_
         pl.col("supplier_id") == "VK")["amount"].sum()
     assert vk["Дата платежа"].to_list() == ["2026-09-05", "2026-09-05", "2026-09-07"]
     book = load_workbook(reports / "split" / "VK.xlsx")
-    assert book.sheetnames == ["По дням", "Платежи"]
-    payments_sheet = book["Платежи"]
-    assert payments_sheet.max_row == 4  # header + three payments
-    assert not isinstance(payments_sheet.cell(row=2, column=5).value, str)  # numbers, not text
+    days = book["По дням"]
+    assert days.max_row == 4  # header + three (day, agent) rows
+    assert not isinstance(days.cell(row=2, column=4).value, str)  # numbers, not text
+    detail = pl.read_csv(reports / "split" / "VK-payments.csv", separator=";", infer_schema=False)
+    assert sorted(detail["Платёж"]) == ["p1", "p2", "p3"]
 
 
 def test_monthly_close_accrues_penalty_as_its_own_item(august: Workspace, tmp_path: Path) -> None:
