@@ -54,8 +54,12 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
                    home=home).stdout
     assert float(paid.splitlines()[1]) > 0
 
+    dry = billing("close", "--period", "2026-10", "--dry-run", home=home)
+    assert "Пробный расчёт (период не закрыт): 2026-10" in dry.stdout
+    assert not (home / "periods" / "2026-10").exists()
+
     audit = (home / "audit" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["command"] for line in audit].count("close") == 2
+    assert [json.loads(line)["command"] for line in audit].count("close") == 3
 
 
 def test_bad_usage_exits_2_and_business_error_exits_1(tmp_path: Path) -> None:
