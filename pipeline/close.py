@@ -439,14 +439,18 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         kopecks_to_decimal_expr("amount_kop").alias("amount")
     ).select(period_col, "payment_id", "agent", "account_id", "service_id", "supplier_id",
              "charge_period", "amount", "paid_on", "kind")
-    debts = result.debts.with_columns(
+    # Sorted so that the same inputs give byte-identical files (the ledger's group-bys
+    # run in parallel and do not keep an order).
+    debts = result.debts.sort("account_id", "service_id", "supplier_id", "charge_period",
+                              nulls_last=True).with_columns(
         kopecks_to_decimal_expr("outstanding_kop").alias("outstanding")
     ).select(period_col, "account_id", "service_id", "supplier_id", "charge_period", "outstanding")
     money = ["opening", "charged", "recalculated", "paid", "penalty", "closing"]
     bal = result.balances.with_columns(
         kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
     ).select(period_col, "account_id", "supplier_id", *money)
-    service_bal = result.service_balances.with_columns(
+    service_bal = result.service_balances.sort("account_id", "service_id", "supplier_id",
+                                               nulls_last=True).with_columns(
         kopecks_to_decimal_expr(f"{m}_kop").alias(m) for m in money
     ).select(period_col, "account_id", "service_id", "supplier_id", *money)
     mv = result.meter_volumes.with_columns(
@@ -455,7 +459,8 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     ).select(period_col, "meter_id", "service_id", "premise_id", "method", "volume",
              "prev_read_on", "prev_value", "curr_read_on", "curr_value")
     assert result.recalculations is not None
-    recalcs = result.recalculations.with_columns(
+    recalcs = result.recalculations.sort("account_id", "service_id", "supplier_id", "origin_period",
+                                         "amount_kop").with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount")
     ).select(period_col, "account_id", "service_id", "supplier_id", "origin_period", "amount", "reason",
              "excess_minutes")

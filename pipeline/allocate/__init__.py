@@ -39,15 +39,18 @@ def balances(
     keys = list(keys)  # type: ignore[assignment]
     parts = [
         opening.select(*keys, "opening_kop"),
-        charges.group_by(keys).agg(pl.col("amount_kop").sum().alias("charged_kop")),
-        allocations.filter(pl.col("kind").is_in(PAID_KINDS)).group_by(keys)
+        charges.group_by(keys, maintain_order=True).agg(pl.col("amount_kop").sum().alias("charged_kop")),
+        allocations.filter(pl.col("kind").is_in(PAID_KINDS)).group_by(keys, maintain_order=True)
         .agg(pl.col("amount_kop").sum().alias("paid_kop")),
     ]
     extra = {"penalty_kop": penalties, "recalculated_kop": recalculations}
     for name, frame_ in extra.items():
         if frame_ is not None:
-            parts.append(frame_.group_by(keys).agg(pl.col("amount_kop").sum().alias(name)))
-    frame = pl.concat(parts, how="diagonal").group_by(keys).agg(
+            parts.append(frame_.group_by(keys, maintain_order=True).agg(
+                pl.col("amount_kop").sum().alias(name)))
+    # maintain_order instead of a final sort: deterministic for the same inputs, and a
+    # string-keyed sort of millions of rows cost more than the whole aggregation.
+    frame = pl.concat(parts, how="diagonal").group_by(keys, maintain_order=True).agg(
         pl.col("opening_kop").sum(), pl.col("charged_kop").sum(), pl.col("paid_kop").sum(),
         *[pl.col(name).sum() for name, f in extra.items() if f is not None],
     )
@@ -61,4 +64,4 @@ def balances(
     frame = frame.filter(pl.any_horizontal(pl.col(c) != 0 for c in money))
     schema = pl.Schema({k: pl.String() for k in keys} | {
         k: v for k, v in BALANCE_SCHEMA.items() if k.endswith("_kop")})
-    return frame.select(list(schema)).cast(schema).sort(list(keys), nulls_last=True)
+    return frame.select(list(schema)).cast(schema)
