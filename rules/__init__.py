@@ -36,6 +36,8 @@ class Rules:
             norm charge is reduced for temporary absence (п.86–97; ТКО п.148(44)).
         quality_rules: service_id, from, month_hours, once_hours, percent_per_hour,
             excess_rule — allowed interruptions and the reduction (Прил. 1).
+        failed_meter_rules: service_id, from, coefficient_applies — whether the norm
+            after a failed meter's 3 averaged periods carries the coefficient (п.60).
     """
 
     services: pl.DataFrame
@@ -45,6 +47,7 @@ class Rules:
     key_rates: pl.DataFrame
     absence_rules: pl.DataFrame
     quality_rules: pl.DataFrame
+    failed_meter_rules: pl.DataFrame
 
 
 def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
@@ -97,4 +100,7 @@ def load_rules(rules_dir: Path) -> Rules:
                 f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
             )
     quality_rules = read_rule_table(rules_dir, "quality_rules")
-    return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules)
+    failed_meter_rules = read_rule_table(rules_dir, "failed_meter_rules").select(
+        "service_id", "from", "coefficient_applies")
+    return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules,
+                 failed_meter_rules)

@@ -167,3 +167,15 @@ RULE_TABLES["quality_rules"] = Register(
     ),
     key=("service_id", "from"),
 )
+
+RULE_TABLES["failed_meter_rules"] = Register(
+    "failed_meter_rules",
+    "Повышающий коэффициент после выхода прибора учёта из строя",
+    (
+        Col("service_id", "id", "услуга"),
+        Col("from", "date", "действует с"),
+        Col("coefficient_applies", "bool", "норматив с повышающим коэффициентом"),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("service_id", "from"),
+)

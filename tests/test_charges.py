@@ -230,3 +230,21 @@ def test_common_property_resources_by_norm_shared_by_area(town: Workspace) -> No
     assert got[("A1", "cold_water_soi")] == [("common_property", 130_000, 680)]
     # 40 m² flat: 0.104 m³ × 52.28 = 5.43712 → 5.44
     assert got[("A3", "cold_water_soi")] == [("common_property", 104_000, 544)]
+
+
+@pytest.mark.parametrize(("period", "expected"), [
+    # verification ended 31.05: June, July, August by the average of readings before it
+    ("2026-08", [("average", 6_000_000, 31368)]),
+    # from the 4th period: norm × K (п.60): 2 persons × 4.745 × 3 × 52.28 = 1488.41
+    ("2026-09", [("norm_increased", 9_490_000, 148841)]),
+])
+def test_failed_meter_average_then_norm_with_coefficient(town: Workspace, period: str,
+                                                         expected: list) -> None:
+    meters = (town.registers / "meters.csv").read_text().replace("2030-01-01", "2026-05-31")
+    write_registers(town, {"meters": meters, "readings": """\
+meter_id,read_on,value,source
+M1,2026-03-20,60.000,lk
+M1,2026-04-20,66.000,lk
+M1,2026-05-20,72.000,lk
+"""})
+    assert close_lines(town, period)[("A1", "cold_water")] == expected

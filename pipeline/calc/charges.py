@@ -30,6 +30,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.dates import OPEN_END, Period
+from pipeline.calc.readings import AVERAGE_MAX_PERIODS, failed_meters
 from pipeline.money import div_half_up
 from rules import Rules
 
@@ -257,9 +258,20 @@ def charge_lines(
     lines = lines.join(has_meter, on=["premise_id", "service_id"], how="left").with_columns(
         pl.col("meter_installed").fill_null(False)
     )
+    # A meter failed more than 3 periods ago: norm × K where the rule says so (п.60).
+    failed = failed_meters(regs["meters"], period).filter(
+        pl.col("failed_periods") >= AVERAGE_MAX_PERIODS).select("premise_id", "service_id").unique()
+    failed_rule = rules.failed_meter_rules.rename({"from": "piece_from", "coefficient_applies": "_fk"})
+    lines = lines.join(failed.with_columns(pl.lit(True).alias("_failed")), on=["premise_id", "service_id"],
+                       how="left").sort("piece_from").join_asof(
+        failed_rule.sort("piece_from"), on="piece_from", by="service_id", strategy="backward",
+        check_sortedness=False,
+    ).with_columns((pl.col("_failed").fill_null(False) & pl.col("_fk").fill_null(False))
+                   .alias("failed_coef"))
 
     norm_coef = (
-        (pl.col("kind") == "metered") & pl.col("meter_possible") & ~pl.col("meter_installed")
+        (pl.col("kind") == "metered")
+        & ((pl.col("meter_possible") & ~pl.col("meter_installed")) | pl.col("failed_coef"))
         & (pl.col("coef_milli").fill_null(1000) > 1000)
     )
     metered = (pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()

@@ -62,6 +62,48 @@ def working_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
     )
 
 
+def failed_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """Installed, not removed meters whose verification ended before the period's end.
+
+    Returns meter_id, premise_id, service_id, verified_until and ``failed_periods``:
+    0 in the period the meter fails, 1 the next, …
+    """
+    p_idx = period.year * 12 + period.month - 1
+    day_after = pl.col("verified_until") + pl.duration(days=1)
+    return meters.filter(
+        pl.col("premise_id").is_not_null() & (pl.col("installed_on") < pl.lit(period.first))
+        & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(period.last)))
+        & pl.col("verified_until").is_not_null() & (pl.col("verified_until") < pl.lit(period.last))
+    ).with_columns(
+        (p_idx - period_index(day_after.dt.year(), day_after.dt.month())).alias("failed_periods")
+    ).select("meter_id", "premise_id", "service_id", "verified_until", "failed_periods")
+
+
+def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """Average consumption for a failed meter's first 3 periods (п.59 «а»), from readings before failure."""
+    failed = failed_meters(meters, period).filter(pl.col("failed_periods") < AVERAGE_MAX_PERIODS)
+    if not failed.height:
+        return pl.DataFrame(schema=CONSUMPTION_SCHEMA)
+    r = readings.join(failed.select("meter_id", "verified_until"), on="meter_id").filter(
+        pl.col("read_on") <= pl.col("verified_until")
+    ).with_columns(
+        period_index(pl.col("read_on").dt.year(), pl.col("read_on").dt.month()).alias("p_idx"),
+        (pl.col("value") * MICRO).cast(pl.Int64).alias("value_micro"),
+    ).sort("meter_id", "read_on")
+    last = r.group_by("meter_id").agg(pl.col("p_idx").last().alias("last_idx"),
+                                      pl.col("value_micro").last().alias("last_micro"))
+    window = r.join(last, on="meter_id").filter(pl.col("p_idx") >= pl.col("last_idx") - AVERAGE_HISTORY_PERIODS)
+    first = window.group_by("meter_id").agg(pl.col("p_idx").first().alias("first_idx"),
+                                            pl.col("value_micro").first().alias("first_micro"))
+    months = pl.col("last_idx") - pl.col("first_idx")
+    return last.join(first, on="meter_id").filter(months >= 1).select(
+        "meter_id", pl.lit("average").alias("method"),
+        ((pl.col("last_micro") - pl.col("first_micro")) // months).clip(lower_bound=0).alias("volume_micro"),
+        pl.lit(None, pl.Int64).alias("prev_value_micro"), pl.lit(None, pl.Int64).alias("curr_value_micro"),
+        pl.lit(None, pl.Date).alias("prev_read_on"), pl.lit(None, pl.Date).alias("curr_read_on"),
+    )
+
+
 def consumption(
     meters: pl.DataFrame,
     readings: pl.DataFrame,
@@ -193,6 +235,7 @@ def consumption(
     out = pl.concat([
         metered.select(list(CONSUMPTION_SCHEMA)),
         avg.select(list(CONSUMPTION_SCHEMA)),
+        failed_meter_average(meters, readings, period).select(list(CONSUMPTION_SCHEMA)),
     ])
     issues_frame = pl.concat(issues).with_columns(
         (pl.col("value_micro").cast(pl.Decimal(18, 6)) / MICRO).alias("value")
