@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.dates import OPEN_END, Period
 from pipeline.calc.readings import AVERAGE_MAX_PERIODS, failed_meters
+from pipeline.dates import OPEN_END, Period
 from pipeline.money import div_half_up
 from rules import Rules
 

@@ -92,7 +92,8 @@ def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: P
     ).sort("meter_id", "read_on")
     last = r.group_by("meter_id").agg(pl.col("p_idx").last().alias("last_idx"),
                                       pl.col("value_micro").last().alias("last_micro"))
-    window = r.join(last, on="meter_id").filter(pl.col("p_idx") >= pl.col("last_idx") - AVERAGE_HISTORY_PERIODS)
+    window = r.join(last, on="meter_id").filter(
+        pl.col("p_idx") >= pl.col("last_idx") - AVERAGE_HISTORY_PERIODS)
     first = window.group_by("meter_id").agg(pl.col("p_idx").first().alias("first_idx"),
                                             pl.col("value_micro").first().alias("first_micro"))
     months = pl.col("last_idx") - pl.col("first_idx")
