@@ -248,3 +248,27 @@ M1,2026-04-20,66.000,lk
 M1,2026-05-20,72.000,lk
 """})
     assert close_lines(town, period)[("A1", "cold_water")] == expected
+
+
+def test_meter_replaced_mid_month(town: Workspace) -> None:
+    """Old meter up to its removal reading + new meter from its initial value (п.81 exception)."""
+    write_registers(town, {
+        "meters": """\
+meter_id,service_id,premise_id,building_id,serial,installed_on,removed_on,verified_until,digits,initial_value
+M1,cold_water,P1,,111,2020-01-01,2026-08-15,2030-01-01,5,0
+M2,cold_water,P1,,222,2026-08-15,,2032-01-01,5,0.5
+""",
+        "readings": """\
+meter_id,read_on,value,source
+M1,2026-07-20,100.000,lk
+M1,2026-08-15,104.000,controller
+M2,2026-08-20,3.000,lk
+""",
+    })
+    got = close_lines(town, "2026-08")
+    # (104 − 100) + (3 − 0.5) = 6.5 m³ × 52.28 = 339.82
+    assert got[("A1", "cold_water")] == [("meter", 6_500_000, 33982)]
+    # September: the new meter alone, from its August reading
+    with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
+        fh.write("M2,2026-09-20,7.000,lk\n")
+    assert close_lines(town, "2026-09")[("A1", "cold_water")] == [("meter", 4_000_000, 20912)]

@@ -48,18 +48,32 @@ def reading_period_index(read_on: pl.Expr, window_end_day: int) -> pl.Expr:
 
 
 def working_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
-    """Individual meters in service for the whole period.
+    """Individual meters whose readings measure the period.
 
     A meter counts from the 1st day of the month after it was installed (п.81);
     a removed meter or one whose verification ends inside the period is not
     working (failed, п.81(12)), so the period is charged by average or norm.
+    A meter replaced inside the period is the exception: the old meter up to its
+    removal and the new one from its initial value together measure the month.
     """
-    return meters.filter(
-        pl.col("premise_id").is_not_null()
-        & (pl.col("installed_on") < pl.lit(period.first))
+    individual = meters.filter(pl.col("premise_id").is_not_null())
+    verified = pl.col("verified_until").is_null() | (pl.col("verified_until") >= pl.lit(period.last))
+    whole = individual.filter(
+        (pl.col("installed_on") < pl.lit(period.first))
         & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(period.last)))
-        & (pl.col("verified_until").is_null() | (pl.col("verified_until") >= pl.lit(period.last)))
+        & verified
     )
+    removed = individual.filter(
+        (pl.col("installed_on") < pl.lit(period.first)) & pl.col("removed_on").is_between(
+            pl.lit(period.first), pl.lit(period.last), closed="left"))
+    added = individual.filter(pl.col("installed_on").is_between(pl.lit(period.first), pl.lit(period.last))
+                              & pl.col("removed_on").is_null() & verified)
+    pair = ["premise_id", "service_id"]
+    replaced = pl.concat([
+        removed.join(added.select(pair).unique(), on=pair, how="semi"),
+        added.join(removed.select(pair).unique(), on=pair, how="semi"),
+    ])
+    return pl.concat([whole, replaced])
 
 
 def failed_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
@@ -207,8 +221,10 @@ def consumption(
         own_average = (pl.col("prev_value_micro") - pl.col("first_micro")) // (
             pl.col("prev_p_idx") - pl.col("first_p_idx"))
         months_since = (p_idx - pl.col("prev_p_idx")).clip(lower_bound=1)
+        # A meter without history has no average: never a spike (nulls must not drop it).
         spike = (usable & ~pl.col("confirmed") & (pl.col("prev_p_idx") > pl.col("first_p_idx"))
-                 & (own_average > 0) & (pl.col("delta") > own_average * months_since * spike_multiple))
+                 & (own_average > 0) & (pl.col("delta") > own_average * months_since * spike_multiple)
+                 ).fill_null(False)
         issues.append(base.filter(spike).select(
             "meter_id", pl.col("curr_read_on").alias("read_on"),
             pl.col("curr_value_micro").alias("value_micro"),
