@@ -19,10 +19,10 @@ import polars as pl
 
 from pipeline.allocate import balances
 from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
-from pipeline.calc.charges import charge_lines
+from pipeline.calc.charges import HeatingPolicy, charge_lines
 from pipeline.calc.due import due_date
 from pipeline.calc.quality import quality_reductions
-from pipeline.calc.readings import consumption
+from pipeline.calc.readings import building_consumption, consumption
 from pipeline.dates import Period
 from pipeline.ingest.payments import load_bank_readings, load_payments
 from pipeline.ingest.registers import current_version, load_store
@@ -59,6 +59,7 @@ class CloseInputs:
     store_version: str | None
     payments_sha256: str | None
     spike_multiple: int = 0
+    heating: HeatingPolicy = field(default_factory=HeatingPolicy)
     rules_sha256: str | None = None
     past_periods: list[Any] = field(default_factory=list)
     penalty_policy: Any = None
@@ -146,6 +147,11 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     settings = ws.settings()
     window_end = int(settings.get("readings", {}).get("window_end_day", 25))
     spike_multiple = int(settings.get("readings", {}).get("spike_multiple", 0))
+    heat = settings.get("heating", {})
+    heating = HeatingPolicy(str(heat.get("payment", "even")),
+                            tuple(int(m) for m in heat.get("season_months", HeatingPolicy.season_months)))
+    if heating.payment not in ("even", "in_season"):
+        raise BillingError("settings.toml [heating] payment: допустимо «even» или «in_season»")
 
     sealed = ws.sealed_periods()
     opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
@@ -199,7 +205,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     past = _past_periods(ws, period, horizon, current_version(ws), rules_hash)
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
-        spike_multiple=spike_multiple,
+        spike_multiple=spike_multiple, heating=heating,
         earlier_allocations=earlier_allocations, opening=opening, open_items=open_items,
         averaged_before=averaged_before,
         due_date=due_date(due_rules, period),
@@ -326,7 +332,10 @@ def compute(inputs: CloseInputs) -> CloseResult:
     )
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
-    lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes)
+    building_volumes = building_consumption(inputs.regs["meters"], inputs.regs["readings"], period,
+                                            inputs.window_end_day)
+    lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes, inputs.heating,
+                         building_volumes)
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     from pipeline.calc.recalc import RECALC_SCHEMA, recalculate
@@ -334,7 +343,8 @@ def compute(inputs: CloseInputs) -> CloseResult:
     recalcs = pl.concat([
         quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
                            period).cast(RECALC_SCHEMA),
-        *[recalculate(past, inputs.regs, inputs.rules) for past in inputs.past_periods],
+        *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day)
+          for past in inputs.past_periods],
     ])
     # Recalculations change the open items of their origin period, charges those of this one.
     movements = pl.concat([

@@ -117,6 +117,11 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
     if method == "heating":
         return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} × "
                 f"норматив {_num(ln['norm'], 6)} Гкал/м²{part} = {_num(ln['volume'], 6)} {unit}"]
+    if method == "heating_meter":
+        return [f"объём = ОДПУ дома {_num(ln['meter_volume'], 6)} {unit} × помещение "
+                f"{_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} / площадь дома "
+                f"{_num(ln['building_area'], 2)} м²{part} = {_num(ln['volume'], 6)} {unit} "
+                "(формула 3, оплата в отопительный сезон)"]
     if method == "common_property":
         return [f"объём = норматив {_num(ln['norm'], 6)} {unit}/м² × общее имущество "
                 f"{_num(ln['common_area'], 2)} м² × помещение {_num(ln['area'], 2)} м² × доля "

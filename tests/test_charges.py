@@ -272,3 +272,19 @@ M2,2026-08-20,3.000,lk
     with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
         fh.write("M2,2026-09-20,7.000,lk\n")
     assert close_lines(town, "2026-09")[("A1", "cold_water")] == [("meter", 4_000_000, 20912)]
+
+
+def test_heating_in_season_by_the_building_meter(town: Workspace) -> None:
+    """Formula 3: the building meter's heat shared by area; nothing outside the season."""
+    settings = (town.home / "settings.toml").read_text(encoding="utf-8")
+    (town.home / "settings.toml").write_text(settings.replace('payment = "even"',
+                                                              'payment = "in_season"'), encoding="utf-8")
+    with open(town.registers / "meters.csv", "a", encoding="utf-8") as fh:
+        fh.write("H1,heating,,B1,900,2020-01-01,,2030-01-01,8,0\n")
+    with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
+        fh.write("H1,2026-09-20,1000.000,controller\nH1,2026-10-20,1100.000,controller\n")
+    assert ("A1", "heating") not in close_lines(town, "2026-08")  # August: out of season
+    got = close_lines(town, "2026-10")
+    # 100 Gcal × 50/1000 m² = 5 Gcal × 3222.09 = 16110.45
+    assert got[("A1", "heating")] == [("heating_meter", 5_000_000, 1611045)]
+    assert got[("A3", "heating")] == [("heating_meter", 4_000_000, 1288836)]

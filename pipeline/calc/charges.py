@@ -27,6 +27,8 @@ is charged for its days (``days / days_in_month``) and is its own line, so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from pipeline.calc.readings import AVERAGE_MAX_PERIODS, failed_meters
@@ -36,6 +38,19 @@ from rules import Rules
 
 MICRO = 1_000_000
 I128 = pl.Int128
+
+
+@dataclass(frozen=True)
+class HeatingPolicy:
+    """How heating is paid (ПП 603/2016; the region's choice, ``settings.toml`` [heating]).
+
+    ``even``: every month by the norm per m² (formula 2; a building meter's yearly
+    true-up is not modelled yet). ``in_season``: only in ``season_months``, by the
+    building meter shared by area where there is one (formula 3), else by the norm.
+    """
+
+    payment: str = "even"
+    season_months: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 11, 12)
 
 LINE_SCHEMA = pl.Schema({
     "account_id": pl.String,
@@ -195,6 +210,8 @@ def charge_lines(
     rules: Rules,
     period: Period,
     meter_volumes: pl.DataFrame,
+    heating: HeatingPolicy | None = None,
+    building_volumes: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """All charge lines of the period.
 
@@ -210,6 +227,10 @@ def charge_lines(
         pl.col("bs_from") <= pl.col("bs_to")
     )
     services = rules.services.select("service_id", "kind")
+    heating = heating or HeatingPolicy()
+    if heating.payment == "in_season" and period.month not in heating.season_months:
+        # Paid only in the heating season (ПП 603/2016): no heating line outside it.
+        services = services.filter(pl.col("kind") != "heating")
     seg = acc.join(bs, on="building_id", how="inner").with_columns(
         pl.max_horizontal("acc_from", "bs_from").alias("seg_from"),
         pl.min_horizontal("acc_to", "bs_to").alias("seg_to"),
@@ -275,6 +296,13 @@ def charge_lines(
         & (pl.col("coef_milli").fill_null(1000) > 1000)
     )
     metered = (pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()
+    # Heating by the building meter, shared by area (formula 3), when paid in season.
+    if heating.payment == "in_season" and building_volumes is not None and building_volumes.height:
+        lines = lines.join(building_volumes.rename({"volume_micro": "_bld_micro"}),
+                           on=["building_id", "service_id"], how="left")
+    else:
+        lines = lines.with_columns(pl.lit(None, pl.Int64).alias("_bld_micro"))
+    by_building_meter = (pl.col("kind") == "heating") & pl.col("_bld_micro").is_not_null()
     lines = lines.with_columns(
         pl.col("coef_milli").fill_null(1000).alias("rule_coef_milli"),
         pl.when(norm_coef).then(pl.col("coef_milli")).otherwise(1000).alias("coef_milli"),
@@ -282,15 +310,19 @@ def charge_lines(
             pl.when(metered).then(pl.col("meter_method"))
             .when(norm_coef).then(pl.lit("norm_increased"))
             .otherwise(pl.lit("norm"))
-        ).otherwise(pl.col("kind")).alias("method"),
+        ).when(by_building_meter).then(pl.lit("heating_meter"))
+        .otherwise(pl.col("kind")).alias("method"),
+        pl.when(by_building_meter).then(pl.col("_bld_micro")).otherwise(pl.col("meter_volume_micro"))
+        .alias("meter_volume_micro"),
     )
     water = _amounts(lines.filter(pl.col("kind") != "sewerage"))
     sewer = _sewerage(lines.filter(pl.col("kind") == "sewerage"), water)
     # Keep only the inputs each method used, so a line explains itself.
     uses_norm = pl.col("method").is_in(["norm", "norm_increased", "heating", "common_property"])
     uses_persons = pl.col("method").is_in(["norm", "norm_increased", "per_person"])
-    uses_area = pl.col("method").is_in(["area", "heating", "common_property"])
-    uses_meter = pl.col("method").is_in(["meter", "average"]) | (pl.col("kind") == "sewerage")
+    uses_area = pl.col("method").is_in(["area", "heating", "heating_meter", "common_property"])
+    uses_meter = pl.col("method").is_in(["meter", "average", "heating_meter"]) | (
+        pl.col("kind") == "sewerage")
     water, sewer = (
         f.with_columns(
             pl.when(uses_norm).then(pl.col("norm_micro")).alias("norm_micro"),
@@ -300,8 +332,10 @@ def charge_lines(
             pl.when(uses_persons).then(pl.col("absent_days")).alias("absent_days"),
             pl.when(uses_persons).then(pl.col("persons_basis")).alias("persons_basis"),
             pl.when(uses_area).then(pl.col("area_centi")).alias("area_centi"),
-            *[pl.when(pl.col("method") == "common_property").then(pl.col(c)).alias(c)
-              for c in ("common_area_centi", "building_area_centi")],
+            pl.when(pl.col("method") == "common_property").then(pl.col("common_area_centi"))
+            .alias("common_area_centi"),
+            pl.when(pl.col("method").is_in(["common_property", "heating_meter"]))
+            .then(pl.col("building_area_centi")).alias("building_area_centi"),
             pl.when(uses_meter).then(pl.col("meter_volume_micro")).alias("meter_volume_micro"),
         )
         for f in (water, sewer)
@@ -336,6 +370,8 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
         .when(method.is_in(["norm", "norm_increased"]))
         .then(_i("person_days") * _i("norm_micro"))
         .when(kind == "area").then(area_share * _i("days"))
+        .when(method == "heating_meter")
+        .then(area_share * _i("meter_volume_micro") * _i("days"))
         .when(kind == "heating").then(area_share * _i("norm_micro") * _i("days"))
         .when(kind == "common_property")
         .then(area_share * _i("norm_micro") * _i("common_area_centi") * _i("days"))
@@ -344,6 +380,8 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
     )
     vol_den = (
         pl.when(method.is_in(["meter", "average"])).then(_i("service_days") * 10_000)
+        .when(method == "heating_meter")
+        .then(d.cast(I128) * MICRO * _i("building_area_centi") // 100)
         .when(kind == "heating").then(d.cast(I128) * MICRO)
         .when(kind == "common_property").then(d.cast(I128) * MICRO * _i("building_area_centi"))
         .otherwise(d.cast(I128))

@@ -19,9 +19,10 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.calc.charges import charge_lines
+from pipeline.calc.charges import HeatingPolicy, charge_lines
 from pipeline.calc.quality import REASON as QUALITY_REASON
 from pipeline.calc.quality import quality_reductions
+from pipeline.calc.readings import building_consumption
 from pipeline.dates import Period
 from rules import Rules
 
@@ -82,10 +83,12 @@ REASONS = [
 ]
 
 
-def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules) -> pl.DataFrame:
+def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
+                heating: HeatingPolicy | None = None, window_end_day: int = 25) -> pl.DataFrame:
     """Recalculation rows for one past period (empty when nothing changed)."""
     period = past.period
-    lines = charge_lines(regs, rules, period, past.meter_volumes)
+    building = building_consumption(regs["meters"], regs["readings"], period, window_end_day)
+    lines = charge_lines(regs, rules, period, past.meter_volumes, heating, building)
     buildings_of = regs["accounts"].select("account_id", "premise_id").join(
         regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     quality = quality_reductions(lines, buildings_of, regs["outages"], rules.quality_rules, period)

@@ -21,6 +21,7 @@ METHOD_LABELS = {
     "norm_increased": "по нормативу ×{coef}",
     "area": "по площади",
     "heating": "норматив на м²",
+    "heating_meter": "по ОДПУ дома",
     "per_person": "на человека",
     "fixed": "фиксированная",
     "common_property": "норматив СОИ",
