@@ -291,6 +291,23 @@ REGISTERS: dict[str, Register] = {
             ),
             date_order=(("started_at", "ended_at"),),
         ),
+        Register(
+            "access_refusals",
+            "Акты о недопуске к прибору учёта",
+            (
+                _id("premise_id", "помещение"),
+                _id("service_id", "услуга"),
+                Col("refused_on", "date", "дата акта о недопуске"),
+                Col("resolved_on", "date", "доступ предоставлен (проверка проведена)",
+                    required=False, nullable=True),
+            ),
+            key=("premise_id", "service_id", "refused_on"),
+            refs=(
+                Ref("premise_id", "premises", "premise_id"),
+                Ref("service_id", "services", "service_id"),
+            ),
+            date_order=(("refused_on", "resolved_on"),),
+        ),
     ]
 }
 

@@ -288,3 +288,13 @@ def test_heating_in_season_by_the_building_meter(town: Workspace) -> None:
     # 100 Gcal × 50/1000 m² = 5 Gcal × 3222.09 = 16110.45
     assert got[("A1", "heating")] == [("heating_meter", 5_000_000, 1611045)]
     assert got[("A3", "heating")] == [("heating_meter", 4_000_000, 1288836)]
+
+
+def test_access_refused_twice_means_norm_with_coefficient(town: Workspace) -> None:
+    write_registers(town, {"access_refusals": "premise_id,service_id,refused_on,resolved_on\n"
+                                              "P1,cold_water,2026-06-10,\nP1,cold_water,2026-07-10,\n"})
+    # The meter reads 7.5 m³, but after two refusals: 2 persons × 4.745 × 3 × 52.28 = 1488.41
+    assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("norm_increased", 9_490_000, 148841)]
+    write_registers(town, {"access_refusals": "premise_id,service_id,refused_on,resolved_on\n"
+                                              "P1,cold_water,2026-06-10,\nP1,cold_water,2026-07-10,2026-07-30\n"})
+    assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("meter", 7_500_000, 39210)]

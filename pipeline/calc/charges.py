@@ -289,13 +289,20 @@ def charge_lines(
         check_sortedness=False,
     ).with_columns((pl.col("_failed").fill_null(False) & pl.col("_fk").fill_null(False))
                    .alias("failed_coef"))
+    # Access to the meter refused twice or more (acts before the period, not yet
+    # resolved): norm × K whatever the meter shows (п.85(3) / п.60, number UNVERIFIED).
+    refused = _access_refused(regs.get("access_refusals"), period)
+    lines = lines.join(refused, on=["premise_id", "service_id"], how="left").with_columns(
+        pl.col("_refused").fill_null(False))
 
     norm_coef = (
         (pl.col("kind") == "metered")
-        & ((pl.col("meter_possible") & ~pl.col("meter_installed")) | pl.col("failed_coef"))
+        & ((pl.col("meter_possible") & ~pl.col("meter_installed")) | pl.col("failed_coef")
+           | pl.col("_refused"))
         & (pl.col("coef_milli").fill_null(1000) > 1000)
     )
-    metered = (pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()
+    metered = ((pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()
+               & ~pl.col("_refused"))
     # Heating by the building meter, shared by area (formula 3), when paid in season.
     if heating.payment == "in_season" and building_volumes is not None and building_volumes.height:
         lines = lines.join(building_volumes.rename({"volume_micro": "_bld_micro"}),
@@ -346,6 +353,18 @@ def charge_lines(
     return out.sort(
         "account_id", "service_id", "supplier_id", "line_from"
     )
+
+
+def _access_refused(refusals: pl.DataFrame | None, period: Period) -> pl.DataFrame:
+    """Premises and services with at least two unresolved refusal acts before the period."""
+    schema = {"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean}
+    if refusals is None or not refusals.height:
+        return pl.DataFrame(schema=schema)
+    open_acts = refusals.filter(
+        (pl.col("refused_on") < pl.lit(period.first))
+        & (pl.col("resolved_on").is_null() | (pl.col("resolved_on") > pl.lit(period.first))))
+    return open_acts.group_by("premise_id", "service_id").agg(pl.len().alias("_n")).filter(
+        pl.col("_n") >= 2).select("premise_id", "service_id", pl.lit(True).alias("_refused"))
 
 
 def _premises_with_meter(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
