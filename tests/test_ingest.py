@@ -96,3 +96,17 @@ def test_second_ingest_of_same_files_changes_nothing(town: Workspace) -> None:
     second = ingest(town)
     assert second.unchanged and second.version == first.version
     assert len([p for p in (town.store / "registers").iterdir() if p.is_dir()]) == 1
+
+
+def test_store_written_by_an_older_version_still_loads(town: Workspace) -> None:
+    """A snapshot without a newer register or column loads with empty/default values."""
+    from pipeline.ingest.registers import current_version, load_store
+
+    ingest(town)
+    base = town.store / "registers" / str(current_version(town))
+    (base / "access_refusals.parquet").unlink()
+    readings = pl.read_parquet(base / "readings.parquet").drop("confirmed")
+    readings.write_parquet(base / "readings.parquet")
+    store = load_store(town)
+    assert store["access_refusals"].height == 0
+    assert store["readings"]["confirmed"].to_list() == [False, False]

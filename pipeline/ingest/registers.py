@@ -27,7 +27,7 @@ from pipeline.workspace import (
     write_parquet_atomic,
 )
 from rules import read_rule_table
-from schemas.registers import LOAD_ORDER, REGISTERS, Register
+from schemas.registers import LOAD_ORDER, REGISTERS, Col, Register
 
 
 @dataclass(frozen=True)
@@ -193,10 +193,25 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, b"\xef\xbb\xbf" + body.encode())
 
 
+def _default(col: Col) -> pl.Expr:
+    if col.default is None:
+        return pl.lit(None, col.dtype)
+    if col.kind == "bool":
+        return pl.lit(col.default.lower() in ("true", "1", "да"))
+    return pl.lit(col.default).cast(col.dtype)
+
+
 def load_store(ws: Workspace) -> dict[str, pl.DataFrame]:
     """The current register snapshot from the store."""
     version = current_version(ws)
     if version is None:
         raise BillingError("Хранилище пусто: сначала выполните «billing ingest».")
     base = ws.store / "registers" / version
-    return {name: pl.read_parquet(base / f"{name}.parquet") for name in REGISTERS}
+    frames = {}
+    for name, register in REGISTERS.items():
+        path = base / f"{name}.parquet"
+        # A snapshot taken by an older version may lack a newer register or column.
+        frame = pl.read_parquet(path) if path.is_file() else _empty(register)
+        missing = [c for c in register.columns if c.name not in frame.columns]
+        frames[name] = frame.with_columns(_default(c).alias(c.name) for c in missing)
+    return frames
