@@ -47,9 +47,9 @@ def _say(text: str) -> None:
 
 
 def _rub(kop: int) -> str:
-    from pipeline.money import format_rub
+    from pipeline.money import rubles_text
 
-    return format_rub(kop) + " ₽"
+    return rubles_text(kop)
 
 
 def _audit(ws: Workspace, command: str, **details: Any) -> None:

@@ -13,7 +13,7 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.dates import Period
-from pipeline.money import format_rub
+from pipeline.money import format_rub, rubles_text
 from pipeline.workspace import BillingError, Workspace
 from rules import read_rule_table
 
@@ -27,7 +27,7 @@ def _num(value: Decimal | int | None, places: int = 3) -> str:
 
 
 def _rub(value: Decimal) -> str:
-    return format_rub(int(Decimal(value) * 100)) + " ₽"
+    return rubles_text(int(Decimal(value) * 100))
 
 
 def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]:

@@ -117,6 +117,15 @@ def format_rub(kopecks: int) -> str:
     return f"{sign}{rub:,}".replace(",", "\u00a0") + f",{kop:02d}"
 
 
+def rubles_text(kopecks: int) -> str:
+    """:func:`format_rub` with the ruble sign, as messages and explanations print it.
+
+    >>> rubles_text(123456)
+    '1\xa0234,56 ₽'
+    """
+    return format_rub(kopecks) + " ₽"
+
+
 def kopecks_to_decimal_expr(col: str) -> pl.Expr:
     """An Int64 kopeck column as DECIMAL(18,2) rubles, keeping its name.
 

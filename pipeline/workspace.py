@@ -119,8 +119,12 @@ class Workspace:
         return self
 
     def settings(self) -> dict[str, Any]:
-        with open(self.home / "settings.toml", "rb") as fh:
-            return tomllib.load(fh)
+        path = self.home / "settings.toml"
+        try:
+            with open(path, "rb") as fh:
+                return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise BillingError(f"{path}: файл настроек не читается: {err}") from err
 
     def sealed_periods(self) -> list[str]:
         """Periods with a manifest, oldest first."""

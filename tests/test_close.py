@@ -183,3 +183,10 @@ def test_same_inputs_give_identical_tables(tmp_path: Path) -> None:
     inputs = load_inputs(ws, Period(2026, 9))
     first, second = to_outputs(compute(inputs)), to_outputs(compute(inputs))
     assert {name: first[name].equals(second[name]) for name in first} == {name: True for name in first}
+
+
+def test_broken_settings_file_is_named_in_the_message(town: Workspace) -> None:
+    (town.home / "settings.toml").write_text("[readings\nwindow_end_day = 25\n", encoding="utf-8")
+    ingest(town)
+    with pytest.raises(BillingError, match=r"settings\.toml: файл настроек не читается"):
+        load_inputs(town, Period(2026, 8))

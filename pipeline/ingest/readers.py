@@ -8,6 +8,7 @@ a row happen in one place, whatever the file format.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import polars as pl
@@ -117,6 +118,10 @@ def _as_text(frame: pl.DataFrame, column: str) -> pl.Expr:
 
 
 def _float_text(value: float) -> str:
+    # The shortest repr is exact for what a person typed (52.28, not 52.2799…); parsing
+    # then applies the column's scale, so no float ever reaches money.
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(value)

@@ -103,9 +103,6 @@ def _sections(buckets: Rows, payments: Rows, policy: PenaltyPolicy, until: date)
     return sections
 
 
-def _rub(kop: int) -> str:
-    return format_rub(kop)
-
 
 def _row_basis(policy: PenaltyPolicy, basis: date | None) -> str:
     if policy.fixed_rate_bp is not None:
@@ -122,30 +119,30 @@ def _view(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
             "period": str(r.period),
             "supplier": s.supplier_id,
             "scheme": SCHEME_TITLES.get(r.scheme, r.scheme),
-            "amount": _rub(r.amount_kop),
+            "amount": format_rub(r.amount_kop),
             "due": f"{r.due_date:%d.%m.%Y}",
             "first_day": f"{r.first_day:%d.%m.%Y}",
             "shares": f"дни 1–{r.rule.grace_days} без пени, до {r.rule.step_day}-го дня "
                       f"1/{r.rule.den_before}, далее 1/{r.rule.den_after}",
             "source": r.rule.source,
             "payments": [
-                {"date": f"{p.paid_on:%d.%m.%Y}", "amount": _rub(p.amount_kop),
-                 "applied": _rub(p.applied_kop)}
+                {"date": f"{p.paid_on:%d.%m.%Y}", "amount": format_rub(p.amount_kop),
+                 "applied": format_rub(p.applied_kop)}
                 for p in s.payments
             ],
             "rows": [
                 {
                     "from": f"{row.start:%d.%m.%Y}", "to": f"{row.end:%d.%m.%Y}", "days": row.days,
-                    "debt": _rub(row.debt_kop), "fraction": row.fraction_text,
+                    "debt": format_rub(row.debt_kop), "fraction": row.fraction_text,
                     "rate": fmt_rate(row.rate_bp).replace(".", ","),
                     "basis": _row_basis(policy, row.basis),
                     "moratorium_days": row.days if row.moratorium else 0,
-                    "penalty": _rub(row.penalty_kop),
+                    "penalty": format_rub(row.penalty_kop),
                 }
                 for row in r.rows
             ],
-            "debt": _rub(r.debt_kop),
-            "penalty": _rub(r.penalty_kop),
+            "debt": format_rub(r.debt_kop),
+            "penalty": format_rub(r.penalty_kop),
             "moratorium_days": r.moratorium_days,
             "in_time": s.in_time,
         })
@@ -165,14 +162,14 @@ def _view(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
             for m in policy.moratoriums
         ],
         "sections": view_sections,
-        "charged": _rub(sum(s.result.amount_kop for s in sections)),
-        "paid": _rub(sum(s.result.paid_kop for s in sections)),
-        "debt": _rub(debt),
-        "penalty": _rub(penalty),
-        "total": _rub(debt + penalty),
-        "debt_in": _rub(debt_in),
-        "penalty_in": _rub(penalty_in),
-        "total_in": _rub(debt_in + penalty_in),
+        "charged": format_rub(sum(s.result.amount_kop for s in sections)),
+        "paid": format_rub(sum(s.result.paid_kop for s in sections)),
+        "debt": format_rub(debt),
+        "penalty": format_rub(penalty),
+        "total": format_rub(debt + penalty),
+        "debt_in": format_rub(debt_in),
+        "penalty_in": format_rub(penalty_in),
+        "total_in": format_rub(debt_in + penalty_in),
     }
 
 

@@ -263,9 +263,6 @@ def _period_text(period: str) -> str:
     return format_date(date(p.year, p.month, 1), "LLLL y", locale="ru") + " г."
 
 
-def _rub(kopecks: int) -> str:
-    return format_rub(kopecks)
-
 
 def _payee_view(payee: Payee) -> dict[str, Any]:
     return {
@@ -277,14 +274,14 @@ def _payee_view(payee: Payee) -> dict[str, Any]:
         "bik": payee.bik,
         "account": payee.account,
         "corr_account": payee.corr_account,
-        "opening": _rub(payee.opening),
-        "charged": _rub(payee.charged),
-        "recalculated": _rub(payee.recalculated),
-        "paid": _rub(payee.paid),
-        "penalty": _rub(payee.penalty),
-        "closing": _rub(payee.closing),
-        "to_pay": _rub(payee.to_pay),
-        "advance": _rub(-payee.closing) if payee.closing < 0 else None,
+        "opening": format_rub(payee.opening),
+        "charged": format_rub(payee.charged),
+        "recalculated": format_rub(payee.recalculated),
+        "paid": format_rub(payee.paid),
+        "penalty": format_rub(payee.penalty),
+        "closing": format_rub(payee.closing),
+        "to_pay": format_rub(payee.to_pay),
+        "advance": format_rub(-payee.closing) if payee.closing < 0 else None,
     }
 
 
@@ -348,11 +345,11 @@ def _view(receipt: Receipt) -> dict[str, Any]:
                     "method_label": ln.method_label,
                     "volume": "—" if ln.volume is None else _fmt_decimal(ln.volume),
                     "tariff": "—" if ln.tariff is None else _fmt_decimal(ln.tariff, 2),
-                    "amount": _rub(ln.amount),
+                    "amount": format_rub(ln.amount),
                 }
                 for ln in lines
             ],
-            "subtotal": _rub(sum(ln.amount for ln in lines)),
+            "subtotal": format_rub(sum(ln.amount for ln in lines)),
         }
         for org_id, lines in grouped.items()
         if lines
@@ -361,17 +358,17 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "period_text": _period_text(receipt.period),
         "area": None if receipt.total_area is None else _fmt_decimal(receipt.total_area),
         "groups": groups,
-        "lines_total": _rub(sum(ln.amount for ln in receipt.lines)),
+        "lines_total": format_rub(sum(ln.amount for ln in receipt.lines)),
         "payees": [_payee_view(p) for p in receipt.payees],
-        "opening": _rub(receipt.opening),
-        "charged": _rub(receipt.charged),
-        "recalculated": _rub(receipt.recalculated),
-        "paid": _rub(receipt.paid),
-        "penalty": _rub(receipt.penalty),
-        "closing": _rub(receipt.closing),
-        "to_pay": _rub(receipt.to_pay),
+        "opening": format_rub(receipt.opening),
+        "charged": format_rub(receipt.charged),
+        "recalculated": format_rub(receipt.recalculated),
+        "paid": format_rub(receipt.paid),
+        "penalty": format_rub(receipt.penalty),
+        "closing": format_rub(receipt.closing),
+        "to_pay": format_rub(receipt.to_pay),
         "to_pay_words": amount_in_words(receipt.to_pay),
-        "advance": _rub(-receipt.closing) if receipt.closing < 0 else None,
+        "advance": format_rub(-receipt.closing) if receipt.closing < 0 else None,
         "due_date": None if receipt.due_date is None else receipt.due_date.strftime("%d.%m.%Y"),
     }
 
