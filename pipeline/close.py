@@ -19,10 +19,10 @@ import polars as pl
 
 from pipeline.allocate import balances
 from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
-from pipeline.calc.charges import HeatingPolicy, charge_lines
+from pipeline.calc.charges import HeatingPolicy, charge_lines, heating_volumes
 from pipeline.calc.due import due_date
 from pipeline.calc.quality import quality_reductions
-from pipeline.calc.readings import building_consumption, consumption
+from pipeline.calc.readings import consumption
 from pipeline.dates import Period
 from pipeline.ingest.payments import load_bank_readings, load_payments
 from pipeline.ingest.registers import current_version, load_store
@@ -149,7 +149,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     spike_multiple = int(settings.get("readings", {}).get("spike_multiple", 0))
     heat = settings.get("heating", {})
     heating = HeatingPolicy(str(heat.get("payment", "even")),
-                            tuple(int(m) for m in heat.get("season_months", HeatingPolicy.season_months)))
+                            tuple(int(m) for m in heat.get("season_months", HeatingPolicy.season_months)),
+                            int(heat.get("true_up_month", HeatingPolicy.true_up_month)))
     if heating.payment not in ("even", "in_season"):
         raise BillingError("settings.toml [heating] payment: допустимо «even» или «in_season»")
 
@@ -184,6 +185,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
                 "paid_on", "kind", _kop("amount", "amount_kop"))
     payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period", "refund_of",
                                _kop("amount", "amount_kop"))
+    store_regs = regs
     regs = {**regs, "readings": _with_bank_readings(regs, load_bank_readings(ws))}
 
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
@@ -202,7 +204,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     penalty = _penalty_inputs(ws, open_items)
     rules_hash = rules_sha256(ws)
     horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
-    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash)
+    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash, store_regs, heating)
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         spike_multiple=spike_multiple, heating=heating,
@@ -247,24 +249,55 @@ def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
 
 
 def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
-                  rules_hash: str) -> list[Any]:
-    """Sealed periods to recompute: all within the horizon once inputs changed since the last close."""
-    from pipeline.calc.recalc import PastPeriod
+                  rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy
+                  ) -> list[Any]:
+    """Sealed periods to recompute, each with the accounts to recompute in it.
+
+    When the registers changed since the last close, the accounts whose inputs
+    changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
+    close's snapshot); when a rule table changed, every account. In the month of
+    the yearly heating correction, also every account charged by
+    ``heating_average`` in a month of the year being settled.
+    """
+    from pipeline.calc.recalc import PastPeriod, changed_accounts
+    from pipeline.ingest.registers import load_store
 
     sealed = ws.sealed_periods()
     if not sealed:
         return []
     last = json.loads((ws.period_dir(sealed[-1]) / "manifest.json").read_text())
-    if last.get("store_version") == store_version and last.get("rules_sha256") == rules_hash:
+    changed: pl.DataFrame | None = pl.DataFrame(schema={"account_id": pl.String})
+    if last.get("rules_sha256") != rules_hash:
+        changed = None
+    elif last.get("store_version") != store_version:
+        before = last.get("store_version")
+        if before and (ws.store / "registers" / before).is_dir():
+            changed = changed_accounts(load_store(ws, before), regs)
+        else:
+            changed = None
+    true_up_year = period.year - 1 if (heating.payment == "even"
+                                       and period.month == heating.true_up_month) else None
+    if changed is not None and not changed.height and true_up_year is None:
         return []
     first = period.shift(-horizon)
     recalcs = _read_sealed(ws, "recalculations", None)
+    if recalcs is not None and "kind" in recalcs.columns:
+        # Spread yearly settlements are current charges, not corrections of their origin.
+        recalcs = recalcs.filter(pl.col("kind") != "settlement")
     past = []
     for q in sealed:
-        if Period.parse(q) < first:
+        origin = Period.parse(q)
+        if origin < first:
             continue
         folder = ws.period_dir(q)
         lines = _internal_lines(pl.read_parquet(folder / "charges.parquet"))
+        accounts = changed
+        if origin.year == true_up_year:
+            averaged = lines.filter(pl.col("method") == "heating_average").select("account_id").unique()
+            if accounts is not None:
+                accounts = pl.concat([accounts, averaged]).unique()
+        if accounts is not None and not accounts.height:
+            continue
         done = (recalcs.filter(pl.col("origin_period") == q).select(
             "account_id", "service_id", "supplier_id", _kop("amount", "amount_kop"))
             if recalcs is not None and recalcs.height else
@@ -273,7 +306,7 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
         volumes = pl.read_parquet(folder / "meter_volumes.parquet").select(
             "premise_id", "service_id", "method",
             (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"))
-        past.append(PastPeriod(Period.parse(q), lines, done, volumes))
+        past.append(PastPeriod(origin, lines, done, volumes, accounts))
     return past
 
 
@@ -332,8 +365,8 @@ def compute(inputs: CloseInputs) -> CloseResult:
     )
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
-    building_volumes = building_consumption(inputs.regs["meters"], inputs.regs["readings"], period,
-                                            inputs.window_end_day)
+    building_volumes = heating_volumes(inputs.regs["meters"], inputs.regs["readings"], period,
+                                       inputs.heating, inputs.window_end_day)
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes, inputs.heating,
                          building_volumes)
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
@@ -343,7 +376,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
     recalcs = pl.concat([
         quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
                            period).cast(RECALC_SCHEMA),
-        *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day)
+        *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day, period)
           for past in inputs.past_periods],
     ])
     # Recalculations change the open items of their origin period, charges those of this one.

@@ -117,11 +117,14 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
     if method == "heating":
         return [f"объём = площадь {_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} × "
                 f"норматив {_num(ln['norm'], 6)} Гкал/м²{part} = {_num(ln['volume'], 6)} {unit}"]
-    if method == "heating_meter":
-        return [f"объём = ОДПУ дома {_num(ln['meter_volume'], 6)} {unit} × помещение "
+    if method in ("heating_meter", "heating_average"):
+        source, note = (("ОДПУ дома за месяц", "формула 3, по фактическому объёму")
+                        if method == "heating_meter" else
+                        ("среднемесячный объём ОДПУ дома за прошлый год",
+                         "формула 3(1), оплата равномерно; корректировка по итогам года"))
+        return [f"объём = {source} {_num(ln['meter_volume'], 6)} {unit} × помещение "
                 f"{_num(ln['area'], 2)} м² × доля {_num(ln['share'], 4)} / площадь дома "
-                f"{_num(ln['building_area'], 2)} м²{part} = {_num(ln['volume'], 6)} {unit} "
-                "(формула 3, оплата в отопительный сезон)"]
+                f"{_num(ln['building_area'], 2)} м²{part} = {_num(ln['volume'], 6)} {unit} ({note})"]
     if method == "common_property":
         return [f"объём = норматив {_num(ln['norm'], 6)} {unit}/м² × общее имущество "
                 f"{_num(ln['common_area'], 2)} м² × помещение {_num(ln['area'], 2)} м² × доля "

@@ -13,7 +13,11 @@ Formulas (Правила 354, Прил. 2), all in integers and rounded once per
 * ``sewerage`` — cold + hot water volumes × T (the coefficient does not raise
   the volume, law-charges-checked.md §1.1);
 * ``area`` — ``S × share × T`` (maintenance, capital repair);
-* ``heating`` — formula 2: ``S × share × N × T`` (norm per m², paid evenly);
+* ``heating`` — formula 2: ``S × share × N × T`` (norm per m², no usable building meter);
+* ``heating_meter`` — formula 3: ``V_house × S × share / S_house × T`` (the month's
+  building-meter volume); ``heating_average`` — formula 3(1), the same with the
+  previous year's average monthly volume when heating is paid evenly
+  (:class:`HeatingPolicy`);
 * ``per_person`` — ``n × T``; ``fixed`` — ``T`` per account;
 * ``common_property`` — resources for common property (КР на СОИ, ЖК 156 ч.9.2,
   Правила 354 formula 15 without a building meter): ``N_СОИ × S_common × S_i × share /
@@ -27,11 +31,16 @@ is charged for its days (``days / days_in_month``) and is its own line, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
-from pipeline.calc.readings import AVERAGE_MAX_PERIODS, failed_meters
+from pipeline.calc.readings import (
+    AVERAGE_MAX_PERIODS,
+    building_consumption,
+    building_year_average,
+    failed_meters,
+)
 from pipeline.dates import OPEN_END, Period
 from pipeline.money import div_half_up
 from rules import Rules
@@ -44,13 +53,43 @@ I128 = pl.Int128
 class HeatingPolicy:
     """How heating is paid (ПП 603/2016; the region's choice, ``settings.toml`` [heating]).
 
-    ``even``: every month by the norm per m² (formula 2; a building meter's yearly
-    true-up is not modelled yet). ``in_season``: only in ``season_months``, by the
-    building meter shared by area where there is one (formula 3), else by the norm.
+    ``even``: every month of the year. Without a building meter by the norm per m²
+    (formula 2, method ``heating``); with one that measured the whole previous
+    year, by that year's average monthly volume shared by area (formula 3(1),
+    method ``heating_average``), and in ``true_up_month`` of the next year the
+    year is settled against the meter's actual monthly volumes (the yearly
+    correction, posted as recalculations — see :meth:`for_past`).
+    ``in_season``: only in ``season_months``, by the building meter's actual
+    volume shared by area where there is one (formula 3, ``heating_meter``), else
+    by the norm. ``actual`` is internal: an evenly paid month after its year has
+    been settled, i.e. by the actual volume whatever the month.
     """
 
     payment: str = "even"
     season_months: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 11, 12)
+    true_up_month: int = 1
+
+    def settled(self, origin: Period, now: Period) -> bool:
+        """Whether the evenly paid ``origin`` month has had its yearly correction by ``now``."""
+        return self.payment == "even" and now >= Period(origin.year + 1, self.true_up_month)
+
+    def for_past(self, origin: Period, now: Period) -> HeatingPolicy:
+        """The policy to recompute ``origin`` with at the close of ``now``.
+
+        Once a year is settled, its months are worth their actual building-meter
+        volume: recomputing them then yields exactly the yearly correction, and a
+        later change to the year is settled the same way (never twice).
+        """
+        return replace(self, payment="actual") if self.settled(origin, now) else self
+
+
+def heating_volumes(meters: pl.DataFrame, readings: pl.DataFrame, period: Period,
+                    heating: HeatingPolicy, window_end_day: int) -> pl.DataFrame:
+    """Building-meter heat volumes ``period`` is charged by: building_id, service_id, volume_micro."""
+    if heating.payment == "even":
+        return building_year_average(meters, readings, period.year - 1, window_end_day)
+    return building_consumption(meters, readings, period, window_end_day)
+
 
 LINE_SCHEMA = pl.Schema({
     "account_id": pl.String,
@@ -303,13 +342,15 @@ def charge_lines(
     )
     metered = ((pl.col("kind") == "metered") & pl.col("meter_volume_micro").is_not_null()
                & ~pl.col("_refused"))
-    # Heating by the building meter, shared by area (formula 3), when paid in season.
-    if heating.payment == "in_season" and building_volumes is not None and building_volumes.height:
+    # Heating by the building meter shared by area: the month's actual volume
+    # (formula 3) or, paid evenly, the previous year's monthly average (formula 3(1)).
+    if building_volumes is not None and building_volumes.height:
         lines = lines.join(building_volumes.rename({"volume_micro": "_bld_micro"}),
                            on=["building_id", "service_id"], how="left")
     else:
         lines = lines.with_columns(pl.lit(None, pl.Int64).alias("_bld_micro"))
     by_building_meter = (pl.col("kind") == "heating") & pl.col("_bld_micro").is_not_null()
+    building_method = "heating_average" if heating.payment == "even" else "heating_meter"
     lines = lines.with_columns(
         pl.col("coef_milli").fill_null(1000).alias("rule_coef_milli"),
         pl.when(norm_coef).then(pl.col("coef_milli")).otherwise(1000).alias("coef_milli"),
@@ -317,7 +358,7 @@ def charge_lines(
             pl.when(metered).then(pl.col("meter_method"))
             .when(norm_coef).then(pl.lit("norm_increased"))
             .otherwise(pl.lit("norm"))
-        ).when(by_building_meter).then(pl.lit("heating_meter"))
+        ).when(by_building_meter).then(pl.lit(building_method))
         .otherwise(pl.col("kind")).alias("method"),
         pl.when(by_building_meter).then(pl.col("_bld_micro")).otherwise(pl.col("meter_volume_micro"))
         .alias("meter_volume_micro"),
@@ -327,8 +368,9 @@ def charge_lines(
     # Keep only the inputs each method used, so a line explains itself.
     uses_norm = pl.col("method").is_in(["norm", "norm_increased", "heating", "common_property"])
     uses_persons = pl.col("method").is_in(["norm", "norm_increased", "per_person"])
-    uses_area = pl.col("method").is_in(["area", "heating", "heating_meter", "common_property"])
-    uses_meter = pl.col("method").is_in(["meter", "average", "heating_meter"]) | (
+    by_building = pl.col("method").is_in(["heating_meter", "heating_average"])
+    uses_area = pl.col("method").is_in(["area", "heating", "common_property"]) | by_building
+    uses_meter = pl.col("method").is_in(["meter", "average"]) | by_building | (
         pl.col("kind") == "sewerage")
     water, sewer = (
         f.with_columns(
@@ -341,7 +383,7 @@ def charge_lines(
             pl.when(uses_area).then(pl.col("area_centi")).alias("area_centi"),
             pl.when(pl.col("method") == "common_property").then(pl.col("common_area_centi"))
             .alias("common_area_centi"),
-            pl.when(pl.col("method").is_in(["common_property", "heating_meter"]))
+            pl.when((pl.col("method") == "common_property") | by_building)
             .then(pl.col("building_area_centi")).alias("building_area_centi"),
             pl.when(uses_meter).then(pl.col("meter_volume_micro")).alias("meter_volume_micro"),
         )
@@ -389,7 +431,7 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
         .when(method.is_in(["norm", "norm_increased"]))
         .then(_i("person_days") * _i("norm_micro"))
         .when(kind == "area").then(area_share * _i("days"))
-        .when(method == "heating_meter")
+        .when(method.is_in(["heating_meter", "heating_average"]))
         .then(area_share * _i("meter_volume_micro") * _i("days"))
         .when(kind == "heating").then(area_share * _i("norm_micro") * _i("days"))
         .when(kind == "common_property")
@@ -399,7 +441,7 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
     )
     vol_den = (
         pl.when(method.is_in(["meter", "average"])).then(_i("service_days") * 10_000)
-        .when(method == "heating_meter")
+        .when(method.is_in(["heating_meter", "heating_average"]))
         .then(d.cast(I128) * MICRO * _i("building_area_centi") // 100)
         .when(kind == "heating").then(d.cast(I128) * MICRO)
         .when(kind == "common_property").then(d.cast(I128) * MICRO * _i("building_area_centi"))

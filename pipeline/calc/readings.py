@@ -268,22 +268,53 @@ def building_consumption(meters: pl.DataFrame, readings: pl.DataFrame, period: P
     meter's initial value); a meter without both, or whose readings go down, gives
     nothing and the building is charged by the norm.
     """
-    p_idx = period.year * 12 + period.month - 1
-    bld = meters.filter(
-        pl.col("building_id").is_not_null() & (pl.col("installed_on") < pl.lit(period.first))
-        & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(period.last)))
-        & (pl.col("verified_until").is_null() | (pl.col("verified_until") >= pl.lit(period.last)))
+    return building_span_consumption(meters, readings, period, period, window_end_day)
+
+
+def _building_meters(meters: pl.DataFrame, first: Period, last: Period) -> pl.DataFrame:
+    """Building meters (ОДПУ) working from before ``first`` to the end of ``last``."""
+    return meters.filter(
+        pl.col("building_id").is_not_null() & (pl.col("installed_on") < pl.lit(first.first))
+        & (pl.col("removed_on").is_null() | (pl.col("removed_on") >= pl.lit(last.last)))
+        & (pl.col("verified_until").is_null() | (pl.col("verified_until") >= pl.lit(last.last)))
     ).select("meter_id", "building_id", "service_id",
              (pl.col("initial_value") * MICRO).cast(pl.Int64).alias("initial_micro"))
+
+
+def building_span_consumption(meters: pl.DataFrame, readings: pl.DataFrame, first: Period,
+                              last: Period, window_end_day: int) -> pl.DataFrame:
+    """Building-meter volume over the periods ``first``..``last``: building_id, service_id, volume_micro.
+
+    The reading counting for ``last`` minus the last reading counting for a period
+    before ``first`` (or the initial value when the meter has none before). A meter
+    without a reading counting for ``last`` exactly, or whose readings went down,
+    gives nothing: the span cannot be measured.
+    """
+    first_idx = first.year * 12 + first.month - 1
+    last_idx = last.year * 12 + last.month - 1
+    bld = _building_meters(meters, first, last)
     r = readings.join(bld.select("meter_id"), on="meter_id").with_columns(
         reading_period_index(pl.col("read_on"), window_end_day).alias("p_idx"),
         (pl.col("value") * MICRO).cast(pl.Int64).alias("value_micro"),
-    ).filter(pl.col("p_idx") <= p_idx).sort("meter_id", "read_on")
-    curr = r.filter(pl.col("p_idx") == p_idx).group_by("meter_id").agg(
-        pl.col("value_micro").last().alias("curr"))
-    prev = r.filter(pl.col("p_idx") < p_idx).group_by("meter_id").agg(
-        pl.col("value_micro").last().alias("prev"))
-    out = bld.join(curr, on="meter_id").join(prev, on="meter_id", how="left").with_columns(
-        (pl.col("curr") - pl.coalesce("prev", "initial_micro")).alias("volume_micro"))
+    ).filter(pl.col("p_idx") <= last_idx).sort("meter_id", "read_on")
+    end = r.filter(pl.col("p_idx") == last_idx).group_by("meter_id").agg(
+        pl.col("value_micro").last().alias("end"))
+    start = r.filter(pl.col("p_idx") < first_idx).group_by("meter_id").agg(
+        pl.col("value_micro").last().alias("start"))
+    out = bld.join(end, on="meter_id").join(start, on="meter_id", how="left").with_columns(
+        (pl.col("end") - pl.coalesce("start", "initial_micro")).alias("volume_micro"))
     return out.filter(pl.col("volume_micro") >= 0).group_by("building_id", "service_id").agg(
         pl.col("volume_micro").sum())
+
+
+def building_year_average(meters: pl.DataFrame, readings: pl.DataFrame, year: int,
+                          window_end_day: int) -> pl.DataFrame:
+    """Average monthly building-meter volume of a calendar year (heating paid evenly, formula 3(1)).
+
+    The year's volume (December's reading minus the one before January) divided
+    by 12 and rounded half-up to 10⁻⁶ — the volume printed on the bill. Buildings
+    whose meter did not measure the whole year are absent (charged by the norm).
+    """
+    year_volume = building_span_consumption(meters, readings, Period(year, 1), Period(year, 12),
+                                            window_end_day)
+    return year_volume.with_columns((pl.col("volume_micro") * 2 + 12) // 24)

@@ -1,11 +1,16 @@
 """Recalculation of closed periods (перерасчёт): what is known now, minus what was posted.
 
-A sealed period is never rewritten. Each close recomputes the earlier periods
-within the horizon (``settings.toml`` ``[recalculation] horizon_months``, default
-36) whose inputs changed since they were sealed — the register snapshot or the
-rule tables — with today's registers and rules, and posts the difference from
-what was charged and already recalculated as recalculation rows of the current
-period, each with its origin period and a reason.
+A sealed period is never rewritten. When the registers or the rule tables
+changed since the last close, each close recomputes the earlier periods within
+the horizon (``settings.toml`` ``[recalculation] horizon_months``, default 36)
+with today's registers and rules — only for the accounts whose inputs changed
+(:func:`changed_accounts`; every account when a rule table changed) — and posts
+the difference from what was charged and already recalculated as recalculation
+rows of the current period, each with its origin period and a reason.
+
+Comparing with the last close's snapshot (not the one each period was sealed
+with) is enough: the last close already settled every earlier change, so an
+account untouched since then recomputes to exactly what was posted.
 
 Meter volumes are the ones the sealed period used: a late or corrected reading
 is settled in the current period by the п.61 rule of
@@ -19,10 +24,9 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.calc.charges import HeatingPolicy, charge_lines
+from pipeline.calc.charges import HeatingPolicy, charge_lines, heating_volumes
 from pipeline.calc.quality import REASON as QUALITY_REASON
 from pipeline.calc.quality import quality_reductions
-from pipeline.calc.readings import building_consumption
 from pipeline.dates import Period
 from rules import Rules
 
@@ -39,6 +43,77 @@ RECALC_SCHEMA = pl.Schema({
 })
 
 
+#: How each register's rows lead to accounts: (column, register it is a key of).
+#: Organisations are missing on purpose: their details never change an amount.
+_LINKS: dict[str, tuple[str, ...]] = {
+    "accounts": ("account_id",),
+    "residents": ("account_id",),
+    "premises": ("premise_id",),
+    "access_refusals": ("premise_id",),
+    "buildings": ("building_id",),
+    "building_services": ("building_id",),
+    "outages": ("building_id",),
+    "absences": ("person_id",),
+    "benefits": ("person_id",),
+    "meters": ("premise_id", "building_id"),
+    "readings": ("meter_id",),
+}
+
+
+def _changed_rows(old: pl.DataFrame | None, new: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Rows present in one snapshot and not the other (``source_row`` ignored: rows move)."""
+    if old is None or new is None:
+        return old if new is None else new
+    cols = [c for c in new.columns if c in old.columns and c != "source_row"]
+    if set(new.columns) - {"source_row"} != set(cols) or set(old.columns) - {"source_row"} != set(cols):
+        return pl.concat([old.select(cols), new.select(cols).cast(old.select(cols).schema)],
+                         how="vertical_relaxed")
+    a, b = old.select(cols), new.select(cols).cast(old.select(cols).schema)
+    return pl.concat([a.join(b, on=cols, how="anti", nulls_equal=True),
+                      b.join(a, on=cols, how="anti", nulls_equal=True)])
+
+
+def changed_accounts(old: dict[str, pl.DataFrame], new: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Accounts whose charge inputs differ between two register snapshots.
+
+    A changed row of any register is traced to accounts through both snapshots
+    (an account that moved premise is touched at both ends): a meter's readings
+    to its premise, or to its whole building for a building meter; a building's
+    row, services or outages to every account in it. Returns one column
+    ``account_id``.
+    """
+    def both(name: str) -> pl.DataFrame:
+        frames = [f[name] for f in (old, new) if name in f]
+        return pl.concat(frames, how="vertical_relaxed").unique() if frames else pl.DataFrame()
+
+    keys: dict[str, list[pl.Series]] = {"account_id": [], "premise_id": [], "building_id": [],
+                                        "person_id": [], "meter_id": []}
+    for name, columns in _LINKS.items():
+        rows = _changed_rows(old.get(name), new.get(name))
+        if rows is None or not rows.height:
+            continue
+        for column in columns:
+            if column in rows.columns:
+                keys[column].append(rows[column].drop_nulls())
+
+    def ids(column: str) -> pl.Series:
+        return pl.concat(keys[column]).unique() if keys[column] else pl.Series(column, [], pl.String)
+
+    meters = both("meters")
+    touched = meters.filter(pl.col("meter_id").is_in(ids("meter_id").implode()))
+    keys["premise_id"].append(touched["premise_id"].drop_nulls())
+    keys["building_id"].append(touched["building_id"].drop_nulls())
+    residents = both("residents")
+    keys["account_id"].append(residents.filter(pl.col("person_id").is_in(ids("person_id").implode()))
+                              ["account_id"])
+    premises = both("premises")
+    keys["premise_id"].append(premises.filter(pl.col("building_id").is_in(ids("building_id").implode()))
+                              ["premise_id"])
+    accounts = both("accounts")
+    hit = accounts.filter(pl.col("premise_id").is_in(ids("premise_id").implode()))["account_id"]
+    return pl.concat([ids("account_id"), hit]).unique().sort().to_frame("account_id")
+
+
 @dataclass(frozen=True)
 class PastPeriod:
     """What a sealed period posted, and the meter volumes it used.
@@ -49,12 +124,14 @@ class PastPeriod:
         recalculated: recalculations with this origin posted so far (account_id,
             service_id, supplier_id, amount_kop), the period's own included.
         meter_volumes: premise_id, service_id, method, volume_micro as sealed.
+        accounts: the accounts to recompute (``account_id``); None means all.
     """
 
     period: Period
     lines: pl.DataFrame
     recalculated: pl.DataFrame
     meter_volumes: pl.DataFrame
+    accounts: pl.DataFrame | None = None
 
 
 def _signature(lines: pl.DataFrame) -> pl.DataFrame:
@@ -83,11 +160,30 @@ REASONS = [
 ]
 
 
+def heating_true_up_reason(year: int) -> str:
+    """Reason of the yearly correction of evenly paid heating (п.42(1) Правил 354)."""
+    return f"корректировка платы за отопление по показаниям ОДПУ за {year} год (п.42(1) Правил 354)"
+
+
 def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
-                heating: HeatingPolicy | None = None, window_end_day: int = 25) -> pl.DataFrame:
-    """Recalculation rows for one past period (empty when nothing changed)."""
+                heating: HeatingPolicy | None = None, window_end_day: int = 25,
+                now: Period | None = None) -> pl.DataFrame:
+    """Recalculation rows for one past period at the close of ``now`` (empty when nothing changed).
+
+    Only ``past.accounts`` are recomputed (all when None). Heating of an evenly
+    paid month whose year has been settled by ``now`` is recomputed by the actual
+    building-meter volume (:meth:`HeatingPolicy.for_past`).
+    """
     period = past.period
-    building = building_consumption(regs["meters"], regs["readings"], period, window_end_day)
+    heating = heating or HeatingPolicy()
+    if now is not None:
+        heating = heating.for_past(period, now)
+    if past.accounts is not None:
+        regs = {**regs, "accounts": regs["accounts"].join(past.accounts, on="account_id", how="semi")}
+        past = PastPeriod(period, past.lines.join(past.accounts, on="account_id", how="semi"),
+                          past.recalculated.join(past.accounts, on="account_id", how="semi"),
+                          past.meter_volumes, past.accounts)
+    building = heating_volumes(regs["meters"], regs["readings"], period, heating, window_end_day)
     lines = charge_lines(regs, rules, period, past.meter_volumes, heating, building)
     buildings_of = regs["accounts"].select("account_id", "premise_id").join(
         regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
@@ -108,7 +204,10 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
     old, new = _signature(past.lines), _signature(lines)
     both = diff.join(old, on=KEY, how="left").join(new, on=KEY, how="left", suffix="_new")
     reason: Any = pl.when(pl.col("_new")).then(pl.lit("начисление за прошлый период (новые данные)")) \
-        .when(pl.col("_gone")).then(pl.lit("отмена начисления (изменились данные)"))
+        .when(pl.col("_gone")).then(pl.lit("отмена начисления (изменились данные)")) \
+        .when(pl.col("methods").str.contains("heating_average")
+              & pl.col("methods_new").str.contains("heating_meter")) \
+        .then(pl.lit(heating_true_up_reason(period.year)))
     for column, text in REASONS:
         reason = reason.when(pl.col(column).ne_missing(pl.col(f"{column}_new"))).then(pl.lit(text))
     same_charges = pl.col("charged").eq_missing(pl.col("charged_new"))

@@ -201,9 +201,9 @@ def _default(col: Col) -> pl.Expr:
     return pl.lit(col.default).cast(col.dtype)
 
 
-def load_store(ws: Workspace) -> dict[str, pl.DataFrame]:
-    """The current register snapshot from the store."""
-    version = current_version(ws)
+def load_store(ws: Workspace, version: str | None = None) -> dict[str, pl.DataFrame]:
+    """A register snapshot from the store: ``version`` or the current one."""
+    version = version or current_version(ws)
     if version is None:
         raise BillingError("Хранилище пусто: сначала выполните «billing ingest».")
     base = ws.store / "registers" / version

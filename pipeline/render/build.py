@@ -22,6 +22,7 @@ METHOD_LABELS = {
     "area": "по площади",
     "heating": "норматив на м²",
     "heating_meter": "по ОДПУ дома",
+    "heating_average": "по ОДПУ (среднее)",
     "per_person": "на человека",
     "fixed": "фиксированная",
     "common_property": "норматив СОИ",
