@@ -39,7 +39,21 @@ from pipeline.workspace import (
 from rules import Rules, load_rules, read_rule_table
 
 OUTPUT_TABLES = ("charges", "recalculations", "allocations", "penalties", "balances",
-                 "service_balances", "debts", "meter_volumes", "reading_issues")
+                 "service_balances", "debts", "meter_volumes", "reading_issues", "settlements")
+
+
+#: What later closes need of a settlement to post its parts.
+SETTLED_COLUMNS = ["account_id", "service_id", "supplier_id", "year", "amount_kop", "parts", "first_period",
+                   "carry_over"]
+
+
+@dataclass
+class SettleInputs:
+    """What the yearly КР на СОИ settlement made at this close reads."""
+
+    year: int
+    months: list[str]
+    lines: pl.DataFrame  # account_id, service_id, volume_micro of the year's sealed months
 
 
 @dataclass
@@ -66,6 +80,9 @@ class CloseInputs:
     penalty_charges: pl.DataFrame | None = None
     penalty_allocations: pl.DataFrame | None = None
     penalty_previous: pl.DataFrame | None = None
+    settlements: pl.DataFrame | None = None
+    settlement_posted: pl.DataFrame | None = None
+    settle: SettleInputs | None = None
 
 
 @dataclass
@@ -84,6 +101,7 @@ class CloseResult:
     totals: dict[str, int] = field(default_factory=dict)
     penalties: pl.DataFrame | None = None
     recalculations: pl.DataFrame | None = None
+    settlements: pl.DataFrame | None = None
 
 
 def check_can_close(ws: Workspace, period: Period) -> None:
@@ -214,6 +232,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
         rules_sha256=rules_hash, past_periods=past,
+        **_settlement_inputs(ws, period, rules),
         **penalty,
     )
 
@@ -310,6 +329,40 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
     return past
 
 
+def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str, Any]:
+    """Settlements made so far, their parts posted, and the year to settle now (if any)."""
+    from pipeline.calc.common_property import SETTLEMENT_SCHEMA, settlement_rule, settles_now
+
+    made = _read_sealed(ws, "settlements", None)
+    settlements = pl.DataFrame(schema=SETTLEMENT_SCHEMA) if made is None else made.select(
+        "account_id", "service_id", "supplier_id", "building_id", pl.col("year").cast(pl.Int32),
+        _kop("amount", "amount_kop"), pl.col("parts").cast(pl.Int32), "first_period", "carry_over")
+    recalcs = _read_sealed(ws, "recalculations", None)
+    posted = pl.DataFrame(schema={"account_id": pl.String, "service_id": pl.String,
+                                  "supplier_id": pl.String, "year": pl.Int32, "amount_kop": pl.Int64})
+    if recalcs is not None and "kind" in recalcs.columns:
+        posted = recalcs.filter(pl.col("kind") == "settlement").group_by(
+            "account_id", "service_id", "supplier_id", pl.col("settles_year").alias("year")
+        ).agg(_kop("amount", "amount_kop").sum()).cast(posted.schema)
+    year = settles_now(rules, period)
+    settle = None
+    if year is not None and not settlements.filter(pl.col("year") == year).height:
+        rule_from: date = rules.soi_settlement["from"].min()  # type: ignore[assignment]
+        months = [q for q in ws.sealed_periods() if Period.parse(q).year == year
+                  and Period.parse(q).last >= rule_from]
+        resources = rules.services.filter(pl.col("settled_by").is_not_null())
+        wanted = [*resources["service_id"], *resources["settled_by"]]
+        if months and settlement_rule(rules, year) is not None:
+            lines = pl.concat([
+                pl.scan_parquet(ws.period_dir(q) / "charges.parquet").filter(
+                    pl.col("service_id").is_in(wanted)).select(
+                    "account_id", "service_id",
+                    (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro")).collect()
+                for q in months])
+            settle = SettleInputs(year, months, lines)
+    return {"settlements": settlements, "settlement_posted": posted, "settle": settle}
+
+
 def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
     """History of the buckets still open: their charges, payments and last penalty."""
     from pipeline.penalties import load_policy
@@ -371,13 +424,19 @@ def compute(inputs: CloseInputs) -> CloseResult:
                          building_volumes)
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
+    from pipeline.calc.common_property import settlement_postings
     from pipeline.calc.recalc import RECALC_SCHEMA, recalculate
 
+    settlements = _settle(inputs, lines, buildings_of)
+    made = settlements.select(SETTLED_COLUMNS)
+    if inputs.settlements is not None:
+        made = pl.concat([inputs.settlements.select(SETTLED_COLUMNS), made])
     recalcs = pl.concat([
         quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
                            period).cast(RECALC_SCHEMA),
         *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day, period)
           for past in inputs.past_periods],
+        settlement_postings(made, inputs.settlement_posted, lines, period).cast(RECALC_SCHEMA),
     ])
     # Recalculations change the open items of their origin period, charges those of this one.
     movements = pl.concat([
@@ -429,7 +488,22 @@ def compute(inputs: CloseInputs) -> CloseResult:
             f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
     return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
-                       inputs.due_date, totals, penalties, recalcs)
+                       inputs.due_date, totals, penalties, recalcs, settlements)
+
+
+def _settle(inputs: CloseInputs, lines: pl.DataFrame, buildings_of: pl.DataFrame) -> pl.DataFrame:
+    """The yearly КР на СОИ settlement made at this close (empty in other months)."""
+    from pipeline.calc.common_property import SETTLEMENT_SCHEMA, settle_year
+    from pipeline.calc.readings import building_span_consumption
+
+    settle = inputs.settle
+    if settle is None:
+        return pl.DataFrame(schema=SETTLEMENT_SCHEMA)
+    first, last = Period.parse(settle.months[0]), Period.parse(settle.months[-1])
+    volumes = building_span_consumption(inputs.regs["meters"], inputs.regs["readings"], first, last,
+                                        inputs.window_end_day)
+    return settle_year(settle.year, inputs.period, settle.lines, volumes, lines, buildings_of,
+                       inputs.rules, settle.months)
 
 
 def _accrue_penalties(inputs: CloseInputs, movements: pl.DataFrame, allocations: pl.DataFrame
@@ -506,7 +580,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
                                          "amount_kop").with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount")
     ).select(period_col, "account_id", "service_id", "supplier_id", "origin_period", "amount", "reason",
-             "excess_minutes")
+             "excess_minutes", "kind", "settles_year")
     assert result.penalties is not None
     penalties = result.penalties.with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount"),
@@ -524,7 +598,27 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "debts": debts,
         "meter_volumes": mv,
         "reading_issues": result.reading_issues.with_columns(period_col),
+        "settlements": _settlements_output(result.settlements, period_col),
     }
+
+
+def _settlements_output(settlements: pl.DataFrame | None, period_col: pl.Expr) -> pl.DataFrame:
+    """КР на СОИ settlements made at this close, in rubles and units (empty in other months)."""
+    from pipeline.calc.common_property import SETTLEMENT_SCHEMA
+
+    frame = settlements if settlements is not None else pl.DataFrame(schema=SETTLEMENT_SCHEMA)
+    micro = pl.Decimal(18, 6)
+    return frame.select(
+        period_col, "account_id", "service_id", "supplier_id", "building_id", "year", "months",
+        *[(pl.col(f"{c}_micro").cast(micro) / 1_000_000).cast(micro).alias(c)
+          for c in ("building_volume", "premises_volume", "charged_volume", "difference")],
+        *[(pl.col(f"{c}_centi").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias(c)
+          for c in ("area", "building_area")],
+        (pl.col("share_e4").cast(pl.Decimal(18, 4)) / 10_000).cast(pl.Decimal(9, 4)).alias("share"),
+        kopecks_to_decimal_expr("price_kop").alias("tariff"),
+        kopecks_to_decimal_expr("amount_kop").alias("amount"),
+        "parts", "first_period", "carry_over",
+    )
 
 
 def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,

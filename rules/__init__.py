@@ -10,7 +10,7 @@ switchable by editing the table; see ``docs/rules.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +38,8 @@ class Rules:
             excess_rule — allowed interruptions and the reduction (Прил. 1).
         failed_meter_rules: service_id, from, coefficient_applies — whether the norm
             after a failed meter's 3 averaged periods carries the coefficient (п.60).
+        soi_settlement: from, settle_month, parts, carry_over — the yearly КР на СОИ
+            settlement against the building meter (Правила 491 п.29(3)).
     """
 
     services: pl.DataFrame
@@ -48,6 +50,7 @@ class Rules:
     absence_rules: pl.DataFrame
     quality_rules: pl.DataFrame
     failed_meter_rules: pl.DataFrame
+    soi_settlement: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
@@ -102,5 +105,6 @@ def load_rules(rules_dir: Path) -> Rules:
     quality_rules = read_rule_table(rules_dir, "quality_rules")
     failed_meter_rules = read_rule_table(rules_dir, "failed_meter_rules").select(
         "service_id", "from", "coefficient_applies")
+    soi_settlement = read_rule_table(rules_dir, "soi_settlement").drop("source_row", strict=False)
     return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules,
-                 failed_meter_rules)
+                 failed_meter_rules, soi_settlement)

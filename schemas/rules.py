@@ -26,6 +26,9 @@ RULE_TABLES: dict[str, Register] = {
                 Col("penalty_scheme", "enum", "схема пени", choices=PENALTY_SCHEMES,
                     required=False, default="standard"),
                 Col("order", "int", "порядок в квитанции", required=False, default="0"),
+                # КР на СОИ: the resource whose building meter settles it once a year.
+                Col("settled_by", "id", "ресурс для годовой корректировки по ОДПУ", required=False,
+                    nullable=True),
             ),
             key=("service_id",),
             required_file=True,
@@ -178,4 +181,17 @@ RULE_TABLES["failed_meter_rules"] = Register(
         Col("source", "text", "основание", required=False, nullable=True),
     ),
     key=("service_id", "from"),
+)
+
+RULE_TABLES["soi_settlement"] = Register(
+    "soi_settlement",
+    "Годовая корректировка платы за КР на СОИ по ОДПУ",
+    (
+        Col("from", "date", "действует с"),
+        Col("settle_month", "int", "месяц корректировки", ge=1, le=12),
+        Col("parts", "int", "равных частей", ge=1, le=24),
+        Col("carry_over", "bool", "отрицательный остаток переносится после года выплаты"),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("from",),
 )

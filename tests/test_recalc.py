@@ -166,3 +166,71 @@ def test_only_accounts_whose_inputs_changed_are_recomputed(town: Workspace) -> N
     close(town, "2026-09")
     assert _past_periods(town, Period(2026, 10), 36, inputs.store_version, inputs.rules_sha256 or "",
                          inputs.regs, inputs.heating) == []
+
+
+def soi_town(ws: Workspace, december_reading: str, rule: str) -> None:
+    """B1 with a building cold-water meter and КР на СОИ for cold water, settled in January."""
+    from tests.conftest import BUILDING_SERVICES, METERS, READINGS
+
+    write_registers(ws, {
+        "building_services": BUILDING_SERVICES + "B1,cold_water_soi,VK,2015-01-01,\n",
+        "meters": METERS + "C1,cold_water,,B1,901,2020-01-01,,2030-01-01,9,0\n",
+        "readings": READINGS + "M1,2026-10-20,110.000,lk\nM1,2026-11-20,115.000,lk\nM1,2026-12-20,121.000,lk\n"
+        "C1,2026-10-20,1000.000,controller\nC1,2026-11-20,1016.000,controller\n"
+        f"C1,2026-12-20,{december_reading},controller\n",
+    })
+    (ws.rules / "soi_settlement.csv").write_text(
+        "from,settle_month,parts,carry_over,source\n" + rule, encoding="utf-8")
+
+
+def soi_parts(ws: Workspace, period: str) -> dict[str, tuple[str, str]]:
+    recalc = pl.read_parquet(ws.period_dir(period) / "recalculations.parquet").filter(
+        pl.col("kind") == "settlement")
+    return {r["account_id"]: (str(r["amount"]), r["reason"]) for r in recalc.iter_rows(named=True)}
+
+
+def test_common_property_settled_against_the_building_meter_in_equal_parts(town: Workspace) -> None:
+    soi_town(town, "1061.000", "2022-09-01,1,3,true,test\n")
+    close(town, "2026-11")
+    close(town, "2026-12")
+    close(town, "2027-01")
+    settled = pl.read_parquet(town.period_dir("2027-01") / "settlements.parquet")
+    # House meter 1061 − 1000 = 61 m³; flats: A1 by meter 5 + 6, A2 and A3 by norm 4 × 4.745
+    # = 29.98; СОИ by norm 2 × (0.13 + 0.156 + 0.104) = 0.78 → 30.24 m³ more than charged.
+    assert {str(v) for v in settled["difference"]} == {"30.240000"}
+    assert [str(v) for v in settled["premises_volume"].unique()] == ["29.980000"]
+    # Shared by area at the December tariff 58.61: A1 30.24 × 50/1000 × 58.61 = 88.62,
+    # A2 × 60/1000 = 106.34, A3 × 40/1000 = 70.89.
+    assert dict(settled.select("account_id", pl.col("amount").cast(pl.String)).iter_rows()) == {
+        "A1": "88.62", "A2": "106.34", "A3": "70.89"}
+    reason = ("корректировка платы за КР на СОИ по показаниям ОДПУ за 2026 год "
+              "(ЖК 156 ч.9.2, Правила 491 п.29(3))")
+    assert soi_parts(town, "2027-01") == {
+        "A1": ("29.54", f"{reason}: часть 1 из 3"), "A2": ("35.45", f"{reason}: часть 1 из 3"),
+        "A3": ("23.63", f"{reason}: часть 1 из 3")}
+    close(town, "2027-02")
+    close(town, "2027-03")
+    parts = [soi_parts(town, p) for p in ("2027-01", "2027-02", "2027-03")]
+    # Each cumulative share is rounded once, so three parts add up to the amount exactly.
+    assert [p["A2"][0] for p in parts] == ["35.45", "35.44", "35.45"]
+    close(town, "2027-04")
+    assert soi_parts(town, "2027-04") == {}
+    # The settlement is a charge of the month it is posted in: recomputing that month
+    # later (here: every account, as a rule table changed) does not undo it.
+    (town.rules / "tariffs.csv").write_text((town.rules / "tariffs.csv").read_text(encoding="utf-8")
+                                            + "intercom,,2020-01-01,1.00,test\n", encoding="utf-8")
+    assert close(town, "2027-05").filter(pl.col("service_id") == "cold_water_soi").height == 0
+
+
+def test_negative_common_property_month_charges_zero_and_carries_forward(town: Workspace) -> None:
+    soi_town(town, "1025.000", "2022-09-01,1,1,true,test\n")
+    for period in ("2026-11", "2026-12", "2027-01", "2027-02", "2027-03"):
+        close(town, period)
+    # 25 − 29.98 − 0.78 = −5.76 m³ → A1: −5.76 × 50/1000 × 58.61 = −16.88; the month's
+    # КР на СОИ of A1 is 0.13 m³ × 58.61 = 7.62, so −7.62, −7.62 and the last −1.64.
+    got = [soi_parts(town, p)["A1"] for p in ("2027-01", "2027-02", "2027-03")]
+    assert [amount for amount, _ in got] == ["-7.62", "-7.62", "-1.64"]
+    assert got[0][1].endswith("(остаток уменьшения перенесён на следующий месяц)")
+    bal = pl.read_parquet(town.period_dir("2027-01") / "service_balances.parquet").filter(
+        (pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water_soi"))
+    assert str(bal["charged"][0] + bal["recalculated"][0]) == "0.00"

@@ -64,7 +64,7 @@ def quality_reductions(lines: pl.DataFrame, buildings_of: pl.DataFrame, outages:
     excess = excess_minutes(outages, rules, period)
     schema = {"account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
               "origin_period": pl.String, "amount_kop": pl.Int64, "reason": pl.String,
-              "excess_minutes": pl.Int64}
+              "excess_minutes": pl.Int64, "kind": pl.String, "settles_year": pl.Int32}
     if not excess.height:
         return pl.DataFrame(schema=schema)
     charged = lines.group_by("account_id", "service_id", "supplier_id").agg(pl.col("amount_kop").sum())
@@ -78,5 +78,6 @@ def quality_reductions(lines: pl.DataFrame, buildings_of: pl.DataFrame, outages:
     return hit.select(
         "account_id", "service_id", "supplier_id", pl.lit(str(period)).alias("origin_period"),
         (reduction * -1).alias("amount_kop"), pl.lit(REASON).alias("reason"),
-        pl.col("excess_min").alias("excess_minutes"),
+        pl.col("excess_min").alias("excess_minutes"), pl.lit("quality").alias("kind"),
+        pl.lit(None, pl.Int32).alias("settles_year"),
     ).filter(pl.col("amount_kop") != 0).cast(schema)  # type: ignore[arg-type]

@@ -40,6 +40,10 @@ RECALC_SCHEMA = pl.Schema({
     "amount_kop": pl.Int64(),
     "reason": pl.String(),
     "excess_minutes": pl.Int64(),
+    # recalculation (a past period recomputed), quality (interruptions) or settlement
+    # (a part of a yearly КР на СОИ settlement, charged in its origin month).
+    "kind": pl.String(),
+    "settles_year": pl.Int32(),
 })
 
 
@@ -215,5 +219,6 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         pl.lit("уточнение исходных данных"))
     return both.select(
         *KEY, pl.lit(str(period)).alias("origin_period"), "amount_kop", reason.alias("reason"),
-        pl.lit(None, pl.Int64).alias("excess_minutes"),
+        pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
+        pl.lit(None, pl.Int32).alias("settles_year"),
     ).cast(RECALC_SCHEMA).sort(KEY)
