@@ -33,12 +33,19 @@ def _rub(value: Decimal) -> str:
 def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]:
     names = ("charges", "meter_volumes", "recalculations", "penalties")
     folder = ws.period_dir(period)
+    made = [pl.read_parquet(f) for q in ws.sealed_periods() if q <= period
+            and (f := ws.period_dir(q) / "settlements.parquet").is_file()]
     if (folder / "manifest.json").is_file():
-        return {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}, True
-    from pipeline.close import compute, load_inputs, to_outputs
+        tables = {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}
+        sealed = True
+    else:
+        from pipeline.close import compute, load_inputs, to_outputs
 
-    out = to_outputs(compute(load_inputs(ws, Period.parse(period))))
-    return {n: out[n] for n in names}, False
+        out = to_outputs(compute(load_inputs(ws, Period.parse(period))))
+        tables, sealed = {n: out[n] for n in names}, False
+        made.append(out["settlements"])
+    tables["settlements"] = pl.concat(made, how="vertical_relaxed") if made else pl.DataFrame()
+    return tables, sealed
 
 
 def explain_account(ws: Workspace, account_id: str, period: str) -> str:
@@ -86,6 +93,8 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
         name = services.get(r["service_id"], {"name": r["service_id"]})["name"]
         hours = f"; превышение {r['excess_minutes'] / 60:g} ч" if r.get("excess_minutes") else ""
         out.append(f"Перерасчёт за {r['origin_period']}, {name}: {_rub(r['amount'])} — {r['reason']}{hours}")
+        if r.get("kind") == "settlement":
+            out.extend("  " + s for s in _settlement_text(tables["settlements"], r, services))
     penalties = tables["penalties"].filter((pl.col("account_id") == account_id) & (pl.col("amount") != 0))
     for r in penalties.iter_rows(named=True):
         article = "ч.14.1" if r["scheme"] == "capital_repair" else "ч.14"
@@ -145,6 +154,28 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
             lines.append(f"  прибор {m['meter_id']}: показаний нет — среднемесячный объём "
                          f"{_num(m['volume'], 6)} (п.59 «б», п.59(1))")
     return lines
+
+
+def _settlement_text(settlements: pl.DataFrame, r: dict, services: dict) -> list[str]:
+    """How a КР на СОИ settlement part was found: the year's volumes, the share and the schedule."""
+    if not settlements.height:
+        return []
+    rows = settlements.filter((pl.col("account_id") == r["account_id"])
+                              & (pl.col("service_id") == r["service_id"])
+                              & (pl.col("year") == r["settles_year"]))
+    if not rows.height:
+        return []
+    st = rows.row(0, named=True)
+    unit = services.get(st["service_id"], {"unit": ""})["unit"]
+    return [
+        f"за месяцы {st['months']}: ОДПУ дома {_num(st['building_volume'], 6)} − помещения "
+        f"{_num(st['premises_volume'], 6)} − начислено на СОИ по нормативу {_num(st['charged_volume'], 6)} = "
+        f"{_num(st['difference'], 6)} {unit}",
+        f"доля = {_num(st['difference'], 6)} {unit} × помещение {_num(st['area'], 2)} м² × доля "
+        f"{_num(st['share'], 4)} / площадь дома {_num(st['building_area'], 2)} м² × тариф на 31.12."
+        f"{st['year']} {format_rub(int(st['tariff'] * 100))} ₽ = {_rub(st['amount'])}; "
+        f"равными частями: {st['parts']}, с {st['first_period']}",
+    ]
 
 
 def _sources(ln: dict, rules: dict[str, dict[int, dict]]) -> list[str]:

@@ -234,3 +234,16 @@ def test_negative_common_property_month_charges_zero_and_carries_forward(town: W
     bal = pl.read_parquet(town.period_dir("2027-01") / "service_balances.parquet").filter(
         (pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water_soi"))
     assert str(bal["charged"][0] + bal["recalculated"][0]) == "0.00"
+
+
+def test_explain_shows_how_a_settlement_part_was_found(town: Workspace) -> None:
+    from pipeline.explain import explain_account
+
+    soi_town(town, "1061.000", "2022-09-01,1,3,true,test\n")
+    for period in ("2026-11", "2026-12", "2027-01", "2027-02"):
+        close(town, period)
+    text = explain_account(town, "A1", "2027-02")
+    assert "за месяцы 2026-11,2026-12: ОДПУ дома 61 − помещения 29,98 − начислено на СОИ по нормативу " \
+           "0,78 = 30,24 м³" in text
+    assert "× помещение 50 м² × доля 1 / площадь дома 1000 м² × тариф на 31.12.2026 58,61 ₽ = " in text
+    assert "часть 2 из 3" in text
