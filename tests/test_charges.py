@@ -99,13 +99,26 @@ def test_meter_installed_this_month_is_used_from_next_month(town: Workspace) -> 
 def test_missing_reading_is_charged_by_average(town: Workspace) -> None:
     write_registers(town, {"readings": """\
 meter_id,read_on,value,source
+M1,2026-03-20,68.000,lk
+M1,2026-04-20,74.000,lk
 M1,2026-05-20,80.000,lk
 M1,2026-06-20,86.000,lk
 M1,2026-07-20,92.000,lk
 """})
     got = close_lines(town, "2026-08")
-    # (92 − 80) / 2 months = 6 m³ × 52.28 = 313.68
+    # (92 − 68) / 4 months = 6 m³ × 52.28 = 313.68
     assert got[("A1", "cold_water")] == [("average", 6_000_000, 31368)]
+
+
+def test_average_needs_three_months_of_history(town: Workspace) -> None:
+    """A meter with less than 3 months of its own readings has no average: the norm (п.59(1))."""
+    write_registers(town, {"readings": """meter_id,read_on,value,source
+M1,2026-05-20,80.000,lk
+M1,2026-06-20,86.000,lk
+M1,2026-07-20,92.000,lk
+"""})
+    # 2 months of history → 2 persons × 4.745 m³ × 52.28 = 496.14 (a meter is installed: no K)
+    assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("norm", 9_490_000, 49614)]
 
 
 # The fixture is only read, never changed, so sharing it between examples is safe.
@@ -161,6 +174,8 @@ def test_absence_does_not_count_where_a_meter_is_possible(town: Workspace) -> No
 def test_spike_is_not_used_until_confirmed(town: Workspace) -> None:
     history = """\
 meter_id,read_on,value,source,confirmed
+M1,2026-03-20,68.000,lk,
+M1,2026-04-20,74.000,lk,
 M1,2026-05-20,80.000,lk,
 M1,2026-06-20,86.000,lk,
 M1,2026-07-20,92.000,lk,
@@ -243,6 +258,7 @@ def test_failed_meter_average_then_norm_with_coefficient(town: Workspace, period
     meters = (town.registers / "meters.csv").read_text().replace("2030-01-01", "2026-05-31")
     write_registers(town, {"meters": meters, "readings": """\
 meter_id,read_on,value,source
+M1,2026-02-20,54.000,lk
 M1,2026-03-20,60.000,lk
 M1,2026-04-20,66.000,lk
 M1,2026-05-20,72.000,lk

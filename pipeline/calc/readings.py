@@ -25,6 +25,8 @@ MICRO = 1_000_000
 AVERAGE_MAX_PERIODS = 3
 #: Periods of own history that the average is taken over (п.59(1)).
 AVERAGE_HISTORY_PERIODS = 6
+#: Shortest own history an average may be taken over; less → the norm (п.59(1)).
+AVERAGE_MIN_MONTHS = 3
 
 CONSUMPTION_SCHEMA = pl.Schema({
     "meter_id": pl.String,
@@ -111,7 +113,7 @@ def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: P
     first = window.group_by("meter_id").agg(pl.col("p_idx").first().alias("first_idx"),
                                             pl.col("value_micro").first().alias("first_micro"))
     months = pl.col("last_idx") - pl.col("first_idx")
-    return last.join(first, on="meter_id").filter(months >= 1).select(
+    return last.join(first, on="meter_id").filter(months >= AVERAGE_MIN_MONTHS).select(
         "meter_id", pl.lit("average").alias("method"),
         ((pl.col("last_micro") - pl.col("first_micro")) // months).clip(lower_bound=0).alias("volume_micro"),
         pl.lit(None, pl.Int64).alias("prev_value_micro"), pl.lit(None, pl.Int64).alias("curr_value_micro"),
@@ -243,7 +245,7 @@ def consumption(
     months = pl.col("prev_p_idx") - pl.col("first_p_idx")
     avg = base.join(metered.select("meter_id"), on="meter_id", how="anti").filter(
         pl.col("prev_p_idx").is_not_null() & (p_idx - pl.col("prev_p_idx") <= AVERAGE_MAX_PERIODS)
-        & (months >= 1)
+        & (months >= AVERAGE_MIN_MONTHS)
     ).with_columns(
         ((pl.col("prev_value_micro") - pl.col("first_micro")) // months).clip(lower_bound=0)
         .alias("volume_micro"),
