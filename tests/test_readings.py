@@ -1,0 +1,95 @@
+"""Readings → consumption: windows, rollover, rejected readings and the п.61 settlement."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.close import compute, load_inputs
+from pipeline.dates import Period
+from pipeline.ingest.registers import ingest
+from pipeline.workspace import Workspace
+from tests.conftest import write_registers
+from tests.test_recalc import close
+
+HISTORY = """\
+meter_id,read_on,value,source
+M1,2026-03-20,68.000,lk
+M1,2026-04-20,74.000,lk
+M1,2026-05-20,80.000,lk
+M1,2026-06-20,86.000,lk
+M1,2026-07-20,92.000,lk
+"""
+
+
+def cold_water(ws: Workspace, period: str) -> list[tuple[str, str, str]]:
+    charges = pl.read_parquet(ws.period_dir(period) / "charges.parquet").filter(
+        (pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
+    return [(r["method"], str(r["volume"]), str(r["amount"])) for r in charges.iter_rows(named=True)]
+
+
+def test_reading_after_averaged_months_is_settled_to_actual(town: Workspace) -> None:
+    """Two months by average (6 m³ each), then a reading: only what was not charged yet (п.61)."""
+    write_registers(town, {"readings": HISTORY})
+    close(town, "2026-08")
+    close(town, "2026-09")
+    assert cold_water(town, "2026-09") == [("average", "6.000000", "313.68")]
+    with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
+        fh.write("M1,2026-10-20,110.000,lk\n")
+    close(town, "2026-10")
+    # 110 − 92 = 18 m³ since the last reading, 12 already charged by average → 6 × 58.61
+    assert cold_water(town, "2026-10") == [("meter", "6.000000", "351.66")]
+
+
+def test_late_reading_counts_for_the_next_month(town: Workspace) -> None:
+    write_registers(town, {"readings": HISTORY + "M1,2026-08-27,99.000,lk\n"})
+    close(town, "2026-08")
+    # Taken on the 27th, after the window's 25th: August is charged by average.
+    assert cold_water(town, "2026-08") == [("average", "6.000000", "313.68")]
+    close(town, "2026-09")
+    # September: 99 − 92 − 6 (August's average) = 1 m³ × 52.28
+    assert cold_water(town, "2026-09") == [("meter", "1.000000", "52.28")]
+
+
+def test_rollover_by_the_meter_digits(town: Workspace) -> None:
+    write_registers(town, {"readings": "meter_id,read_on,value,source\n"
+                                       "M1,2026-07-20,99998.000,lk\nM1,2026-08-20,3.000,lk\n"})
+    ingest(town)
+    result = compute(load_inputs(town, Period(2026, 8)))
+    a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
+    # 5 digits: 99998 → 100000 → 3 = 5 m³ × 52.28 = 261.40
+    assert a1.select("method", "volume_micro", "amount_kop").rows() == [("meter", 5_000_000, 26140)]
+    assert result.reading_issues.height == 0
+
+
+def test_lower_reading_is_reported_and_not_used(town: Workspace) -> None:
+    write_registers(town, {"readings": HISTORY + "M1,2026-08-20,90.000,lk\n"})
+    ingest(town)
+    result = compute(load_inputs(town, Period(2026, 8)))
+    assert result.reading_issues.select("meter_id", "reason").rows() == [
+        ("M1", "показания меньше предыдущих: не приняты до подтверждения")]
+    a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
+    assert a1["method"].to_list() == ["average"]
+
+
+def test_reading_after_the_meter_was_removed_is_reported(town: Workspace) -> None:
+    write_registers(town, {
+        "meters": """\
+meter_id,service_id,premise_id,building_id,serial,installed_on,removed_on,verified_until,digits,initial_value
+M1,cold_water,P1,,111,2020-01-01,2026-08-15,2030-01-01,5,0
+M2,cold_water,P1,,222,2026-08-15,,2032-01-01,5,0
+""",
+        "readings": """\
+meter_id,read_on,value,source
+M1,2026-07-20,100.000,lk
+M1,2026-08-15,104.000,controller
+M1,2026-08-20,105.000,lk
+M2,2026-08-20,1.000,lk
+""",
+    })
+    ingest(town)
+    result = compute(load_inputs(town, Period(2026, 8)))
+    assert result.reading_issues.select("meter_id", "reason").rows() == [
+        ("M1", "показания вне срока работы прибора учёта")]
+    a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
+    # The removal reading counts, the later one does not: (104 − 100) + (1 − 0) = 5 m³
+    assert a1.select("method", "volume_micro").rows() == [("meter", 5_000_000)]
