@@ -222,7 +222,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     penalty = _penalty_inputs(ws, open_items)
     rules_hash = rules_sha256(ws)
     horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
-    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash, store_regs, heating)
+    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash, store_regs, heating,
+                         rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list())
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         spike_multiple=spike_multiple, heating=heating,
@@ -268,15 +269,16 @@ def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
 
 
 def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
-                  rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy
-                  ) -> list[Any]:
+                  rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy,
+                  heating_services: list[str] | None = None) -> list[Any]:
     """Sealed periods to recompute, each with the accounts to recompute in it.
 
     When the registers changed since the last close, the accounts whose inputs
     changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
     close's snapshot); when a rule table changed, every account. In the month of
-    the yearly heating correction, also every account charged by
-    ``heating_average`` in a month of the year being settled.
+    the yearly heating correction, also every account charged for heating in a
+    month of the year being settled in a house with a building heat meter. Only
+    the lines of the accounts to recompute are read.
     """
     from pipeline.calc.recalc import PastPeriod, changed_accounts
     from pipeline.ingest.registers import load_store
@@ -303,20 +305,28 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
     if recalcs is not None and "kind" in recalcs.columns:
         # Spread yearly settlements are current charges, not corrections of their origin.
         recalcs = recalcs.filter(pl.col("kind") != "settlement")
+    heat_metered = regs["accounts"].select("account_id", "premise_id").join(
+        regs["premises"].select("premise_id", "building_id"), on="premise_id").join(
+        regs["meters"].filter(pl.col("building_id").is_not_null()
+                              & pl.col("service_id").is_in(heating_services or ["heating"]))
+        .select("building_id").unique(), on="building_id", how="semi").select("account_id")
     past = []
     for q in sealed:
         origin = Period.parse(q)
         if origin < first:
             continue
         folder = ws.period_dir(q)
-        lines = _internal_lines(pl.read_parquet(folder / "charges.parquet"))
+        charges = pl.scan_parquet(folder / "charges.parquet")
         accounts = changed
-        if origin.year == true_up_year:
-            averaged = lines.filter(pl.col("method") == "heating_average").select("account_id").unique()
-            if accounts is not None:
-                accounts = pl.concat([accounts, averaged]).unique()
+        if origin.year == true_up_year and accounts is not None:
+            heated = charges.filter(pl.col("method").is_in(["heating", "heating_average"])).select(
+                "account_id").unique().join(heat_metered.lazy(), on="account_id", how="semi").collect()
+            accounts = pl.concat([accounts, heated]).unique()
         if accounts is not None and not accounts.height:
             continue
+        if accounts is not None:
+            charges = charges.join(accounts.lazy(), on="account_id", how="semi")
+        lines = _internal_lines(charges.collect())
         done = (recalcs.filter(pl.col("origin_period") == q).select(
             "account_id", "service_id", "supplier_id", _kop("amount", "amount_kop"))
             if recalcs is not None and recalcs.height else
