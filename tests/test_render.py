@@ -177,6 +177,20 @@ def test_html_escapes_and_advance() -> None:
     assert "Оплатить до" not in html
 
 
+def test_recalculations_are_printed_with_their_reasons() -> None:
+    from pipeline.render.receipts import RecalcLine
+
+    receipt = make_receipt()
+    assert "Перерасчёты" not in render_html(receipt)
+    lines = (RecalcLine("Холодное водоснабжение", "2026-09", "изменение числа зарегистрированных "
+                        "(проживающих)", 12003),
+             RecalcLine("Отопление", "2026-10", "перерыв в предоставлении услуги", -118))
+    html = render_html(replace(receipt, recalculations=lines, recalculated=11885))
+    assert "Перерасчёты (доначисления +, уменьшения −)" in html
+    assert "изменение числа зарегистрированных (проживающих)" in html and "сентябрь 2026 г." in html
+    assert f">{_rub('120,03')}<" in html and ">-1,18<" in html
+
+
 def test_template_stays_inside_the_small_ua_stylesheet() -> None:
     html = render_html(make_receipt(paid_extra=2_000_000))
     tags = set(re.findall(r"<([a-z][a-z0-9]*)", html))

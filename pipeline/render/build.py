@@ -12,7 +12,7 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.close import CloseResult
-from pipeline.render.receipts import Payee, Receipt, ReceiptLine
+from pipeline.render.receipts import Payee, RecalcLine, Receipt, ReceiptLine
 
 METHOD_LABELS = {
     "meter": "по счётчику",
@@ -69,6 +69,11 @@ def build_receipts(
     pen_by_acc = _group(penalties.filter(pl.col("amount_kop") != 0).group_by(
         "account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum())
         .sort("account_id", "supplier_id", "scheme"), "account_id")
+    recalcs = result.recalculations if result.recalculations is not None else pl.DataFrame(
+        schema={"account_id": pl.String, "service_id": pl.String, "origin_period": pl.String,
+                "reason": pl.String, "amount_kop": pl.Int64})
+    recalc_by_acc = _group(recalcs.filter(pl.col("amount_kop") != 0).sort(
+        "account_id", "service_id", "origin_period", "reason"), "account_id")
     wanted = set(lines_by_acc) | set(bal_by_acc)
 
     for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
@@ -113,6 +118,10 @@ def build_receipts(
             payees=payees,
             due_date=result.due_date,
             building_id=acc["building_id"],
+            recalculations=tuple(
+                RecalcLine(service_name=svc.get(rc["service_id"], {"name": rc["service_id"]})["name"],
+                           origin_period=rc["origin_period"], reason=rc["reason"], amount=rc["amount_kop"])
+                for rc in recalc_by_acc.get(account_id, [])),
             **totals,
         )
 

@@ -115,6 +115,20 @@ class ReceiptLine:
 
 
 @dataclass(frozen=True)
+class RecalcLine:
+    """One recalculation printed with its reason (ЕПД section 5, Правила 354 п.69)."""
+
+    #: Service as printed.
+    service_name: str
+    #: The period it corrects, ``YYYY-MM`` (the current one for interruptions and settlements).
+    origin_period: str
+    #: Reason as posted by the recalculation stage.
+    reason: str
+    #: Amount, kopecks: extra charge > 0, reduction < 0.
+    amount: int
+
+
+@dataclass(frozen=True)
 class Payee:
     """One recipient of money (поставщик / исполнитель) with its bank details and balance."""
 
@@ -193,6 +207,8 @@ class Receipt:
     due_date: date | None
     #: Building the premises are in; groups receipts into print batches.
     building_id: str
+    #: Recalculations of the period with their reasons; they add up to ``recalculated``.
+    recalculations: tuple[RecalcLine, ...] = ()
 
     @property
     def to_pay(self) -> int:
@@ -312,6 +328,9 @@ def _check_balances(receipt: Receipt) -> None:
                     "%s: поле %s квитанции (%s) ≠ сумме по получателям (%s)",
                     where, name, format_rub(getattr(receipt, name)), format_rub(by_payees),
                 )  # fmt: skip
+    if receipt.recalculations and sum(r.amount for r in receipt.recalculations) != receipt.recalculated:
+        _LOG.warning("%s: сумма перерасчётов по строкам ≠ перерасчёту %s",
+                     where, format_rub(receipt.recalculated))
     # Lines are the period's charges plus its penalty lines (ЖК 155 ч.14, own line each).
     lines_total = sum(line.amount for line in receipt.lines)
     if lines_total != receipt.charged + receipt.penalty:
@@ -370,6 +389,11 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "to_pay_words": amount_in_words(receipt.to_pay),
         "advance": format_rub(-receipt.closing) if receipt.closing < 0 else None,
         "due_date": None if receipt.due_date is None else receipt.due_date.strftime("%d.%m.%Y"),
+        "recalculations": [
+            {"service_name": r.service_name, "origin": _period_text(r.origin_period), "reason": r.reason,
+             "amount": format_rub(r.amount)}
+            for r in receipt.recalculations
+        ],
     }
 
 
