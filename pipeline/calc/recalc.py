@@ -129,6 +129,7 @@ class PastPeriod:
             service_id, supplier_id, amount_kop), the period's own included.
         meter_volumes: premise_id, service_id, method, volume_micro as sealed.
         accounts: the accounts to recompute (``account_id``); None means all.
+        services: the services to recompute; None means all.
     """
 
     period: Period
@@ -136,6 +137,7 @@ class PastPeriod:
     recalculated: pl.DataFrame
     meter_volumes: pl.DataFrame
     accounts: pl.DataFrame | None = None
+    services: list[str] | None = None
 
 
 def _signature(lines: pl.DataFrame) -> pl.DataFrame:
@@ -186,7 +188,12 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         regs = {**regs, "accounts": regs["accounts"].join(past.accounts, on="account_id", how="semi")}
         past = PastPeriod(period, past.lines.join(past.accounts, on="account_id", how="semi"),
                           past.recalculated.join(past.accounts, on="account_id", how="semi"),
-                          past.meter_volumes, past.accounts)
+                          past.meter_volumes, past.accounts, past.services)
+    if past.services is not None:
+        wanted = pl.col("service_id").is_in(past.services)
+        regs = {**regs, "building_services": regs["building_services"].filter(wanted)}
+        past = PastPeriod(period, past.lines.filter(wanted), past.recalculated.filter(wanted),
+                          past.meter_volumes, past.accounts, past.services)
     building = heating_volumes(regs["meters"], regs["readings"], period, heating, window_end_day)
     lines = charge_lines(regs, rules, period, past.meter_volumes, heating, building)
     buildings_of = regs["accounts"].select("account_id", "premise_id").join(
