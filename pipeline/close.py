@@ -75,6 +75,7 @@ class CloseInputs:
     spike_multiple: int = 0
     heating: HeatingPolicy = field(default_factory=HeatingPolicy)
     rules_sha256: str | None = None
+    charge_rules_sha256: str | None = None
     past_periods: list[Any] = field(default_factory=list)
     penalty_policy: Any = None
     penalty_charges: pl.DataFrame | None = None
@@ -222,7 +223,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     penalty = _penalty_inputs(ws, open_items)
     rules_hash = rules_sha256(ws)
     horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
-    past = _past_periods(ws, period, horizon, current_version(ws), rules_hash, store_regs, heating,
+    charge_rules_hash = rules_sha256(ws, CHARGE_RULES)
+    past = _past_periods(ws, period, horizon, current_version(ws), charge_rules_hash, store_regs, heating,
                          rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list())
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
@@ -232,19 +234,25 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         due_date=due_date(due_rules, period),
         store_version=current_version(ws),
         payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
-        rules_sha256=rules_hash, past_periods=past,
+        rules_sha256=rules_hash, charge_rules_sha256=charge_rules_hash, past_periods=past,
         **_settlement_inputs(ws, period, rules),
         **penalty,
     )
 
 
-def rules_sha256(ws: Workspace) -> str:
-    """One hash over every rule table and policy file of the workspace."""
+#: Rule tables a period's charges depend on; a change to any other (key rates, penalty
+#: schemes, due dates, settlements) never makes the past's charges differ.
+CHARGE_RULES = ("services.csv", "tariffs.csv", "norms.csv", "increasing_coefficients.csv",
+                "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv")
+
+
+def rules_sha256(ws: Workspace, names: tuple[str, ...] | None = None) -> str:
+    """One hash over the rule tables and policy files of the workspace (or only ``names``)."""
     import hashlib
 
     digest = hashlib.sha256()
     for path in sorted(ws.rules.iterdir()):
-        if path.suffix in (".csv", ".toml"):
+        if path.suffix in (".csv", ".toml") and (names is None or path.name in names):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -275,7 +283,7 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
 
     When the registers changed since the last close, the accounts whose inputs
     changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
-    close's snapshot); when a rule table changed, every account. In the month of
+    close's snapshot); when a rule table of :data:`CHARGE_RULES` changed, every account. In the month of
     the yearly heating correction, also every account charged for heating in a
     month of the year being settled in a house with a building heat meter. Only
     the lines of the accounts to recompute are read.
@@ -288,7 +296,7 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
         return []
     last = json.loads((ws.period_dir(sealed[-1]) / "manifest.json").read_text())
     changed: pl.DataFrame | None = pl.DataFrame(schema={"account_id": pl.String})
-    if last.get("rules_sha256") != rules_hash:
+    if last.get("charge_rules_sha256") != rules_hash:
         changed = None
     elif last.get("store_version") != store_version:
         before = last.get("store_version")
@@ -655,6 +663,7 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
             "sealed": True,
             "store_version": inputs.store_version,
             "rules_sha256": inputs.rules_sha256,
+            "charge_rules_sha256": inputs.charge_rules_sha256,
             "payments_sha256": inputs.payments_sha256,
             "due_date": str(result.due_date) if result.due_date else None,
             "totals_kop": result.totals,

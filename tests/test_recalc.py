@@ -164,7 +164,7 @@ def test_only_accounts_whose_inputs_changed_are_recomputed(town: Workspace) -> N
     assert inputs.past_periods[0].accounts["account_id"].to_list() == ["A1", "A2", "A3"]
     # Nothing changed since the last close: nothing is recomputed.
     close(town, "2026-09")
-    assert _past_periods(town, Period(2026, 10), 36, inputs.store_version, inputs.rules_sha256 or "",
+    assert _past_periods(town, Period(2026, 10), 36, inputs.store_version, inputs.charge_rules_sha256 or "",
                          inputs.regs, inputs.heating) == []
 
 
@@ -215,6 +215,11 @@ def test_common_property_settled_against_the_building_meter_in_equal_parts(town:
     assert [p["A2"][0] for p in parts] == ["35.45", "35.44", "35.45"]
     close(town, "2027-04")
     assert soi_parts(town, "2027-04") == {}
+    # A key-rate row changes no charge: nothing is recomputed.
+    with open(town.rules / "key_rates.csv", "a", encoding="utf-8") as fh:
+        fh.write("2027-04-27,15.00,unverified\n")
+    ingest(town)
+    assert load_inputs(town, Period(2027, 5)).past_periods == []
     # The settlement is a charge of the month it is posted in: recomputing that month
     # later (here: every account, as a rule table changed) does not undo it.
     (town.rules / "tariffs.csv").write_text((town.rules / "tariffs.csv").read_text(encoding="utf-8")

@@ -47,7 +47,7 @@ RECALC_SCHEMA = pl.Schema({
 })
 
 
-#: How each register's rows lead to accounts: (column, register it is a key of).
+#: The columns through which a changed row of each register reaches accounts.
 #: Organisations are missing on purpose: their details never change an amount.
 _LINKS: dict[str, tuple[str, ...]] = {
     "accounts": ("account_id",),
