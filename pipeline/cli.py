@@ -264,7 +264,7 @@ def demo(
     home: HomeOpt = None,
     accounts: Annotated[int, typer.Option("--accounts", min=10, help="Число лицевых счетов.")] = 1000,
     months: Annotated[int, typer.Option("--months", min=1, max=24, help="Сколько месяцев закрыть.")] = 3,
-    start: Annotated[str, typer.Option("--start", help="Первый период ГГГГ-ММ.")] = "2026-08",
+    start: Annotated[str, typer.Option("--start", help="Первый период ГГГГ-ММ.")] = "2026-12",
     receipts: Annotated[bool, typer.Option("--receipts/--no-receipts", help="Формировать PDF.")] = True,
     seed: Annotated[int, typer.Option("--seed", help="Зерно генератора.")] = 2026,
 ) -> None:

@@ -4,17 +4,23 @@ Both build a city with :mod:`pipeline.synth`, ingest it and close consecutive
 months; between closes the payers pay what their last receipt asked (a
 deterministic share of them partly or not at all), through an agent file in
 ``inbox/`` imported like a night's payments. ``demo`` goes through the Prefect
-flow and renders receipts; ``bench`` calls the stages directly, skips PDFs and
+flow and renders receipts; after the first close it also adds a few late news
+about the closed month to the registers (a resident registered retroactively,
+an outage and an absence reported late), so that the second close recalculates
+it, and at the end it names one account per charge method and mechanism for
+``billing explain``. ``bench`` calls the stages directly, skips PDFs and
 reports time and peak memory per step.
 """
 
 from __future__ import annotations
 
+import csv
 import resource
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,9 @@ from pipeline.dates import Period, month_periods
 from pipeline.workspace import BillingError, Workspace, audit, init_workspace
 
 DEMO_MARKER = ".billing-demo"
+#: First demo month: December, so that the default three months show heating charged by the
+#: previous year's building-meter average, its yearly correction in January and February.
+DEMO_START = "2026-12"
 
 Say = Callable[[str], None]
 
@@ -84,12 +93,219 @@ def _pay_and_import(ws: Workspace, bill: Period) -> None:
     import_inbox(ws)
 
 
+def _append_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Append rows to a register CSV, in the order of its header."""
+    with open(path, encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, lineterminator="\n", restval="")
+        writer.writerows(rows)
+
+
+def _dmy(d: date) -> str:
+    return f"{d:%d.%m.%Y}"
+
+
+def late_news(ws: Workspace, closed: Period, seed: int) -> list[str]:
+    """Add to the registers three late news about the sealed month ``closed``; describe them.
+
+    A resident registered from the 10th of ``closed`` (on an account charged by the
+    norm), an interruption of hot water on the 12th–14th reported after the close, and
+    an absence from the 3rd to the 20th reported late (on another account). The next
+    close recalculates ``closed`` for them. Chosen by ``seed``; returns Russian lines
+    for the demo's output.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+
+    def read(name: str) -> pl.DataFrame:
+        return pl.read_csv(ws.registers / f"{name}.csv", infer_schema=False)
+
+    def pick(values: pl.Series) -> str | None:
+        values = values.unique().sort()
+        return str(values[int(rng.integers(values.len()))]) if values.len() else None
+
+    charges = pl.read_parquet(ws.period_dir(str(closed)) / "charges.parquet")
+    whole_month = charges.filter(pl.col("days") == pl.col("days_in_month"))
+    residents, premises, buildings = read("residents"), read("premises"), read("buildings")
+    first, last = closed.first.isoformat(), closed.last.isoformat()
+    said = [f"Сведения задним числом о закрытом периоде {closed} (реестры дополнены после "
+            f"закрытия; перерасчёт войдёт в {closed.shift(1)}):"]
+
+    # A resident registered retroactively on an account charged by the norm.
+    norm = whole_month.filter((pl.col("method") == "norm") & (pl.col("persons_basis") == "registered"))
+    account = pick(norm["account_id"]) or pick(
+        whole_month.filter(pl.col("method") == "per_person")["account_id"])
+    if account is not None:
+        number = (residents.select(pl.col("person_id").str.slice(1).cast(pl.Int64).max()).item() or 0) + 1
+        person = f"R{number:07d}"
+        moved_in = closed.first.replace(day=10)
+        _append_rows(ws.registers / "residents.csv", [{
+            "person_id": person, "account_id": account, "full_name": "Новосёлов Артём Игоревич",
+            "birth_date": "1995-03-14", "kind": "permanent", "from": moved_in.isoformat(), "to": "",
+        }])
+        said.append(f"  • лицевой счёт {account}: жилец {person} зарегистрирован с {_dmy(moved_in)} — "
+                    "сведения о регистрации пришли после закрытия месяца; плата по нормативу и за ТКО "
+                    "пересчитывается по числу зарегистрированных")
+
+    # An interruption of hot water reported after the close.
+    with_hot = read("building_services").filter(pl.col("service_id") == "hot_water")["building_id"]
+    building = pick(with_hot)
+    if building is not None:
+        start, end = f"{closed.first.replace(day=12)}T09:15", f"{closed.first.replace(day=14)}T18:15"
+        _append_rows(ws.registers / "outages.csv", [{
+            "building_id": building, "service_id": "hot_water", "started_at": start, "ended_at": end}])
+        address = buildings.filter(pl.col("building_id") == building)["address"][0]
+        said.append(f"  • дом {building} ({address}): перерыв горячего водоснабжения "
+                    f"{_dmy(closed.first.replace(day=12))} 09:15 – {_dmy(closed.first.replace(day=14))} "
+                    "18:15 (57 ч при допустимых 8 ч в месяц) — акт составлен после закрытия месяца; "
+                    "плата за ГВС снижается всем счетам дома (Прил. 1 Правил 354)")
+
+    # An absence reported late, on another account: full month registered, not away already.
+    absent = read("absences")["person_id"]
+    per_person = whole_month.filter(pl.col("method") == "per_person").select("account_id")
+    candidates = residents.filter(
+        (pl.col("kind") == "permanent") & (pl.col("from") <= first)
+        & (pl.col("to").is_null() | (pl.col("to") > last))
+        & ~pl.col("person_id").is_in(absent.implode()) & (pl.col("account_id") != (account or ""))
+    ).join(per_person, on="account_id", how="semi")
+    # Preferably where no meter can be fitted: then water by the norm is reduced too (п.86).
+    impossible = read("accounts").join(premises.filter(pl.col("meter_possible") == "false"),
+                                       on="premise_id", how="semi").select("account_id")
+    preferred = candidates.join(impossible, on="account_id", how="semi")
+    away = pick((preferred if preferred.height else candidates)["person_id"])
+    if away is not None:
+        away_from, away_to = closed.first.replace(day=3), closed.first.replace(day=20)
+        _append_rows(ws.registers / "absences.csv", [{
+            "person_id": away, "from": away_from.isoformat(), "to": away_to.isoformat()}])
+        holder = residents.filter(pl.col("person_id") == away)["account_id"][0]
+        said.append(f"  • лицевой счёт {holder}: жилец {away} отсутствовал {_dmy(away_from)} – "
+                    f"{_dmy(away_to)} (16 полных суток) — заявление о временном отсутствии подано после "
+                    "закрытия месяца; плата за ТКО (и по нормативу, где прибор установить нельзя) "
+                    "уменьшается (п.86–87, 148(44) Правил 354)")
+    return said
+
+
+#: What each charge method shows, for the list of examples at the end of the demo.
+METHOD_LABELS: dict[str, str] = {
+    "meter": "По показаниям прибора учёта (формула 1)",
+    "average": "По среднемесячному объёму (п.59)",
+    "norm": "По нормативу: прибор учёта установить нельзя (формула 4)",
+    "norm_increased": "По нормативу с повышающим коэффициентом (формула 4(1))",
+    "area": "По площади: содержание жилья, взнос на капремонт",
+    "heating": "Отопление по нормативу: в доме нет ОДПУ (формула 2)",
+    "heating_meter": "Отопление по ОДПУ за месяц (формула 3)",
+    "heating_average": "Отопление по среднему ОДПУ за прошлый год (формула 3(1))",
+    "per_person": "На человека: обращение с ТКО",
+    "fixed": "Фиксированная плата: домофон",
+    "common_property": "Коммунальные ресурсы на содержание общего имущества (КР на СОИ)",
+}
+
+
+def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, str, str]]:
+    """One (label, account, period) per charge method and mechanism in the sealed ``periods``.
+
+    Found in the sealed tables (charges, meter_volumes, reading_issues,
+    recalculations, penalties) and the register snapshot: the first account, in
+    period and account order, that shows each of them.
+    """
+    from pipeline.ingest.registers import load_store
+
+    regs = load_store(ws)
+    accounts = regs["accounts"].select("account_id", "premise_id")
+    meters = regs["meters"].filter(pl.col("premise_id").is_not_null()).select(
+        "meter_id", "premise_id", "service_id", "verified_until")
+    refusals = regs.get("access_refusals")
+    found: list[pl.DataFrame] = []
+
+    def add(label: str, rows: pl.DataFrame, period: Period) -> None:
+        found.append(rows.select(pl.lit(label).alias("label"), pl.lit(str(period)).alias("period"),
+                                 "account_id"))
+
+    for period in periods:
+        folder = ws.period_dir(str(period))
+        if not (folder / "manifest.json").is_file():
+            continue
+        charges = pl.read_parquet(folder / "charges.parquet")
+        charged = charges.select("account_id").unique()
+        for method, label in METHOD_LABELS.items():
+            if method not in ("average", "norm_increased"):
+                add(label, charges.filter(pl.col("method") == method), period)
+        add("Водоотведение: объём ХВС + ГВС", charges.filter(pl.col("service_id") == "sewerage"), period)
+        add("Никто не зарегистрирован: норматив на собственников (п.56(2))",
+            charges.filter(pl.col("persons_basis") == "owners"), period)
+        add("Временное отсутствие более 5 суток (п.86–87)", charges.filter(pl.col("absent_days") > 0),
+            period)
+        add("Долевая собственность: начисление по доле", charges.filter(pl.col("share") < 1), period)
+        sold = regs["accounts"].filter(
+            pl.col("opened_on").is_between(period.first.replace(day=2), period.last)
+            | pl.col("closed_on").is_between(period.first, period.last, closed="left"))
+        add("Смена собственника в течение месяца: начисление за дни владения",
+            charges.filter(pl.col("method") == "area").join(sold, on="account_id", how="semi"), period)
+
+        # Why norm × K: refused access, a meter failed long ago, or no meter where one fits.
+        increased = charges.filter((pl.col("method") == "norm_increased")
+                                   & (pl.col("service_id") != "sewerage")).join(accounts, on="account_id")
+        if refusals is not None and refusals.height:
+            refused = refusals.filter(pl.col("refused_on") < pl.lit(period.first)).group_by(
+                "premise_id", "service_id").len().filter(pl.col("len") >= 2)
+            add("Недопуск к прибору учёта дважды: норматив × K (п.85(3))",
+                increased.join(refused, on=["premise_id", "service_id"], how="semi"), period)
+        expired = meters.filter(pl.col("verified_until") < pl.lit(period.first))
+        add("Истёк срок поверки более 3 месяцев назад: норматив × K (п.60)",
+            increased.join(expired, on=["premise_id", "service_id"], how="semi"), period)
+        add("Прибор учёта не установлен, хотя возможно: норматив × K (формула 4(1))",
+            increased.join(meters, on=["premise_id", "service_id"], how="anti"), period)
+
+        volumes = pl.read_parquet(folder / "meter_volumes.parquet").join(
+            meters.select("meter_id", "verified_until"), on="meter_id", how="left")
+        issues = pl.read_parquet(folder / "reading_issues.parquet")
+
+        def by_premise(rows: pl.DataFrame, charged: pl.DataFrame = charged) -> pl.DataFrame:
+            return rows.select("premise_id").join(accounts, on="premise_id").join(
+                charged, on="account_id", how="semi")
+
+        average = volumes.filter(pl.col("method") == "average")
+        failed = pl.col("verified_until") < pl.lit(period.last)
+        add("Истёк срок поверки: по среднему до 3 месяцев (п.59 «а»)", by_premise(average.filter(failed)),
+            period)
+        quiet = average.filter(~failed).join(issues, on="meter_id", how="anti")
+        add("Показания не переданы: по среднему (п.59 «б»)", by_premise(quiet), period)
+        metered = volumes.filter(pl.col("method") == "meter")
+        rolled = metered.filter(pl.col("curr_value") < pl.col("prev_value"))
+        add("Переход счётчика через ноль", by_premise(rolled), period)
+        add("Показания сняты после 25-го числа: учтены в следующем месяце",
+            by_premise(metered.filter(pl.col("curr_read_on") < pl.lit(period.first))), period)
+        for needle, label in (("больше среднего", "Расход в разы больше обычного: показания не приняты "
+                                                  "до подтверждения"),
+                              ("меньше предыдущих", "Показания меньше предыдущих: не приняты")):
+            flagged = issues.filter(pl.col("reason").str.contains(needle)).join(
+                meters.select("meter_id", "premise_id"), on="meter_id")
+            add(label, by_premise(flagged), period)
+
+        recalcs = pl.read_parquet(folder / "recalculations.parquet")
+        for reason in recalcs["reason"].unique().sort():
+            add(f"Перерасчёт: {reason}", recalcs.filter(pl.col("reason") == reason), period)
+        penalties = pl.read_parquet(folder / "penalties.parquet")
+        add("Пени за просрочку оплаты (ЖК РФ ст.155 ч.14)", penalties.filter(pl.col("amount") > 0), period)
+
+    if not found:
+        return []
+    table = pl.concat(found).with_row_index("order").sort("period", "account_id", "order")
+    first = table.group_by("label", maintain_order=True).agg(pl.col("period").first(),
+                                                              pl.col("account_id").first(),
+                                                              pl.col("order").min())
+    return [(r["label"], r["account_id"], r["period"]) for r in first.sort("order").iter_rows(named=True)]
+
+
 def _peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bool, seed: int,
-             say: Say) -> None:
+def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START, receipts: bool = True,
+             seed: int = 2026, say: Say = print) -> None:
+    """Build the synthetic city, close ``months`` months from ``start`` and say where everything is."""
     from pipeline.cli import _print_close, run_close
     from pipeline.ingest.payments import import_inbox
     from pipeline.ingest.registers import ingest
@@ -108,7 +324,16 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
                                  "rejected": result.rejected})
     say(f"  реестры загружены: {sum(result.loaded.values())} строк, отклонено "
         f"{result.total_rejected}" + (f" (отчёт: {result.rejects_path})" if result.rejects_path else ""))
-    for period in month_periods(first, months):
+    periods = month_periods(first, months)
+    for period in periods:
+        if period == first.shift(1):
+            say("")
+            for line in late_news(ws, first, seed):
+                say(line)
+            again = ingest(ws)
+            audit(ws, "ingest", outputs={"version": again.version, "loaded": again.loaded,
+                                         "rejected": again.rejected})
+            say(f"  реестры загружены повторно: отклонено {again.total_rejected}")
         if period != first:
             path = _pay_last_bill(ws, period.shift(-1), seed)
             if path is not None:
@@ -118,10 +343,7 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
                         + (f", невыясненных {info['suspense']}" if info.get("suspense") else ""))
         summary = run_close(ws, str(period), receipts=receipts)
         _print_close(summary, dry_run=False)
-    last = month_periods(first, months)[-1]
-    example = pl.read_parquet(ws.period_dir(str(last)) / "charges.parquet").filter(
-        pl.col("method") == "norm_increased"
-    )["account_id"]
+    last = periods[-1]
     say("")
     say(f"Готово за {time.perf_counter() - started:.0f} с. Где что лежит:")
     say(f"  закрытые периоды: {ws.periods}/ГГГГ-ММ (таблицы Parquet, manifest.json)")
@@ -133,8 +355,14 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str, receipts: bo
     say("Попробуйте:")
     say(f"  billing sql --home {ws.home} \"select period, method, count(*), sum(amount) "
         "from charges group by all order by all\"")
-    if example.len():
-        say(f"  billing explain {example[0]} --period {last} --home {ws.home}")
+    examples = explain_examples(ws, periods)
+    if examples:
+        say("Способы расчёта и механизмы на примерах (по одному лицевому счёту):")
+        for label, account, when in examples:
+            say(f"  {label}: billing explain {account} --period {when} --home {ws.home}")
+        if not any(label == METHOD_LABELS["heating_meter"] for label, _, _ in examples):
+            say(f"  {METHOD_LABELS['heating_meter']}: при оплате отопления в отопительный сезон "
+                "(settings.toml, [heating] payment = \"in_season\")")
 
 
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:

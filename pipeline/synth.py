@@ -11,9 +11,12 @@ periods, services and short name lists), so a city of a million accounts takes
 seconds. Readings are written month by month to keep memory flat.
 
 The city is small-town realistic on purpose: split ownership, successions of
-owners, people moving in and out inside the demo months, meters expiring,
-missing, late, negative and rolled-over readings, building heat meters,
-outages, benefits and chronic debtors; the engine has to cope with all of it.
+owners, people moving in and out inside the demo months, absences, meters
+expiring during and before the demo, missing, late, tenfold, negative and
+rolled-over readings, refused access to meters, building meters (ОДПУ) of heat
+in about half of the buildings and of water and electricity in about 40 % with
+monthly readings over two years, outages, benefits and chronic debtors; the
+engine has to cope with all of it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ REGISTER_COLUMNS: dict[str, tuple[str, ...]] = {
     "readings": ("meter_id", "read_on", "value", "source"),
     "benefits": ("person_id", "category", "from", "to"),
     "outages": ("building_id", "service_id", "started_at", "ended_at"),
+}
+#: Optional registers the city also writes (``schemas/registers.py``; not in ``CONTRACT.md``).
+OPTIONAL_REGISTER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "access_refusals": ("premise_id", "service_id", "refused_on", "resolved_on"),
 }
 
 #: Columns of a payment register (``generate_payments`` output), all strings.
@@ -202,6 +209,21 @@ _HEAT_PROFILE = np.array([1.8, 1.6, 1.3, 0.8, 0.2, 0.0, 0.0, 0.0, 0.2, 0.9, 1.4,
 _HEAT_PROFILE = _HEAT_PROFILE * 12 / _HEAT_PROFILE.sum()
 _HEAT_NORM = 0.0198  # Gcal per m² per month, the default heating norm
 
+#: Months of readings of the premises' meters before the first demo month: an average needs
+#: at least 3 months of the meter's own history (п.59(1)), also before a meter failed.
+INDIVIDUAL_HISTORY_MONTHS = 5
+#: Months of building-meter (ОДПУ) readings before the first demo month. Heating paid evenly
+#: is charged by the previous calendar year's volume (formula 3(1)), which needs the reading
+#: of the December before that year: at most 24 months before the first demo month.
+BUILDING_HISTORY_MONTHS = 25
+# Norms the building meters' volumes are built around (rules/defaults/norms.csv), in
+# thousandths: per person a month, and for common property (СОИ) per m² of common area a month.
+_NORM_MILLI = {COLD: 4745, HOT: 3284, ELECTRICITY: 75_000}
+_SOI_NORM_MILLI = {COLD: 26, HOT: 24, ELECTRICITY: 600}
+#: A small town still has this many buildings (given ≥ 15 premises a building), so that
+#: buildings with and without building meters both appear.
+_MIN_BUILDINGS = 4
+
 
 # --------------------------------------------------------------------------- results
 
@@ -217,13 +239,16 @@ class CitySummary:
     residents: int
     meters: int
     readings: int
+    building_meters: int = 0
+    access_refusals: int = 0
 
     def __str__(self) -> str:
         return (
             f"Синтетический город: организаций {self.organizations}, домов {self.buildings}, "
             f"помещений {self.premises}, лицевых счетов {self.accounts}, "
-            f"жителей {self.residents}, приборов учёта {self.meters}, "
-            f"показаний {self.readings}"
+            f"жителей {self.residents}, приборов учёта {self.meters} "
+            f"(из них общедомовых {self.building_meters}), показаний {self.readings}, "
+            f"актов о недопуске {self.access_refusals}"
         )
 
 
@@ -344,8 +369,13 @@ class _Calendar:
 
     @property
     def history(self) -> list[Period]:
-        """Reading months: three before ``start`` through the last demo month."""
-        return [self.start.shift(i) for i in range(-3, self.months)]
+        """Reading months of individual meters: a few before ``start`` through the last demo month."""
+        return [self.start.shift(i) for i in range(-INDIVIDUAL_HISTORY_MONTHS, self.months)]
+
+    @property
+    def building_history(self) -> list[Period]:
+        """Reading months of building meters: enough for the previous calendar year's volume."""
+        return [self.start.shift(i) for i in range(-BUILDING_HISTORY_MONTHS, self.months)]
 
     @property
     def demo_first(self) -> int:
@@ -357,7 +387,11 @@ class _Calendar:
 
     @property
     def history_first(self) -> int:
-        return _day(self.start.shift(-3).first)
+        return _day(self.start.shift(-INDIVIDUAL_HISTORY_MONTHS).first)
+
+    @property
+    def building_history_first(self) -> int:
+        return _day(self.start.shift(-BUILDING_HISTORY_MONTHS).first)
 
 
 def _organizations(rng: np.random.Generator) -> tuple[pl.DataFrame, list[str]]:
@@ -391,6 +425,7 @@ class _Premises:
     residential: np.ndarray  # bool
     area: np.ndarray  # hundredths of m²
     meter_possible: np.ndarray  # bool
+    building_common: np.ndarray  # per building: common property area, hundredths of m²
 
 
 def _buildings_and_premises(
@@ -419,6 +454,15 @@ def _buildings_and_premises(
         nonres[-1] = 0
     nonres[-1] = min(nonres[-1], remaining - 1) if remaining > 1 else 0
     res[-1] = remaining - nonres[-1]
+    # A small town is split into a few equal buildings rather than one big one.
+    want = min(_MIN_BUILDINGS, max(1, target // 15))
+    if n_b < want:
+        n_b = want
+        res = np.full(n_b, target // n_b, dtype=np.int64)
+        res[: target % n_b] += 1
+        nonres = np.zeros(n_b, dtype=np.int64)
+        if target >= 20:
+            nonres[0], res[0] = 1, res[0] - 1
 
     # Premises, residential first, then the ground-floor shops of the building.
     sizes = res + nonres
@@ -478,7 +522,7 @@ def _buildings_and_premises(
         _fixed(total_area, 2, "total_area"),
         _fixed(common, 2, "common_area"),
     ])
-    return buildings, premises, _Premises(b_of, is_res, area, meter_possible)
+    return buildings, premises, _Premises(b_of, is_res, area, meter_possible, common)
 
 
 @dataclass
@@ -675,6 +719,7 @@ def _absences(rng: np.random.Generator, res: _Residents, cal: _Calendar) -> pl.D
     # Exactly 5 days (recalculation needs more than 5 full days, п.86 Правил 354),
     # shorter and longer trips.
     kind = rng.random(n)
+    kind[:1] = 0.9  # at least one long trip
     short = rng.integers(2, 5, n)
     long = rng.integers(6, 31, n)
     length = np.where(kind < 0.3, 5, np.where(kind < 0.45, short, long))
@@ -778,14 +823,27 @@ def _building_services(rng: np.random.Generator, buildings: pl.DataFrame) -> pl.
 
 @dataclass
 class _Meters:
-    """Meters as arrays; individual meters first, then building heat meters."""
+    """Meters as arrays: individual meters first, then building meters (ОДПУ)."""
 
     service: np.ndarray  # index into SERVICE_ORDER
+    building: np.ndarray  # building index (of its premise for an individual meter)
+    premise: np.ndarray  # premise index; -1 for a building meter
     installed: np.ndarray
+    verified: np.ndarray
     digits: np.ndarray
     initial: np.ndarray  # thousandths
-    mean: np.ndarray  # thousandths per month (building meters: the building's area in m²)
+    mean: np.ndarray  # thousandths per month (building meters: expected monthly volume)
+    norm: np.ndarray  # individual meters: thousandths a month the premise used before the meter
+    extra: np.ndarray  # building meters: thousandths a month beyond the premises' meters
     building_meter: np.ndarray  # bool
+    roll: int  # rolls over its digits in the first demo month (-1: none)
+    late: int  # always read after the window (26th–28th): each reading counts for the next month
+    spike: int  # ten times its usual consumption in the first demo month (-1: none)
+    drop: int  # its first demo-month reading is below the previous one (-1: none)
+
+    @property
+    def individual(self) -> int:
+        return int((~self.building_meter).sum())
 
 
 def _meters(
@@ -830,6 +888,17 @@ def _meters(
         _uniform_day(rng, cal.demo_first, cal.demo_last, n_i),
         _uniform_day(rng, cal.demo_last + 1, vu_hi, n_i),
     )
+    # A few water meters failed before the demo (verification expired): in the month before
+    # it — the average of their readings before failure for 3 periods (п.59 «а»), then the
+    # norm × K (п.60) — and 4–12 months before it (the norm × K from the first demo month).
+    water_ok = np.flatnonzero((cold | hot) & ~expiring & ~new)
+    n_fail = min(max(1, round(n_i * 0.004)), len(water_ok) // 2)
+    failed = rng.choice(water_ok, size=2 * n_fail, replace=False) if n_fail else water_ok[:0]
+    recent, lapsed = failed[:n_fail], failed[n_fail:]
+    month_before = cal.start.shift(-1)
+    verified[recent] = _uniform_day(rng, _day(month_before.first), _day(month_before.last) - 2, n_fail)
+    verified[lapsed] = _uniform_day(rng, _day(cal.start.shift(-12).first),
+                                    _day(cal.start.shift(-4).last), n_fail)
     installed = np.minimum(verified - years * 365 - years // 4, latest_old)
     # A few meters are installed during the reading history (new ones, initial reading ~0).
     new_day = _uniform_day(rng, cal.history_first + 20, cal.demo_last - 40, n_i)
@@ -841,18 +910,82 @@ def _meters(
     ).astype(np.int64)
     mean = np.where(power_m, mean // 1000 * 1000, mean)
 
-    # Building heat meters (ОДПУ тепла) for about half of the buildings.
+    # Meters with exactly one anomaly in the first demo month: a rollover of the digits, a
+    # tenfold consumption (a spike waiting for confirmation), a reading below the previous one.
+    # Any other anomaly would hide it.
+    clean = ~expiring & ~new & (installed < cal.history_first - 10)
+    clean[failed] = False
+
+    def pick(mask: np.ndarray) -> int:
+        candidates = np.flatnonzero(mask & clean)
+        if not len(candidates):
+            return -1
+        chosen = int(rng.choice(candidates))
+        clean[chosen] = False
+        return chosen
+
+    roll = pick(cold & (mean > 500))
+    spike = pick((cold | hot) & (mean > 1000))
+    drop = pick((cold | hot) & (mean > 3000))
+    # And one that is always read late, after the reading window.
+    late = pick(cold | hot)
+
+    # Building meters (ОДПУ): heat in about half of the buildings; cold and hot water and
+    # electricity in about 40 % of them (not always the same buildings).
     n_b = len(building_area)
-    heat_b = np.flatnonzero(rng.random(n_b) < 0.5)
-    n_h = len(heat_b)
-    heat_verified = _uniform_day(rng, cal.demo_last + 1, latest_old + 4 * 365, n_h)
-    heat_installed = heat_verified - 4 * 365 - 1
-    heat_initial = (rng.random(n_h) * 100_000).astype(np.int64)
+    heat_b = np.flatnonzero(rng.permutation(n_b) < (n_b + 1) // 2)
+    res_b = np.flatnonzero(rng.permutation(n_b) < max(1, round(n_b * 0.4)))
+    resources = (COLD, HOT, ELECTRICITY)
+    b_of = np.concatenate([heat_b, res_b, res_b, res_b])
+    b_svc = np.concatenate([np.full(len(heat_b), SERVICE_ORDER.index(HEATING)),
+                            *[np.full(len(res_b), SERVICE_ORDER.index(s)) for s in resources]])
+    order = np.lexsort((b_svc, b_of))
+    b_of, b_svc = b_of[order], b_svc[order]
+    n_h = len(b_of)
+    heat = b_svc == SERVICE_ORDER.index(HEATING)
+    b_verified = _uniform_day(rng, cal.demo_last + 30, cal.demo_last + 4 * 365, n_h)
+    b_installed = np.minimum(b_verified - 4 * 365 - 1,
+                             cal.building_history_first - 40 - rng.integers(0, 700, n_h))
+    b_digits = np.where(heat, 6, 9)
+    b_initial = np.where(heat, rng.random(n_h) * 100_000,
+                         rng.integers(0, 50_000, n_h) * 1000).astype(np.int64)
+    # Heat: the building's area × the heating norm a month on average, following the season.
+    extra = np.where(heat, building_area[b_of] / 100 * _HEAT_NORM * 1000, 0.0)
+    b_mean = extra.copy()
+    # Water and electricity: what the premises' meters measure (summed month by month in the
+    # readings), the norm of the premises without a meter, and common property. In some
+    # buildings and services the meter shows the usual imbalance (common property's norm plus
+    # 8–20 % of the premises' volume: leaks, lifts, basements), in others less than the norm
+    # (0.2–0.6 of it), so that the yearly settlement of common property (КР на СОИ) goes both
+    # ways.
+    f_r = rng.random(n_h)
+    # Without anybody registered, the owner's norm is charged (п.56(2)).
+    charged_persons = np.where(prem.residential, np.maximum(persons, 1), 0)
+    norm = charged_persons[m_prem] * np.select(
+        [cold, hot], [_NORM_MILLI[COLD], _NORM_MILLI[HOT]], _NORM_MILLI[ELECTRICITY])
+    for resource in resources:
+        code = SERVICE_ORDER.index(resource)
+        metered = np.zeros(n_p, dtype=bool)
+        metered[m_prem[m_svc == code]] = True
+        unmetered = np.bincount(prem.building, weights=charged_persons * ~metered,
+                                minlength=n_b) * _NORM_MILLI[resource]
+        premises_sum = np.bincount(prem.building[m_prem[m_svc == code]], weights=mean[m_svc == code],
+                                   minlength=n_b)[b_of] + unmetered[b_of]
+        sel = np.flatnonzero(b_svc == code)
+        high = (np.searchsorted(res_b, b_of[sel]) + code) % 2 == 0
+        soi = _SOI_NORM_MILLI[resource] * prem.building_common[b_of[sel]] / 100
+        common = np.where(high, soi + premises_sum[sel] * (0.08 + 0.12 * f_r[sel]),
+                          soi * (0.2 + 0.4 * f_r[sel]))
+        extra[sel] = unmetered[b_of[sel]] + common
+        b_mean[sel] = premises_sum[sel] + common
 
     n_m = n_i + n_h
-    heat_svc = SERVICE_ORDER.index(HEATING)
-    service = np.concatenate([m_svc, np.full(n_h, heat_svc)])
-    serial_year = (np.concatenate([installed, heat_installed]) // 365 + 1970) % 100
+    service = np.concatenate([m_svc, b_svc])
+    installed_all = np.concatenate([installed, b_installed])
+    verified_all = np.concatenate([verified, b_verified])
+    digits_all = np.concatenate([digits, b_digits])
+    initial_all = np.concatenate([initial, b_initial])
+    serial_year = (installed_all // 365 + 1970) % 100
     serial = pl.select(
         pl.concat_str([
             pl.Series(serial_year).cast(pl.String).str.zfill(2),
@@ -866,91 +999,181 @@ def _meters(
         pl.concat([_premise_ids(m_prem),
                    pl.Series("premise_id", [None] * n_h, dtype=pl.String)]),
         pl.concat([pl.Series("building_id", [None] * n_i, dtype=pl.String),
-                   _building_ids(heat_b)]),
+                   _building_ids(b_of)]),
         serial,
-        _dates(np.concatenate([installed, heat_installed]), "installed_on"),
+        _dates(installed_all, "installed_on"),
         pl.Series("removed_on", [None] * n_m, dtype=pl.Date),
-        _dates(np.concatenate([verified, heat_verified]), "verified_until"),
-        pl.Series("digits", np.concatenate([digits, np.full(n_h, 6)]), dtype=pl.Int64),
-        _fixed(np.concatenate([initial, heat_initial]), 3, "initial_value"),
+        _dates(verified_all, "verified_until"),
+        pl.Series("digits", digits_all, dtype=pl.Int64),
+        _fixed(initial_all, 3, "initial_value"),
     ])
-    # Building meters: "mean" is the building area in m² (consumption follows the season).
     info = _Meters(
         service=service,
-        installed=np.concatenate([installed, heat_installed]),
-        digits=np.concatenate([digits, np.full(n_h, 6)]),
-        initial=np.concatenate([initial, heat_initial]),
-        mean=np.concatenate([mean, building_area[heat_b] // 100]),
+        building=np.concatenate([prem.building[m_prem], b_of]),
+        premise=np.concatenate([m_prem, np.full(n_h, -1)]),
+        installed=installed_all,
+        verified=verified_all,
+        digits=digits_all,
+        initial=initial_all,
+        mean=np.concatenate([mean, b_mean.astype(np.int64)]),
+        norm=np.concatenate([norm, np.zeros(n_h)]),
+        extra=np.concatenate([np.zeros(n_i), extra]),
         building_meter=np.concatenate([np.zeros(n_i, bool), np.ones(n_h, bool)]),
+        roll=roll, spike=spike, drop=drop, late=late,
     )
     return frame, info
 
 
 def _write_readings(rng: np.random.Generator, met: _Meters, cal: _Calendar, path: Path) -> int:
-    """Monthly readings of every meter, month by month; returns the row count."""
-    n_m = len(met.service)
+    """Monthly readings of every meter, month by month; returns the row count.
+
+    Individual meters are read in ``cal.history`` (with missing, late, anomalous and
+    rolled-over readings), building meters on the 17th–22nd of every month of the longer
+    ``cal.building_history``. A building meter of water or electricity measures what the
+    premises' meters measured that month, plus the premises without a meter and common
+    property; a heat meter follows the season.
+    """
+    n_i = met.individual
+    n_b = len(met.service) - n_i
     cap = 10 ** met.digits.astype(np.int64) * 1000
-    building = met.building_meter
-    months = cal.history
+    electricity = SERVICE_ORDER.index(ELECTRICITY)
+    service, installed, mean = met.service[:n_i], met.installed[:n_i], met.mean[:n_i]
     # The value at the reading point just before the history: initial + usage since installed.
-    before = _day(months[0].first) - 10
-    elapsed = np.clip((before - met.installed) / 30.44, 0, None)
-    per_month = np.where(building, met.mean * _HEAT_NORM * 1000, met.mean)
-    state = met.initial + (per_month * elapsed).astype(np.int64)
-    whole = met.service == SERVICE_ORDER.index(ELECTRICITY)
+    before = cal.history_first - 10
+    elapsed = np.clip((before - installed) / 30.44, 0, None)
+    state = met.initial[:n_i] + (mean * elapsed).astype(np.int64)
+    whole = service == electricity
     state = np.where(whole, state // 1000 * 1000, state)
-    # One cold-water meter rolls over its digits in the first demo month.
-    cold_old = np.flatnonzero((met.service == 0) & (met.installed < before) & (met.mean > 500))
-    roll = int(rng.choice(cold_old)) if len(cold_old) else -1
-    if roll >= 0:
-        state[roll] = cap[roll] - met.mean[roll] * 3 - met.mean[roll] // 2
-    # The rolling meter is kept free of other anomalies so that it shows exactly one.
-    regular = np.ones(n_m, dtype=bool)
-    if roll >= 0:
-        regular[roll] = False
+    if met.roll >= 0:
+        # Half a month's consumption short of the maximum when the demo starts.
+        months_before = cal.history.index(cal.start)
+        state[met.roll] = cap[met.roll] - mean[met.roll] * months_before - mean[met.roll] // 2
+    # The meters of the forced anomalies show exactly one each.
+    regular = np.ones(n_i, dtype=bool)
+    forced = [m for m in (met.roll, met.spike, met.drop, met.late) if m >= 0]
+    regular[forced] = False
     emitted_prev = state.copy()
+
+    b_service, b_extra = met.service[n_i:], met.extra[n_i:]
+    b_heat = b_service == SERVICE_ORDER.index(HEATING)
+    b_whole = b_service == electricity
+    b_elapsed = np.clip((cal.building_history_first - 10 - met.installed[n_i:]) / 30.44, 0, None)
+    b_state = met.initial[n_i:] + (met.mean[n_i:] * b_elapsed).astype(np.int64)
+    b_state = np.where(b_whole, b_state // 1000 * 1000, b_state)
+    ids = _meter_ids(np.arange(n_i))  # formatted once, gathered every month
+    b_ids = _meter_ids(n_i + np.arange(n_b))
+    n_s = len(SERVICE_ORDER)
+    key = met.building[:n_i] * n_s + service
+    b_key = met.building[n_i:] * n_s + b_service
+    n_keys = (int(met.building.max()) + 1) * n_s if len(met.building) else 0
+    offset = len(cal.building_history) - len(cal.history)
+    first_demo = cal.history.index(cal.start)
+
     rows = 0
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as out:
         out.write((",".join(REGISTER_COLUMNS["readings"]) + "\n").encode())
-        for index, period in enumerate(months):
-            days = period.days
-            day = rng.integers(15, 26, n_m)
-            late = ~building & regular & (rng.random(n_m) < 0.01)
-            day = np.where(late, rng.integers(26, 29, n_m), day)
-            read_on = _day(period.first) + day - 1
-            noise = np.where(regular, 0.8 + 0.4 * rng.random(n_m), 1.0)
-            heat = _HEAT_PROFILE[period.month - 1] * (0.9 + 0.2 * rng.random(n_m))
-            inc = np.where(building, per_month * heat, met.mean * noise)
-            # Electricity meters show whole kWh.
-            inc = np.where(whole, np.round(inc / 1000) * 1000, np.round(inc))
-            # A meter installed during the month counts from its installation day.
-            fraction = np.clip((read_on - met.installed) / days, 0, 1)
-            inc = np.round(inc * fraction).astype(np.int64)
-            u = rng.random(n_m)
-            spike = ~building & regular & (u < 0.001) & (index > 0)
-            inc = np.where(spike, inc * 10, inc)
-            state = state + inc
-            value = state.copy()
-            drop = ~building & regular & (u >= 0.001) & (u < 0.002) & (index > 0)
-            drop_by = rng.integers(1, 6, n_m) * 1000 + inc
-            value = np.where(drop, np.maximum(emitted_prev - drop_by, 0), value)
-            value = value % cap
-            missing = ~building & regular & (rng.random(n_m) < 0.05)
-            present = ~missing & (read_on > met.installed)
-            source = np.where(building, 3, _choice(rng, n_m, _SOURCE_P))
-            emitted_prev = np.where(present, value, emitted_prev)
-            keep = np.flatnonzero(present)
+        for long_index, period in enumerate(cal.building_history):
+            index = long_index - offset
+            first_day = _day(period.first)
+            if index >= 0:
+                day = rng.integers(15, 26, n_i)
+                late = regular & (rng.random(n_i) < 0.01)
+                day = np.where(late, rng.integers(26, 29, n_i), day)
+                if met.late >= 0:
+                    day[met.late] = 26 + long_index % 3
+                read_on = first_day + day - 1
+                noise = np.where(regular, 0.8 + 0.4 * rng.random(n_i), 1.0)
+                inc = mean * noise
+                # Electricity meters show whole kWh.
+                inc = np.where(whole, np.round(inc / 1000) * 1000, np.round(inc))
+                # A meter installed during the month counts from its installation day.
+                fraction = np.clip((read_on - installed) / period.days, 0, 1)
+                inc = np.round(inc * fraction).astype(np.int64)
+                u = rng.random(n_i)
+                spike = regular & (u < 0.001) & (index > 0)
+                drop = regular & (u >= 0.001) & (u < 0.002) & (index > 0)
+                drop_by = rng.integers(1, 6, n_i) * 1000 + inc
+                if index == first_demo:
+                    for meter, mask in ((met.spike, spike), (met.drop, drop)):
+                        if meter >= 0:
+                            mask[meter] = True
+                    if met.drop >= 0:
+                        drop_by[met.drop] = 1000 + inc[met.drop]
+                inc = np.where(spike, inc * 10, inc)
+                state = state + inc
+                value = np.where(drop, np.maximum(emitted_prev - drop_by, 0), state)
+                value = value % cap[:n_i]
+                missing = regular & (rng.random(n_i) < 0.05)
+                present = ~missing & (read_on > installed)
+                source = _choice(rng, n_i, _SOURCE_P)
+                emitted_prev = np.where(present, value, emitted_prev)
+                keep = np.flatnonzero(present)
+                chunk = pl.DataFrame([
+                    ids.gather(pl.Series(keep)),
+                    _dates(read_on[keep], "read_on"),
+                    _fixed(value[keep], 3, "value"),
+                    _pick(_SOURCES, source[keep], "source"),
+                ])
+                chunk.write_csv(out, include_header=False, line_terminator="\n")
+                rows += chunk.height
+                sums = np.bincount(key, weights=inc, minlength=n_keys)
+            else:
+                # Before the premises' readings: what their meters measure on average, or
+                # the norm before a meter was installed.
+                used = np.where(installed <= first_day + 19, mean, met.norm[:n_i])
+                sums = np.bincount(key, weights=used, minlength=n_keys)
+            if not n_b:
+                continue
+            b_read_on = first_day + rng.integers(17, 23, n_b) - 1
+            weather = 0.9 + 0.2 * rng.random(n_b)
+            b_inc = np.where(
+                b_heat, b_extra * _HEAT_PROFILE[period.month - 1] * weather,
+                sums[b_key] + b_extra * (0.95 + 0.1 * rng.random(n_b)),
+            )
+            b_inc = np.where(b_whole, np.round(b_inc / 1000) * 1000, np.round(b_inc)).astype(np.int64)
+            b_state = b_state + b_inc
             chunk = pl.DataFrame([
-                _meter_ids(keep),
-                _dates(read_on[keep], "read_on"),
-                _fixed(value[keep], 3, "value"),
-                _pick(_SOURCES, source[keep], "source"),
+                b_ids,
+                _dates(b_read_on, "read_on"),
+                _fixed(b_state % cap[n_i:], 3, "value"),
+                pl.Series("source", ["controller"] * n_b, dtype=pl.String),
             ])
             chunk.write_csv(out, include_header=False, line_terminator="\n")
             rows += chunk.height
     os.replace(tmp, path)
     return rows
+
+
+def _access_refusals(rng: np.random.Generator, met: _Meters, cal: _Calendar) -> pl.DataFrame:
+    """Acts of refused access to a premise's meter (акты о недопуске), all before the demo.
+
+    Some premises have two unresolved acts (the norm × K whatever the meter shows), others
+    a single one, which is not enough.
+    """
+    n_i = met.individual
+    ok = (met.verified[:n_i] > cal.demo_last) & (met.installed[:n_i] < cal.history_first - 10)
+    ok[[m for m in (met.roll, met.spike, met.drop, met.late) if m >= 0]] = False
+    candidates = np.flatnonzero(ok)
+    # One meter per premise: an act names a premise and a service.
+    _, first_of_premise = np.unique(met.premise[candidates], return_index=True)
+    candidates = candidates[np.sort(first_of_premise)]
+    n_premises = len(np.unique(met.premise[:n_i]))
+    n_two = min(max(2, round(n_premises * 0.002)), len(candidates))
+    n_one = min(max(1, n_two // 2), len(candidates) - n_two)
+    chosen = rng.choice(candidates, size=n_two + n_one, replace=False)
+    first_act = cal.demo_first - rng.integers(60, 151, len(chosen))
+    second_act = first_act + rng.integers(20, 46, len(chosen))
+    meters = np.concatenate([chosen, chosen[:n_two]])
+    refused = np.concatenate([first_act, second_act[:n_two]])
+    order = np.lexsort((refused, met.service[meters], met.premise[meters]))
+    meters, refused = meters[order], refused[order]
+    return pl.DataFrame([
+        _premise_ids(met.premise[meters]),
+        _pick(SERVICE_ORDER, met.service[meters], "service_id"),
+        _dates(refused, "refused_on"),
+        pl.Series("resolved_on", [None] * len(meters), dtype=pl.Date),
+    ])
 
 
 def _append_maintenance_tariffs(rng: np.random.Generator, rules: Path,
@@ -1003,7 +1226,7 @@ def _append_maintenance_tariffs(rng: np.random.Generator, rules: Path,
 def generate_city(
     home: Path,
     accounts: int = 1000,
-    start: Period = Period(2026, 8),  # noqa: B008 - Period is frozen
+    start: Period = Period(2026, 12),  # noqa: B008 - Period is frozen
     months: int = 3,
     seed: int = 2026,
 ) -> CitySummary:
@@ -1017,7 +1240,8 @@ def generate_city(
         Number of personal accounts (лицевые счета), exactly; buildings and
         premises scale with it (1 000 accounts ≈ a dozen buildings).
     start:
-        The first demo month; readings start three months earlier.
+        The first demo month; readings of the premises' meters start three months
+        earlier, those of the building meters ``BUILDING_HISTORY_MONTHS`` earlier.
     months:
         Number of demo months (events such as sales, moves and absences fall in them).
     seed:
@@ -1028,8 +1252,9 @@ def generate_city(
     CitySummary
         Row counts of what was written.
 
-    Also appends one maintenance tariff per managing organisation to
-    ``home/rules/tariffs.csv`` (created from the default tariffs when missing).
+    Also writes the optional register ``access_refusals`` and appends one
+    maintenance tariff per managing organisation to ``home/rules/tariffs.csv``
+    (created from the default tariffs when missing).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -1081,6 +1306,10 @@ def generate_city(
     write("building_services", _building_services(rng, buildings))
     write("outages", _outages(rng, buildings.height, cal))
     n_readings = _write_readings(rng, met, cal, registers / "readings.csv")
+    refusals = _access_refusals(rng, met, cal)
+    _write_csv(refusals.select(OPTIONAL_REGISTER_COLUMNS["access_refusals"]),
+               registers / "access_refusals.csv")
+    counts["access_refusals"] = refusals.height
     _append_maintenance_tariffs(rng, home / "rules", managers)
     return CitySummary(
         organizations=counts["organizations"],
@@ -1090,6 +1319,8 @@ def generate_city(
         residents=counts["residents"],
         meters=counts["meters"],
         readings=n_readings,
+        building_meters=int(met.building_meter.sum()),
+        access_refusals=counts["access_refusals"],
     )
 
 
@@ -1268,6 +1499,8 @@ def write_payments_csv(frame: pl.DataFrame, path: Path) -> None:
 
 
 __all__ = [
+    "BUILDING_HISTORY_MONTHS",
+    "OPTIONAL_REGISTER_COLUMNS",
     "PAYMENT_BEHAVIOURS",
     "PAYMENT_COLUMNS",
     "REGISTER_COLUMNS",

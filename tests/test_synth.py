@@ -11,6 +11,9 @@ import pytest
 
 from pipeline.dates import Period
 from pipeline.synth import (
+    BUILDING_HISTORY_MONTHS,
+    INDIVIDUAL_HISTORY_MONTHS,
+    OPTIONAL_REGISTER_COLUMNS,
     PAYMENT_COLUMNS,
     REGISTER_COLUMNS,
     CitySummary,
@@ -50,7 +53,7 @@ DATE_COLUMNS = {
     "readings": ["read_on"],
     "benefits": ["from", "to"],
 }
-START = Period(2026, 8)
+START = Period(2026, 12)
 
 
 def _services() -> set[str]:
@@ -87,7 +90,7 @@ def test_same_seed_gives_identical_files(city: tuple[Path, CitySummary], tmp_pat
     home, summary = city
     again = generate_city(tmp_path, accounts=1000, start=START, months=3, seed=2026)
     assert again == summary
-    for name in [*REGISTER_COLUMNS, "../rules/tariffs"]:
+    for name in [*REGISTER_COLUMNS, *OPTIONAL_REGISTER_COLUMNS, "../rules/tariffs"]:
         first = (home / "registers" / f"{name}.csv").read_bytes()
         assert first == (tmp_path / "registers" / f"{name}.csv").read_bytes(), name
 
@@ -158,7 +161,8 @@ def test_city_shape(city: tuple[Path, CitySummary]) -> None:
 
     meters = _read(home, "meters")
     assert (meters["premise_id"].is_null() != meters["building_id"].is_null()).all()
-    assert meters.filter(pl.col("building_id").is_not_null())["service_id"].eq("heating").all()
+    building = meters.filter(pl.col("building_id").is_not_null())
+    assert set(building["service_id"]) == {"heating", "cold_water", "hot_water", "electricity"}
     assert meters.filter(pl.col("verified_until").is_between(lo, hi)).height > 0
 
 
@@ -175,8 +179,11 @@ def test_readings_are_plausible(city: tuple[Path, CitySummary]) -> None:
     assert day.is_between(15, 28).all()
     late = (day > 25).mean()
     assert 0.003 < late < 0.03  # type: ignore[operator]
-    months = readings["read_on"].str.slice(0, 7).n_unique()
-    assert months == 6  # three months before the demo and three demo months
+    months = readings["read_on"].str.slice(0, 7)
+    individual = readings.join(_read(home, "meters").filter(pl.col("premise_id").is_not_null()),
+                               on="meter_id", how="semi")
+    assert individual["read_on"].str.slice(0, 7).n_unique() == INDIVIDUAL_HISTORY_MONTHS + 3
+    assert months.n_unique() == BUILDING_HISTORY_MONTHS + 3  # building meters: over two years
     ordered = readings.with_columns(v=value).sort("meter_id", "read_on")
     drops = ordered.with_columns(d=pl.col("v").diff().over("meter_id")).filter(pl.col("d") < 0)
     assert drops.height >= 2  # negative consumption and one rollover
@@ -346,3 +353,104 @@ def test_write_payments_csv(tmp_path: Path) -> None:
     assert back.columns == list(PAYMENT_COLUMNS)
     assert back.height == payments.height
     assert path.read_text(encoding="utf-8").startswith(",".join(PAYMENT_COLUMNS) + "\n")
+
+
+# --------------------------------------------------------------------------- what the demo shows
+
+
+def _building_meters(home: Path) -> pl.DataFrame:
+    return _read(home, "meters").filter(pl.col("building_id").is_not_null())
+
+
+def test_building_meters_cover_the_previous_year(city: tuple[Path, CitySummary]) -> None:
+    home, summary = city
+    building = _building_meters(home)
+    assert summary.building_meters == building.height
+    assert building["premise_id"].is_null().all() and building["digits"].cast(pl.Int64).ge(6).all()
+    n_b = summary.buildings
+    per_service = dict(building.group_by("service_id").len().iter_rows())
+    # Heat in about half of the buildings (others stay on the norm), water and power in 30–50 %.
+    assert n_b / 3 <= per_service["heating"] < n_b
+    for service in ("cold_water", "hot_water", "electricity"):
+        assert n_b / 4 <= per_service[service] <= n_b / 2, service
+    # Installed before the year before the start, one reading a month before the 25th, from at
+    # least 25 months before the start to the end of the demo: the previous calendar year's
+    # volume (heating paid evenly) and its December before are measured.
+    assert (building["installed_on"] < "2025-01-01").all()
+    assert (building["verified_until"] > START.shift(2).last.isoformat()).all()
+    readings = _read(home, "readings").join(building.select("meter_id", "service_id"), on="meter_id")
+    per_meter = readings.group_by("meter_id").agg(
+        pl.col("read_on").str.slice(0, 7).n_unique().alias("months"), pl.len(),
+        pl.col("read_on").min().alias("first"), pl.col("read_on").max().alias("last"),
+        (pl.col("read_on").str.slice(8, 2).cast(pl.Int64) <= 25).all().alias("in_window"))
+    assert per_meter.height == building.height
+    assert (per_meter["months"] == per_meter["len"]).all() and per_meter["in_window"].all()
+    assert (per_meter["first"] <= START.shift(-25).last.isoformat()).all()
+    assert (per_meter["last"] >= START.shift(2).first.isoformat()).all()
+    # Consumption goes up month after month; heat follows the season (nothing in summer).
+    monthly = readings.with_columns(pl.col("value").cast(pl.Float64)).sort("meter_id", "read_on") \
+        .with_columns(pl.col("value").diff().over("meter_id").alias("used"),
+                      pl.col("read_on").str.slice(5, 2).cast(pl.Int64).alias("month")).drop_nulls("used")
+    assert (monthly["used"] >= 0).all()
+    heat = monthly.filter(pl.col("service_id") == "heating")
+    assert heat.filter(pl.col("month").is_in([6, 7, 8]))["used"].max() == 0
+    assert heat.filter(pl.col("month") == 1)["used"].min() > 0  # type: ignore[operator]
+
+
+def test_building_water_meters_measure_premises_and_common_property(
+        city: tuple[Path, CitySummary]) -> None:
+    home, _ = city
+    meters = _read(home, "meters")
+    premises = _read(home, "premises").select("premise_id", "building_id")
+    readings = _read(home, "readings").with_columns(pl.col("value").cast(pl.Float64)).sort(
+        "meter_id", "read_on").with_columns(pl.col("value").diff().over("meter_id").alias("used"),
+                                           pl.col("read_on").str.slice(0, 7).alias("month"))
+    used = readings.filter(pl.col("month") == str(START.shift(1))).join(meters, on="meter_id")
+    building = used.filter(pl.col("building_id").is_not_null() & (pl.col("service_id") != "heating"))
+    flats = used.filter(pl.col("premise_id").is_not_null()).drop("building_id").join(
+        premises, on="premise_id").group_by("building_id", "service_id").agg(
+        pl.col("used").sum().alias("flats"))
+    both = building.join(flats, on=["building_id", "service_id"])
+    assert both.height == building.height > 0
+    # The building meter measures more than the premises' meters (unmetered flats and common
+    # property), but not wildly more; a month's missing or late readings blur it a little.
+    ratio = both["used"] / both["flats"]
+    assert (ratio > 0.95).all() and (ratio < 3).all() and ratio.mean() > 1  # type: ignore[operator]
+
+
+def test_meters_fail_before_and_during_the_demo(city: tuple[Path, CitySummary]) -> None:
+    home, _ = city
+    meters = _read(home, "meters").filter(pl.col("premise_id").is_not_null())
+    until = meters["verified_until"]
+    # Just before the demo (average of readings before failure, then the norm × K), months
+    # before it (the norm × K) and during it.
+    assert until.is_between(START.shift(-1).first.isoformat(), START.shift(-1).last.isoformat()).any()
+    assert until.is_between(START.shift(-12).first.isoformat(), START.shift(-4).last.isoformat()).any()
+    assert until.is_between(START.first.isoformat(), START.shift(2).last.isoformat()).any()
+
+
+def test_access_refusals(city: tuple[Path, CitySummary]) -> None:
+    home, summary = city
+    refusals = _read(home, "access_refusals")
+    assert refusals.columns == list(OPTIONAL_REGISTER_COLUMNS["access_refusals"])
+    assert summary.access_refusals == refusals.height
+    assert (refusals["refused_on"] < START.first.isoformat()).all()
+    assert refusals["resolved_on"].is_null().all()
+    assert not refusals.select("premise_id", "service_id", "refused_on").is_duplicated().any()
+    # Each act names a meter the premise has; two acts or more → norm × K, one is not enough.
+    meters = _read(home, "meters").filter(pl.col("premise_id").is_not_null())
+    assert refusals.join(meters, on=["premise_id", "service_id"], how="anti").height == 0
+    acts = refusals.group_by("premise_id", "service_id").len()["len"]
+    assert (acts >= 2).sum() >= 2 and (acts == 1).sum() >= 1
+
+
+def test_small_town_has_buildings_with_and_without_meters(tmp_path: Path) -> None:
+    summary = generate_city(tmp_path, accounts=60, start=START, months=2)
+    assert summary.buildings >= 3
+    building = _building_meters(tmp_path)
+    heated = set(building.filter(pl.col("service_id") == "heating")["building_id"])
+    assert 0 < len(heated) < summary.buildings
+    assert building.filter(pl.col("service_id") == "cold_water").height >= 1
+    absences = _read(tmp_path, "absences").with_columns(pl.col("from", "to").str.to_date())
+    # At least one absence long enough to count (more than 5 full days).
+    assert ((absences["to"] - absences["from"]).dt.total_days() >= 7).any()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,9 @@ def billing(*args: str, home: Path, check: bool = True) -> subprocess.CompletedP
 def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     out = billing("demo", "--accounts", "60", "--months", "2", home=home).stdout
-    assert "Период закрыт: 2026-08" in out and "Период закрыт: 2026-09" in out
+    assert "Период закрыт: 2026-12" in out and "Период закрыт: 2027-01" in out
 
-    for period in ("2026-08", "2026-09"):
+    for period in ("2026-12", "2027-01"):
         folder = home / "periods" / period
         manifest = json.loads((folder / "manifest.json").read_text())
         charged = pl.read_parquet(folder / "charges.parquet")["account_id"].unique()
@@ -44,7 +45,7 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
 
     # Closing a sealed period again is refused and changes nothing.
     before = {p: p.stat().st_mtime_ns for p in (home / "periods").rglob("*")}
-    again = billing("close", "--period", "2026-09", home=home, check=False)
+    again = billing("close", "--period", "2027-01", home=home, check=False)
     assert again.returncode == 1 and "уже закрыт" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in (home / "periods").rglob("*")} == before
 
@@ -54,12 +55,55 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
                    home=home).stdout
     assert float(paid.splitlines()[1]) > 0
 
-    dry = billing("close", "--period", "2026-10", "--dry-run", home=home)
-    assert "Пробный расчёт (период не закрыт): 2026-10" in dry.stdout
-    assert not (home / "periods" / "2026-10").exists()
+    dry = billing("close", "--period", "2027-02", "--dry-run", home=home)
+    assert "Пробный расчёт (период не закрыт): 2027-02" in dry.stdout
+    assert not (home / "periods" / "2027-02").exists()
 
     audit = (home / "audit" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["command"] for line in audit].count("close") == 3
+    _check_demo_shows_every_method(home, out)
+
+
+def _check_demo_shows_every_method(home: Path, out: str) -> None:
+    """Methods and mechanisms of the engine in a small demo, and `billing explain` on each example."""
+    from pipeline.calc.quality import REASON as INTERRUPTION
+    from pipeline.calc.recalc import heating_true_up_reason
+    from pipeline.explain import explain_account
+    from pipeline.workspace import Workspace
+
+    charges = pl.concat([pl.read_parquet(home / "periods" / p / "charges.parquet")
+                         for p in ("2026-12", "2027-01")])
+    methods = set(charges["method"])
+    assert methods >= {"meter", "average", "norm", "norm_increased", "heating", "heating_average",
+                       "common_property", "area", "per_person", "fixed"}, methods
+    # December is paid by the previous year's building-meter average; January corrects it.
+    recalcs = pl.read_parquet(home / "periods" / "2027-01" / "recalculations.parquet")
+    reasons = set(recalcs.filter(pl.col("origin_period") == "2026-12")["reason"])
+    assert heating_true_up_reason(2026) in reasons
+    # The late news about the closed December are recalculated in January.
+    assert "изменение числа зарегистрированных (проживающих)" in reasons and INTERRUPTION in reasons
+    news = re.search(r"лицевой счёт (\d+): жилец R\d+ зарегистрирован", out)
+    away = re.search(r"лицевой счёт (\d+): жилец R\d+ отсутствовал", out)
+    assert news and away, out
+    for account, service in ((news[1], "waste"), (away[1], "waste")):
+        mine = recalcs.filter((pl.col("account_id") == account) & (pl.col("service_id") == service)
+                              & (pl.col("origin_period") == "2026-12"))
+        assert mine.height == 1, (account, service)
+    assert mine["amount"][0] < 0  # the absent resident pays less for waste
+
+    # Every example printed at the end runs through `billing explain`.
+    examples = re.findall(r"^  (.+): billing explain (\d+) --period (\S+) --home", out, flags=re.M)
+    labels = {label for label, _, _ in examples}
+    assert len(examples) >= 15 and any("формула 3(1)" in label for label in labels), labels
+    assert any(label.startswith("Перерасчёт: корректировка платы за отопление") for label in labels)
+    ws = Workspace(home)
+    for label, account, period in examples:
+        text = explain_account(ws, account, period)
+        assert f"Лицевой счёт {account}, период {period}" in text, label
+        if "формула 3(1)" in label:
+            assert "heating_average" in text
+        if label.startswith("Перерасчёт"):
+            assert "Перерасчёт за " in text, label
 
 
 def test_bad_usage_exits_2_and_business_error_exits_1(tmp_path: Path) -> None:
