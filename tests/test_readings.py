@@ -93,3 +93,15 @@ M2,2026-08-20,1.000,lk
     a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
     # The removal reading counts, the later one does not: (104 − 100) + (1 − 0) = 5 m³
     assert a1.select("method", "volume_micro").rows() == [("meter", 5_000_000)]
+
+
+def test_refused_reading_does_not_become_the_next_months_start(town: Workspace) -> None:
+    """A spike refused in August (a typo: 152 for 98) is skipped; September counts from July."""
+    write_registers(town, {"readings": HISTORY + "M1,2026-08-20,152.000,lk\n"})
+    close(town, "2026-08")
+    assert cold_water(town, "2026-08") == [("average", "6.000000", "313.68")]
+    with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
+        fh.write("M1,2026-09-20,104.000,lk\n")
+    close(town, "2026-09")
+    # 104 − 92 (July, the last accepted) − 6 charged by average in August = 6 m³
+    assert cold_water(town, "2026-09") == [("meter", "6.000000", "313.68")]

@@ -252,3 +252,16 @@ def test_explain_shows_how_a_settlement_part_was_found(town: Workspace) -> None:
            "0,78 = 30,24 м³" in text
     assert "× помещение 50 м² × доля 1 / площадь дома 1000 м² × тариф на 31.12.2026 58,61 ₽ = " in text
     assert "часть 2 из 3" in text
+
+
+def test_absence_reported_after_the_close_is_recalculated_with_its_reason(town: Workspace) -> None:
+    close(town, "2026-08")
+    write_registers(town, {"absences": "person_id,from,to\nR4,2026-08-10,2026-08-20\n"})
+    recalc = close(town, "2026-09")
+    a3 = recalc.filter((pl.col("account_id") == "A3") & (pl.col("origin_period") == "2026-08"))
+    # 9 full days away of 31: cold water 9/31 × 4.745 m³ × 52.28 = −72.02 (248.07 → 176.05);
+    # sewerage follows the water, with the water's reason.
+    assert {r["service_id"]: r["reason"] for r in a3.iter_rows(named=True)} == {
+        "cold_water": "временное отсутствие (п.86–97 Правил 354)",
+        "sewerage": "временное отсутствие (п.86–97 Правил 354)"}
+    assert str(a3.filter(pl.col("service_id") == "cold_water")["amount"][0]) == "-72.02"

@@ -128,8 +128,13 @@ def consumption(
     window_end_day: int,
     averaged_before: pl.DataFrame | None = None,
     spike_multiple: int = 0,
+    rejected_before: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Consumption per working individual meter for ``period``, and the reading issues.
+
+    ``rejected_before`` (meter_id, read_on) lists readings an earlier close refused
+    (sealed ``reading_issues``): they stay out of the history — the next reading is
+    measured from the last accepted one — unless confirmed since.
 
     ``averaged_before`` (meter_id, period_index, volume_micro) lists volumes charged
     by average in sealed periods. With ``spike_multiple`` > 0, a consumption above that
@@ -166,6 +171,11 @@ def consumption(
     r = r.sort("meter_id", "read_on")
     if "confirmed" not in r.columns:
         r = r.with_columns(pl.lit(False).alias("confirmed"))
+    if rejected_before is not None and rejected_before.height:
+        refused = rejected_before.select("meter_id", "read_on").unique().with_columns(
+            pl.lit(True).alias("_refused"))
+        r = r.join(refused, on=["meter_id", "read_on"], how="left").filter(
+            pl.col("_refused").is_null() | pl.col("confirmed").fill_null(False)).drop("_refused")
     current = r.filter(pl.col("p_idx") == p_idx).group_by("meter_id").agg(
         pl.col("read_on").last().alias("curr_read_on"),
         pl.col("value_micro").last().alias("curr_value_micro"),

@@ -143,13 +143,15 @@ class PastPeriod:
 def _signature(lines: pl.DataFrame) -> pl.DataFrame:
     return lines.group_by(KEY).agg(
         pl.col("price_kop").unique().sort().cast(pl.String).str.join(",").alias("tariffs"),
-        pl.col("person_days").sum().alias("persons"),
+        # Registered person-days: an absence lowers person_days but is its own reason.
+        (pl.col("person_days") + pl.col("absent_days").fill_null(0)).sum().alias("persons"),
         pl.col("absent_days").sum().alias("absent"),
         pl.col("area_centi").sum().alias("area"),
         pl.col("share_e4").max().alias("share"),
         pl.col("method").unique().sort().str.join(",").alias("methods"),
         pl.col("coef_milli").unique().sort().cast(pl.String).str.join(",").alias("coefs"),
         pl.col("norm_micro").unique().sort().cast(pl.String).str.join(",").alias("norms"),
+        pl.col("volume_micro").sum().alias("volume"),
         pl.col("amount_kop").sum().alias("charged"),
     )
 
@@ -163,6 +165,8 @@ REASONS = [
     ("area", "изменение площади помещения"),
     ("share", "изменение доли в праве"),
     ("methods", "изменение способа расчёта"),
+    # Sewerage follows the water volumes of the account.
+    ("volume", "изменение объёма потребления"),
 ]
 
 
@@ -224,8 +228,16 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
     same_charges = pl.col("charged").eq_missing(pl.col("charged_new"))
     reason = reason.when(same_charges).then(pl.lit(QUALITY_REASON)).otherwise(
         pl.lit("уточнение исходных данных"))
-    return both.select(
-        *KEY, pl.lit(str(period)).alias("origin_period"), "amount_kop", reason.alias("reason"),
+    out = both.with_columns(reason.alias("reason"))
+    # Sewerage is the water's volume: it changes for the water's reason.
+    sewerage = rules.services.filter(pl.col("kind") == "sewerage")["service_id"].implode()
+    water = out.filter(pl.col("service_id").is_in(["cold_water", "hot_water"])).sort("service_id").group_by(
+        "account_id").agg(pl.col("reason").first().alias("_water_reason"))
+    out = out.join(water, on="account_id", how="left").with_columns(
+        pl.when(pl.col("service_id").is_in(sewerage) & pl.col("_water_reason").is_not_null())
+        .then(pl.col("_water_reason")).otherwise(pl.col("reason")).alias("reason"))
+    return out.select(
+        *KEY, pl.lit(str(period)).alias("origin_period"), "amount_kop", "reason",
         pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
         pl.lit(None, pl.Int32).alias("settles_year"),
     ).cast(RECALC_SCHEMA).sort(KEY)
