@@ -31,7 +31,7 @@ def _rub(value: Decimal) -> str:
 
 
 def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]:
-    names = ("charges", "meter_volumes", "recalculations", "penalties")
+    names = ("charges", "meter_volumes", "recalculations", "penalties", "reading_issues")
     folder = ws.period_dir(period)
     made = [pl.read_parquet(f) for q in ws.sealed_periods() if q <= period
             and (f := ws.period_dir(q) / "settlements.parquet").is_file()]
@@ -65,7 +65,8 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     acc = regs["accounts"].filter(pl.col("account_id") == account_id)
     premise = acc["premise_id"][0] if acc.height else None
     meters = regs["meters"].filter(pl.col("premise_id") == premise)
-    meter_lines = volumes.join(meters.select("meter_id"), on="meter_id")
+    meter_lines = volumes.join(meters.select("meter_id", "verified_until", "digits"), on="meter_id")
+    why_k = _increased_reasons(regs, premise, Period.parse(period))
 
     out = [f"Лицевой счёт {account_id}, период {period}"
            + ("" if sealed else " (период не закрыт: предварительный расчёт)")]
@@ -80,6 +81,10 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
                    f"способ: {ln['method']}; дни {ln['line_from']:%d.%m}–{ln['line_to']:%d.%m} "
                    f"({ln['days']} из {ln['days_in_month']})")
         out.extend("  " + s for s in _volume_text(ln, unit, meter_lines))
+        if ln["method"] == "norm_increased":
+            why = why_k.get(ln["service_id"], "прибор учёта не установлен, хотя установка возможна "
+                                              "(п.42, формула 4(1))")
+            out.append(f"  повышающий коэффициент: {why}")
         coef = ln["coefficient"]
         coef_text = f" × {_num(coef)} (повышающий коэффициент)" if coef and coef != 1 else ""
         out.append(f"  сумма = {_num(ln['volume'], 6)} {unit} × {format_rub(int(ln['tariff'] * 100))} ₽"
@@ -88,6 +93,11 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
         total += ln["amount"]
     out.append("")
     out.append(f"Итого начислено: {_rub(total)}")
+    issues = tables["reading_issues"].join(meters.select("meter_id"), on="meter_id") \
+        if tables["reading_issues"].height else tables["reading_issues"]
+    for r in issues.iter_rows(named=True):
+        out.append(f"Показания не приняты: прибор {r['meter_id']}, {r['read_on']}, {_num(r['value'])} — "
+                   f"{r['reason']}")
     recalcs = tables["recalculations"].filter(pl.col("account_id") == account_id)
     for r in recalcs.iter_rows(named=True):
         name = services.get(r["service_id"], {"name": r["service_id"]})["name"]
@@ -148,12 +158,41 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
              f"{_num(ln['share'], 4)}{part} = {_num(ln['volume'], 6)} {unit}"]
     for m in meter_lines.filter(pl.col("service_id") == ln["service_id"]).iter_rows(named=True):
         if m["method"] == "meter":
-            lines.append(f"  прибор {m['meter_id']}: {_num(m['curr_value'])} ({m['curr_read_on']}) − "
-                         f"{_num(m['prev_value'])} ({m['prev_read_on']}) = {_num(m['volume'], 6)}")
+            delta = m["curr_value"] - m["prev_value"]
+            text = (f"  прибор {m['meter_id']}: {_num(m['curr_value'])} ({m['curr_read_on']}) − "
+                    f"{_num(m['prev_value'])} ({m['prev_read_on']})")
+            if delta < 0:  # the meter passed its maximum
+                delta += Decimal(10) ** int(m["digits"])
+                text += f" + 10^{m['digits']} (переход через ноль)"
+            if delta != m["volume"]:
+                text += (f" = {_num(delta, 6)} − уже начислено по среднему {_num(delta - m['volume'], 6)} "
+                         "(п.61)")
+            lines.append(f"{text} = {_num(m['volume'], 6)}")
+        elif m["verified_until"] is not None and m["curr_read_on"] is None and m["prev_read_on"] is None:
+            lines.append(f"  прибор {m['meter_id']}: срок поверки истёк {m['verified_until']} — "
+                         f"среднемесячный объём по показаниям до этой даты {_num(m['volume'], 6)} (п.59 «а»)")
         else:
-            lines.append(f"  прибор {m['meter_id']}: показаний нет — среднемесячный объём "
-                         f"{_num(m['volume'], 6)} (п.59 «б», п.59(1))")
+            lines.append(f"  прибор {m['meter_id']}: показаний за месяц нет или они не приняты — "
+                         f"среднемесячный объём {_num(m['volume'], 6)} (п.59 «б», п.59(1))")
     return lines
+
+
+def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, period: Period) -> dict[str, str]:
+    """Why a service of the premise is charged by the norm × K, by service."""
+    out: dict[str, str] = {}
+    if premise is None:
+        return out
+    from pipeline.calc.charges import access_refused
+    from pipeline.calc.readings import failed_meters
+
+    meters = regs["meters"].filter(pl.col("premise_id") == premise)
+    for r in failed_meters(meters, period).iter_rows(named=True):
+        out[r["service_id"]] = (f"срок поверки прибора {r['meter_id']} истёк {r['verified_until']}, "
+                                "три месяца по среднему прошли (п.60)")
+    refused = access_refused(regs.get("access_refusals"), period)
+    for r in refused.filter(pl.col("premise_id") == premise).iter_rows(named=True):
+        out[r["service_id"]] = "два и более акта о недопуске к прибору учёта (п.85(3), п.60)"
+    return out
 
 
 def _settlement_text(settlements: pl.DataFrame, r: dict, services: dict) -> list[str]:

@@ -311,6 +311,12 @@ def test_access_refused_twice_means_norm_with_coefficient(town: Workspace) -> No
                                               "P1,cold_water,2026-06-10,\nP1,cold_water,2026-07-10,\n"})
     # The meter reads 7.5 m³, but after two refusals: 2 persons × 4.745 × 3 × 52.28 = 1488.41
     assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("norm_increased", 9_490_000, 148841)]
+    from pipeline.explain import explain_account
+
+    assert "повышающий коэффициент: два и более акта о недопуске к прибору учёта" in \
+        explain_account(town, "A1", "2026-08")
+    assert "повышающий коэффициент: прибор учёта не установлен, хотя установка возможна" in \
+        explain_account(town, "A2", "2026-08")
     write_registers(town, {"access_refusals": "premise_id,service_id,refused_on,resolved_on\n"
                                               "P1,cold_water,2026-06-10,\nP1,cold_water,2026-07-10,2026-07-30\n"})
     assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("meter", 7_500_000, 39210)]

@@ -38,6 +38,10 @@ def test_reading_after_averaged_months_is_settled_to_actual(town: Workspace) -> 
     close(town, "2026-10")
     # 110 − 92 = 18 m³ since the last reading, 12 already charged by average → 6 × 58.61
     assert cold_water(town, "2026-10") == [("meter", "6.000000", "351.66")]
+    from pipeline.explain import explain_account
+
+    assert "прибор M1: 110 (2026-10-20) − 92 (2026-07-20) = 18 − уже начислено по среднему 12 (п.61) = 6" \
+        in explain_account(town, "A1", "2026-10")
 
 
 def test_late_reading_counts_for_the_next_month(town: Workspace) -> None:
@@ -59,6 +63,9 @@ def test_rollover_by_the_meter_digits(town: Workspace) -> None:
     # 5 digits: 99998 → 100000 → 3 = 5 m³ × 52.28 = 261.40
     assert a1.select("method", "volume_micro", "amount_kop").rows() == [("meter", 5_000_000, 26140)]
     assert result.reading_issues.height == 0
+    from pipeline.explain import explain_account
+
+    assert "+ 10^5 (переход через ноль) = 5" in explain_account(town, "A1", "2026-08")
 
 
 def test_lower_reading_is_reported_and_not_used(town: Workspace) -> None:
@@ -69,6 +76,11 @@ def test_lower_reading_is_reported_and_not_used(town: Workspace) -> None:
         ("M1", "показания меньше предыдущих: не приняты до подтверждения")]
     a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
     assert a1["method"].to_list() == ["average"]
+    from pipeline.explain import explain_account
+
+    text = explain_account(town, "A1", "2026-08")
+    assert "Показания не приняты: прибор M1, 2026-08-20, 90 — показания меньше предыдущих" in text
+    assert "показаний за месяц нет или они не приняты — среднемесячный объём 6" in text
 
 
 def test_reading_after_the_meter_was_removed_is_reported(town: Workspace) -> None:

@@ -330,7 +330,7 @@ def charge_lines(
                    .alias("failed_coef"))
     # Access to the meter refused twice or more (acts before the period, not yet
     # resolved): norm × K whatever the meter shows (п.85(3) / п.60, number UNVERIFIED).
-    refused = _access_refused(regs.get("access_refusals"), period)
+    refused = access_refused(regs.get("access_refusals"), period)
     lines = lines.join(refused, on=["premise_id", "service_id"], how="left").with_columns(
         pl.col("_refused").fill_null(False))
 
@@ -397,7 +397,7 @@ def charge_lines(
     )
 
 
-def _access_refused(refusals: pl.DataFrame | None, period: Period) -> pl.DataFrame:
+def access_refused(refusals: pl.DataFrame | None, period: Period) -> pl.DataFrame:
     """Premises and services with at least two unresolved refusal acts before the period."""
     schema = {"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean}
     if refusals is None or not refusals.height:
