@@ -22,7 +22,7 @@ from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
 from pipeline.calc.charges import HeatingPolicy, charge_lines, heating_volumes
 from pipeline.calc.due import due_date
 from pipeline.calc.quality import quality_reductions
-from pipeline.calc.readings import consumption
+from pipeline.calc.readings import consumption, norm_months
 from pipeline.dates import Period
 from pipeline.ingest.payments import load_bank_readings, load_payments
 from pipeline.ingest.registers import current_version, load_store
@@ -167,6 +167,7 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     settings = ws.settings()
     window_end = int(settings.get("readings", {}).get("window_end_day", 25))
     spike_multiple = int(settings.get("readings", {}).get("spike_multiple", 0))
+    settle_norm = bool(settings.get("readings", {}).get("settle_norm_months", True))
     heat = settings.get("heating", {})
     heating = HeatingPolicy(str(heat.get("payment", "even")),
                             tuple(int(m) for m in heat.get("season_months", HeatingPolicy.season_months)),
@@ -213,7 +214,9 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         averaged_before = pl.DataFrame(schema={"meter_id": pl.String, "period_index": pl.Int32,
                                                "volume_micro": pl.Int64})
     else:
-        averaged_before = averaged.filter(pl.col("method") == "average").select(
+        # Volumes the next reading settles (п.61): averages, and norm months when so set.
+        settled = ["average", "norm"] if settle_norm else ["average"]
+        averaged_before = averaged.filter(pl.col("method").is_in(settled)).select(
             "meter_id",
             (pl.col("period").str.slice(0, 4).cast(pl.Int32) * 12
              + pl.col("period").str.slice(5, 2).cast(pl.Int32) - 1).alias("period_index"),
@@ -341,7 +344,9 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
                 jobs.append((heated, heating_services or ["heating"]))
         if not jobs:
             continue
-        volumes = pl.read_parquet(folder / "meter_volumes.parquet").select(
+        # The volumes the period charged by meter or average (its norm rows are a record only).
+        volumes = pl.read_parquet(folder / "meter_volumes.parquet").filter(
+            pl.col("method").is_in(["meter", "average"])).select(
             "premise_id", "service_id", "method",
             (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"))
         for accounts, services in jobs:
@@ -449,6 +454,8 @@ def compute(inputs: CloseInputs) -> CloseResult:
                                        inputs.heating, inputs.window_end_day)
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes, inputs.heating,
                          building_volumes)
+    unread = norm_months(inputs.regs["meters"], period, volumes, lines, inputs.regs["accounts"])
+    meter_volumes = pl.concat([meter_volumes, unread.select(meter_volumes.columns)])
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     from pipeline.calc.common_property import settlement_postings
@@ -661,7 +668,9 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
     outputs = to_outputs(result)
     with staging_dir(final) as tmp:
         for name, frame in outputs.items():
-            write_parquet_atomic(frame, tmp / f"{name}.parquet")
+            # A fixed row-group size: the lazily built frames' chunks vary with the engine's
+            # morsels, the files must not (byte-identical for the same inputs).
+            write_parquet_atomic(frame, tmp / f"{name}.parquet", row_group_size=262_144)
         from pipeline.reports import write_reports
 
         reports_info = write_reports(tmp / "reports", result.balances, result.allocations, inputs.regs)

@@ -168,6 +168,9 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
                 text += (f" = {_num(delta, 6)} − уже начислено по среднему {_num(delta - m['volume'], 6)} "
                          "(п.61)")
             lines.append(f"{text} = {_num(m['volume'], 6)}")
+        elif m["method"] == "norm":
+            lines.append(f"  прибор {m['meter_id']}: показаний нет больше трёх месяцев — начислено по "
+                         f"нормативу {_num(m['volume'], 6)}; вычитается, когда придут показания (п.60, п.61)")
         elif m["verified_until"] is not None and m["curr_read_on"] is None and m["prev_read_on"] is None:
             lines.append(f"  прибор {m['meter_id']}: срок поверки истёк {m['verified_until']} — "
                          f"среднемесячный объём по показаниям до этой даты {_num(m['volume'], 6)} (п.59 «а»)")

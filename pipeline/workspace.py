@@ -41,6 +41,9 @@ window_end_day = 25
 # Расход больше среднего по прибору во столько раз не принимается до подтверждения
 # (столбец confirmed в readings); 0 — не проверять.
 spike_multiple = 5
+# Когда показания приходят после месяцев по нормативу (после трёх месяцев по среднему),
+# объём, уже начисленный по нормативу, вычитается так же, как средний (п.61; практика).
+settle_norm_months = true
 
 [heating]
 # Как платят за отопление (ПП 603/2016, выбор региона):
@@ -168,10 +171,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+def write_parquet_atomic(frame: pl.DataFrame, path: Path, row_group_size: int | None = None) -> None:
+    """``row_group_size`` fixes the file's layout whatever the frame's chunks (else one group a chunk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=row_group_size)
     os.replace(tmp, path)
 
 

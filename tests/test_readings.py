@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from pipeline.close import compute, load_inputs
 from pipeline.dates import Period
@@ -117,3 +118,28 @@ def test_refused_reading_does_not_become_the_next_months_start(town: Workspace) 
     close(town, "2026-09")
     # 104 − 92 (July, the last accepted) − 6 charged by average in August = 6 m³
     assert cold_water(town, "2026-09") == [("meter", "6.000000", "313.68")]
+
+
+@pytest.mark.parametrize(("settle", "expected"), [
+    # 130 − 92 = 38 m³; charged meanwhile 3 × 6 by average + 9.49 by norm → 10.51 × 58.61
+    ("true", ("meter", "10.510000", "615.99")),
+    # switched off: only the averages are settled → 20 × 58.61
+    ("false", ("meter", "20.000000", "1172.20")),
+])
+def test_reading_after_norm_months_settles_them_too(town: Workspace, settle: str,
+                                                    expected: tuple[str, str, str]) -> None:
+    """3 months by average, the 4th by the norm, then a reading: all of it is settled (п.60, п.61)."""
+    settings = town.home / "settings.toml"
+    settings.write_text(settings.read_text(encoding="utf-8").replace(
+        "settle_norm_months = true", f"settle_norm_months = {settle}"), encoding="utf-8")
+    write_registers(town, {"readings": HISTORY})
+    for period in ("2026-08", "2026-09", "2026-10", "2026-11"):
+        close(town, period)
+    assert cold_water(town, "2026-11") == [("norm", "9.490000", "556.21")]
+    volumes = pl.read_parquet(town.period_dir("2026-11") / "meter_volumes.parquet")
+    assert volumes.select("meter_id", "method", pl.col("volume").cast(pl.String)).rows() == [
+        ("M1", "norm", "9.490000")]
+    with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
+        fh.write("M1,2026-12-20,130.000,lk\n")
+    close(town, "2026-12")
+    assert cold_water(town, "2026-12") == [expected]

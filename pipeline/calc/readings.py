@@ -330,3 +330,26 @@ def building_year_average(meters: pl.DataFrame, readings: pl.DataFrame, year: in
     year_volume = building_span_consumption(meters, readings, Period(year, 1), Period(year, 12),
                                             window_end_day)
     return year_volume.with_columns((pl.col("volume_micro") * 2 + 12) // 24)
+
+
+def norm_months(meters: pl.DataFrame, period: Period, volumes: pl.DataFrame, lines: pl.DataFrame,
+                accounts: pl.DataFrame) -> pl.DataFrame:
+    """Working meters left unread and charged by the norm this period (after 3 averaged ones).
+
+    One row per such meter (the first by id where a premise has several for a
+    service) with the premise's norm volume, method ``norm``. Sealed with the
+    period's meter volumes, they let the reading that finally comes settle these
+    months too (п.61; law-charges-checked.md §2.5), when ``settle_norm_months`` is on.
+    """
+    unread = working_meters(meters, period).join(volumes.select("meter_id"), on="meter_id", how="anti")
+    charged = lines.filter(pl.col("method") == "norm").join(
+        accounts.select("account_id", "premise_id"), on="account_id"
+    ).group_by("premise_id", "service_id").agg(pl.col("volume_micro").sum())
+    return unread.sort("meter_id").group_by("premise_id", "service_id").agg(
+        pl.col("meter_id").first()
+    ).join(charged, on=["premise_id", "service_id"]).select(
+        "meter_id", pl.lit("norm").alias("method"), "volume_micro",
+        pl.lit(None, pl.Int64).alias("prev_value_micro"), pl.lit(None, pl.Int64).alias("curr_value_micro"),
+        pl.lit(None, pl.Date).alias("prev_read_on"), pl.lit(None, pl.Date).alias("curr_read_on"),
+        "service_id", "premise_id",
+    )
