@@ -267,13 +267,17 @@ def demo(
     start: Annotated[str, typer.Option("--start", help="Первый период ГГГГ-ММ.")] = "2026-12",
     receipts: Annotated[bool, typer.Option("--receipts/--no-receipts", help="Формировать PDF.")] = True,
     seed: Annotated[int, typer.Option("--seed", help="Зерно генератора.")] = 2026,
+    heating: Annotated[str, typer.Option(
+        "--heating", help="Оплата отопления: even — равномерно, in_season — в сезон.")] = "even",
 ) -> None:
     """Построить синтетический город и закрыть несколько месяцев от начала до конца."""
     from pipeline.demo import run_demo
 
+    if heating not in ("even", "in_season"):
+        raise BillingError("--heating: допустимо «even» или «in_season»")
     ws = _ws(home)
     run_demo(ws, accounts=accounts, months=months, start=start, receipts=receipts, seed=seed,
-             say=_say)
+             say=_say, heating=heating)
 
 
 @app.command()

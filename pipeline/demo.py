@@ -304,8 +304,12 @@ def _peak_mb() -> float:
 
 
 def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START, receipts: bool = True,
-             seed: int = 2026, say: Say = print) -> None:
-    """Build the synthetic city, close ``months`` months from ``start`` and say where everything is."""
+             seed: int = 2026, say: Say = print, heating: str = "even") -> None:
+    """Build the synthetic city, close ``months`` months from ``start`` and say where everything is.
+
+    ``heating`` is the region's heating payment (``settings.toml`` [heating] payment):
+    ``even`` shows formula 3(1) and the January correction, ``in_season`` formula 3.
+    """
     from pipeline.cli import _print_close, run_close
     from pipeline.ingest.payments import import_inbox
     from pipeline.ingest.registers import ingest
@@ -314,6 +318,10 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
     first = Period.parse(start)
     started = time.perf_counter()
     ws = _fresh_demo_home(ws)
+    if heating != "even":
+        settings = ws.home / "settings.toml"
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            'payment = "even"', f'payment = "{heating}"', 1), encoding="utf-8")
     say(f"Демо: синтетический город в {ws.home}")
     city = generate_city(ws.home, accounts=accounts, start=first, months=months, seed=seed)
     say(f"  {city}")
@@ -362,7 +370,8 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
             say(f"  {label}: billing explain {account} --period {when} --home {ws.home}")
         if not any(label == METHOD_LABELS["heating_meter"] for label, _, _ in examples):
             say(f"  {METHOD_LABELS['heating_meter']}: при оплате отопления в отопительный сезон "
-                "(settings.toml, [heating] payment = \"in_season\")")
+                "(settings.toml, [heating] payment = \"in_season\"; "
+                "в демо — billing demo --heating in_season)")
 
 
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:

@@ -110,3 +110,13 @@ def test_bad_usage_exits_2_and_business_error_exits_1(tmp_path: Path) -> None:
     assert billing("close", home=tmp_path, check=False).returncode == 2
     missing = billing("ingest", home=tmp_path / "nope", check=False)
     assert missing.returncode == 1 and "billing init" in missing.stderr
+
+
+def test_demo_with_heating_paid_in_season_shows_formula_3(tmp_path: Path) -> None:
+    home = tmp_path / "season"
+    out = billing("demo", "--accounts", "60", "--months", "1", "--no-receipts", "--heating", "in_season",
+                  home=home).stdout
+    assert "Отопление по ОДПУ за месяц (формула 3)" in out
+    methods = set(pl.read_parquet(home / "periods" / "2026-12" / "charges.parquet")["method"])
+    assert {"heating_meter", "heating"} <= methods and "heating_average" not in methods
+    assert billing("demo", "--heating", "monthly", home=home, check=False).returncode == 1
