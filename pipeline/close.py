@@ -571,7 +571,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
     def dec6(col: str, alias: str) -> pl.Expr:
         return (pl.col(col).cast(micro) / 1_000_000).cast(micro).alias(alias)
 
-    charges = result.lines.with_columns(
+    charges = result.lines.lazy().with_columns(
         dec6("volume_micro", "volume"),
         (pl.col("price_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("tariff"),
         (pl.col("coef_milli").cast(pl.Decimal(18, 3)) / 1000).cast(pl.Decimal(9, 3))
@@ -589,7 +589,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "person_days", "absent_days", "persons_basis", "area", "common_area", "building_area", "share",
         "norm", "meter_volume",
         "tariff_row", "norm_row", "coef_row",
-    )
+    ).collect()
     allocations = result.allocations.with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount")
     ).select(period_col, "payment_id", "agent", "account_id", "service_id", "supplier_id",

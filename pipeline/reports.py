@@ -40,21 +40,22 @@ def turnover(balances: pl.DataFrame, regs: dict[str, pl.DataFrame]) -> pl.DataFr
         regs["buildings"].select("building_id", "address"), on="building_id")
     names = regs["organizations"].select(pl.col("org_id").alias("supplier_id"),
                                          pl.col("name").alias("supplier_name"))
-    out = balances.join(where.drop("premise_id"), on="account_id", how="left").group_by(
+    out = balances.lazy().join(where.lazy().drop("premise_id"), on="account_id", how="left").group_by(
         "supplier_id", "building_id", "address").agg(
         pl.col("account_id").n_unique().alias("accounts"),
         *[pl.col(f"{m}_kop").sum() for m in MONEY],
-    ).join(names, on="supplier_id", how="left")
+    ).join(names.lazy(), on="supplier_id", how="left")
     return out.select("supplier_id", "supplier_name", "building_id", "address", "accounts",
-                      *[f"{m}_kop" for m in MONEY]).sort("supplier_id", "building_id", nulls_last=True)
+                      *[f"{m}_kop" for m in MONEY]).sort("supplier_id", "building_id", nulls_last=True
+                                                         ).collect()
 
 
 def daily_split(allocations: pl.DataFrame) -> pl.DataFrame:
     """Collected money per supplier, day and agent (kopecks)."""
     paid = allocations.filter(pl.col("kind").is_in(PAID_KINDS) & (pl.col("kind") != "advance_transfer"))
-    return paid.group_by("supplier_id", "paid_on", "agent").agg(
+    return paid.lazy().group_by("supplier_id", "paid_on", "agent").agg(
         pl.col("payment_id").n_unique().alias("payments"), pl.col("amount_kop").sum(),
-    ).sort("supplier_id", "paid_on", "agent", nulls_last=True)
+    ).sort("supplier_id", "paid_on", "agent", nulls_last=True).collect()
 
 
 def _rubles(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -63,12 +64,12 @@ def _rubles(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 
 
 def _xlsx(path: Path, sheets: dict[str, pl.DataFrame], titles: dict[str, str]) -> None:
+    """The workbook twin of a CSV report (openpyxl, streamed: write-only mode)."""
     from io import BytesIO
 
     from openpyxl import Workbook
 
-    book = Workbook()
-    book.remove(book.active)
+    book = Workbook(write_only=True)
     for name, frame in sheets.items():
         sheet = book.create_sheet(name)
         sheet.append([titles.get(c, c) for c in frame.columns])
@@ -91,9 +92,10 @@ def write_reports(out_dir: Path, balances: pl.DataFrame, allocations: pl.DataFra
     _csv(out_dir / "turnover.csv", sheet, TURNOVER_TITLES)
     _xlsx(out_dir / "turnover.xlsx", {"ОСВ": sheet}, TURNOVER_TITLES)
     split = _rubles(daily_split(allocations), ["amount"])
-    detail = _rubles(allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"])).group_by(
-        "supplier_id", "paid_on", "agent", "payment_id", "account_id").agg(pl.col("amount_kop").sum()),
-        ["amount"]).sort("paid_on", "agent", "payment_id")
+    detail = _rubles(allocations.lazy().filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+                     .group_by("supplier_id", "paid_on", "agent", "payment_id", "account_id")
+                     .agg(pl.col("amount_kop").sum()).collect(), ["amount"]
+                     ).lazy().sort("paid_on", "agent", "payment_id").collect()
     suppliers = [s for s in split["supplier_id"].unique().sort().to_list() if s is not None]
     for supplier in suppliers:
         days = split.filter(pl.col("supplier_id") == supplier).drop("supplier_id")

@@ -47,13 +47,15 @@ def accrue_period(
     cumulative_kop and amount_kop (this period's posting, cumulative − previous).
     """
     key = ["account_id", "supplier_id", "charge_period"]
-    charged = charges_by_period.join(bucket_schemes(services), on="service_id", how="left")
+    # Lazy group-bys, join and sort: the default (streaming) engine needs a fraction of the
+    # eager engine's CPU on these millions of string-keyed rows.
+    charged = charges_by_period.lazy().join(bucket_schemes(services).lazy(), on="service_id", how="left")
     buckets = charged.group_by(key).agg(
         pl.col("amount_kop").sum(),
         # A supplier's bucket follows ч.14.1 only when all its services are capital repair.
         pl.when((pl.col("scheme") == "capital_repair").all()).then(pl.lit("capital_repair"))
         .otherwise(pl.lit("standard")).alias("scheme"),
-    ).filter(pl.col("amount_kop") > 0)
+    ).filter(pl.col("amount_kop") > 0).collect()
     periods = buckets["charge_period"].unique().to_list()
     due = pl.DataFrame(
         {"charge_period": periods,
@@ -61,12 +63,13 @@ def accrue_period(
         schema={"charge_period": pl.String, "due_date": pl.Date},
     )
     buckets = buckets.join(due, on="charge_period")
-    paying = allocations.filter(pl.col("kind").is_in(PAYING_KINDS) & (pl.col("amount_kop") > 0)
-                                & pl.col("charge_period").is_not_null()).group_by(
-        [*key, "paid_on"]).agg(pl.col("amount_kop").sum())
+    paying = allocations.lazy().filter(pl.col("kind").is_in(PAYING_KINDS) & (pl.col("amount_kop") > 0)
+                                       & pl.col("charge_period").is_not_null()).group_by(
+        [*key, "paid_on"]).agg(pl.col("amount_kop").sum()).collect()
     result = accrue(buckets, paying, policy, period.last)
-    out = result.join(previous.select(*key, pl.col("cumulative_kop").alias("_prev")), on=key, how="left")
+    out = result.lazy().join(previous.lazy().select(*key, pl.col("cumulative_kop").alias("_prev")), on=key,
+                             how="left")
     return out.select(
         *key, "scheme", "due_date", "debt_kop", pl.col("penalty_kop").alias("cumulative_kop"),
         (pl.col("penalty_kop") - pl.col("_prev").fill_null(0)).alias("amount_kop"),
-    ).sort(key)
+    ).sort(key).collect()
