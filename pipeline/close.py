@@ -664,16 +664,22 @@ def _settlements_output(settlements: pl.DataFrame | None, period_col: pl.Expr) -
 def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
          render: Any | None = None) -> Path:
     """Write the period directory atomically; ``render(tmp_dir)`` adds receipts inside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.reports import write_reports
+
     final = ws.period_dir(str(result.period))
-    outputs = to_outputs(result)
-    with staging_dir(final) as tmp:
+    with staging_dir(final) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        # The reports' workbooks are Python-bound (openpyxl); the tables' conversion and
+        # Parquet encoding run in Polars without the GIL — side by side they share the cores.
+        reports = pool.submit(write_reports, tmp / "reports", result.balances, result.allocations,
+                              inputs.regs)
+        outputs = to_outputs(result)
         for name, frame in outputs.items():
             # A fixed row-group size: the lazily built frames' chunks vary with the engine's
             # morsels, the files must not (byte-identical for the same inputs).
             write_parquet_atomic(frame, tmp / f"{name}.parquet", row_group_size=262_144)
-        from pipeline.reports import write_reports
-
-        reports_info = write_reports(tmp / "reports", result.balances, result.allocations, inputs.regs)
+        reports_info = reports.result()
         receipts_info = render(tmp) if render is not None else None
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
