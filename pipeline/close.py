@@ -165,15 +165,21 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     regs = load_store(ws)
     rules = load_rules(ws.rules)
     settings = ws.settings()
-    window_end = int(settings.get("readings", {}).get("window_end_day", 25))
-    spike_multiple = int(settings.get("readings", {}).get("spike_multiple", 0))
-    settle_norm = bool(settings.get("readings", {}).get("settle_norm_months", True))
-    heat = settings.get("heating", {})
-    heating = HeatingPolicy(str(heat.get("payment", "even")),
-                            tuple(int(m) for m in heat.get("season_months", HeatingPolicy.season_months)),
-                            int(heat.get("true_up_month", HeatingPolicy.true_up_month)))
-    if heating.payment not in ("even", "in_season"):
-        raise BillingError("settings.toml [heating] payment: допустимо «even» или «in_season»")
+
+    def setting(section: str, key: str, default: Any, check: Any = None, allowed: str = "") -> Any:
+        return _setting(settings, section, key, default, check, allowed)
+
+    month = "нужен номер месяца 1–12"
+    window_end = setting("readings", "window_end_day", 25, lambda v: 1 <= v <= 31, "нужен день месяца 1–31")
+    spike_multiple = setting("readings", "spike_multiple", 0, lambda v: v >= 0, "нужно целое ≥ 0")
+    settle_norm = setting("readings", "settle_norm_months", True, allowed="нужно true или false")
+    heating = HeatingPolicy(
+        setting("heating", "payment", "even", lambda v: v in ("even", "in_season"),
+                "допустимо «even» или «in_season»"),
+        setting("heating", "season_months", HeatingPolicy.season_months,
+                lambda v: all(1 <= m <= 12 for m in v), f"{month} в списке"),
+        setting("heating", "true_up_month", HeatingPolicy.true_up_month, lambda v: 1 <= v <= 12, month),
+    )
 
     sealed = ws.sealed_periods()
     opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
@@ -249,6 +255,21 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
 #: schemes, due dates, settlements) never makes the past's charges differ.
 CHARGE_RULES = ("services.csv", "tariffs.csv", "norms.csv", "increasing_coefficients.csv",
                 "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv")
+
+
+def _setting(settings: dict[str, Any], section: str, key: str, default: Any, check: Any = None,
+             allowed: str = "") -> Any:
+    """A value of settings.toml of the default's type (and passing ``check``), else a clear stop."""
+    value = settings.get(section, {}).get(key, default)
+    kind = type(default)
+    if kind is tuple:
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok or (check is not None and not check(value)):
+        raise BillingError(f"settings.toml [{section}] {key} = {value!r}: {allowed or 'неверное значение'}")
+    return tuple(value) if kind is tuple else value
 
 
 def rules_sha256(ws: Workspace, names: tuple[str, ...] | None = None) -> str:
@@ -370,12 +391,11 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str,
         "account_id", "service_id", "supplier_id", "building_id", pl.col("year").cast(pl.Int32),
         _kop("amount", "amount_kop"), pl.col("parts").cast(pl.Int32), "first_period", "carry_over")
     recalcs = _read_sealed(ws, "recalculations", None)
-    posted = pl.DataFrame(schema={"account_id": pl.String, "service_id": pl.String,
-                                  "supplier_id": pl.String, "year": pl.Int32, "amount_kop": pl.Int64})
+    posted = None
     if recalcs is not None and "kind" in recalcs.columns:
         posted = recalcs.filter(pl.col("kind") == "settlement").group_by(
-            "account_id", "service_id", "supplier_id", pl.col("settles_year").alias("year")
-        ).agg(_kop("amount", "amount_kop").sum()).cast(posted.schema)
+            "account_id", "service_id", "supplier_id", pl.col("settles_year").cast(pl.Int32).alias("year")
+        ).agg(_kop("amount", "amount_kop").sum())
     year = settles_now(rules, period)
     settle = None
     if year is not None and not settlements.filter(pl.col("year") == year).height:

@@ -102,6 +102,13 @@ def load_rules(rules_dir: Path) -> Rules:
             raise BillingError(
                 f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
             )
+    metered = set(services.filter(pl.col("kind") == "metered")["service_id"])
+    wrong = services.filter(pl.col("settled_by").is_not_null()
+                            & ~pl.col("settled_by").is_in(list(metered)))
+    for row in wrong.iter_rows(named=True):
+        raise BillingError(
+            f"services.csv, строка {row['source_row']}, столбец settled_by = «{row['settled_by']}»: "
+            "нужен код услуги-ресурса с прибором учёта (kind = metered) из services.csv")
     quality_rules = read_rule_table(rules_dir, "quality_rules")
     failed_meter_rules = read_rule_table(rules_dir, "failed_meter_rules").select(
         "service_id", "from", "coefficient_applies")

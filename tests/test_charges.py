@@ -278,11 +278,16 @@ M2,cold_water,P1,,222,2026-08-15,,2032-01-01,5,0.5
 meter_id,read_on,value,source
 M1,2026-07-20,100.000,lk
 M1,2026-08-15,104.000,controller
+M1,2026-08-20,105.000,lk
 M2,2026-08-20,3.000,lk
 """,
     })
     got = close_lines(town, "2026-08")
-    # (104 − 100) + (3 − 0.5) = 6.5 m³ × 52.28 = 339.82
+    # (104 − 100) + (3 − 0.5) = 6.5 m³ × 52.28 = 339.82; M1's reading after its removal
+    # is reported and not used.
+    issues = compute(load_inputs(town, Period(2026, 8))).reading_issues
+    assert issues.select("meter_id", "reason").rows() == [
+        ("M1", "показания вне срока работы прибора учёта")]
     assert got[("A1", "cold_water")] == [("meter", 6_500_000, 33982)]
     # September: the new meter alone, from its August reading
     with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:

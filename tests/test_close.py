@@ -16,6 +16,7 @@ from pipeline.dates import Period
 from pipeline.ingest.payments import import_payment_file, load_payments
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import BillingError, Workspace
+from rules import load_rules
 
 PAYMENTS = """\
 payment_id,paid_on,account_id,amount,period,agent
@@ -190,3 +191,29 @@ def test_broken_settings_file_is_named_in_the_message(town: Workspace) -> None:
     ingest(town)
     with pytest.raises(BillingError, match=r"settings\.toml: файл настроек не читается"):
         load_inputs(town, Period(2026, 8))
+
+
+@pytest.mark.parametrize(("section", "line", "message"), [
+    ("heating", 'true_up_month = 13', "true_up_month = 13: нужен номер месяца 1–12"),
+    ("heating", 'payment = "monthly"', "payment = 'monthly': допустимо «even» или «in_season»"),
+    ("readings", 'settle_norm_months = "no"', "settle_norm_months = 'no': нужно true или false"),
+])
+def test_a_bad_setting_stops_the_close_with_its_name(town: Workspace, section: str, line: str,
+                                                     message: str) -> None:
+    path = town.home / "settings.toml"
+    key = line.split(" = ")[0]
+    text = "\n".join(line if row.startswith(f"{key} = ") else row
+                     for row in path.read_text(encoding="utf-8").splitlines())
+    path.write_text(text, encoding="utf-8")
+    ingest(town)
+    with pytest.raises(BillingError, match=f"settings.toml \\[{section}\\] {message}"):
+        load_inputs(town, Period(2026, 8))
+
+
+def test_settled_by_must_name_a_metered_service(town: Workspace) -> None:
+    path = town.rules / "services.csv"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "общего имущества,м³,common_property,standard,61,cold_water",
+        "общего имущества,м³,common_property,standard,61,maintenance"), encoding="utf-8")
+    with pytest.raises(BillingError, match="settled_by = «maintenance»: нужен код услуги-ресурса"):
+        load_rules(town.rules)

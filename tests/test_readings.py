@@ -84,30 +84,6 @@ def test_lower_reading_is_reported_and_not_used(town: Workspace) -> None:
     assert "показаний за месяц нет или они не приняты — среднемесячный объём 6" in text
 
 
-def test_reading_after_the_meter_was_removed_is_reported(town: Workspace) -> None:
-    write_registers(town, {
-        "meters": """\
-meter_id,service_id,premise_id,building_id,serial,installed_on,removed_on,verified_until,digits,initial_value
-M1,cold_water,P1,,111,2020-01-01,2026-08-15,2030-01-01,5,0
-M2,cold_water,P1,,222,2026-08-15,,2032-01-01,5,0
-""",
-        "readings": """\
-meter_id,read_on,value,source
-M1,2026-07-20,100.000,lk
-M1,2026-08-15,104.000,controller
-M1,2026-08-20,105.000,lk
-M2,2026-08-20,1.000,lk
-""",
-    })
-    ingest(town)
-    result = compute(load_inputs(town, Period(2026, 8)))
-    assert result.reading_issues.select("meter_id", "reason").rows() == [
-        ("M1", "показания вне срока работы прибора учёта")]
-    a1 = result.lines.filter((pl.col("account_id") == "A1") & (pl.col("service_id") == "cold_water"))
-    # The removal reading counts, the later one does not: (104 − 100) + (1 − 0) = 5 m³
-    assert a1.select("method", "volume_micro").rows() == [("meter", 5_000_000)]
-
-
 def test_refused_reading_does_not_become_the_next_months_start(town: Workspace) -> None:
     """A spike refused in August (a typo: 152 for 98) is skipped; September counts from July."""
     write_registers(town, {"readings": HISTORY + "M1,2026-08-20,152.000,lk\n"})

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.calc.charges import rule_pieces
+from pipeline.calc.recalc import RECALC_SCHEMA
 from pipeline.dates import Period
 from pipeline.money import div_half_up
 from rules import Rules
@@ -115,20 +117,17 @@ def settle_year(
         "account_id", "service_id", "supplier_id"
     ).agg(pl.col("area_centi").first(), pl.col("share_e4").first(),
           pl.col("building_area_centi").first()).join(buildings_of, on="account_id")
-    last_day = pl.lit(Period(year, 12).last)
-    tariffs = rules.tariffs.filter(pl.col("from") <= last_day).sort("from")
-    specific = tariffs.filter(pl.col("supplier_id").is_not_null()).group_by(
-        "service_id", "supplier_id").agg(pl.col("price_kop").last().alias("_specific"))
-    generic = tariffs.filter(pl.col("supplier_id").is_null()).group_by("service_id").agg(
-        pl.col("price_kop").last().alias("_generic"))
+    # The tariff in force on 31 December: the last rule piece of December (the charge
+    # stage's own lookup, supplier-specific rows winning over generic ones).
+    pieces = rule_pieces(rules, sharers.select("service_id", "supplier_id").unique(), Period(year, 12))
+    december = pieces.sort("piece_from").group_by("service_id", "supplier_id").agg(
+        pl.col("price_kop").last())
     rows = sharers.join(houses, on=["building_id", "service_id"]).join(
-        specific, on=["service_id", "supplier_id"], how="left").join(generic, on="service_id", how="left")
+        december, on=["service_id", "supplier_id"], how="inner")
     num = (pl.col("difference_micro").cast(pl.Int128) * pl.col("area_centi") * pl.col("share_e4")
            * pl.col("price_kop"))
     den = pl.col("building_area_centi").cast(pl.Int128) * 10_000 * MICRO
-    return rows.with_columns(
-        pl.coalesce("_specific", "_generic").alias("price_kop"),
-    ).filter(pl.col("price_kop").is_not_null()).with_columns(
+    return rows.filter(pl.col("price_kop").is_not_null()).with_columns(
         div_half_up(num, den).alias("amount_kop"),
         pl.lit(year).alias("year"),
         pl.lit(",".join(months)).alias("months"),
@@ -155,11 +154,8 @@ def settlement_postings(settlements: pl.DataFrame, posted: pl.DataFrame | None,
     never takes the month's КР на СОИ below zero; what it could not take waits.
     """
     key = ["account_id", "service_id", "supplier_id"]
-    schema = {**dict.fromkeys(key, pl.String), "origin_period": pl.String, "amount_kop": pl.Int64,
-              "reason": pl.String, "excess_minutes": pl.Int64, "kind": pl.String,
-              "settles_year": pl.Int32}
     if not settlements.height:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=RECALC_SCHEMA)
     if posted is None:
         posted = pl.DataFrame(schema={**dict.fromkeys(key, pl.String), "year": pl.Int32,
                                       "amount_kop": pl.Int64})
@@ -186,4 +182,4 @@ def settlement_postings(settlements: pl.DataFrame, posted: pl.DataFrame | None,
                   .otherwise(pl.lit(""))).alias("reason"),
         pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("settlement").alias("kind"),
         pl.col("year").cast(pl.Int32).alias("settles_year"),
-    ).cast(schema).sort(key)  # type: ignore[arg-type]
+    ).cast(RECALC_SCHEMA).sort(key)
