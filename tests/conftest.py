@@ -62,6 +62,16 @@ M1,2026-07-20,100.000,lk
 M1,2026-08-20,107.500,lk
 """
 
+#: Five months of M1's readings, 6 m³ a month: an own average for п.59 (≥ 3 months).
+METER_HISTORY = """\
+meter_id,read_on,value,source
+M1,2026-03-20,68.000,lk
+M1,2026-04-20,74.000,lk
+M1,2026-05-20,80.000,lk
+M1,2026-06-20,86.000,lk
+M1,2026-07-20,92.000,lk
+"""
+
 TOWN = {
     "organizations": ORGS,
     "buildings": BUILDINGS,

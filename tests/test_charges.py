@@ -13,7 +13,7 @@ from pipeline.dates import Period
 from pipeline.ingest.registers import ingest, load_store
 from pipeline.workspace import Workspace
 from rules import load_rules
-from tests.conftest import write_registers
+from tests.conftest import METER_HISTORY, write_registers
 
 
 def close_lines(ws: Workspace, period: str) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
@@ -97,14 +97,7 @@ def test_meter_installed_this_month_is_used_from_next_month(town: Workspace) -> 
 
 
 def test_missing_reading_is_charged_by_average(town: Workspace) -> None:
-    write_registers(town, {"readings": """\
-meter_id,read_on,value,source
-M1,2026-03-20,68.000,lk
-M1,2026-04-20,74.000,lk
-M1,2026-05-20,80.000,lk
-M1,2026-06-20,86.000,lk
-M1,2026-07-20,92.000,lk
-"""})
+    write_registers(town, {"readings": METER_HISTORY})
     got = close_lines(town, "2026-08")
     # (92 − 68) / 4 months = 6 m³ × 52.28 = 313.68
     assert got[("A1", "cold_water")] == [("average", 6_000_000, 31368)]

@@ -9,17 +9,9 @@ from pipeline.close import compute, load_inputs
 from pipeline.dates import Period
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import Workspace
+from tests.conftest import METER_HISTORY as HISTORY
 from tests.conftest import write_registers
 from tests.test_recalc import close
-
-HISTORY = """\
-meter_id,read_on,value,source
-M1,2026-03-20,68.000,lk
-M1,2026-04-20,74.000,lk
-M1,2026-05-20,80.000,lk
-M1,2026-06-20,86.000,lk
-M1,2026-07-20,92.000,lk
-"""
 
 
 def cold_water(ws: Workspace, period: str) -> list[tuple[str, str, str]]:
