@@ -200,6 +200,9 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
     ).drop("_run")
 
 
+#: The water services whose volumes make the sewerage volume (Правила 354 п.42, formula 1/4).
+SEWERAGE_WATER = ("cold_water", "hot_water")
+
 #: Temporary absence counts only beyond this many full days in a row (п.86).
 ABSENCE_MIN_FULL_DAYS = 6
 
@@ -480,7 +483,7 @@ def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
 
 def _sewerage(lines: pl.DataFrame, water: pl.DataFrame) -> pl.DataFrame:
     """Sewerage from the account's cold and hot water volumes (by meter, average or norm)."""
-    w = water.filter(pl.col("service_id").is_in(["cold_water", "hot_water"])).group_by(
+    w = water.filter(pl.col("service_id").is_in(SEWERAGE_WATER)).group_by(
         "account_id"
     ).agg(
         pl.col("volume_micro").sum().alias("water_micro"),

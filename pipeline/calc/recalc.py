@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.calc.charges import HeatingPolicy, charge_lines, heating_volumes
+from pipeline.calc.charges import SEWERAGE_WATER, HeatingPolicy, charge_lines, heating_volumes
 from pipeline.calc.quality import REASON as QUALITY_REASON
 from pipeline.calc.quality import quality_reductions
 from pipeline.dates import Period
@@ -231,7 +231,7 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
     out = both.with_columns(reason.alias("reason"))
     # Sewerage is the water's volume: it changes for the water's reason.
     sewerage = rules.services.filter(pl.col("kind") == "sewerage")["service_id"].implode()
-    water = out.filter(pl.col("service_id").is_in(["cold_water", "hot_water"])).sort("service_id").group_by(
+    water = out.filter(pl.col("service_id").is_in(SEWERAGE_WATER)).sort("service_id").group_by(
         "account_id").agg(pl.col("reason").first().alias("_water_reason"))
     out = out.join(water, on="account_id", how="left").with_columns(
         pl.when(pl.col("service_id").is_in(sewerage) & pl.col("_water_reason").is_not_null())
