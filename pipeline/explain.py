@@ -33,6 +33,9 @@ def _rub(value: Decimal) -> str:
 def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]:
     names = ("charges", "meter_volumes", "recalculations", "penalties", "reading_issues")
     folder = ws.period_dir(period)
+    from pipeline.verify import check_sealed
+
+    check_sealed(ws, [q for q in ws.sealed_periods() if q <= period])  # the periods read below
     made = [pl.read_parquet(f) for q in ws.sealed_periods() if q <= period
             and (f := ws.period_dir(q) / "settlements.parquet").is_file()]
     if (folder / "manifest.json").is_file():

@@ -24,6 +24,9 @@ def account_statement(ws: Workspace, account_id: str, until: date, out_dir: Path
     sealed = ws.sealed_periods()
     if not sealed:
         raise BillingError("Нет закрытых периодов: расчёт пени строится по закрытым периодам.")
+    from pipeline.verify import check_sealed
+
+    check_sealed(ws, sealed)
     charges = pl.concat([
         pl.read_parquet(ws.period_dir(p) / "charges.parquet",
                         columns=["period", "account_id", "service_id", "supplier_id", "amount"])
