@@ -110,3 +110,28 @@ def test_store_written_by_an_older_version_still_loads(town: Workspace) -> None:
     store = load_store(town)
     assert store["access_refusals"].height == 0
     assert store["readings"]["confirmed"].to_list() == [False, False]
+
+
+def test_identifiers_stay_text_in_xlsx_and_parquet(town: Workspace) -> None:
+    """A text cell keeps its leading zeros (a numeric XLSX cell cannot: the guard of
+    tests/test_ingest_guard.py catches the accounts that vanish then)."""
+    from openpyxl import Workbook
+
+    accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False).with_columns(
+        pl.col("account_id").str.replace("A", "000100001"))
+    (town.registers / "accounts.csv").unlink()
+    book = Workbook()
+    sheet = book.active
+    sheet.append(accounts.columns)
+    for row in accounts.iter_rows():
+        sheet.append(list(row))
+    book.save(town.registers / "accounts.xlsx")
+    residents = pl.read_csv(town.registers / "residents.csv", infer_schema=False).with_columns(
+        pl.col("person_id").str.replace("R", "00"), pl.col("account_id").str.replace("A", "000100001"))
+    (town.registers / "residents.csv").unlink()
+    residents.write_parquet(town.registers / "residents.parquet")
+    ingest(town)
+    store = load_store(town)
+    assert store["accounts"]["account_id"].to_list() == ["0001000011", "0001000012", "0001000013"]
+    assert store["residents"].select("person_id", "account_id").rows() == [
+        ("001", "0001000011"), ("002", "0001000011"), ("003", "0001000012"), ("004", "0001000013")]

@@ -21,7 +21,10 @@ Choices made where the format is only partly known:
   if the bank counted it, the sums differ and the whole file is refused (the
   message names the lines with unreadable amounts), because an unverifiable total
   must not be imported in part. A missing footer, a second footer, a line after
-  the footer or an unreadable footer also refuse the whole file. The footer's
+  the footer or an unreadable footer also refuse the whole file. A missing footer,
+  and a failing footer that ends the file without a line ending (it may be half
+  written), raise :class:`~pipeline.workspace.IncompleteFileError`: the file is
+  not complete yet, and the nightly import leaves it in the inbox. The footer's
   "transferred" and "fee" totals are returned but not checked (their meaning is
   inferred, not specified); compare them with the frame if needed.
 * **Amounts.** Rubles with at most two decimals, parsed exactly to kopecks. A
@@ -57,7 +60,7 @@ import polars as pl
 from pipeline.ingest.parse import REJECT_SCHEMA
 from pipeline.ingest.readers import decode_text
 from pipeline.money import format_rub, parse_fixed, parse_rubles
-from pipeline.workspace import BillingError, atomic_write_bytes
+from pipeline.workspace import BillingError, IncompleteFileError, atomic_write_bytes
 
 FORMATS = ("sber", "vtb", "csv")
 
@@ -197,13 +200,22 @@ def parse_bank_register(name: str, data: bytes, fmt: str) -> BankRegister:
             continue
         body.append((row, line))
     if footer_at is None:
-        raise BillingError(
+        raise IncompleteFileError(
             f"{name}: нет итоговой строки («=количество;сумма;к перечислению;комиссия;№ п/п;дата»): "
-            f"файл, возможно, обрезан — не принят"
+            f"файл, возможно, обрезан или ещё записывается — не принят"
         )
-    footer = _parse_footer(name, *footer_at)
     lines = [_parse_line(row, line) for row, line in body]
-    _check_footer(name, footer, lines)
+    try:
+        footer = _parse_footer(name, *footer_at)
+        _check_footer(name, footer, lines)
+    except BillingError as err:
+        if text.endswith("\n"):
+            raise
+        # The footer is the file's last bytes, without a line ending: it may be half written.
+        raise IncompleteFileError(
+            f"{err} (итоговая строка {footer_at[0]} не завершена переводом строки — похоже, файл ещё "
+            f"записывается; загрузите его, когда он будет полностью получен)"
+        ) from None
     _reject_repeated_ids(lines)
 
     payments: list[dict[str, Any]] = []
@@ -233,7 +245,7 @@ def parse_bank_register(name: str, data: bytes, fmt: str) -> BankRegister:
 
 def _decode(name: str, data: bytes) -> tuple[str, str]:
     try:
-        return decode_text(data)
+        return decode_text(data, name)
     except UnicodeDecodeError:
         raise BillingError(f"{name}: файл не читается: это не текст в UTF-8 или Windows-1251") from None
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import io
 import math
+import posixpath
+import re
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
+from xml.sax.saxutils import unescape
 
 import polars as pl
 
@@ -17,25 +23,64 @@ from pipeline.workspace import BillingError
 
 SUFFIXES = (".csv", ".xlsx", ".parquet")
 ROW = "source_row"
+#: Hidden column of an XLSX frame: per row, the cells (column, formula) whose formula has no
+#: computed value; :func:`pipeline.ingest.parse.parse_table` turns them into reject rows.
+FORMULA_CELLS = "_formula_cells"
+FORMULA_REASON = ("формула без вычисленного значения: откройте файл в Excel и сохраните его, "
+                  "чтобы значения пересчитались")
 
 
-def decode_text(data: bytes) -> tuple[str, str]:
+def decode_text(data: bytes, name: str = "файл") -> tuple[str, str]:
     """Decode register bytes: UTF-8 (with or without BOM), else Windows-1251.
 
     Returns the text and the encoding used. cp1251 decodes any byte string, so
     UTF-8 is tried first; Cyrillic cp1251 text is practically never valid UTF-8.
+    A file that is not UTF-8 as a whole but has UTF-8 lines with Cyrillic (two
+    files glued together, a line added by another editor) is refused with
+    :class:`BillingError` naming ``name`` and the line where the other encoding
+    begins: decoding it as cp1251 throughout would garble the UTF-8 lines.
 
     >>> decode_text("Дом".encode("cp1251"))
     ('Дом', 'cp1251')
     >>> decode_text("\\ufeffДом".encode())
     ('Дом', 'utf-8')
+    >>> decode_text("Дом\\n".encode() + "Дом".encode("cp1251"), "a.csv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    pipeline.workspace.BillingError: a.csv: файл в смешанной кодировке: строка 1 в UTF-8, со строки 2 ...
     """
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8"), "utf-8"
+    bom = data.startswith(b"\xef\xbb\xbf")
+    body = data[3:] if bom else data
     try:
-        return data.decode("utf-8"), "utf-8"
+        return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        return data.decode("cp1251"), "cp1251"
+        _refuse_mixed_encoding(body, name, bom)
+        return body.decode("cp1251"), "cp1251"
+
+
+_ENCODING_TITLES = {"utf-8": "UTF-8", "cp1251": "Windows-1251"}
+
+
+def _refuse_mixed_encoding(body: bytes, name: str, bom: bool) -> None:
+    """Raise when some non-ASCII lines are valid UTF-8 and others are not (one pass, stops early)."""
+    first: dict[str, int] = {"utf-8": 1} if bom else {}
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+            first.setdefault("utf-8", number)
+        except UnicodeDecodeError:
+            first.setdefault("cp1251", number)
+        if len(first) == 2:
+            break
+    if len(first) < 2:
+        return
+    (one, _), (other, switch) = sorted(first.items(), key=lambda item: item[1])
+    lines = "строка 1" if switch == 2 else f"строки 1–{switch - 1}"
+    raise BillingError(
+        f"{name}: файл в смешанной кодировке: {lines} в {_ENCODING_TITLES[one]}, со строки {switch} — "
+        f"{_ENCODING_TITLES[other]}; сохраните файл в одной кодировке"
+    )
 
 
 def sniff_separator(header_line: str) -> str:
@@ -69,11 +114,13 @@ def read_table(path: Path) -> pl.DataFrame:
     except Exception as exc:  # any parser failure is "unreadable file" for the user
         raise BillingError(f"{path.name}: файл не читается: {exc}") from exc
     frame = frame.rename({c: c.strip() for c in frame.columns})
+    if ROW in frame.columns:  # XLSX numbers its rows as the sheet does
+        return frame
     return frame.with_row_index(ROW, offset=2).with_columns(pl.col(ROW).cast(pl.Int64))
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
-    text, _ = decode_text(path.read_bytes())
+    text, _ = decode_text(path.read_bytes(), path.name)
     if not text.strip():
         raise BillingError(f"{path.name}: файл пуст (нет даже строки заголовка)")
     header = text.split("\n", 1)[0]
@@ -88,8 +135,162 @@ def _read_csv(path: Path) -> pl.DataFrame:
 
 
 def _read_xlsx(path: Path) -> pl.DataFrame:
-    frame = pl.read_excel(path, engine="calamine", infer_schema_length=0)
-    return _clean_text(frame.select(_as_text(frame, c) for c in frame.columns))
+    """The first sheet as text; ``source_row`` is the sheet's row number (blank rows are skipped).
+
+    calamine reads a formula cell's cached value; a formula saved without one (written by
+    a script, never opened in Excel) reads as empty, so such cells are found in the sheet
+    XML — only when it has formulas at all — and listed in :data:`FORMULA_CELLS`.
+    """
+    scan = _scan_formulas(path)
+    frame = pl.read_excel(path, engine="calamine", infer_schema_length=0,
+                          drop_empty_rows=False, drop_empty_cols=False)
+    frame = _clean_text(frame.select(_as_text(frame, c) for c in frame.columns))
+    columns = frame.columns
+    # calamine's range starts at the first row with a value: the header.
+    frame = frame.with_row_index(ROW, offset=(scan.header_row if scan else 1) + 1).with_columns(
+        pl.col(ROW).cast(pl.Int64))
+    keep = ~pl.all_horizontal(pl.col(c).is_null() for c in columns) if columns else pl.lit(True)
+    if scan is not None and scan.uncached:
+        frame = _mark_formulas(frame, columns, scan, path.name)
+        if FORMULA_CELLS in frame.columns:
+            keep = keep | pl.col(FORMULA_CELLS).is_not_null()
+    frame = frame.filter(keep)
+    # As read_excel's drop_empty_cols: a column without a header and without values goes.
+    empty = [c for c in columns if _UNNAMED.match(c) and frame[c].null_count() == frame.height]
+    return frame.drop(empty)
+
+
+#: Names read_excel gives columns without a header (and drops when they are empty too).
+_UNNAMED = re.compile(r"^(__UNNAMED__\d+|_duplicated_\d+|)$")
+_FORMULA_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s>/]")
+# Cells of the sheet XML, matched by polars (Rust regex, vectorised) rather than an XML parser.
+_NS = r"(?:[A-Za-z_][\w.-]*:)?"
+_CELL_XML = r"(?s)<" + _NS + r"c\b[^>]*?(?:/>|>.*?</" + _NS + r"c>)"
+_OPEN_TAG = r"^<" + _NS + r"c\b[^>]*?"
+
+
+@dataclass
+class _SheetScan:
+    """Where a sheet's values are (calamine's range) and its formulas without a cached value."""
+
+    header_row: int = 0
+    last_row: int = 0
+    first_col: int = 0
+    last_col: int = 0
+    uncached: list[tuple[int, int, str]] = field(default_factory=list)  # row, column (1-based), formula
+
+
+def _scan_formulas(path: Path) -> _SheetScan | None:
+    """Scan the first sheet's XML; ``None`` (without parsing it) when it has no formula at all."""
+    with zipfile.ZipFile(path) as book:
+        try:
+            data = book.read(_first_sheet(book))
+        except KeyError:  # an unusual layout: calamine reads it, formulas are not looked for
+            return None
+    if not _FORMULA_TAG.search(data):
+        return None
+    text = data.decode("utf-8", errors="replace")
+    body = text[text.find("<sheetData"):] if "<sheetData" in text else text
+    cells = pl.DataFrame({"cell": pl.Series([body]).str.extract_all(_CELL_XML).explode()}).drop_nulls()
+    cell = pl.col("cell").str
+    cells = cells.select(
+        cell.extract(_OPEN_TAG + r'\br="([A-Z]+)\d+"').alias("letters"),
+        cell.extract(_OPEN_TAG + r'\br="[A-Z]+(\d+)"').cast(pl.Int64).alias("row"),
+        cell.contains(r"<" + _NS + r"[vt](?:\s[^>]*)?>[^<]").alias("value"),  # <v>1</v>, <is><t>x</t>
+        cell.contains(r"<" + _NS + r"f\b").alias("formula"),
+        cell.extract(r"<" + _NS + r"f\b[^>/]*>([^<]*)<").alias("text"),
+        # An empty <v> of a "str" cell is a computed empty text; otherwise nothing was computed.
+        (cell.contains(_OPEN_TAG + r'\bt="str"') & cell.contains(r"<" + _NS + r"v(?:\s[^>]*)?(?:/>|></)"))
+        .alias("empty_text"),
+    )
+    no_value = pl.col("formula") & ~pl.col("value") & ~pl.col("empty_text")
+    if cells["letters"].null_count() or cells["row"].null_count():
+        # A writer that leaves out cell addresses: formulas without a value cannot be placed.
+        count = cells.filter(no_value).height
+        if count:
+            raise BillingError(f"{path.name}: формул без вычисленного значения: {count}; "
+                               f"{FORMULA_REASON.split(': ', 1)[1]}")
+        return None
+    numbers = {letters: _column_number(letters) for letters in cells["letters"].unique()}
+    cells = cells.with_columns(pl.col("letters").replace_strict(numbers, return_dtype=pl.Int64).alias("col"))
+    scan = _SheetScan()
+    values = cells.filter("value")
+    if values.height:
+        scan.header_row, scan.last_row, scan.first_col, scan.last_col = values.select(
+            pl.col("row").min().alias("header_row"), pl.col("row").max().alias("last_row"),
+            pl.col("col").min().alias("first_col"), pl.col("col").max().alias("last_col")).row(0)
+    scan.uncached = [
+        (row, col, unescape(formula or "", {"&quot;": '"', "&apos;": "'"}))
+        for row, col, formula in cells.filter(no_value).select("row", "col", "text").iter_rows()
+    ]
+    return scan
+
+
+def _mark_formulas(frame: pl.DataFrame, columns: list[str], scan: _SheetScan, name: str) -> pl.DataFrame:
+    """Add :data:`FORMULA_CELLS` to the rows of ``frame`` (read without dropping anything)."""
+    width = scan.last_col - scan.first_col + 1 if scan.header_row else 0
+    placed = frame.height == scan.last_row - scan.header_row and len(columns) == width
+    marks: list[tuple[int, str, str | None]] = []
+    stray: list[str] = []
+    for row, col, formula in scan.uncached:
+        position = col - scan.first_col
+        if placed and scan.header_row < row <= scan.last_row and 0 <= position < width:
+            if not _UNNAMED.match(columns[position]):
+                marks.append((row, columns[position].strip(), f"={formula}" if formula else None))
+        elif row != scan.header_row:
+            stray.append(f"{_column_letters(col)}{row}")
+    if stray:
+        # Cells outside the read range (a row of formulas only) cannot become a reject row.
+        shown = ", ".join(stray[:10]) + (f" и ещё {len(stray) - 10}" if len(stray) > 10 else "")
+        raise BillingError(f"{name}: ячейки {shown}: {FORMULA_REASON}")
+    if not marks:
+        return frame
+    issues = pl.DataFrame(marks, schema={ROW: pl.Int64, "column": pl.String, "value": pl.String},
+                          orient="row").group_by(ROW).agg(pl.struct("column", "value").alias(FORMULA_CELLS))
+    return frame.join(issues, on=ROW, how="left", maintain_order="left")
+
+
+def _first_sheet(book: zipfile.ZipFile) -> str:
+    """The XML part of the workbook's first sheet (the one calamine reads by default)."""
+    try:
+        workbook = ElementTree.fromstring(book.read("xl/workbook.xml"))
+        rels = ElementTree.fromstring(book.read("xl/_rels/workbook.xml.rels"))
+        sheet = next(e for e in workbook.iter() if _local(e.tag) == "sheet")
+        rel_id = next(v for k, v in sheet.attrib.items() if _local(k) == "id")
+        target = next(str(e.get("Target")) for e in rels.iter()
+                      if _local(e.tag) == "Relationship" and e.get("Id") == rel_id)
+    except (KeyError, StopIteration, ElementTree.ParseError):
+        return "xl/worksheets/sheet1.xml"
+    return target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _column_number(letters: str) -> int:
+    """A column's number from its letters.
+
+    >>> _column_number("A"), _column_number("AB")
+    (1, 28)
+    """
+    number = 0
+    for letter in letters:
+        number = number * 26 + ord(letter) - ord("A") + 1
+    return number
+
+
+def _column_letters(number: int) -> str:
+    """A column's letters from its number.
+
+    >>> _column_letters(1), _column_letters(28)
+    ('A', 'AB')
+    """
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

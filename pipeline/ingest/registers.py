@@ -1,27 +1,31 @@
 """``billing ingest``: validate ``registers/`` and load the good rows into the store.
 
-Stage shape: ``check_registers(raw, known_services) -> (frames, rejects)`` is
-pure; :func:`ingest` does the I/O around it. The store keeps each accepted
-snapshot under ``store/registers/<version>/`` and names the current one in
-``store/registers/CURRENT`` (replaced atomically), so a kill never leaves a
-half-loaded store and the history of what was known when stays on disk.
+Stage shape: ``check_registers(raw, known_services) -> (frames, rejects)`` and
+``guard_existing(...)`` (the comparison with the last snapshot: a refused row or a
+vanished record that exists there) are pure; :func:`ingest` does the I/O around
+them. The store keeps each accepted snapshot under ``store/registers/<version>/``
+and names the current one in ``store/registers/CURRENT`` (replaced atomically), so
+a kill never leaves a half-loaded store and the history of what was known when stays on disk.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
+from pipeline.ingest.parse import empty_rejects, missing_columns, parse_keys, parse_table
 from pipeline.ingest.readers import ROW, SUFFIXES, read_table
 from pipeline.workspace import (
     BillingError,
     Workspace,
     atomic_write_bytes,
+    locked,
     sha256_file,
     staging_dir,
     write_parquet_atomic,
@@ -39,6 +43,8 @@ class IngestResult:
     version: str | None
     unchanged: bool
     rejects_path: Path | None
+    #: records whose refused row was replaced by their version from the last snapshot (keep_last)
+    kept: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_rejected(self) -> int:
@@ -139,6 +145,241 @@ def check_registers(
     return frames, all_rejects
 
 
+#: Registers whose mass disappearance stops an ingest: (register, identifying column, title).
+REMOVAL_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("accounts", "account_id", "лицевые счета"),
+    ("premises", "premise_id", "помещения"),
+    ("residents", "person_id", "проживающие"),
+)
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """What an ingest may do to records of the last snapshot (settings.toml ``[ingest]``, options).
+
+    ``on_rejected_existing``: ``refuse`` — a refused row whose key is in the last snapshot
+    stops the whole ingest; ``keep_last`` — that record's last version is kept.
+    ``max_removed_share``: more of the last snapshot's accounts, premises or persons than
+    this share gone at once stops the ingest unless ``accept_removals``. ``dropped``:
+    registers removed from ``registers/`` on purpose (``--drop``).
+    """
+
+    on_rejected_existing: str = "refuse"
+    max_removed_share: float = 0.05
+    accept_removals: bool = False
+    dropped: frozenset[str] = frozenset()
+
+
+def ingest_policy(settings: dict[str, Any], accept_removals: bool = False,
+                  dropped: Iterable[str] = ()) -> IngestPolicy:
+    """The policy from settings.toml ``[ingest]`` (defaults when absent); a bad value stops."""
+    section = settings.get("ingest", {})
+    mode = section.get("on_rejected_existing", IngestPolicy.on_rejected_existing)
+    if mode not in ("refuse", "keep_last"):
+        raise BillingError(f"settings.toml [ingest] on_rejected_existing = {mode!r}: "
+                           "допустимо «refuse» или «keep_last»")
+    share = section.get("max_removed_share", IngestPolicy.max_removed_share)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise BillingError(f"settings.toml [ingest] max_removed_share = {share!r}: "
+                           "нужна доля от 0 до 1 (0.05 — это 5 %)")
+    return IngestPolicy(mode, float(share), accept_removals, frozenset(dropped))
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """:func:`guard_existing`'s answer: the frames to store, the rejects, why to refuse."""
+
+    frames: dict[str, pl.DataFrame]
+    rejects: pl.DataFrame
+    #: Russian paragraphs; any makes :func:`ingest` refuse the whole load
+    problems: list[str]
+    kept: dict[str, int]
+
+
+def guard_existing(
+    frames: dict[str, pl.DataFrame],
+    rejects: pl.DataFrame,
+    raw: dict[str, pl.DataFrame],
+    last: dict[str, pl.DataFrame] | None,
+    policy: IngestPolicy,
+    *,
+    file_names: dict[str, str],
+    last_version: str | None,
+    known: dict[str, set[str]] | None = None,
+) -> Guarded:
+    """Compare the checked registers with the last snapshot ``last``; pure.
+
+    A refused row (its own problem or a refused parent) whose key is in ``last``
+    would delete that record, and the next close would reverse its sealed charges:
+    by ``policy`` the ingest is refused, or the record's last version is kept (its
+    references must still hold, else it counts as lost). Then, unless removals are
+    accepted, too large a share of vanished accounts, premises or persons refuses.
+    ``last`` may hold only the registers with refused rows and those of
+    :data:`REMOVAL_CHECKS`; the others are not looked at.
+    """
+    if last is None:
+        return Guarded(frames, rejects, [], {})
+    frames = dict(frames)
+    known = known or {}
+    kept: dict[str, int] = {}
+    notes: list[pl.DataFrame] = []
+    lost: list[pl.DataFrame] = []
+    lost_ids: dict[str, pl.Series] = {}
+    keep_note = f"строка отклонена; оставлена прежняя версия записи из загрузки {last_version}"
+    lost_note = (f"запись есть в прошлой загрузке {last_version}: загрузка отменена, чтобы не потерять "
+                 "запись")
+    for name in LOAD_ORDER:
+        register = REGISTERS[name]
+        key = list(register.key)
+        if name not in raw or not key:
+            continue
+        file = file_names[name]
+        refused = rejects.filter(pl.col("file") == file).select(pl.col("row").alias(ROW)).unique()
+        if not refused.height:
+            continue
+        previous = last.get(name)
+        if previous is None:
+            continue
+        keyed = parse_keys(raw[name].join(refused, on=ROW, how="semi"), register).drop_nulls(key)
+        hits = keyed.join(previous.select(key).unique(), on=key, how="semi").sort(ROW)
+        if not hits.height:
+            continue
+        if policy.on_rejected_existing == "keep_last":
+            restored = previous.join(hits.select(key).unique(), on=key, how="semi").join(
+                frames[name].select(key), on=key, how="anti")
+            for ref in register.refs:
+                if ref.target in frames:
+                    target = frames[ref.target][ref.target_column]
+                else:
+                    target = pl.Series(sorted(known.get(ref.target, set())), dtype=pl.String)
+                restored = restored.filter(pl.col(ref.column).is_null()
+                                           | pl.col(ref.column).is_in(target.implode()))
+            # The kept record takes the number of the first refused row with its key.
+            first = hits.group_by(key).agg(pl.col(ROW).min())
+            restored = restored.drop(ROW, strict=False).join(first, on=key)
+            good = frames[name]
+            restored = restored.select(
+                (pl.col(c) if c in restored.columns else pl.lit(None)).cast(dtype).alias(c)
+                for c, dtype in good.schema.items())
+            frames[name] = pl.concat([good, restored]).sort(ROW)
+            if restored.height:
+                kept[name] = restored.height
+            saved = hits.join(restored.select(key), on=key, how="semi")
+            notes.append(saved.select(pl.lit(file).alias("file"), pl.col(ROW).alias("row"),
+                                      pl.lit(keep_note).alias("_note")))
+            hits = hits.join(restored.select(key), on=key, how="anti")
+        if hits.height:
+            lost_ids.update((n, hits[c]) for n, c, _ in REMOVAL_CHECKS if n == name)
+            notes.append(hits.select(pl.lit(file).alias("file"), pl.col(ROW).alias("row"),
+                                     pl.lit(lost_note).alias("_note")))
+            lost.append(hits.select(
+                pl.lit(file).alias("file"), pl.col(ROW).alias("row"),
+                pl.concat_str([pl.lit(f"{k}=") + pl.col(k).cast(pl.String) for k in key],
+                              separator=", ").alias("key")))
+    keeping = policy.on_rejected_existing == "keep_last"
+    problems = [_lost_message(pl.concat(lost), rejects, last_version, keeping)] if lost else []
+    if notes:
+        marks = pl.concat(notes).unique(["file", "row"], keep="first")
+        rejects = rejects.join(marks, on=["file", "row"], how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("_note").is_null()).then(pl.col("reason"))
+            .otherwise(pl.col("reason") + pl.lit("; ") + pl.col("_note")).alias("reason")
+        ).drop("_note")
+    if not policy.accept_removals:
+        removals = _removal_lines(frames, last, policy, lost_ids)
+        if removals:
+            problems.append(
+                f"Загрузка отменена: за одну загрузку исчезло бы больше {policy.max_removed_share * 100:g} % "
+                f"записей прошлой загрузки {last_version} (удалены из файла или отклонены; settings.toml "
+                f"[ingest] max_removed_share = {policy.max_removed_share:g}):\n" + "\n".join(removals))
+    return Guarded(frames, rejects, problems, kept)
+
+
+def _lost_message(lost: pl.DataFrame, rejects: pl.DataFrame, last_version: str | None,
+                  keeping: bool) -> str:
+    records = lost.select("file", "key").n_unique()
+    first_reason = rejects.group_by("file", "row", maintain_order=True).agg(pl.col("reason").first())
+    shown = lost.head(_SHOWN).join(first_reason, on=["file", "row"], how="left", maintain_order="left")
+    lines = [f"  {r['file']}, строка {r['row']} ({r['key']}): {r['reason']}"
+             for r in shown.iter_rows(named=True)]
+    if lost.height > _SHOWN:
+        lines.append(f"  … и ещё строк: {lost.height - _SHOWN}")
+    why = ("; прежние версии этих записей оставить нельзя: записей, на которые они ссылаются, в новой "
+           "загрузке нет" if keeping else "")
+    advice = "" if keeping else (
+        "; чтобы вместо отказа оставлять прежние версии таких записей, задайте в settings.toml "
+        '[ingest] on_rejected_existing = "keep_last"')
+    return (f"Загрузка отменена: отклонены строки записей, которые есть в прошлой загрузке {last_version}"
+            f"{why}, — иначе из реестров пропали бы {_records(records)}, а следующее закрытие сторнировало "
+            "бы их начисления. Первые:\n" + "\n".join(lines)
+            + f"\nИсправьте эти строки и повторите billing ingest{advice}.")
+
+
+def _records(count: int) -> str:
+    """A count of records in Russian.
+
+    >>> _records(1), _records(3), _records(11), _records(21)
+    ('1 запись', '3 записи', '11 записей', '21 запись')
+    """
+    if count % 10 == 1 and count % 100 != 11:
+        return f"{count} запись"
+    if 2 <= count % 10 <= 4 and not 12 <= count % 100 <= 14:
+        return f"{count} записи"
+    return f"{count} записей"
+
+
+def _removal_lines(frames: dict[str, pl.DataFrame], last: dict[str, pl.DataFrame],
+                   policy: IngestPolicy, lost: dict[str, pl.Series]) -> list[str]:
+    """Registers losing too many records; those already named as refused rows are not counted again."""
+    lines = []
+    for name, column, title in REMOVAL_CHECKS:
+        if name in policy.dropped or name not in last:
+            continue
+        before = last[name][column].drop_nulls().unique().sort()
+        if not before.len():
+            continue
+        after = frames[name][column].drop_nulls().unique()
+        removed = before.filter(~before.is_in(after.implode()))
+        if name in lost:
+            removed = removed.filter(~removed.is_in(lost[name].implode()))
+        if removed.len() / before.len() <= policy.max_removed_share:
+            continue
+        examples = ", ".join(removed.head(_SHOWN).to_list()) + (", …" if removed.len() > _SHOWN else "")
+        # Leading zeros a spreadsheet dropped: 0001000011 is gone and 1000011 is new.
+        new = after.filter(~after.is_in(before.implode()))
+        unpadded = pl.col("id").str.strip_chars_start("0").alias("_k")
+        zeros = pl.DataFrame({"id": removed}).with_columns(unpadded).join(
+            pl.DataFrame({"id": new}).with_columns(unpadded), on="_k", suffix="_new").sort("id").head(3)
+        hint = ("похоже, в номерах потеряны ведущие нули (" + ", ".join(
+            f"{o} → {n}" for o, n in zeros.select("id", "id_new").iter_rows()) + ")") if zeros.height else (
+            "проверьте, не потеряны ли ведущие нули в номерах")
+        lines.append(f"  {title}: исчезнут {removed.len()} из {before.len()} ({examples}); {hint}; "
+                     "если удаление намеренное — billing ingest --accept-removals")
+    return lines
+
+
+def _dropped(drop: Iterable[str], files: dict[str, Path], directory: Path) -> frozenset[str]:
+    dropped = frozenset(drop)
+    for name in sorted(dropped):
+        if name not in REGISTERS:
+            raise BillingError(f"--drop {name}: нет такого реестра; реестры: {', '.join(REGISTERS)}")
+        if name in files:
+            raise BillingError(f"--drop {name}: файл {files[name].name} есть в {directory}; уберите файл "
+                               f"или не указывайте --drop {name}")
+    return dropped
+
+
+def _refuse_missing_registers(last_files: dict[str, str], files: dict[str, Path],
+                              dropped: frozenset[str]) -> None:
+    """A register of the last snapshot whose file is gone is not silently emptied."""
+    missing = [(n, Path(p).name) for n, p in sorted(last_files.items())
+               if n in REGISTERS and n not in files and n not in dropped]
+    if missing:
+        raise BillingError("\n".join(
+            f"Реестр {n} был в прошлой загрузке ({f}), а сейчас его нет в registers/: верните файл или, "
+            f"если реестр удалён намеренно, выполните billing ingest --drop {n}" for n, f in missing))
+
+
 def _snapshot_id(files: dict[str, Path], rules_hash: str) -> str:
     return json.dumps(
         {"files": {n: sha256_file(p) for n, p in sorted(files.items())}, "rules": rules_hash},
@@ -151,20 +392,40 @@ def current_version(ws: Workspace) -> str | None:
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
-def ingest(ws: Workspace) -> IngestResult:
-    """Load ``registers/`` into the store; write a reject report when anything was refused."""
+@locked("ingest")
+def ingest(ws: Workspace, *, accept_removals: bool = False, drop: Iterable[str] = ()) -> IngestResult:
+    """Load ``registers/`` into the store; write a reject report when anything was refused.
+
+    Against the last snapshot (see :func:`guard_existing`, settings.toml ``[ingest]``):
+    a register file that was loaded last time must be there unless named in ``drop``;
+    a refused row of an existing record refuses the ingest (or keeps the record's last
+    version); too many vanished accounts, premises or persons refuse it unless
+    ``accept_removals``. A refused ingest writes its reject report and nothing else.
+    """
     files = find_register_files(ws.registers)
+    dropped = _dropped(drop, files, ws.registers)
     services = read_rule_table(ws.rules, "services")
     snapshot = _snapshot_id(files, sha256_file(ws.rules / "services.csv"))
     version = current_version(ws)
+    policy = IngestPolicy()
     if version:
         meta = json.loads((ws.store / "registers" / version / "ingest.json").read_text())
         if meta.get("snapshot") == snapshot:
             return IngestResult(meta["loaded"], meta["rejected"], version, True, None)
+        _refuse_missing_registers(meta.get("files", {}), files, dropped)
+        policy = ingest_policy(ws.settings(), accept_removals, dropped)
 
     raw = read_registers(files)
     names = {n: p.name for n, p in files.items()}
-    frames, rejects = check_registers(raw, names, {"services": set(services["service_id"])})
+    known = {"services": set(services["service_id"])}
+    frames, rejects = check_registers(raw, names, known)
+    # Of the last snapshot, only what the guard compares: registers with refused rows, and
+    # those whose removals are counted (readings can be millions of rows).
+    compared = {n for n in names if names[n] in set(rejects["file"])} | {n for n, _, _ in REMOVAL_CHECKS}
+    last = load_store(ws, version, compared) if version else None
+    guarded = guard_existing(frames, rejects, raw, last, policy,
+                             file_names=names, last_version=version, known=known)
+    frames, rejects = guarded.frames, guarded.rejects
     loaded = {n: f.height for n, f in frames.items()}
     rejected = {
         names[n]: int(rejects.filter(pl.col("file") == names[n])["row"].n_unique())
@@ -175,16 +436,20 @@ def ingest(ws: Workspace) -> IngestResult:
     if rejects.height:
         rejects_path = ws.rejects / f"ingest-{stamp}.csv"
         write_rejects(rejects, rejects_path)
+    if guarded.problems:
+        raise BillingError("\n".join(guarded.problems) + (
+            f"\nОтчёт об отклонённых строках: {rejects_path}" if rejects_path else "")
+            + f"\nХранилище не изменено: текущей остаётся загрузка {version}.")
 
     new_version = f"v{stamp}"
     with staging_dir(ws.store / "registers" / new_version) as tmp:
         for name, frame in frames.items():
             write_parquet_atomic(frame, tmp / f"{name}.parquet")
-        meta = {"snapshot": snapshot, "loaded": loaded, "rejected": rejected,
+        meta = {"snapshot": snapshot, "loaded": loaded, "rejected": rejected, "kept": guarded.kept,
                 "files": {n: str(p) for n, p in files.items()}}
         atomic_write_bytes(tmp / "ingest.json", json.dumps(meta, ensure_ascii=False).encode())
     atomic_write_bytes(ws.store / "registers" / "CURRENT", new_version.encode())
-    return IngestResult(loaded, rejected, new_version, False, rejects_path)
+    return IngestResult(loaded, rejected, new_version, False, rejects_path, guarded.kept)
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
@@ -201,14 +466,18 @@ def _default(col: Col) -> pl.Expr:
     return pl.lit(col.default).cast(col.dtype)
 
 
-def load_store(ws: Workspace, version: str | None = None) -> dict[str, pl.DataFrame]:
-    """A register snapshot from the store: ``version`` or the current one."""
+def load_store(ws: Workspace, version: str | None = None,
+               names: Iterable[str] | None = None) -> dict[str, pl.DataFrame]:
+    """A register snapshot from the store: ``version`` or the current one (``names``: only those)."""
     version = version or current_version(ws)
     if version is None:
         raise BillingError("Хранилище пусто: сначала выполните «billing ingest».")
     base = ws.store / "registers" / version
+    wanted = set(REGISTERS) if names is None else set(names)
     frames = {}
     for name, register in REGISTERS.items():
+        if name not in wanted:
+            continue
         path = base / f"{name}.parquet"
         # A snapshot taken by an older version may lack a newer register or column.
         frame = pl.read_parquet(path) if path.is_file() else _empty(register)
