@@ -57,9 +57,11 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
     """Write the payments made during the month after ``bill`` into ``inbox/``.
 
     Sberbank's share arrives as its nightly register (cp1251, footer), the other
-    agents' as a plain CSV, as they would in production.
+    agents' as a plain CSV with its marker ``NAME.done`` (the file is whole, so the
+    nightly import need not wait for it to settle), as they would in production.
     """
     from pipeline.ingest.bank_formats import write_sber_register
+    from pipeline.ingest.payments import done_marker
     from pipeline.ingest.registers import load_store
     from pipeline.synth import generate_payments, write_payments_csv
 
@@ -83,6 +85,7 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
         write_sber_register(register, ws.inbox / name)
     path = ws.inbox / f"payments-{paid_in}.csv"
     write_payments_csv(payments.filter(pl.col("agent") != "sber"), path)
+    done_marker(path).write_bytes(b"")
     return path
 
 
@@ -90,7 +93,7 @@ def _pay_and_import(ws: Workspace, bill: Period) -> None:
     from pipeline.ingest.payments import import_inbox
 
     _pay_last_bill(ws, bill, 2026)
-    import_inbox(ws)
+    import_inbox(ws, today=bill.shift(1).last)  # the city's clock: the night after the paying month
 
 
 def _append_rows(path: Path, rows: list[dict[str, str]]) -> None:
@@ -345,7 +348,7 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
         if period != first:
             path = _pay_last_bill(ws, period.shift(-1), seed)
             if path is not None:
-                for info in import_inbox(ws):
+                for info in import_inbox(ws, today=period.last):  # the city's clock, not the machine's
                     audit(ws, "payments import", outputs=info)
                     say(f"  платежи {info['file']}: принято {info.get('accepted', 0)}"
                         + (f", невыясненных {info['suspense']}" if info.get("suspense") else ""))

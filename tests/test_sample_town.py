@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import polars as pl
@@ -54,6 +56,7 @@ def test_sample_inbox_imports_every_format(sample: Workspace) -> None:
     amounts(sample, "2026-08")
     for f in (SAMPLE / "inbox").iterdir():
         shutil.copy(f, sample.inbox / f.name)
+        os.utime(sample.inbox / f.name, (time.time() - 3600,) * 2)  # arrived an hour ago: settled
     outcomes = {o["file"]: o for o in import_inbox(sample)}
     assert {o["outcome"] for o in outcomes.values()} == {"imported"}
     assert outcomes["sber-2026-09-15.txt"]["format"] == "sber"

@@ -13,7 +13,20 @@ Exactly once:
   (невыясненные платежи, ``store/suspense.parquet``) and are applied by
   ``billing payments match`` once the account is known;
 * a refund or cancellation is a negative payment whose ``refund_of`` names the
-  original (same agent); it may not exceed what is left of the original.
+  original (same agent); it may not exceed what is left of the original;
+* a payment dated after the import day, or before its account was opened
+  (``opened_on``), goes to the suspense list with the reason, and ``match``
+  refuses such a date too.
+
+Only complete files. An agent CSV whose last line has no line ending is refused
+as incomplete (it is still being written, or was cut: polars would read the cut
+row as a short row padded with nulls), a row with fewer fields than the header
+refuses the file; a bank register needs its footer. Nothing of a refused file is
+stored, so the complete file later imports whole, once. The nightly
+:func:`import_inbox` also waits for each file by the rule of ``settings.toml``
+``[inbox.complete]`` (see :func:`inbox_rules`): ``footer``, ``settle`` (unchanged
+for ``settle_seconds``) or ``done`` (a marker ``NAME.done``); a file not complete
+yet, or refused as incomplete, stays in ``inbox/`` and is tried again next run.
 
 Meter readings inside a bank register go to ``store/bank_readings.parquet``;
 the close reads them together with the readings register. Bad rows go to the
@@ -23,17 +36,28 @@ at any point is repaired by importing the same file again.
 
 from __future__ import annotations
 
+import csv
+import fnmatch
+import io
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
-from pipeline.ingest.readers import ROW, read_table
+from pipeline.ingest.readers import ROW, decode_text, read_table, sniff_separator
 from pipeline.ingest.registers import load_store, write_rejects
-from pipeline.workspace import BillingError, Workspace, sha256_file, write_parquet_atomic
+from pipeline.workspace import (
+    BillingError,
+    IncompleteFileError,
+    Workspace,
+    locked,
+    sha256_file,
+    write_parquet_atomic,
+)
 from schemas.registers import PAYMENTS
 
 STORE_SCHEMA = pl.Schema({
@@ -108,7 +132,16 @@ class PaymentImport:
 def _load(path: Path, schema: pl.Schema) -> pl.DataFrame:
     if not path.is_file():
         return pl.DataFrame(schema=schema)
-    frame = pl.read_parquet(path)
+    return _conform(pl.read_parquet(path), schema)
+
+
+def read_payments(source: Path | BinaryIO) -> pl.DataFrame:
+    """Stored payments from the file or from its bytes already read, in the store's schema."""
+    return _conform(pl.read_parquet(source), STORE_SCHEMA)
+
+
+def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """A stored frame in ``schema``: columns an older version did not write are added empty."""
     missing = [c for c in schema if c not in frame.columns]
     return frame.with_columns(pl.lit(None, schema[c]).alias(c) for c in missing).select(
         list(schema)).cast(schema)
@@ -150,6 +183,8 @@ def read_payment_file(path: Path, fmt: str | None = None
         ).select(list(INCOMING_SCHEMA)).cast(INCOMING_SCHEMA)
         return fmt, incoming, reg.readings, reg.rejects
 
+    if path.suffix.lower() == ".csv":
+        check_csv_complete(path.name, data)
     raw = read_table(path)
     missing = missing_columns(raw, PAYMENTS)
     if missing:
@@ -181,11 +216,13 @@ def read_payment_file(path: Path, fmt: str | None = None
 
 
 def classify(
-    incoming: pl.DataFrame, accounts: pl.DataFrame, stored: pl.DataFrame, file: str
+    incoming: pl.DataFrame, accounts: pl.DataFrame, stored: pl.DataFrame, file: str, today: date
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Split incoming payments into (accepted, suspense, duplicates, rejects). Pure.
 
-    ``accounts``: account_id, closed_on. ``stored``: payments already in the store.
+    ``accounts``: account_id, opened_on, closed_on. ``stored``: payments already in the
+    store. ``today``: the import day; a payment dated after it, or before its account
+    was opened, waits in suspense (every reason of a row, joined by «; »).
     """
     keys = ["agent", "payment_id"]
     first = incoming.unique(keys, keep="first", maintain_order=True)
@@ -221,18 +258,24 @@ def classify(
     ]
     fresh = fresh.join(bad_refunds.select(ROW), on=ROW, how="anti")
 
-    acc = accounts.select("account_id", "closed_on")
-    with_acc = fresh.join(acc, on="account_id", how="left")
-    unknown = with_acc.filter(pl.col("account_id").is_null() | ~pl.col("account_id").is_in(
-        acc["account_id"].implode()))
-    closed = with_acc.filter(pl.col("closed_on").is_not_null() & (pl.col("closed_on") < pl.col("paid_on")))
+    acc = accounts.select("account_id", "opened_on", "closed_on")
+    known_account = pl.col("account_id").is_not_null() & pl.col("account_id").is_in(
+        acc["account_id"].implode())
+    paid_text = pl.lit("дата платежа ") + pl.col("paid_on").dt.strftime("%d.%m.%Y")
+    reasons = fresh.join(acc, on="account_id", how="left").with_columns(pl.concat_str([
+        pl.when(~known_account).then(pl.lit("неизвестный лицевой счёт")),
+        pl.when(pl.col("closed_on") < pl.col("paid_on")).then(
+            pl.lit("лицевой счёт закрыт ") + pl.col("closed_on").dt.strftime("%d.%m.%Y")),
+        pl.when(pl.col("paid_on") > pl.lit(today)).then(
+            paid_text + pl.lit(f" позже дня загрузки {_ru_date(today)}")),
+        pl.when(pl.col("paid_on") < pl.col("opened_on")).then(
+            paid_text + pl.lit(" раньше открытия лицевого счёта ")
+            + pl.col("opened_on").dt.strftime("%d.%m.%Y")),
+    ], separator="; ", ignore_nulls=True).alias("reason"))
     suspense = pl.concat([
-        unlinked.with_columns(pl.lit(None, pl.Date).alias("closed_on"),
-                              pl.lit("возврат без ссылки на исходный платёж").alias("reason")),
-        unknown.with_columns(pl.lit("неизвестный лицевой счёт").alias("reason")),
-        closed.with_columns(
-            (pl.lit("лицевой счёт закрыт ") + pl.col("closed_on").dt.strftime("%d.%m.%Y")).alias("reason")),
-    ]).drop("closed_on")
+        unlinked.with_columns(pl.lit("возврат без ссылки на исходный платёж").alias("reason")),
+        reasons.filter(pl.col("reason") != "").select(*fresh.columns, "reason"),
+    ])
     accepted = fresh.join(suspense.select(ROW), on=ROW, how="anti")
     # A refund of a payment that waits in suspense waits there too.
     return accepted, suspense, duplicates, pl.concat(rejects) if rejects else empty_rejects()
@@ -249,23 +292,36 @@ def _to_store(frame: pl.DataFrame, file: str, digest: str, now: datetime) -> pl.
     )
 
 
-def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None) -> PaymentImport:
-    """Import one agent file; see the module docstring for the exactly-once rules."""
+@locked("payments import")
+def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
+                        today: date | None = None) -> PaymentImport:
+    """Import one agent file; see the module docstring for the exactly-once rules.
+
+    A person naming a file vouches that it is complete; still a CSV cut mid-line,
+    a register without its footer, or a file that changes while it is read raise
+    :class:`IncompleteFileError` and nothing is stored. ``today`` is the import
+    day for the payment date rule (default: the clock's).
+    """
     if not path.is_file():
         raise BillingError(f"Файл платежей не найден: {path}")
+    before = _stamp(path)
     digest = sha256_file(path)
     files = load_imported_files(ws)
     if files.filter(pl.col("sha256") == digest).height:
         return PaymentImport(path.name, digest, fmt or "", True, 0, 0, 0, 0, 0, 0, None)
 
     fmt, incoming, readings, rejects = read_payment_file(path, fmt)
+    if _stamp(path) != before:
+        raise IncompleteFileError(
+            f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
+            f"загрузите его, когда он будет полностью получен")
     stored = load_payments(ws)
     suspended = load_suspense(ws)
     accounts = load_store(ws)["accounts"]
     accepted, suspense, duplicates, more_rejects = classify(
         incoming, accounts, pl.concat([stored.select(suspended.columns[:len(STORE_SCHEMA)]),
                                        suspended.drop("reason")]) if suspended.height else stored,
-        path.name,
+        path.name, today or date.today(),
     )
     rejects = pl.concat([rejects, more_rejects]).sort("row")
     now = datetime.now()
@@ -302,9 +358,15 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None) -> Pa
     return result
 
 
-def match_payment(ws: Workspace, payment_id: str, account_id: str, agent: str | None = None
-                  ) -> pl.DataFrame:
-    """Apply a payment from the suspense list to ``account_id`` (``billing payments match``)."""
+@locked("payments match")
+def match_payment(ws: Workspace, payment_id: str, account_id: str, agent: str | None = None,
+                  *, today: date | None = None) -> pl.DataFrame:
+    """Apply a payment from the suspense list to ``account_id`` (``billing payments match``).
+
+    The date rule of the import holds here too: a payment dated after ``today``
+    (default: the clock's) is refused until that day comes, one dated before the
+    account was opened is refused for that account.
+    """
     suspense = load_suspense(ws)
     hit = suspense.filter(pl.col("payment_id") == payment_id)
     if agent:
@@ -321,6 +383,16 @@ def match_payment(ws: Workspace, payment_id: str, account_id: str, agent: str | 
     if closed_on is not None and closed_on < hit["paid_on"][0]:
         raise BillingError(f"Лицевой счёт {account_id} закрыт {closed_on:%d.%m.%Y}, "
                            "раньше даты платежа.")
+    paid_on, opened_on, today = hit["paid_on"][0], accounts["opened_on"][0], today or date.today()
+    if paid_on is not None and paid_on > today:
+        raise BillingError(
+            f"Платёж {payment_id}: дата платежа {_ru_date(paid_on)} позже сегодняшнего дня "
+            f"{_ru_date(today)} — платёж из будущего не зачитывается; уточните дату у агента "
+            f"(зачесть его можно будет, когда эта дата наступит).")
+    if paid_on is not None and opened_on is not None and paid_on < opened_on:
+        raise BillingError(
+            f"Платёж {payment_id}: дата платежа {_ru_date(paid_on)} раньше открытия лицевого счёта "
+            f"{account_id} {_ru_date(opened_on)} — на этот счёт его зачесть нельзя; уточните дату у агента.")
     stored = load_payments(ws)
     key = hit.select("agent", "payment_id")
     if not stored.join(key, on=["agent", "payment_id"], how="semi").height:
@@ -342,26 +414,217 @@ def _reject(rows: pl.DataFrame, file: str, column: str, reason: str) -> pl.DataF
     )
 
 
-def import_inbox(ws: Workspace) -> list[dict[str, object]]:
-    """Import every file waiting in ``inbox/`` and move it to ``inbox/archive/<date>/<outcome>/``."""
+@locked("payments import (ночной импорт из inbox/)")
+def import_inbox(ws: Workspace, now: datetime | None = None, *,
+                 today: date | None = None) -> list[dict[str, object]]:
+    """Import every complete file in ``inbox/`` and move it to ``inbox/archive/<date>/<outcome>/``.
+
+    A file is taken only when complete by its rule (:func:`inbox_rules`); a file not
+    complete yet, or refused as incomplete (:class:`IncompleteFileError`: a CSV cut
+    mid-line, a register without its footer), stays in ``inbox/`` untouched with the
+    outcome ``waiting`` and its reason, and is tried again next run. Other refusals
+    are archived under ``refused``. A marker ``NAME.done`` travels with its file.
+    ``now`` is the moment of the run (default: the clock's; settle age and archive
+    folder), ``today`` the import day for the payment dates (default: ``now``'s day).
+    """
+    now = now or datetime.now()
+    rules = inbox_rules(ws)
     outcomes: list[dict[str, object]] = []
-    for path in sorted(p for p in ws.inbox.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in ws.inbox.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and not is_done_marker(p)):
         info: dict[str, object]
-        try:
-            result = import_payment_file(ws, path)
-            outcome = "duplicate" if result.already_imported else "imported"
-            info = {"file": path.name, "outcome": outcome, "format": result.format,
-                    "accepted": result.accepted, "accepted_kop": result.accepted_kop,
-                    "suspense": result.suspense, "duplicates": result.duplicates,
-                    "rejected": result.rejected}
-        except BillingError as err:
-            outcome = "refused"
-            info = {"file": path.name, "outcome": outcome, "error": str(err)}
-        target = ws.inbox / "archive" / datetime.now().strftime("%Y-%m-%d") / outcome
+        waiting = waiting_reason(path, rules, now)
+        outcome = "waiting"
+        if waiting is None:
+            try:
+                result = import_payment_file(ws, path, today=today or now.date())
+                outcome = "duplicate" if result.already_imported else "imported"
+                info = {"file": path.name, "outcome": outcome, "format": result.format,
+                        "accepted": result.accepted, "accepted_kop": result.accepted_kop,
+                        "suspense": result.suspense, "duplicates": result.duplicates,
+                        "rejected": result.rejected}
+            except IncompleteFileError as err:
+                waiting = str(err)
+            except BillingError as err:
+                outcome = "refused"
+                info = {"file": path.name, "outcome": outcome, "error": str(err)}
+        if waiting is not None:
+            outcomes.append({"file": path.name, "outcome": "waiting", "reason": waiting})
+            continue
+        target = ws.inbox / "archive" / now.strftime("%Y-%m-%d") / outcome
         target.mkdir(parents=True, exist_ok=True)
         name = path.name
-        while (target / name).exists():
+        while (target / name).exists() or done_marker(target / name).exists():
             name = f"{datetime.now():%H%M%S%f}-{path.name}"
+        # The marker first: a marker left behind would let a later file of this name in unchecked.
+        marker = done_marker(path)
+        if marker.is_file():
+            os.replace(marker, done_marker(target / name))
         os.replace(path, target / name)
         outcomes.append(info)
     return outcomes
+
+
+# --------------------------------------------------------------------------- complete files
+
+#: How the nightly import tells that a file is written to its end (``[inbox.complete]``).
+COMPLETE_RULES = ("footer", "settle", "done")
+DEFAULT_COMPLETE = {"sber": "footer", "vtb": "footer", "csv": "settle"}
+DEFAULT_SETTLE_SECONDS = 120
+DONE_SUFFIX = ".done"
+#: Temporary names of transfer clients (FTP/SFTP, browsers): the file is still on its way.
+TRANSFER_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload")
+
+
+@dataclass(frozen=True)
+class InboxRules:
+    """``settings.toml`` ``[inbox]``: the settle time and the rule per format or file-name pattern."""
+
+    settle_seconds: int
+    complete: dict[str, str]
+
+    def rule_for(self, name: str, fmt: str | None) -> str:
+        """The rule of a file: a matching name pattern first (case-insensitive), else its format.
+
+        A file whose format cannot be told yet (empty, or its first line half written)
+        waits to settle.
+        """
+        for key, rule in self.complete.items():
+            if _is_pattern(key) and fnmatch.fnmatchcase(name.lower(), key.lower()):
+                return rule
+        return self.complete.get(fmt, "settle") if fmt else "settle"
+
+
+def _is_pattern(key: str) -> bool:
+    return any(ch in key for ch in "*?[")
+
+
+def inbox_rules(ws: Workspace) -> InboxRules:
+    """Read and check ``[inbox]`` of ``settings.toml`` (defaults for what is not there).
+
+    ``settle_seconds`` (default 120) and ``[inbox.complete]``: keys are formats
+    (``sber``, ``vtb``, ``csv``) or file-name patterns (``"post-*.csv"``, which win
+    over the format); values ``footer`` (bank registers only: the checked footer is
+    there), ``settle`` (unchanged for ``settle_seconds``) or ``done`` (a marker
+    ``NAME.done`` beside the file, no older than the file).
+    """
+    from pipeline.ingest.bank_formats import FORMATS
+
+    where = f"{ws.home / 'settings.toml'}, [inbox]"
+    section = ws.settings().get("inbox", {})
+    if not isinstance(section, dict):
+        raise BillingError(f"{where}: ожидается раздел настроек")
+    settle = section.get("settle_seconds", DEFAULT_SETTLE_SECONDS)
+    if isinstance(settle, bool) or not isinstance(settle, int) or settle < 0:
+        raise BillingError(f"{where} settle_seconds: ожидается целое число секунд не меньше 0, "
+                           f"а не «{settle}»")
+    table = section.get("complete", {})
+    if not isinstance(table, dict):
+        raise BillingError(f"{where} complete: ожидается раздел [inbox.complete]")
+    complete = dict(DEFAULT_COMPLETE)
+    for key, rule in table.items():
+        if rule not in COMPLETE_RULES:
+            raise BillingError(f"{where}.complete, {key}: правило «{rule}» неизвестно — допустимы "
+                               f"{', '.join(COMPLETE_RULES)}")
+        if not _is_pattern(key) and key not in FORMATS:
+            raise BillingError(f"{where}.complete: «{key}» — не формат ({', '.join(FORMATS)}) и не "
+                               f"шаблон имени файла (например \"post-*.csv\")")
+        if rule == "footer" and key not in ("sber", "vtb"):
+            raise BillingError(f"{where}.complete, {key}: правило footer — только для реестров sber и "
+                               f"vtb (итоговая строка есть только у них); выберите settle или done")
+        complete[key] = rule
+    return InboxRules(settle, complete)
+
+
+def done_marker(path: Path) -> Path:
+    """The marker ``NAME.done`` that tells that ``path`` is written to its end."""
+    return path.with_name(path.name + DONE_SUFFIX)
+
+
+def is_done_marker(path: Path) -> bool:
+    return path.name.lower().endswith(DONE_SUFFIX)
+
+
+def waiting_reason(path: Path, rules: InboxRules, now: datetime) -> str | None:
+    """Why the nightly import must not take ``path`` yet (Russian, names the file), or None.
+
+    ``footer`` files are judged by the parser (no footer: :class:`IncompleteFileError`).
+    """
+    from pipeline.ingest.bank_formats import detect_format
+
+    name = path.name
+    if name.lower().endswith(TRANSFER_SUFFIXES):
+        return f"{name}: временное имя файла при передаче — ждём, пока файл получит своё имя"
+    try:
+        data, stat = path.read_bytes(), path.stat()
+    except OSError as err:  # taken away or locked by its writer: try again next run
+        return f"{name}: файл сейчас не читается ({err.strerror}) — попробуем при следующем запуске"
+    fmt: str | None
+    try:
+        fmt = detect_format(name, data)
+    except BillingError:
+        fmt = None
+    rule = rules.rule_for(name, fmt)
+    marker = done_marker(path)
+    if marker.is_file():
+        if marker.stat().st_mtime_ns < stat.st_mtime_ns:
+            return (f"{name}: файл изменён после метки {marker.name} — ждём, пока агент положит "
+                    f"новую метку")
+        if rule in ("settle", "done"):
+            return None
+    if rule == "done":
+        return (f"{name}: нет файла-метки {marker.name} — агент ещё не подтвердил, что файл записан "
+                f"до конца (settings.toml, [inbox.complete])")
+    if rule == "settle":
+        changed = datetime.fromtimestamp(stat.st_mtime)
+        if (now - changed).total_seconds() < rules.settle_seconds:
+            return (f"{name}: файл изменён {changed:%d.%m.%Y %H:%M:%S}, меньше {rules.settle_seconds} с "
+                    f"назад (settings.toml, [inbox] settle_seconds) — похоже, он ещё записывается")
+    return None
+
+
+def check_csv_complete(name: str, data: bytes) -> None:
+    """Refuse an agent CSV that is not whole: a last line without a line ending, a short row.
+
+    polars reads a row cut mid-line (``p5;2026-09-15;A1;12`` of ``…;1234.56;2026-08;sber``)
+    as a short row padded with nulls: 12 ₽ under the agent «unknown». So the bytes are
+    looked at first: no line ending at the end raises :class:`IncompleteFileError`
+    (it is being written, or was cut), a row with fewer fields than the header
+    :class:`BillingError` (the file is damaged). Empty and unreadable files are left
+    to the reader, which names them.
+    """
+    if not data.strip():
+        return
+    if not data.endswith(b"\n"):
+        last = data.count(b"\n") + 1
+        raise IncompleteFileError(
+            f"{name}: файл обрывается на строке {last} без перевода строки — похоже, "
+            f"он ещё записывается; загрузите его, когда он будет полностью получен (если файл "
+            f"всё же полный, допишите в конце перевод строки)")
+    try:
+        text, _ = decode_text(data)
+    except (UnicodeDecodeError, BillingError):  # read_table refuses it with the file's name
+        return
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_separator(text.split("\n", 1)[0]),
+                        quotechar='"', strict=True)
+    try:
+        header = next(reader)
+        for fields in reader:
+            if len(fields) < len(header) and any(f.strip() for f in fields):
+                short = ", ".join(c.strip() for c in header[len(fields):])
+                raise BillingError(
+                    f"{name}: строка {reader.line_num} неполная — полей {len(fields)}, а в заголовке "
+                    f"{len(header)} (без значения остались бы столбцы {short}): файл обрезан или "
+                    f"испорчен и не принят; исправьте строку и загрузите файл снова")
+    except csv.Error:
+        return  # the reader names what it cannot parse
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _ru_date(day: date) -> str:
+    """``DD.MM.YYYY`` for any year (``strftime`` drops the zeros of year 1 on Linux)."""
+    return f"{day.day:02d}.{day.month:02d}.{day.year:04d}"

@@ -59,6 +59,7 @@ def test_serve_registers_nightly_import_and_a_triggered_run_imports_the_inbox(
     (town.inbox / "night.csv").write_text(
         "payment_id,paid_on,account_id,amount,period,agent\nn1,2026-09-05,A1,123.45,,sber\n",
         encoding="utf-8")
+    os.utime(town.inbox / "night.csv", (time.time() - 3600,) * 2)  # arrived an hour ago: settled
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
