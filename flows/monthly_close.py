@@ -2,7 +2,9 @@
 
 Tasks are the stages of :mod:`pipeline.close`; the same functions are tested
 without Prefect. Data moves between tasks in memory (no result persistence, no
-input hashing: ``NO_CACHE``), the flow returns a small summary.
+input hashing: ``NO_CACHE``), the flow returns a small summary. The whole close
+holds the workspace lock, so no ingest or payment import changes its inputs
+between reading and sealing.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows import step
 from pipeline import close as stages
 from pipeline.dates import Period
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, workspace_lock
 
 
 @task(name="load-inputs", cache_policy=NO_CACHE)
@@ -38,9 +41,11 @@ def seal(home: str, inputs: stages.CloseInputs, result: stages.CloseResult,
 def monthly_close(period: str, home: str, dry_run: bool = False,
                   receipts: bool = True) -> dict[str, Any]:
     """Close ``period`` in the workspace ``home``; ``dry_run`` computes without sealing."""
-    inputs = load_inputs(home, period)
-    result = compute(inputs)
-    summary = stages.summary(result)
-    if not dry_run:
-        summary["period_dir"] = seal(home, inputs, result, receipts)
+    command = f"close --period {period}" + (" --dry-run" if dry_run else "")
+    with workspace_lock(Workspace(Path(home)), command):
+        inputs = step(load_inputs, home, period)
+        result = step(compute, inputs)
+        summary = stages.summary(result)
+        if not dry_run:
+            summary["period_dir"] = step(seal, home, inputs, result, receipts)
     return summary

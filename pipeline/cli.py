@@ -7,6 +7,7 @@ that need them, so ``billing --help`` stays fast. Exit codes: 0 success,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -38,8 +39,21 @@ HomeOpt = Annotated[
 ]
 
 
+#: The workspace of the command being run, for auditing its failure (see :func:`main`).
+_CURRENT: dict[str, Workspace] = {}
+
+
 def _ws(home: Path | None) -> Workspace:
-    return Workspace((home or default_home()).resolve())
+    ws = Workspace((home or default_home()).resolve())
+    _CURRENT["ws"] = ws
+    return ws
+
+
+@app.callback()
+def _owner_only() -> None:
+    """Files a command creates are the owner's only (0600/0700): registers and receipts hold
+    names, birth dates and debts."""
+    os.umask(0o077)
 
 
 def _say(text: str) -> None:
@@ -71,15 +85,24 @@ def init(directory: Annotated[Path, typer.Argument(help="Каталог ново
 
 
 @app.command()
-def ingest(home: HomeOpt = None) -> None:
+def ingest(
+    home: HomeOpt = None,
+    accept_removals: Annotated[bool, typer.Option(
+        "--accept-removals", help="Разрешить исчезновение многих лицевых счетов, помещений или "
+        "проживающих прошлой загрузки (settings.toml, раздел ingest, max_removed_share).")] = False,
+    drop: Annotated[list[str] | None, typer.Option(
+        "--drop", metavar="РЕЕСТР", help="Реестр прошлой загрузки, файл которого удалён из registers/ "
+        "намеренно (можно повторять).")] = None,
+) -> None:
     """Проверить реестры registers/ и загрузить их в хранилище."""
     from pipeline.ingest.registers import ingest as run_ingest
 
     ws = _ws(home).require()
-    result = run_ingest(ws)
-    _audit(ws, "ingest", outputs={"version": result.version, "loaded": result.loaded,
-                                  "rejected": result.rejected,
-                                  "rejects": str(result.rejects_path or "")})
+    result = run_ingest(ws, accept_removals=accept_removals, drop=drop or [])
+    _audit(ws, "ingest", inputs={"accept_removals": accept_removals, "drop": drop or []},
+           outputs={"version": result.version, "loaded": result.loaded,
+                    "rejected": result.rejected, "kept": result.kept,
+                    "rejects": str(result.rejects_path or "")})
     if result.unchanged:
         _say(f"Реестры не изменились с последней загрузки ({result.version}): ничего не сделано.")
         return
@@ -90,6 +113,9 @@ def ingest(home: HomeOpt = None) -> None:
         _say(f"Отклонено строк: {result.total_rejected}; отчёт: {result.rejects_path}")
     else:
         _say("Отклонённых строк нет.")
+    if result.kept:
+        _say("Оставлены прежние версии записей, чьи строки отклонены: "
+             + ", ".join(f"{name} — {count}" for name, count in result.kept.items()))
 
 
 @app.command("close")
@@ -115,7 +141,7 @@ def close_cmd(
 
 def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True) -> dict:
     """Run the ``monthly_close`` flow (also used by ``demo``); audit the outcome."""
-    from flows import configure_prefect
+    from flows import configure_prefect, run_flow
     from pipeline.close import check_can_close
     from pipeline.dates import Period
 
@@ -124,7 +150,8 @@ def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool 
     from flows.monthly_close import monthly_close
 
     started = time.perf_counter()
-    summary = monthly_close(period=period, home=str(ws.home), dry_run=dry_run, receipts=receipts)
+    summary = run_flow(monthly_close, period=period, home=str(ws.home), dry_run=dry_run,
+                       receipts=receipts)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     _audit(ws, "close", period=period, dry_run=dry_run, outputs=summary)
     return summary
@@ -260,6 +287,20 @@ def sql(
 
 
 @app.command()
+def verify(home: HomeOpt = None) -> None:
+    """Сверить каждый файл закрытых периодов с manifest.json (контрольные суммы)."""
+    from pipeline.verify import verify_all
+
+    ws = _ws(home).require()
+    report = verify_all(ws)
+    _audit(ws, "verify", outputs={"periods": report.periods, "files": report.files})
+    if not report.periods:
+        _say("Закрытых периодов нет: проверять нечего.")
+        return
+    _say(f"Проверено периодов: {report.periods}, файлов: {report.files} — всё совпадает")
+
+
+@app.command()
 def demo(
     home: HomeOpt = None,
     accounts: Annotated[int, typer.Option("--accounts", min=10, help="Число лицевых счетов.")] = 1000,
@@ -339,12 +380,28 @@ def _register_penalty() -> None:
 _register_penalty()
 
 
+def _audit_failure(error: BaseException) -> None:
+    """A failed command is audited too: what was asked and why it failed."""
+    ws = _CURRENT.get("ws")
+    if ws is None or not ws.audit.is_dir():
+        return
+    words = [a for a in sys.argv[1:3] if not a.startswith("-")]
+    command = " ".join(words[:2] if words[:1] in (["payments"],) else words[:1]) or "billing"
+    with contextlib.suppress(OSError):
+        _audit(ws, command, status="error", argv=sys.argv[1:],
+               error=str(error) if isinstance(error, BillingError) else repr(error))
+
+
 def main() -> None:
     try:
         app()
     except BillingError as err:
+        _audit_failure(err)
         typer.echo(f"Ошибка: {err}", err=True)
         sys.exit(1)
+    except Exception as err:
+        _audit_failure(err)
+        raise
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ row counts and checksums. A sealed period is never rewritten.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,11 @@ from pipeline.calc.due import due_date
 from pipeline.calc.quality import quality_reductions
 from pipeline.calc.readings import consumption, norm_months
 from pipeline.dates import Period
-from pipeline.ingest.payments import load_bank_readings, load_payments
+from pipeline.ingest.payments import load_bank_readings, load_payments, payments_path, read_payments
 from pipeline.ingest.registers import current_version, load_store
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.penalties.monthly import PENALTY_SERVICE
+from pipeline.verify import check_sealed, manifest_bytes
 from pipeline.workspace import (
     BillingError,
     Workspace,
@@ -160,10 +164,35 @@ def _kop(col: str, alias: str | None = None) -> pl.Expr:
 
 
 def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
+    """Everything the close of ``period`` reads, from one snapshot of each input.
+
+    The registers come from one store version (read once and named in the
+    manifest), the rule tables from one copy of ``rules/`` taken at the start
+    (parsed and hashed from the same bytes), the payments from one read of the
+    store's file. The close holds the workspace lock besides, so no billing
+    command changes them meanwhile.
+    """
     ws.require()
     check_can_close(ws, period)
-    regs = load_store(ws)
-    rules = load_rules(ws.rules)
+    check_sealed(ws)  # every sealed table read below matches its period's manifest
+    with _rules_snapshot(ws.rules) as rules_dir:
+        return _load_inputs(ws, period, rules_dir)
+
+
+@contextmanager
+def _rules_snapshot(rules_dir: Path) -> Iterator[Path]:
+    """A private copy of the rule tables and policy files, gone after the block."""
+    with tempfile.TemporaryDirectory(prefix="billing-rules-") as tmp:
+        for path in sorted(rules_dir.iterdir()):
+            if path.is_file():
+                (Path(tmp) / path.name).write_bytes(path.read_bytes())
+        yield Path(tmp)
+
+
+def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
+    version = current_version(ws)
+    regs = load_store(ws, version)
+    rules = load_rules(rules_dir)
     settings = ws.settings()
 
     def setting(section: str, key: str, default: Any, check: Any = None, allowed: str = "") -> Any:
@@ -196,7 +225,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         )
 
     applied = _read_sealed(ws, "allocations", ["payment_id", "agent", "kind"])
-    payments = load_payments(ws).filter(pl.col("paid_on") <= pl.lit(period.last))
+    payments, payments_hash = _payments_snapshot(ws)
+    payments = payments.filter(pl.col("paid_on") <= pl.lit(period.last))
     earlier_allocations = None
     if applied is not None:
         done = applied.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
@@ -228,13 +258,12 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
              + pl.col("period").str.slice(5, 2).cast(pl.Int32) - 1).alias("period_index"),
             (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"),
         )
-    due_rules = read_rule_table(ws.rules, "due_dates")
-    pay_file = ws.store / "payments.parquet"
-    penalty = _penalty_inputs(ws, open_items)
-    rules_hash = rules_sha256(ws)
+    due_rules = read_rule_table(rules_dir, "due_dates")
+    penalty = _penalty_inputs(ws, open_items, rules_dir)
+    rules_hash = rules_sha256(rules_dir)
     horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
-    charge_rules_hash = rules_sha256(ws, CHARGE_RULES)
-    past = _past_periods(ws, period, horizon, current_version(ws), charge_rules_hash, store_regs, heating,
+    charge_rules_hash = rules_sha256(rules_dir, CHARGE_RULES)
+    past = _past_periods(ws, period, horizon, version, charge_rules_hash, store_regs, heating,
                          rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list())
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
@@ -243,8 +272,8 @@ def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
         averaged_before=averaged_before,
         rejected_readings=_read_sealed(ws, "reading_issues", ["meter_id", "read_on"]),
         due_date=due_date(due_rules, period),
-        store_version=current_version(ws),
-        payments_sha256=sha256_file(pay_file) if pay_file.is_file() else None,
+        store_version=version,
+        payments_sha256=payments_hash,
         rules_sha256=rules_hash, charge_rules_sha256=charge_rules_hash, past_periods=past,
         **_settlement_inputs(ws, period, rules),
         **penalty,
@@ -272,12 +301,24 @@ def _setting(settings: dict[str, Any], section: str, key: str, default: Any, che
     return tuple(value) if kind is tuple else value
 
 
-def rules_sha256(ws: Workspace, names: tuple[str, ...] | None = None) -> str:
-    """One hash over the rule tables and policy files of the workspace (or only ``names``)."""
+def _payments_snapshot(ws: Workspace) -> tuple[pl.DataFrame, str | None]:
+    """The stored payments and the SHA-256 of the very bytes they were read from."""
+    import hashlib
+    import io
+
+    path = payments_path(ws)
+    if not path.is_file():
+        return load_payments(ws), None
+    data = path.read_bytes()
+    return read_payments(io.BytesIO(data)), hashlib.sha256(data).hexdigest()
+
+
+def rules_sha256(rules_dir: Path, names: tuple[str, ...] | None = None) -> str:
+    """One hash over the rule tables and policy files in ``rules_dir`` (or only ``names``)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted(ws.rules.iterdir()):
+    for path in sorted(rules_dir.iterdir()):
         if path.suffix in (".csv", ".toml") and (names is None or path.name in names):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -415,7 +456,7 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str,
     return {"settlements": settlements, "settlement_posted": posted, "settle": settle}
 
 
-def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
+def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) -> dict[str, Any]:
     """History of the buckets still open: their charges, payments and last penalty."""
     from pipeline.penalties import load_policy
     from pipeline.penalties.monthly import PENALTY_SERVICE
@@ -457,7 +498,7 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame) -> dict[str, Any]:
         if "cumulative" in prev.columns:
             previous = prev.select("account_id", "supplier_id", "charge_period",
                                    _kop("cumulative", "cumulative_kop"))
-    return {"penalty_policy": load_policy(ws.rules), "penalty_charges": hist_charges,
+    return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}
 
 
@@ -693,7 +734,7 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
         # The reports' workbooks are Python-bound (openpyxl); the tables' conversion and
         # Parquet encoding run in Polars without the GIL — side by side they share the cores.
         reports = pool.submit(write_reports, tmp / "reports", result.balances, result.allocations,
-                              inputs.regs)
+                              inputs.regs, datetime.combine(result.period.last, time()))
         outputs = to_outputs(result)
         for name, frame in outputs.items():
             # A fixed row-group size: the lazily built frames' chunks vary with the engine's
@@ -716,8 +757,8 @@ def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs,
             "reports": reports_info,
             "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         }
-        atomic_write_bytes(tmp / "manifest.json",
-                           json.dumps(manifest, ensure_ascii=False, indent=1).encode())
+        # Chained to the previous period's manifest and hashed itself (pipeline.verify).
+        atomic_write_bytes(tmp / "manifest.json", manifest_bytes(ws, manifest))
     return final
 
 
@@ -754,7 +795,7 @@ def seal_with_receipts(ws: Workspace, inputs: CloseInputs, result: CloseResult,
             build_receipts(result, inputs.regs, inputs.rules.services), tmp / "receipts",
             workers=workers, batches=batches,
         )
-        return {"count": report.count, "batches": report.batches,
-                "seconds": round(report.seconds, 1)}
+        # No timing here: the manifest of the same close must be the same bytes.
+        return {"count": report.count, "batches": report.batches}
 
     return seal(ws, result, inputs, render)

@@ -13,6 +13,7 @@ kopecks inside and rubles with two decimals in the files.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +21,7 @@ import polars as pl
 from pipeline.allocate.ledger import PAID_KINDS
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.workspace import atomic_write_bytes
+from pipeline.xlsx import workbook_bytes
 
 MONEY = ["opening", "charged", "recalculated", "penalty", "paid", "closing"]
 
@@ -63,10 +65,8 @@ def _rubles(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
         [f"{c}_kop" for c in columns])
 
 
-def _xlsx(path: Path, sheets: dict[str, pl.DataFrame], titles: dict[str, str]) -> None:
+def _xlsx(path: Path, sheets: dict[str, pl.DataFrame], titles: dict[str, str], created: datetime) -> None:
     """The workbook twin of a CSV report (openpyxl, streamed: write-only mode)."""
-    from io import BytesIO
-
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
@@ -75,9 +75,7 @@ def _xlsx(path: Path, sheets: dict[str, pl.DataFrame], titles: dict[str, str]) -
         sheet.append([titles.get(c, c) for c in frame.columns])
         for row in frame.iter_rows():
             sheet.append(list(row))
-    buffer = BytesIO()
-    book.save(buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, workbook_bytes(book, created))
 
 
 def _csv(path: Path, frame: pl.DataFrame, titles: dict[str, str]) -> None:
@@ -86,11 +84,15 @@ def _csv(path: Path, frame: pl.DataFrame, titles: dict[str, str]) -> None:
 
 
 def write_reports(out_dir: Path, balances: pl.DataFrame, allocations: pl.DataFrame,
-                  regs: dict[str, pl.DataFrame]) -> dict[str, int]:
-    """Write the turnover sheet and one split register per supplier; returns row counts."""
+                  regs: dict[str, pl.DataFrame], created: datetime) -> dict[str, int]:
+    """Write the turnover sheet and one split register per supplier; returns row counts.
+
+    ``created`` stamps the workbooks (the period's last day), so the same close gives
+    the same bytes.
+    """
     sheet = _rubles(turnover(balances, regs), MONEY)
     _csv(out_dir / "turnover.csv", sheet, TURNOVER_TITLES)
-    _xlsx(out_dir / "turnover.xlsx", {"ОСВ": sheet}, TURNOVER_TITLES)
+    _xlsx(out_dir / "turnover.xlsx", {"ОСВ": sheet}, TURNOVER_TITLES, created)
     split = _rubles(daily_split(allocations), ["amount"])
     detail = _rubles(allocations.lazy().filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
                      .group_by("supplier_id", "paid_on", "agent", "payment_id", "account_id")
@@ -101,7 +103,7 @@ def write_reports(out_dir: Path, balances: pl.DataFrame, allocations: pl.DataFra
         days = split.filter(pl.col("supplier_id") == supplier).drop("supplier_id")
         _csv(out_dir / "split" / f"{supplier}.csv", days, SPLIT_TITLES)
         payments = detail.filter(pl.col("supplier_id") == supplier).drop("supplier_id")
-        _xlsx(out_dir / "split" / f"{supplier}.xlsx", {"По дням": days}, SPLIT_TITLES)
+        _xlsx(out_dir / "split" / f"{supplier}.xlsx", {"По дням": days}, SPLIT_TITLES, created)
         _csv(out_dir / "split" / f"{supplier}-payments.csv", payments,
              {**SPLIT_TITLES, "payment_id": "Платёж", "account_id": "Лицевой счёт"})
     return {"turnover_rows": sheet.height, "split_suppliers": len(suppliers)}

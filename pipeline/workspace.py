@@ -11,22 +11,27 @@ leaves either the old state or the new one.
 
 from __future__ import annotations
 
-import getpass
+import fcntl
 import hashlib
 import json
 import os
+import pwd
 import shutil
+import sys
+import time
 import tomllib
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SUBDIRS = ("rules", "registers", "inbox", "store", "rejects", "periods", "audit")
 
@@ -61,21 +66,63 @@ true_up_month = 1
 # Сколько закрытых месяцев пересчитывать, если изменились реестры или правила.
 horizon_months = 36
 
+[ingest]
+# Строка реестра отклонена, а запись с таким ключом есть в прошлой загрузке (квартира
+# указана дважды, у жильца испорчена дата): без защиты запись пропала бы из реестров,
+# и следующее закрытие сторнировало бы все её начисления.
+# "refuse" — загрузка отменяется целиком: хранилище не меняется, отчёт — в rejects/;
+# "keep_last" — в новую загрузку переносится прежняя версия записи, а в отчёте у строки
+#   сказано «оставлена прежняя версия записи».
+on_rejected_existing = "refuse"
+# Загрузка отменяется, если исчезает больше этой доли лицевых счетов, помещений или
+# проживающих прошлой загрузки (удалены из файла или отклонены): так ловятся потерянные
+# ведущие нули в номерах и обрезанные файлы. 0.05 — 5 %: в реестре меньше 20 записей
+# это любое удаление. Намеренное удаление: billing ingest --accept-removals.
+max_removed_share = 0.05
+
 [receipts]
 # Сколько процессов рендерит квитанции (0 — по числу ядер).
 workers = 0
 # Пачки для печати: один PDF на дом.
 print_batches = true
 
+[lock]
+# Команды, которые меняют рабочее пространство (ingest, close, импорт платежей), выполняются
+# по одной; следующая ждёт освобождения не дольше стольких секунд, затем сообщает, кто занял.
+wait_seconds = 900
+
 [schedule]
 # Ночной импорт платежей (billing serve).
 nightly_import_cron = "30 2 * * *"
 timezone = "Europe/Moscow"
+
+[inbox]
+# Ночной импорт берёт файл из inbox/ только записанным до конца. Неполный файл остаётся
+# в inbox/ нетронутым (в отчёте — «ожидает» с причиной) и проверяется при следующем запуске.
+# Правило "settle": файл считается записанным, если не менялся столько секунд.
+settle_seconds = 120
+
+[inbox.complete]
+# Как понять, что файл записан до конца, — по формату (sber, vtb, csv) или по шаблону
+# имени файла, например "post-*.csv" = "done" (шаблон важнее формата):
+#   "footer" — на месте итоговая строка реестра «=количество;сумма;…» (только sber и vtb);
+#   "settle" — файл не менялся settle_seconds секунд;
+#   "done"   — рядом лежит файл-метка ИМЯ.done (например, payments.csv.done).
+# Метка ИМЯ.done, если агент её кладёт, при правиле "settle" снимает ожидание; она уходит
+# в архив вместе со своим файлом. Проверка итоговой строки и обрыва последней строки CSV
+# выполняется всегда.
+sber = "footer"
+vtb = "footer"
+csv = "settle"
 """
 
 
 class BillingError(Exception):
     """A business error: the CLI prints the message in Russian and exits with 1."""
+
+
+class IncompleteFileError(BillingError):
+    """A file refused because it is not complete yet (cut mid-line, no footer): retried later."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +186,9 @@ class Workspace:
         if not self.periods.is_dir():
             return []
         return sorted(
-            p.name for p in self.periods.iterdir() if (p / "manifest.json").is_file()
+            p.name for p in self.periods.iterdir()
+            # A ".NAME.<uuid>.tmp" staging directory is not sealed, even once its manifest is written.
+            if not p.name.startswith(".") and (p / "manifest.json").is_file()
         )
 
 
@@ -150,8 +199,11 @@ def init_workspace(home: Path) -> Workspace:
         raise BillingError(f"Рабочее пространство уже существует: {home}")
     if home.exists() and any(home.iterdir()):
         raise BillingError(f"Каталог {home} не пуст: выберите пустой или новый каталог.")
+    # Personal data lives here (names, birth dates, receipts): owner only.
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)
     for sub in SUBDIRS:
-        (home / sub).mkdir(parents=True, exist_ok=True)
+        (home / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     defaults = resources.files("rules") / "defaults"
     for entry in defaults.iterdir():
         if entry.name.endswith((".csv", ".toml")):
@@ -212,17 +264,20 @@ def audit(ws: Workspace, command: str, **details: Any) -> None:
 
     A line is written with a single ``write`` on an ``O_APPEND`` descriptor and
     fsynced, so concurrent commands do not interleave and a kill loses at most
-    the line being written.
+    the line being written. The user is the OS account running the command (uid
+    and its name), never an environment variable such as ``LOGNAME``.
     """
-    ws.audit.mkdir(parents=True, exist_ok=True)
+    ws.audit.mkdir(parents=True, exist_ok=True, mode=0o700)
+    uid, name = os_user()
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "user": _user(),
+        "user": name,
+        "uid": uid,
         "command": command,
         **details,
     }
     line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
-    fd = os.open(ws.audit / "log.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(ws.audit / "log.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.write(fd, line)
         os.fsync(fd)
@@ -230,8 +285,147 @@ def audit(ws: Workspace, command: str, **details: Any) -> None:
         os.close(fd)
 
 
-def _user() -> str:
+def os_user() -> tuple[int, str]:
+    """The effective OS account: uid and its name from the password database."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return uid, pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid, str(uid)
+
+
+# --- The workspace lock -----------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+#: Locks this process holds: home → (descriptor, depth). Re-entrant, so a command that
+#: runs others (the demo runs ingest, imports and closes) takes the lock once.
+_HELD: dict[Path, list[int]] = {}
+# A forked child is another command: it takes the lock anew (and waits for its parent).
+os.register_at_fork(after_in_child=_HELD.clear)
+
+
+def _holder_text(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 65536).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "другая команда"
+    since = info.get("since", "")
+    with suppress(TypeError, ValueError):
+        since = datetime.fromisoformat(since).astimezone().strftime("%d.%m.%Y %H:%M:%S")
+    return (f"«billing {info.get('command', '?')}» (процесс {info.get('pid', '?')}, "
+            f"пользователь {info.get('user', '?')}) с {since}")
+
+
+@contextmanager
+def workspace_lock(ws: Workspace, command: str, wait_seconds: float | None = None,
+                   say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the workspace's exclusive lock (an OS file lock on ``HOME/.lock``) for a writer.
+
+    Commands that change the workspace (ingest, close, payment import and match)
+    run one at a time: a second one waits up to ``wait_seconds`` (default: env
+    ``BILLING_LOCK_WAIT``, else settings.toml ``[lock] wait_seconds``), telling
+    once who holds the lock and since when, then
+    stops with that message. The kernel drops the lock when its process dies, so a
+    killed command never leaves it behind. Readers (``sql``, ``explain``) never
+    take it: they read sealed periods and complete snapshots only.
+
+    Once acquired, scratch files and folders left by a killed writer (``.*.tmp``
+    in ``periods/`` and ``store/``) are removed: under the lock nobody else owns them.
+    """
+    ws.require()
+    home = ws.home.resolve()
+    held = _HELD.get(home)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    if wait_seconds is None:
+        value: Any = os.environ.get("BILLING_LOCK_WAIT")
+        if value is not None:
+            try:
+                value = float(value)
+            except ValueError:
+                raise BillingError(f"BILLING_LOCK_WAIT={value!r}: нужно число секунд") from None
+        else:
+            value = ws.settings().get("lock", {}).get("wait_seconds", 900)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        wait_seconds = float(value) if number else 900.0
+    tell = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _holder_text(fd)
+                if time.monotonic() >= deadline:
+                    raise BillingError(
+                        f"Рабочее пространство {home} занято: выполняется {holder}. "
+                        "Дождитесь её окончания и повторите команду.") from None
+                if not told:
+                    tell(f"Рабочее пространство занято: выполняется {holder}; жду (не дольше "
+                         f"{wait_seconds:g} с)…")
+                    told = True
+                time.sleep(0.2)
+        uid, name = os_user()
+        info = {"command": command, "pid": os.getpid(), "user": name, "uid": uid,
+                "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info, ensure_ascii=False).encode(), 0)
+        _HELD[home] = [fd, 1]
+        try:
+            remove_stale_scratch(ws)
+            yield
+        finally:
+            del _HELD[home]
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def holds_lock(ws: Workspace) -> bool:
+    """Whether this process holds the workspace lock."""
+    return ws.home.resolve() in _HELD
+
+
+def locked(command: str) -> Callable[[F], F]:
+    """Decorator: run a function whose first argument is the workspace under its lock."""
+    import functools
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(ws: Workspace, *args: Any, **kwargs: Any) -> Any:
+            with workspace_lock(ws, command):
+                return fn(ws, *args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def remove_stale_scratch(ws: Workspace) -> list[Path]:
+    """Remove the scratch left by a killed writer: ``.NAME.<uuid>.tmp`` files and folders.
+
+    Only safe under the workspace lock (nobody else writes then).
+    """
+    removed: list[Path] = []
+    for parent in (ws.periods, ws.store, ws.store / "registers", ws.rejects):
+        if not parent.is_dir():
+            continue
+        for path in parent.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

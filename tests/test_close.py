@@ -187,8 +187,8 @@ def test_same_inputs_give_identical_tables(tmp_path: Path) -> None:
 
 
 def test_broken_settings_file_is_named_in_the_message(town: Workspace) -> None:
-    (town.home / "settings.toml").write_text("[readings\nwindow_end_day = 25\n", encoding="utf-8")
     ingest(town)
+    (town.home / "settings.toml").write_text("[readings\nwindow_end_day = 25\n", encoding="utf-8")
     with pytest.raises(BillingError, match=r"settings\.toml: файл настроек не читается"):
         load_inputs(town, Period(2026, 8))
 

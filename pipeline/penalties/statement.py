@@ -18,10 +18,9 @@ For a court the rate basis is usually the decision date (ВС РФ, Обзор �
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from pipeline.penalties.calculator import BASIS_TITLES, SCHEME_TITLES, VARIANT_T
 from pipeline.penalties.policy import PenaltyPolicy, fmt_rate
 from pipeline.penalties.scalar import BucketPenalty, bucket_penalty, round_fraction
 from pipeline.workspace import atomic_write_bytes
+from pipeline.xlsx import workbook_bytes
 
 Rows = pl.DataFrame | Sequence[Mapping[str, Any]]
 
@@ -312,9 +312,8 @@ def _xlsx(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
     totals.column_dimensions["A"].width = 22
     totals.column_dimensions["B"].width = 16
     totals.column_dimensions["C"].width = 36
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    # Stamped with the calculation day: the same statement gives the same bytes.
+    return workbook_bytes(wb, datetime.combine(until, time()))
 
 
 def write_statement(account_id: str, buckets: Rows, payments: Rows, policy: PenaltyPolicy, until: date,

@@ -688,9 +688,43 @@ def _relaxed_gc() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _init_worker() -> None:
+def _die_with(main_pid: int) -> None:
+    """End this worker as soon as the process that started the pool is gone.
+
+    A killed close must leave no worker behind still writing PDFs into the abandoned
+    staging folder. The pool's workers are children of the forkserver, not of the
+    close, and each holds both ends of the pool's queues, so neither a parent-death
+    signal nor an end-of-file reaches them: a daemon thread waits on a pidfd of the
+    close (exact, no pid reuse; Linux ≥ 5.3) or, elsewhere, polls for it.
+    """
+    import select
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(main_pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(main_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-close", daemon=True).start()
+
+
+def _init_worker(main_pid: int) -> None:
     """Pool initializer: build FontConfiguration + CSS once, route logs to the parent."""
     global _COLLECTOR
+    _die_with(main_pid)
     _COLLECTOR = _Collector()
     _LOG.addHandler(_COLLECTOR)
     _LOG.setLevel(logging.INFO)
@@ -896,7 +930,8 @@ def render_receipts(
                     count += result.count
         else:
             context = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(n_workers, context, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(n_workers, context, initializer=_init_worker,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(_run_task, task) for task in tasks]
                 try:
                     for future in as_completed(futures):

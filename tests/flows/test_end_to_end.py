@@ -1,7 +1,6 @@
-"""The contract's commands end to end, as a user runs them (Prefect's temporary server).
+"""The contract's commands end to end, as a user runs them (no Prefect server: in-process).
 
-Slow by nature (a temporary Prefect server starts once per process, ≈15 s), so
-one small demo covers the wiring; the stages are tested without Prefect.
+One small demo covers the wiring; the stages are tested without Prefect.
 """
 
 from __future__ import annotations
@@ -60,7 +59,11 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
     assert not (home / "periods" / "2027-02").exists()
 
     audit = (home / "audit" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["command"] for line in audit].count("close") == 3
+    entries = [json.loads(line) for line in audit]
+    assert [e["command"] for e in entries if e.get("status") != "error"].count("close") == 3
+    # The refused second close of 2027-01 is audited too, with its reason.
+    assert [e["error"] for e in entries if e.get("status") == "error"] == [again.stderr.strip()[
+        len("Ошибка: "):]]
     _check_demo_shows_every_method(home, out)
 
 
