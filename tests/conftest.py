@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -95,3 +98,15 @@ def town(tmp_path: Path) -> Workspace:
     ws = init_workspace(tmp_path / "home")
     write_registers(ws, TOWN)
     return ws
+
+
+def run_billing(*args: str, home: Path, env: dict[str, str] | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``billing ARGS`` in a process of its own, as a user runs it (no Prefect server)."""
+    full = {**os.environ, "BILLING_HOME": str(home), **(env or {})}
+    full.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"billing {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

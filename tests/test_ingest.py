@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -71,17 +73,23 @@ def test_unreadable_file_stops(town: Workspace) -> None:
         ingest(town)
 
 
-def test_xlsx_and_parquet_registers(town: Workspace) -> None:
-    accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False)
-    (town.registers / "accounts.csv").unlink()
+def write_xlsx(path: Path, frame: pl.DataFrame) -> None:
+    """A register as a spreadsheet a person saved: the header, then one row per record."""
     from openpyxl import Workbook
 
     book = Workbook()
     sheet = book.active
-    sheet.append(accounts.columns)
-    for row in accounts.iter_rows():
+    assert sheet is not None
+    sheet.append(frame.columns)
+    for row in frame.iter_rows():
         sheet.append(list(row))
-    book.save(town.registers / "accounts.xlsx")
+    book.save(path)
+
+
+def test_xlsx_and_parquet_registers(town: Workspace) -> None:
+    accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False)
+    (town.registers / "accounts.csv").unlink()
+    write_xlsx(town.registers / "accounts.xlsx", accounts)
     premises = pl.read_csv(town.registers / "premises.csv", infer_schema=False)
     (town.registers / "premises.csv").unlink()
     premises.with_columns(pl.col("total_area").cast(pl.Float64)).write_parquet(
@@ -115,17 +123,10 @@ def test_store_written_by_an_older_version_still_loads(town: Workspace) -> None:
 def test_identifiers_stay_text_in_xlsx_and_parquet(town: Workspace) -> None:
     """A text cell keeps its leading zeros (a numeric XLSX cell cannot: the guard of
     tests/test_ingest_guard.py catches the accounts that vanish then)."""
-    from openpyxl import Workbook
-
     accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False).with_columns(
         pl.col("account_id").str.replace("A", "000100001"))
     (town.registers / "accounts.csv").unlink()
-    book = Workbook()
-    sheet = book.active
-    sheet.append(accounts.columns)
-    for row in accounts.iter_rows():
-        sheet.append(list(row))
-    book.save(town.registers / "accounts.xlsx")
+    write_xlsx(town.registers / "accounts.xlsx", accounts)
     residents = pl.read_csv(town.registers / "residents.csv", infer_schema=False).with_columns(
         pl.col("person_id").str.replace("R", "00"), pl.col("account_id").str.replace("A", "000100001"))
     (town.registers / "residents.csv").unlink()

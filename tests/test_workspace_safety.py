@@ -25,18 +25,9 @@ import pytest
 from pipeline.ingest.payments import load_imported_files, load_payments
 from pipeline.ingest.registers import current_version, ingest
 from pipeline.workspace import BillingError, Workspace, init_workspace, workspace_lock
-from tests.conftest import TOWN, write_registers
+from tests.conftest import TOWN, run_billing, write_registers
 
-
-def billing(*args: str, home: Path, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "BILLING_HOME": str(home), **(env or {})}
-    full.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"billing {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+billing = run_billing
 
 
 def spawn(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

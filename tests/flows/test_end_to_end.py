@@ -6,26 +6,18 @@ One small demo covers the wiring; the stages are tested without Prefect.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from tests.conftest import run_billing
+
 pytestmark = pytest.mark.prefect
 
 
-def billing(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BILLING_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"billing {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+billing = run_billing
 
 
 def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
