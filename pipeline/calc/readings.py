@@ -11,7 +11,12 @@ the meter's digits. A period without a usable reading is charged by the average
 (п.59 «б», at most 3 periods after the last reading, average over up to 6
 periods of the meter's own history) and then by the norm; when a reading
 arrives after averaged periods, the volumes already charged by average are
-subtracted so nothing is charged twice (п.61).
+subtracted so nothing is charged twice (п.61). Settled both ways
+(:func:`settled_volumes`): when the real consumption is below what was charged,
+the month of the reading charges zero and the rest is credited back to the months
+charged without a reading, most recent first; a reading of a sealed month
+corrected since gives that month (and the months it settled) what they should
+have charged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import polars as pl
 from pipeline.dates import Period
 
 MICRO = 1_000_000
+#: Reason of the recalculation a reading posts to the months it settles (п.61 Правил 354).
+METER_SETTLEMENT_REASON = "перерасчёт по показаниям прибора учёта (п.61 Правил 354)"
 #: Longest run of periods charged by average after the last reading (п.59 «б»).
 AVERAGE_MAX_PERIODS = 3
 #: Periods of own history that the average is taken over (п.59(1)).
@@ -47,6 +54,14 @@ def reading_period_index(read_on: pl.Expr, window_end_day: int) -> pl.Expr:
     """Index (year × 12 + month − 1) of the period a reading counts for."""
     late = (read_on.dt.day() > window_end_day).cast(pl.Int32)
     return period_index(read_on.dt.year(), read_on.dt.month()) + late
+
+
+def span_delta(prev: pl.Expr, curr: pl.Expr, digits: pl.Expr) -> pl.Expr:
+    """``curr − prev`` in micro-units; a meter that passed its maximum starts again from zero."""
+    raw = curr - prev
+    capacity = pl.lit(10, pl.Int64).pow(digits) * MICRO
+    rollover = (raw < 0) & (prev * 10 >= capacity * 9) & (curr * 10 < capacity)
+    return pl.when(rollover).then(raw + capacity).otherwise(raw)
 
 
 def working_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
@@ -136,8 +151,11 @@ def consumption(
     (sealed ``reading_issues``): they stay out of the history — the next reading is
     measured from the last accepted one — unless confirmed since.
 
-    ``averaged_before`` (meter_id, period_index, volume_micro) lists volumes charged
-    by average in sealed periods. With ``spike_multiple`` > 0, a consumption above that
+    ``averaged_before`` (meter_id, period_index, method, volume_micro) lists the volumes of
+    sealed periods a reading settles (by average; by norm with ``settle_norm_months``;
+    by meter, whose reading has since been removed from the register): those after
+    the previous reading are subtracted, down to zero — a negative rest is credited
+    to them by :func:`settled_volumes`. With ``spike_multiple`` > 0, a consumption above that
     multiple of the meter's own monthly average is flagged and not used until the
     reading is confirmed (``confirmed`` = true in the readings register). Returns
     (consumption, issues); meters absent from ``consumption`` have neither reading nor
@@ -182,6 +200,14 @@ def consumption(
         pl.col("confirmed").last().fill_null(False).alias("confirmed"),
     )
     earlier = r.filter(pl.col("p_idx") < p_idx)
+    if averaged_before is not None and averaged_before.height:
+        # A month sealed without a reading (by average or norm) stays so: a reading of it entered,
+        # confirmed or left unchecked after its close does not start the next span — the next
+        # accepted reading settles the whole span (п.61; law-charges-checked.md §2.4).
+        unread = averaged_before.filter(pl.col("method") != "meter") if "method" in averaged_before.columns \
+            else averaged_before
+        earlier = earlier.join(unread.select("meter_id", pl.col("period_index").alias("p_idx")).unique(),
+                               on=["meter_id", "p_idx"], how="anti")
     previous = earlier.group_by("meter_id").agg(
         pl.col("read_on").last().alias("prev_read_on"),
         pl.col("value_micro").last().alias("prev_value_micro"),
@@ -212,14 +238,8 @@ def consumption(
     else:
         base = base.with_columns(pl.lit(None, pl.Int64).alias("averaged_micro"))
 
-    raw_delta = pl.col("curr_value_micro") - pl.col("prev_value_micro")
-    capacity = pl.lit(10, pl.Int64).pow(pl.col("digits")) * MICRO
-    # A meter that passed its maximum starts again from zero (rollover by digits).
-    rollover = (raw_delta < 0) & (pl.col("prev_value_micro") * 10 >= capacity * 9) & (
-        pl.col("curr_value_micro") * 10 < capacity
-    )
     base = base.with_columns(
-        pl.when(rollover).then(raw_delta + capacity).otherwise(raw_delta).alias("delta")
+        span_delta(pl.col("prev_value_micro"), pl.col("curr_value_micro"), pl.col("digits")).alias("delta")
     )
     negative = base.filter(pl.col("curr_value_micro").is_not_null() & (pl.col("delta") < 0))
     issues.append(negative.select(
@@ -270,6 +290,122 @@ def consumption(
         (pl.col("value_micro").cast(pl.Decimal(18, 6)) / MICRO).alias("value")
     ).drop("value_micro")
     return out, issues_frame
+
+
+def settled_volumes(
+    history: pl.DataFrame,
+    meters: pl.DataFrame,
+    readings: pl.DataFrame,
+    period: Period,
+    window_end_day: int,
+    current: pl.DataFrame,
+    rejected_before: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The volume each sealed month should have charged, where readings now say otherwise (п.61).
+
+    ``history`` (meter_id, period_index, method, volume_micro) holds the sealed volumes a
+    reading settles (``consumption``'s ``averaged_before``: by meter, by average and,
+    with ``settle_norm_months``, by norm). Today's readings cut each meter's months
+    into spans: a span ends in a month with an accepted reading (the register's
+    last one counting for that month — in the meter's life, not refused by a close
+    unless confirmed since, the meter's verification not expired; this period's from
+    ``current``) that was not sealed by average or norm, and holds the months after
+    the previous such reading. The real
+    volume of a span is its end reading minus the previous one (rollover by digits,
+    never below zero); with C the volume its other months charged:
+
+    * the end month charges max(0, real − C) — what ``consumption`` charges now;
+    * when C > real, the excess is taken back from the other months, the most
+      recent first, each down to zero, so the span charges exactly the real volume.
+
+    The result depends only on the sealed volumes and today's readings, so it is
+    the same at every later close: a month's recomputation posts its difference once.
+    A reading of a metered sealed month corrected in the register re-measures that
+    month and the next span. A month sealed by average or norm is never re-measured:
+    a reading of it entered or confirmed after its close is settled, with the span, by
+    the next accepted reading (as :func:`consumption` measures from the reading before).
+    Returns meter_id, period_index, volume_micro for the sealed months whose volume
+    differs from ``history``.
+    """
+    out_schema = pl.Schema({"meter_id": pl.String(), "period_index": pl.Int32(), "volume_micro": pl.Int64()})
+    if not history.height:
+        return pl.DataFrame(schema=out_schema)
+    p_idx = period.year * 12 + period.month - 1
+    # Windows run over an integer code of the meter (and of its span), not the string id.
+    ids = history.select("meter_id").unique().sort("meter_id").with_row_index("_m").lazy()
+    m = meters.lazy().join(ids, on="meter_id").select(
+        "meter_id", "_m", "installed_on", "removed_on", "verified_until", "digits",
+        (pl.col("initial_value") * MICRO).cast(pl.Int64).alias("initial_micro"),
+    )
+    r = readings.lazy().join(m, on="meter_id").with_columns(
+        reading_period_index(pl.col("read_on"), window_end_day).cast(pl.Int32).alias("period_index"),
+        (pl.col("value") * MICRO).cast(pl.Int64).alias("end_micro"),
+    ).filter(
+        (pl.col("period_index") < p_idx) & (pl.col("read_on") >= pl.col("installed_on"))
+        & (pl.col("removed_on").is_null() | (pl.col("read_on") <= pl.col("removed_on")))
+    )
+    if "confirmed" not in readings.columns:
+        r = r.with_columns(pl.lit(False).alias("confirmed"))
+    if rejected_before is not None and rejected_before.height:
+        refused = rejected_before.lazy().select("meter_id", "read_on").unique().with_columns(
+            pl.lit(True).alias("_refused"))
+        r = r.join(refused, on=["meter_id", "read_on"], how="left").filter(
+            pl.col("_refused").is_null() | pl.col("confirmed").fill_null(False))
+    # A month in which the meter's verification had expired was charged by п.59 «а»/п.60,
+    # whatever it showed: its readings end no span.
+    month_end = pl.date(pl.col("period_index") // 12, pl.col("period_index") % 12 + 1, 1).dt.month_end()
+    r = r.filter(pl.col("verified_until").is_null() | (pl.col("verified_until") >= month_end))
+    rows = history.lazy().join(ids, on="meter_id").select(
+        "_m", pl.col("period_index").cast(pl.Int32), "method", "volume_micro")
+    unread = rows.filter(pl.col("method") != "meter").select("_m", "period_index").unique()
+    r = r.join(unread, on=["_m", "period_index"], how="anti")
+    ends = pl.concat([
+        r.group_by("_m", "period_index").agg(pl.col("end_micro").sort_by("read_on").last()),
+        current.lazy().filter(pl.col("method") == "meter").join(ids, on="meter_id").select(
+            "_m", pl.lit(p_idx, pl.Int32).alias("period_index"),
+            pl.col("curr_value_micro").alias("end_micro")),
+    ])
+    end = pl.col("end_micro").is_not_null()
+    # Sorted by meter and month, the spans are runs of rows: plain cumulative sums over the
+    # whole frame (a meter's first row carries its initial value, so nothing crosses from one
+    # meter to the next) and one group-by per span, no window function per meter.
+    t = rows.select("_m", "period_index", "volume_micro").join(
+        ends, on=["_m", "period_index"], how="full", coalesce=True
+    ).join(m.select("_m", "meter_id", "digits", "initial_micro"), on="_m").sort(
+        "_m", "period_index"
+    ).with_columns(
+        pl.when(pl.col("_m") != pl.col("_m").shift(1).fill_null(-1)).then(pl.col("initial_micro"))
+        .otherwise(pl.col("end_micro").shift(1)).forward_fill().alias("_prev"),
+        # A span: the rows after one end up to the next end, keyed with the meter.
+        (pl.col("_m").cast(pl.Int64) * (1 << 32) + end.cast(pl.Int64).cum_sum() - end.cast(pl.Int64))
+        .alias("_key"),
+        pl.when(end).then(0).otherwise(pl.col("volume_micro").fill_null(0)).alias("_inside"),
+    ).with_columns(
+        span_delta(pl.col("_prev"), pl.col("end_micro"), pl.col("digits")).clip(lower_bound=0)
+        .alias("_real"),
+        pl.col("_inside").cum_sum().alias("_through"),
+    )
+    spans = t.group_by("_key").agg(
+        pl.col("_inside").sum().alias("_charged"),
+        (pl.col("_through") - pl.col("_inside")).min().alias("_before"),  # the span's first row's
+        # Null in the span still open (no reading has ended it): nothing to settle there.
+        pl.col("_real").filter(end).max().alias("_span_real"),  # one end per span
+    ).with_columns((pl.col("_charged") - pl.col("_span_real")).clip(lower_bound=0).alias("_excess"))
+    t = t.join(spans, on="_key").with_columns(
+        # Charged by the span's later months (the most recent are credited first).
+        (pl.col("_charged") - (pl.col("_through") - pl.col("_before"))).alias("_later"))
+    credit = (pl.col("_excess") - pl.col("_later")).clip(lower_bound=0)
+    target = (
+        pl.when(end).then((pl.col("_real") - pl.col("_charged")).clip(lower_bound=0))
+        .when(pl.col("_excess").is_not_null())
+        .then(pl.col("_inside") - pl.min_horizontal(credit, pl.col("_inside")))
+        .otherwise(pl.col("volume_micro"))
+    )
+    return t.filter(pl.col("volume_micro").is_not_null() & (pl.col("period_index") < p_idx)).select(
+        "meter_id", "period_index", target.alias("_target"), "volume_micro",
+    ).filter(pl.col("_target") != pl.col("volume_micro")).select(
+        "meter_id", "period_index", pl.col("_target").alias("volume_micro"),
+    ).sort("meter_id", "period_index").collect().cast(out_schema)
 
 
 def building_consumption(meters: pl.DataFrame, readings: pl.DataFrame, period: Period,

@@ -12,9 +12,13 @@ Comparing with the last close's snapshot (not the one each period was sealed
 with) is enough: the last close already settled every earlier change, so an
 account untouched since then recomputes to exactly what was posted.
 
-Meter volumes are the ones the sealed period used: a late or corrected reading
-is settled in the current period by the п.61 rule of
-:mod:`pipeline.calc.readings`, not here, so nothing is settled twice.
+Meter volumes are the ones the sealed period used, except where readings settle
+it since (:func:`pipeline.calc.readings.settled_volumes`): a reading below what
+the months charged without one credits them, a corrected reading of a sealed
+month re-measures it. Those months are recomputed with the settled volumes and
+the difference is posted with the п.61 reason; as the settled volumes follow only
+from the sealed volumes and today's readings, a later recomputation finds the
+difference posted and posts nothing again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import polars as pl
 from pipeline.calc.charges import SEWERAGE_WATER, HeatingPolicy, charge_lines, heating_volumes
 from pipeline.calc.quality import REASON as QUALITY_REASON
 from pipeline.calc.quality import quality_reductions
+from pipeline.calc.readings import METER_SETTLEMENT_REASON
 from pipeline.dates import Period
 from rules import Rules
 
@@ -127,7 +132,8 @@ class PastPeriod:
         lines: its charge lines (internal columns, kopecks).
         recalculated: recalculations with this origin posted so far (account_id,
             service_id, supplier_id, amount_kop), the period's own included.
-        meter_volumes: premise_id, service_id, method, volume_micro as sealed.
+        meter_volumes: meter_id, premise_id, service_id, method, volume_micro as
+            sealed (``norm`` rows are a record: the period charged those by the norm).
         accounts: the accounts to recompute (``account_id``); None means all.
         services: the services to recompute; None means all.
     """
@@ -175,14 +181,39 @@ def heating_true_up_reason(year: int) -> str:
     return f"корректировка платы за отопление по показаниям ОДПУ за {year} год (п.42(1) Правил 354)"
 
 
+def _period_volumes(past: PastPeriod, settled: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The meter volumes to recompute ``past`` with, and the (premise_id, service_id) readings settled.
+
+    ``settled`` (meter_id, period_index, volume_micro) replaces a sealed volume; a
+    settled norm month is recomputed from its settled volume like a metered one.
+    """
+    volumes = past.meter_volumes
+    keys = pl.DataFrame(schema={"premise_id": pl.String, "service_id": pl.String})
+    unsettled = volumes.filter(pl.col("method") != "norm") if "method" in volumes.columns else volumes
+    if settled is None or not settled.height or "meter_id" not in volumes.columns:
+        return unsettled, keys
+    index = past.period.year * 12 + past.period.month - 1
+    mine = settled.filter(pl.col("period_index") == index).select(
+        "meter_id", pl.col("volume_micro").alias("_settled"))
+    if not mine.height:
+        return unsettled, keys
+    joined = volumes.join(mine, on="meter_id", how="left")
+    keys = joined.filter(pl.col("_settled").is_not_null()).select("premise_id", "service_id").unique()
+    out = joined.filter((pl.col("method") != "norm") | pl.col("_settled").is_not_null()).with_columns(
+        pl.coalesce("_settled", "volume_micro").alias("volume_micro")).drop("_settled")
+    return out, keys
+
+
 def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
                 heating: HeatingPolicy | None = None, window_end_day: int = 25,
-                now: Period | None = None) -> pl.DataFrame:
+                now: Period | None = None, settled: pl.DataFrame | None = None) -> pl.DataFrame:
     """Recalculation rows for one past period at the close of ``now`` (empty when nothing changed).
 
     Only ``past.accounts`` are recomputed (all when None). Heating of an evenly
     paid month whose year has been settled by ``now`` is recomputed by the actual
-    building-meter volume (:meth:`HeatingPolicy.for_past`).
+    building-meter volume (:meth:`HeatingPolicy.for_past`). ``settled`` holds the
+    meter volumes readings settle (:func:`pipeline.calc.readings.settled_volumes`):
+    the accounts of those premises are recomputed with them, with the п.61 reason.
     """
     period = past.period
     heating = heating or HeatingPolicy()
@@ -199,7 +230,8 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         past = PastPeriod(period, past.lines.filter(wanted), past.recalculated.filter(wanted),
                           past.meter_volumes, past.accounts, past.services)
     building = heating_volumes(regs["meters"], regs["readings"], period, heating, window_end_day)
-    lines = charge_lines(regs, rules, period, past.meter_volumes, heating, building)
+    volumes, settled_keys = _period_volumes(past, settled)
+    lines = charge_lines(regs, rules, period, volumes, heating, building)
     buildings_of = regs["accounts"].select("account_id", "premise_id").join(
         regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     quality = quality_reductions(lines, buildings_of, regs["outages"], rules.quality_rules, period)
@@ -218,11 +250,15 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
 
     old, new = _signature(past.lines), _signature(lines)
     both = diff.join(old, on=KEY, how="left").join(new, on=KEY, how="left", suffix="_new")
+    by_reading = regs["accounts"].select("account_id", "premise_id").join(
+        settled_keys, on="premise_id").select("account_id", "service_id", pl.lit(True).alias("_settled"))
+    both = both.join(by_reading.unique(), on=["account_id", "service_id"], how="left")
     reason: Any = pl.when(pl.col("_new")).then(pl.lit("начисление за прошлый период (новые данные)")) \
         .when(pl.col("_gone")).then(pl.lit("отмена начисления (изменились данные)")) \
         .when(pl.col("methods").str.contains("heating_average")
               & pl.col("methods_new").str.contains("heating_meter")) \
-        .then(pl.lit(heating_true_up_reason(period.year)))
+        .then(pl.lit(heating_true_up_reason(period.year))) \
+        .when(pl.col("_settled").fill_null(False)).then(pl.lit(METER_SETTLEMENT_REASON))
     for column, text in REASONS:
         reason = reason.when(pl.col(column).ne_missing(pl.col(f"{column}_new"))).then(pl.lit(text))
     same_charges = pl.col("charged").eq_missing(pl.col("charged_new"))
