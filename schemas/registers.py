@@ -99,6 +99,9 @@ AREA = {"scale": 2, "le": 1_000_000}
 
 ROLES = ("management", "supplier", "capital_repair", "billing_centre")
 
+#: Kitchen stove of a premise: the electricity norm differs (law.md §1.3).
+STOVES = ("gas", "electric")
+
 REGISTERS: dict[str, Register] = {
     r.name: r
     for r in [
@@ -148,6 +151,10 @@ REGISTERS: dict[str, Register] = {
                 Col("rooms", "int", "комнат", required=False, nullable=True, ge=0, le=100),
                 Col("meter_possible", "bool", "возможна установка ИПУ", required=False,
                     default="true"),
+                # Picks the electricity norm's table (docs/rules.md): empty = gas, the lower
+                # norm, so a premise whose stove nobody entered is never overcharged.
+                Col("stove", "enum", "плита (gas — газовая, electric — электрическая)",
+                    required=False, default="gas", choices=STOVES),
             ),
             key=("premise_id",),
             required_file=True,

@@ -195,3 +195,24 @@ RULE_TABLES["soi_settlement"] = Register(
     ),
     key=("from",),
 )
+
+#: Stove kinds of the electricity norm matrix; ``any`` = one value for both.
+NORM_STOVES = ("gas", "electric", "any")
+
+# Electricity norm by rooms × persons (кВт·ч на 1 человека в месяц), the matrix a subject
+# of the RF sets (law.md §1.3): a service with rows here is charged by the premise's cell,
+# else by norms.csv. rooms 4 = «4 и более», persons 5 = «5 и более».
+RULE_TABLES["electricity_norms"] = Register(
+    "electricity_norms",
+    "Нормативы электроснабжения по числу комнат и проживающих",
+    (
+        Col("service_id", "id", "услуга"),
+        Col("from", "date", "действует с"),
+        Col("rooms", "int", "комнат (4 — 4 и более)", ge=1, le=4),
+        Col("persons", "int", "проживающих (5 — 5 и более)", ge=1, le=5),
+        Col("stove", "enum", "плита (gas, electric, any — любая)", choices=NORM_STOVES),
+        Col("value", "decimal", "норматив на 1 человека в месяц", scale=6, ge=0, le=100_000),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("service_id", "from", "rooms", "persons", "stove"),
+)

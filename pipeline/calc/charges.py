@@ -9,7 +9,9 @@ Formulas (Правила 354, Прил. 2), all in integers and rounded once per
   registered), less the full days of a temporary absence of more than 5 days
   where ``absence_rules.csv`` allows it (п.86–87; ТКО п.148(44));
 * ``norm_increased`` — formula 4(1): ``n × N × K × T`` where a meter can be
-  fitted but is not (coefficient by its dated rule per service);
+  fitted but is not (coefficient by its dated rule per service); for a service
+  with rows in ``electricity_norms.csv`` ``N`` is the cell of the premise's rooms ×
+  persons × stove (:func:`matrix_norms`), else the per-person norm of ``norms.csv``;
 * ``sewerage`` — cold + hot water volumes × T (the coefficient does not raise
   the volume, law-charges-checked.md §1.1);
 * ``area`` — ``S × share × T`` (maintenance, capital repair);
@@ -116,6 +118,12 @@ LINE_SCHEMA = pl.Schema({
     "tariff_row": pl.Int64,
     "norm_row": pl.Int64,
     "coef_row": pl.Int64,
+    # Which table norm_row points into (norms | electricity_norms) and, for a service
+    # charged by the rooms × persons matrix, the cell used (rooms null: not known).
+    "norm_table": pl.String,
+    "norm_rooms": pl.Int64,
+    "norm_persons": pl.Int64,
+    "norm_stove": pl.String,
 })
 
 
@@ -140,7 +148,7 @@ def active_accounts(regs: dict[str, pl.DataFrame], period: Period) -> pl.DataFra
         pl.col("acc_from") <= pl.col("acc_to")
     )
     premises = regs["premises"].select(
-        "premise_id", "building_id", "meter_possible",
+        "premise_id", "building_id", "meter_possible", "rooms", "stove",
         (pl.col("total_area") * 100).cast(pl.Int64).alias("area_centi"),
     )
     buildings = regs["buildings"].select(
@@ -154,7 +162,8 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
     """Split the month per (service, supplier) where a tariff, norm or coefficient changes.
 
     Returns service_id, supplier_id, piece_from, piece_to, price_kop, norm_micro,
-    coef_milli and the rule rows used (for ``billing explain``).
+    coef_milli, the rule rows used (for ``billing explain``) and matrix_from: the
+    date of the electricity norm matrix rows in force (null: the service has none).
     """
     def starts(table: pl.DataFrame) -> pl.DataFrame:
         return table.filter(
@@ -164,6 +173,7 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
     breaks = pl.concat([
         combos.select("service_id").unique().with_columns(pl.lit(period.first).alias("piece_from")),
         starts(rules.tariffs), starts(rules.norms), starts(rules.coefficients),
+        starts(rules.electricity_norms),
     ]).unique()
     pieces = combos.join(breaks, on="service_id").sort("service_id", "supplier_id", "piece_from")
     pieces = pieces.with_columns(
@@ -190,8 +200,12 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
         {"source_row": "norm_row"})
     pieces = asof(pieces, rules.coefficients, ["service_id"], ["coef_milli", "source_row"]).rename(
         {"source_row": "coef_row"})
+    matrix = rules.electricity_norms.select(
+        "service_id", "from", pl.col("from").alias("matrix_from")).unique()
+    pieces = asof(pieces, matrix, ["service_id"], ["matrix_from"])
     # Merge neighbouring pieces that ended up with the same values.
-    values = ["price_kop", "norm_micro", "coef_milli", "tariff_row", "norm_row", "coef_row"]
+    values = ["price_kop", "norm_micro", "coef_milli", "tariff_row", "norm_row", "coef_row",
+              "matrix_from"]
     pieces = pieces.sort("service_id", "supplier_id", "piece_from").with_columns(
         pl.struct(values).rle_id().over("service_id", "supplier_id").alias("_run")
     )
@@ -244,6 +258,68 @@ def person_days(lines: pl.DataFrame, residents: pl.DataFrame,
         pl.col("absent_days").fill_null(0),
         (pl.col("person_days") - pl.col("absent_days").fill_null(0)).alias("person_days"),
     ).collect()
+
+
+#: The matrix's last row and column: «4 комнаты и более», «5 человек и более».
+MATRIX_MAX_ROOMS, MATRIX_MAX_PERSONS = 4, 5
+
+
+def matrix_cells(rules: Rules, pieces: pl.DataFrame) -> pl.DataFrame:
+    """Every cell of the electricity norm matrix in force on each piece that has one.
+
+    Returns service_id, supplier_id, piece_from, norm_rooms (1–4), norm_persons (1–5),
+    norm_stove (gas|electric), cell_micro and cell_row (the row of
+    ``electricity_norms.csv``; ``rules.load_electricity_norms`` made sure every cell has one).
+    """
+    grid = pieces.filter(pl.col("matrix_from").is_not_null()).select(
+        "service_id", "supplier_id", "piece_from").join(
+        rules.electricity_norms.select("rooms", "persons", "stove").unique(), how="cross")
+    table = rules.electricity_norms.select(
+        "service_id", "rooms", "persons", "stove", pl.col("from").alias("piece_from"),
+        pl.col("norm_micro").alias("cell_micro"), pl.col("source_row").alias("cell_row"),
+    ).sort("piece_from")
+    return grid.sort("piece_from").join_asof(
+        table, on="piece_from", by=["service_id", "rooms", "persons", "stove"], strategy="backward",
+        check_sortedness=False,
+    ).rename({"rooms": "norm_rooms", "persons": "norm_persons", "stove": "norm_stove"})
+
+
+def matrix_norms(lines: pl.DataFrame, rules: Rules) -> pl.DataFrame:
+    """The norm by rooms × persons × stove for lines of a service with a matrix (law.md §1.3).
+
+    Persons are those living in the premise: the registered person-days of all its
+    accounts over the line's days (owners where nobody is registered, п.56(2); an
+    absence does not make the household smaller), averaged over the line's days,
+    rounded half up, 5 and more → 5. Rooms 4 and more → 4 (0 → 1). A premise whose
+    rooms are not known keeps the per-person norm of ``norms.csv``. Adds norm_table,
+    norm_rooms, norm_persons, norm_stove; the cell replaces norm_micro and norm_row.
+    """
+    if not rules.electricity_norms.height:
+        return lines.with_columns(
+            pl.when(pl.col("norm_row").is_not_null()).then(pl.lit("norms")).alias("norm_table"),
+            pl.lit(None, pl.Int64).alias("norm_rooms"), pl.lit(None, pl.Int64).alias("norm_persons"),
+            pl.lit(None, pl.String).alias("norm_stove"))
+    cells = matrix_cells(rules, lines.select("service_id", "supplier_id", "piece_from", "matrix_from")
+                         .unique())
+    household = ["premise_id", "service_id", "supplier_id", "line_from", "line_to"]
+    chosen = lines.lazy().filter(pl.col("matrix_from").is_not_null()).select(
+        "line_id", *household, "piece_from", "days", "rooms", "stove",
+        (pl.col("person_days") + pl.col("absent_days")).sum().over(household).alias("_household"),
+    ).select(
+        "line_id", "service_id", "supplier_id", "piece_from",
+        pl.col("rooms").clip(1, MATRIX_MAX_ROOMS).alias("norm_rooms"),
+        div_half_up(pl.col("_household"), pl.col("days")).clip(1, MATRIX_MAX_PERSONS)
+        .alias("norm_persons"),
+        pl.col("stove").alias("norm_stove"),
+    ).join(cells.lazy(), on=["service_id", "supplier_id", "piece_from", "norm_rooms", "norm_persons",
+                             "norm_stove"], how="left").select(
+        "line_id", "norm_rooms", "norm_persons", "norm_stove", "cell_micro", "cell_row").collect()
+    return lines.join(chosen, on="line_id", how="left").with_columns(
+        pl.coalesce("cell_micro", "norm_micro").alias("norm_micro"),
+        pl.coalesce("cell_row", "norm_row").alias("norm_row"),
+        pl.when(pl.col("cell_row").is_not_null()).then(pl.lit("electricity_norms"))
+        .when(pl.col("norm_row").is_not_null()).then(pl.lit("norms")).alias("norm_table"),
+    ).drop("cell_micro", "cell_row")
 
 
 def _absence_allowed() -> pl.Expr:
@@ -332,6 +408,7 @@ def charge_lines(
         pl.when(nobody).then(pl.col("owners") * pl.col("days")).otherwise("person_days")
         .alias("person_days"),
     ).drop("_nobody")
+    lines = matrix_norms(lines, rules)
 
     # Metered volume of the premise, per service.
     mv = meter_volumes.group_by("premise_id", "service_id").agg(
@@ -398,6 +475,9 @@ def charge_lines(
         f.with_columns(
             pl.when(uses_norm).then(pl.col("norm_micro")).alias("norm_micro"),
             pl.when(uses_norm).then(pl.col("norm_row")).alias("norm_row"),
+            pl.when(uses_norm).then(pl.col("norm_table")).alias("norm_table"),
+            *[pl.when(uses_norm & uses_persons).then(pl.col(c)).alias(c)
+              for c in ("norm_rooms", "norm_persons", "norm_stove")],
             pl.when(pl.col("coef_milli") > 1000).then(pl.col("coef_row")).alias("coef_row"),
             pl.when(uses_persons).then(pl.col("person_days")).alias("person_days"),
             pl.when(uses_persons).then(pl.col("absent_days")).alias("absent_days"),
