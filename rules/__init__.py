@@ -10,15 +10,24 @@ switchable by editing the table; see ``docs/rules.md``.
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.ingest.parse import missing_columns, parse_table
-from pipeline.ingest.readers import read_table
+from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects, missing_columns, parse_table
+from pipeline.ingest.readers import decode_text, read_table, sniff_separator
 from pipeline.workspace import BillingError
+from schemas.registers import Register
 from schemas.rules import RULE_TABLES
+
+ELECTRICITY_NORMS_EMPTY = pl.DataFrame(schema={
+    "service_id": pl.String, "from": pl.Date, "rooms": pl.Int64, "persons": pl.Int64,
+    "stove": pl.String, "norm_micro": pl.Int64, "source": pl.String, "source_row": pl.Int64,
+})
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,9 @@ class Rules:
             after a failed meter's 3 averaged periods carries the coefficient (п.60).
         soi_settlement: from, settle_month, parts, carry_over — the yearly КР на СОИ
             settlement against the building meter (Правила 491 п.29(3)).
+        electricity_norms: service_id, from, rooms (1–4), persons (1–5), stove
+            (gas|electric; ``any`` rows expanded), norm_micro per person a month, source,
+            source_row — the rooms × persons matrix (:func:`load_electricity_norms`).
     """
 
     services: pl.DataFrame
@@ -51,28 +63,171 @@ class Rules:
     quality_rules: pl.DataFrame
     failed_meter_rules: pl.DataFrame
     soi_settlement: pl.DataFrame = field(default_factory=pl.DataFrame)
+    electricity_norms: pl.DataFrame = field(default_factory=lambda: ELECTRICITY_NORMS_EMPTY)
+
+
+def check_rule_table(rules_dir: Path, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One rule table's good rows and its problems (file, row, column, value, reason).
+
+    A row with more fields than the header (``48,73`` unquoted in a comma-separated
+    file) is found before parsing — the CSV reader would only say the file is broken —
+    and named with the column and value it probably split. A missing table (when
+    required), an unreadable file or a missing column is one problem row.
+    """
+    spec = RULE_TABLES[name]
+    file = f"{name}.csv"
+    path = rules_dir / file
+    empty = pl.DataFrame(schema={c.name: c.dtype for c in spec.columns})
+    if not path.is_file():
+        if spec.required_file:
+            return empty, _problem(file, None, None, None,
+                                   "нет обязательной таблицы правил (образец — в rules/defaults/)")
+        return empty, empty_rejects()
+    try:
+        ragged = ragged_rows(path, spec)
+        if ragged.height:
+            return empty, ragged
+        raw = read_table(path)
+    except BillingError as err:
+        return empty, _problem(file, None, None, None, str(err).removeprefix(f"{file}: "))
+    missing = missing_columns(raw, spec)
+    if missing:
+        return empty, _problem(file, 1, ", ".join(missing), None, "нет обязательного столбца в заголовке")
+    return parse_table(raw, spec, file)
+
+
+def _problem(file: str, row: int | None, column: str | None, value: str | None,
+             reason: str) -> pl.DataFrame:
+    return pl.DataFrame([{"file": file, "row": row, "column": column, "value": value, "reason": reason}],
+                        schema=REJECT_SCHEMA)
+
+
+_DIGITS = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+def ragged_rows(path: Path, spec: Register) -> pl.DataFrame:
+    """Rows of a CSV with more fields than its header, as problem rows.
+
+    When two neighbouring fields are whole numbers and the first is a decimal column,
+    the row is an unquoted decimal comma: the problem names that column and ``48,73``.
+    """
+    if path.suffix.lower() != ".csv":
+        return empty_rejects()
+    text, _ = decode_text(path.read_bytes(), path.name)
+    separator = sniff_separator(text.split("\n", 1)[0])
+    records = list(csv.reader(io.StringIO(text), delimiter=separator, quotechar='"'))
+    if not records:
+        return empty_rejects()
+    header = [h.strip() for h in records[0]]
+    decimals = {c.name for c in spec.columns if c.kind == "decimal"}
+    problems = []
+    # Record numbers as the parser counts them: the header is row 1, a blank line is a row.
+    for number, fields in enumerate(records[1:], start=2):
+        if len(fields) <= len(header):
+            continue
+        base = f"больше полей, чем в заголовке ({len(fields)} вместо {len(header)})"
+        split = [i for i in range(len(header)) if header[i] in decimals
+                 and _DIGITS.match(fields[i]) and _DIGITS.match(fields[i + 1])]
+        if len(fields) == len(header) + 1 and len(split) == 1:
+            i = split[0]
+            value = f"{fields[i].strip()},{fields[i + 1].strip()}"
+            problems.append(_problem(
+                path.name, number, header[i], value,
+                f"{base} — возможно, дробная часть через запятую без кавычек: {value}; напишите "
+                f"{value.replace(',', '.')} или \"{value}\" в кавычках"))
+        else:
+            problems.append(_problem(
+                path.name, number, None, separator.join(fields),
+                f"{base}: лишний разделитель «{separator}» или значение с ним без кавычек"))
+    return pl.concat(problems) if problems else empty_rejects()
+
+
+_SHOWN = 20
+
+
+def problem_lines(rejects: pl.DataFrame) -> list[str]:
+    """Reject rows as Russian lines naming file, row, column and value (the first 20)."""
+    lines = []
+    for r in rejects.head(_SHOWN).iter_rows(named=True):
+        where = r["file"] + (f", строка {r['row']}" if r["row"] is not None else "")
+        if r["column"] is not None:
+            where += f", столбец {r['column']}" + (f" = «{r['value']}»" if r["value"] is not None else "")
+        elif r["value"] is not None:
+            where += f" («{r['value']}»)"
+        lines.append(f"  {where}: {r['reason']}")
+    if rejects.height > _SHOWN:
+        lines.append(f"  … и ещё {rejects.height - _SHOWN}")
+    return lines
+
+
+def rule_errors_message(rejects: pl.DataFrame) -> str:
+    """The message a bad rule table stops a command with (ingest and close alike)."""
+    return ("Ошибки в таблицах правил (rules/):\n" + "\n".join(problem_lines(rejects))
+            + "\nИсправьте таблицу и повторите команду.")
 
 
 def read_rule_table(rules_dir: Path, name: str) -> pl.DataFrame:
     """Read and check one rule table; any bad row stops with a message naming it."""
-    spec = RULE_TABLES[name]
-    path = rules_dir / f"{name}.csv"
-    if not path.is_file():
-        if spec.required_file:
-            raise BillingError(f"Нет таблицы правил {path}")
-        return pl.DataFrame(schema={c.name: c.dtype for c in spec.columns})
-    raw = read_table(path)
-    missing = missing_columns(raw, spec)
-    if missing:
-        raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
-    good, rejects = parse_table(raw, spec, path.name)
+    good, rejects = check_rule_table(rules_dir, name)
     if rejects.height:
-        lines = [
-            f"  строка {r['row']}, столбец {r['column']} = «{r['value']}»: {r['reason']}"
-            for r in rejects.head(20).iter_rows(named=True)
-        ]
-        raise BillingError(f"Ошибки в таблице правил {path}:\n" + "\n".join(lines))
+        raise BillingError(rule_errors_message(rejects))
     return good
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """Every rule table checked (``billing ingest``): the problems and the warnings.
+
+    Attributes:
+        rejects: problem rows (file, row, column, value, reason); any refuses the ingest.
+        warnings: Russian lines; services named by rule tables but absent from
+            ``services.csv`` (their rows are not used — a utility may narrow services).
+    """
+
+    rejects: pl.DataFrame
+    warnings: tuple[str, ...]
+
+
+def check_rules(rules_dir: Path) -> RuleCheck:
+    """Parse every rule table of :data:`RULE_TABLES`, collecting problems instead of stopping."""
+    tables: dict[str, pl.DataFrame] = {}
+    problems: dict[str, pl.DataFrame] = {}
+    for name in RULE_TABLES:
+        tables[name], problems[name] = check_rule_table(rules_dir, name)
+    if not problems["services"].height:  # services.csv read: its own references can be checked
+        problems["settled_by"] = settled_by_rejects(tables["services"])
+    warning = unknown_services_warning(tables)
+    return RuleCheck(pl.concat([empty_rejects(), *problems.values()]), (warning,) if warning else ())
+
+
+def unknown_services_warning(tables: dict[str, pl.DataFrame]) -> str | None:
+    """A warning naming, per rule table, the services that ``services.csv`` lacks."""
+    known = set(tables["services"]["service_id"])
+    if not known:
+        return None
+    parts = []
+    for name, table in tables.items():
+        if name == "services" or "service_id" not in table.columns:
+            continue
+        unknown = sorted(set(table["service_id"].drop_nulls()) - known)
+        if unknown:
+            parts.append(f"{name}.csv — {', '.join(unknown)}")
+    if not parts:
+        return None
+    return ("Предупреждение: в таблицах правил есть услуги, которых нет в services.csv; их строки не "
+            "используются: " + "; ".join(parts))
+
+
+def settled_by_rejects(services: pl.DataFrame) -> pl.DataFrame:
+    """``settled_by`` must name a metered service of ``services.csv`` (the resource of a КР на СОИ)."""
+    metered = services.filter(pl.col("kind") == "metered")["service_id"]
+    wrong = services.filter(pl.col("settled_by").is_not_null()
+                            & ~pl.col("settled_by").is_in(metered.implode()))
+    return wrong.select(
+        pl.lit("services.csv").alias("file"), pl.col("source_row").alias("row"),
+        pl.lit("settled_by").alias("column"), pl.col("settled_by").alias("value"),
+        pl.lit("нужен код услуги-ресурса с прибором учёта (kind = metered) из services.csv")
+        .alias("reason")).cast(REJECT_SCHEMA)
 
 
 def load_rules(rules_dir: Path) -> Rules:
@@ -94,24 +249,68 @@ def load_rules(rules_dir: Path) -> Rules:
     )
     absence_rules = read_rule_table(rules_dir, "absence_rules").select(
         "service_id", "from", "meter_impossible_only")
+    # Rows of services absent from services.csv are not used (billing ingest warns of them):
+    # a water utility keeps the default tables and narrows services.csv.
     known = set(services["service_id"])
-    for name, table in (("tariffs", tariffs), ("norms", norms),
-                        ("increasing_coefficients", coefficients)):
-        unknown = sorted(set(table["service_id"]) - known)
-        if unknown:
-            raise BillingError(
-                f"{name}.csv: неизвестные услуги {', '.join(unknown)} (нет в services.csv)"
-            )
-    metered = set(services.filter(pl.col("kind") == "metered")["service_id"])
-    wrong = services.filter(pl.col("settled_by").is_not_null()
-                            & ~pl.col("settled_by").is_in(list(metered)))
-    for row in wrong.iter_rows(named=True):
-        raise BillingError(
-            f"services.csv, строка {row['source_row']}, столбец settled_by = «{row['settled_by']}»: "
-            "нужен код услуги-ресурса с прибором учёта (kind = metered) из services.csv")
+    wrong = settled_by_rejects(services)
+    if wrong.height:
+        raise BillingError(rule_errors_message(wrong))
     quality_rules = read_rule_table(rules_dir, "quality_rules")
     failed_meter_rules = read_rule_table(rules_dir, "failed_meter_rules").select(
         "service_id", "from", "coefficient_applies")
     soi_settlement = read_rule_table(rules_dir, "soi_settlement").drop("source_row", strict=False)
+    electricity_norms = load_electricity_norms(rules_dir, known, norms)
     return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules,
-                 failed_meter_rules, soi_settlement)
+                 failed_meter_rules, soi_settlement, electricity_norms)
+
+
+#: Every cell a dated electricity norm matrix must fill (rooms 4 = «4 и более», persons 5 = «5 и более»).
+MATRIX_ROOMS, MATRIX_PERSONS, MATRIX_STOVES = range(1, 5), range(1, 6), ("gas", "electric")
+
+
+def load_electricity_norms(rules_dir: Path, known: set[str], norms: pl.DataFrame) -> pl.DataFrame:
+    """``electricity_norms.csv``: the norm per person by rooms × persons × stove, checked whole.
+
+    A ``stove = any`` row stands for both stoves unless a ``gas``/``electric`` row of the
+    same cell and date is given (that one wins). From each date a service's rows start
+    on, every cell must resolve (to its own row or an earlier one): a flat never falls
+    into a hole of the matrix. The service must also have a per-person norm in
+    ``norms.csv``: premises whose number of rooms is not known are charged by it.
+    """
+    # Rows of services absent from services.csv are not used (billing ingest warns of them).
+    table = read_rule_table(rules_dir, "electricity_norms").filter(
+        pl.col("service_id").is_in(sorted(known)))
+    if not table.height:
+        return ELECTRICITY_NORMS_EMPTY
+    no_norm = sorted(set(table["service_id"]) - set(norms["service_id"]))
+    if no_norm:
+        raise BillingError(f"electricity_norms.csv: для услуг {', '.join(no_norm)} нет норматива на "
+                           "человека в norms.csv — он нужен для помещений без числа комнат")
+    stoves = pl.DataFrame({"stove": list(MATRIX_STOVES), "_any": [False, False]})
+    rows = pl.concat([
+        table.filter(pl.col("stove") != "any").with_columns(pl.lit(False).alias("_any")),
+        table.filter(pl.col("stove") == "any").drop("stove").join(stoves.drop("_any"), how="cross")
+        .with_columns(pl.lit(True).alias("_any")),
+    ], how="diagonal_relaxed").sort("_any").unique(
+        ["service_id", "from", "rooms", "persons", "stove"], keep="first", maintain_order=True)
+    cells = pl.DataFrame({"rooms": list(MATRIX_ROOMS)}).join(
+        pl.DataFrame({"persons": list(MATRIX_PERSONS)}), how="cross").join(stoves.drop("_any"),
+                                                                            how="cross")
+    versions = rows.select("service_id", pl.col("from").alias("version")).unique()
+    filled = versions.join(cells, how="cross").join(
+        rows.select("service_id", "from", "rooms", "persons", "stove"),
+        on=["service_id", "rooms", "persons", "stove"]).filter(pl.col("from") <= pl.col("version"))
+    holes = versions.join(cells, how="cross").join(
+        filled, on=["service_id", "version", "rooms", "persons", "stove"], how="anti").sort(
+        "service_id", "version", "rooms", "persons", "stove")
+    if holes.height:
+        lines = [f"  услуга {h['service_id']} с {h['version']}: {h['rooms']} комн., {h['persons']} чел., "
+                 f"плита {h['stove']}" for h in holes.head(10).iter_rows(named=True)]
+        more = f"\n  … и ещё {holes.height - 10}" if holes.height > 10 else ""
+        raise BillingError(
+            "electricity_norms.csv: не заполнены ячейки норматива (нужны комнат 1–4, человек 1–5, "
+            "плита gas и electric или any):\n" + "\n".join(lines) + more)
+    return rows.select(
+        "service_id", "from", "rooms", "persons", "stove",
+        (pl.col("value") * 1_000_000).cast(pl.Int64).alias("norm_micro"), "source", "source_row",
+    ).sort("service_id", "from", "rooms", "persons", "stove")
