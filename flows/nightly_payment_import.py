@@ -31,6 +31,9 @@ def import_all(home: str) -> list[dict[str, Any]]:
         logger.info("%s", info)
         if info["outcome"] == "waiting":
             logger.warning("Файл %s ожидает: %s", info["file"], info["reason"])
+        suspense: Any = info.get("suspense_list")
+        if suspense:
+            logger.warning("Файл %s: %s", info["file"], "\n".join(suspense))
     totals = {
         "files": len(outcomes),
         "accepted": sum(int(str(o.get("accepted", 0))) for o in outcomes),

@@ -117,8 +117,9 @@ def test_file_changing_while_read_is_refused_as_incomplete(
     path.write_text(HEADER + LINES[0], encoding="utf-8")
     real = payments.read_payment_file
 
-    def read_then_grow(p: Path, fmt: str | None = None):  # type: ignore[no-untyped-def]
-        out = real(p, fmt)
+    def read_then_grow(p: Path, fmt: str | None = None,  # type: ignore[no-untyped-def]
+                       agent: str | None = None):
+        out = real(p, fmt, agent)
         with open(p, "a", encoding="utf-8") as fh:
             fh.write(LINES[1])
         return out

@@ -206,11 +206,14 @@ def test_turnover_sheet_and_daily_split_registers_add_up(august: Workspace, tmp_
     reports = august.period_dir("2026-09") / "reports"
     sheet = pl.read_csv(reports / "turnover.csv", separator=";", infer_schema=False)
     balances = pl.read_parquet(august.period_dir("2026-09") / "balances.parquet")
-    assert sheet["Оплачено"].cast(pl.Decimal(18, 2)).sum() == balances["paid"].sum()
-    assert sheet["Сальдо на конец"].cast(pl.Decimal(18, 2)).sum() == balances["closing"].sum()
+    def rubles(column: pl.Series) -> pl.Series:  # Russian Excel's decimal comma
+        return column.str.replace(",", ".", literal=True).cast(pl.Decimal(18, 2))
+
+    assert rubles(sheet["Оплачено"]).sum() == balances["paid"].sum()
+    assert rubles(sheet["Сальдо на конец"]).sum() == balances["closing"].sum()
     vk = pl.read_csv(reports / "split" / "VK.csv", separator=";", infer_schema=False)
     allocations = pl.read_parquet(august.period_dir("2026-09") / "allocations.parquet")
-    assert vk["Сумма поставщику, ₽"].cast(pl.Decimal(18, 2)).sum() == allocations.filter(
+    assert rubles(vk["Сумма поставщику, ₽"]).sum() == allocations.filter(
         pl.col("supplier_id") == "VK")["amount"].sum()
     assert vk["Дата платежа"].to_list() == ["2026-09-05", "2026-09-05", "2026-09-07"]
     book = load_workbook(reports / "split" / "VK.xlsx")

@@ -1,4 +1,5 @@
-"""``billing payments import`` / ``match``: agents' payment files into the store, exactly once.
+"""``billing payments import`` / ``match`` / ``revert``: agents' payment files into the store,
+exactly once.
 
 Formats: the Sberbank and VTB nightly registers (:mod:`pipeline.ingest.bank_formats`,
 footer checked against the body, or the whole file is refused) and a plain CSV
@@ -17,6 +18,13 @@ Exactly once:
 * a payment dated after the import day, or before its account was opened
   (``opened_on``), goes to the suspense list with the reason, and ``match``
   refuses such a date too.
+
+The agent is never guessed: a bank register is its bank's; an agent CSV without an
+``agent`` column, or with an empty cell, needs ``--agent`` (else the file is refused,
+the row rejected).
+
+Taking a file back (:func:`revert_payment_file`) removes what it brought while no
+sealed close has used it; afterwards the file may be imported again.
 
 Only complete files. An agent CSV whose last line has no line ending is refused
 as incomplete (it is still being written, or was cut: polars would read the cut
@@ -86,6 +94,9 @@ FILES_SCHEMA = pl.Schema({
     "suspense": pl.Int64(),
     "duplicates": pl.Int64(),
     "rejected": pl.Int64(),
+    # Set by ``billing payments revert``: the file's payments were taken back; the
+    # record stays as history and the same file may be imported again.
+    "reverted_at": pl.Datetime("us"),
 })
 
 READINGS_SCHEMA = pl.Schema({
@@ -127,6 +138,46 @@ class PaymentImport:
     rejected: int
     readings: int
     rejects_path: Path | None
+    #: The first suspense rows of the file (up to :data:`SUSPENSE_SHOWN`), for the summary.
+    suspense_rows: tuple[SuspenseRow, ...] = ()
+
+
+#: How many suspense payments an import's summary names; the rest are counted.
+SUSPENSE_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class SuspenseRow:
+    """A payment that went to the suspense list (невыясненный платёж)."""
+
+    payment_id: str
+    agent: str
+    paid_on: date | None
+    account_id: str | None
+    amount_kop: int
+    reason: str
+
+    def text(self) -> str:
+        """«p7 (sber) от 05.09.2026, счёт 9999, 100,00 ₽ — неизвестный лицевой счёт»."""
+        from pipeline.money import rubles_text
+
+        day = f" от {_ru_date(self.paid_on)}" if self.paid_on else ""
+        return (f"{self.payment_id} ({self.agent}){day}, счёт {self.account_id or '—'}, "
+                f"{rubles_text(self.amount_kop)} — {self.reason}")
+
+
+def suspense_lines(result: PaymentImport, home: str = "") -> list[str]:
+    """What an import says about its suspense payments: each of the first ones, the count of
+    the rest and the commands that show and apply them (``home``: `` --home DIR`` to add)."""
+    if not result.suspense:
+        return []
+    lines = [f"Невыясненные платежи ({result.suspense}) — не зачтены, ждут лицевого счёта:"]
+    lines += [f"  {row.text()}" for row in result.suspense_rows]
+    if result.suspense > len(result.suspense_rows):
+        lines.append(f"  и ещё {result.suspense - len(result.suspense_rows)}")
+    lines.append(f"Список: billing payments suspense{home}; зачесть на лицевой счёт: "
+                 f"billing payments match ПЛАТЁЖ СЧЁТ{home}")
+    return lines
 
 
 def _load(path: Path, schema: pl.Schema) -> pl.DataFrame:
@@ -167,15 +218,28 @@ def load_bank_readings(ws: Workspace) -> pl.DataFrame:
     return _load(ws.store / "bank_readings.parquet", READINGS_SCHEMA)
 
 
-def read_payment_file(path: Path, fmt: str | None = None
+def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = None
                       ) -> tuple[str, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Parse a payment file: (format, incoming payments, meter readings, rejects)."""
+    """Parse a payment file: (format, incoming payments, meter readings, rejects).
+
+    The agent is part of a payment's identity (the same code of two agents is two
+    payments), so it is never guessed: a bank register is its bank's (``sber``,
+    ``vtb``); an agent CSV names it in its ``agent`` column, or ``agent`` (``--agent``)
+    gives it for a file without that column and for its empty cells. A CSV without
+    the column and without ``agent`` is refused; without ``agent``, rows with an empty
+    cell are rejects.
+    """
     from pipeline.ingest import bank_formats
 
     data = path.read_bytes()
     fmt = fmt or bank_formats.detect_format(path.name, data)
     if fmt not in bank_formats.FORMATS:
         raise BillingError(f"Неизвестный формат «{fmt}»: допустимы {', '.join(bank_formats.FORMATS)}")
+    if agent is not None and not agent.strip():
+        raise BillingError("--agent: укажите имя платёжного агента (например post)")
+    if fmt != "csv" and agent is not None and agent != fmt:
+        raise BillingError(f"{path.name}: реестр {fmt} сам называет агента («{fmt}»), --agent "
+                           f"«{agent}» к нему не относится — загрузите его без --agent")
     if fmt != "csv":
         reg = bank_formats.parse_bank_register(path.name, data, fmt)
         incoming = reg.payments.with_columns(
@@ -189,7 +253,9 @@ def read_payment_file(path: Path, fmt: str | None = None
     missing = missing_columns(raw, PAYMENTS)
     if missing:
         raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
+    raw, no_agent = _with_agent(raw, path.name, agent)
     good, rejects = parse_table(raw, PAYMENTS, path.name)
+    rejects = pl.concat([no_agent, rejects])
     # «пени»/«penalty» in the period column: the payer pays penalties (law.md §4).
     good = good.with_columns(
         pl.when(pl.col("period").str.to_lowercase().is_in(["пени", "penalty"]))
@@ -213,6 +279,34 @@ def read_payment_file(path: Path, fmt: str | None = None
         pl.col(ROW).alias("source_row"),
     ).cast(INCOMING_SCHEMA)
     return fmt, incoming, pl.DataFrame(schema=READINGS_SCHEMA), rejects
+
+
+def _with_agent(raw: pl.DataFrame, file: str, agent: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The agent CSV's text frame with its agent filled from ``agent``, and the rows left without one.
+
+    Without ``agent``, a file lacking the column is refused and each row with an empty
+    cell becomes a reject (``PAYMENTS`` would otherwise fill the default «unknown»).
+    """
+    agent = agent.strip() if agent else None
+    # A blank line is left as it was (the parser reports its empty required cells).
+    filled = pl.any_horizontal(pl.lit(False), *[pl.col(c).is_not_null() for c in raw.columns
+                                                if c not in (ROW, "agent")])
+    if "agent" not in raw.columns:
+        if agent is None:
+            raise BillingError(
+                f"{file}: нет столбца agent (платёжный агент) — без него платёж нельзя отличить от "
+                f"платежа с тем же кодом другого агента; добавьте столбец или укажите агента всего "
+                f"файла: billing payments import {file} --agent ИМЯ")
+        return raw.with_columns(pl.when(filled).then(pl.lit(agent)).alias("agent")), empty_rejects()
+    if agent is not None:
+        return raw.with_columns(pl.when(filled).then(pl.col("agent").fill_null(agent))
+                                .otherwise(pl.col("agent")).alias("agent")), empty_rejects()
+    empty = raw.filter(pl.col("agent").is_null() & filled)
+    return raw.join(empty.select(ROW), on=ROW, how="anti"), empty.select(
+        pl.lit(file).alias("file"), pl.col(ROW).alias("row"), pl.lit("agent").alias("column"),
+        pl.lit(None, pl.String).alias("value"),
+        pl.lit("не указан платёжный агент (столбец agent пуст) — заполните его или загрузите файл "
+               "с --agent ИМЯ").alias("reason")).cast(empty_rejects().schema)
 
 
 def classify(
@@ -294,27 +388,32 @@ def _to_store(frame: pl.DataFrame, file: str, digest: str, now: datetime) -> pl.
 
 @locked("payments import")
 def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
-                        today: date | None = None) -> PaymentImport:
+                        today: date | None = None, agent: str | None = None) -> PaymentImport:
     """Import one agent file; see the module docstring for the exactly-once rules.
 
     A person naming a file vouches that it is complete; still a CSV cut mid-line,
     a register without its footer, or a file that changes while it is read raise
     :class:`IncompleteFileError` and nothing is stored. ``today`` is the import
-    day for the payment date rule (default: the clock's).
+    day for the payment date rule (default: the clock's); ``agent`` the agent of a
+    CSV without an ``agent`` column (see :func:`read_payment_file`). A file taken
+    back by :func:`revert_payment_file` imports again.
     """
     if not path.is_file():
         raise BillingError(f"Файл платежей не найден: {path}")
     before = _stamp(path)
     digest = sha256_file(path)
     files = load_imported_files(ws)
-    if files.filter(pl.col("sha256") == digest).height:
+    if files.filter((pl.col("sha256") == digest) & pl.col("reverted_at").is_null()).height:
         return PaymentImport(path.name, digest, fmt or "", True, 0, 0, 0, 0, 0, 0, None)
 
-    fmt, incoming, readings, rejects = read_payment_file(path, fmt)
+    fmt, incoming, readings, rejects = read_payment_file(path, fmt, agent)
     if _stamp(path) != before:
         raise IncompleteFileError(
             f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
             f"загрузите его, когда он будет полностью получен")
+    from pipeline import progress
+
+    progress.stage(f"{path.name}: прочитан ({fmt}) — платежей {progress.count_text(incoming.height)}")
     stored = load_payments(ws)
     suspended = load_suspense(ws)
     accounts = load_store(ws)["accounts"]
@@ -324,15 +423,21 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
         path.name, today or date.today(),
     )
     rejects = pl.concat([rejects, more_rejects]).sort("row")
+    progress.stage(f"{path.name}: проверен — принято {progress.count_text(accepted.height)}, "
+                   f"невыясненных {progress.count_text(suspense.height)}, "
+                   f"повторных {progress.count_text(duplicates.height)}")
     now = datetime.now()
     rejects_path = None
     if rejects.height:
         rejects_path = ws.rejects / f"payments-{now:%Y%m%dT%H%M%S%f}.csv"
         write_rejects(rejects, rejects_path)
     accepted_kop = int(accepted["amount_kop"].sum())
+    shown = tuple(SuspenseRow(r["payment_id"], r["agent"], r["paid_on"], r["account_id"],
+                              r["amount_kop"], r["reason"])
+                  for r in suspense.sort(ROW).head(SUSPENSE_SHOWN).iter_rows(named=True))
     result = PaymentImport(path.name, digest, fmt, False, accepted.height, accepted_kop,
                            suspense.height, duplicates.height, int(rejects["row"].n_unique()),
-                           readings.height, rejects_path)
+                           readings.height, rejects_path, shown)
     # Payments, suspense and readings first, the file list last: a kill in between
     # re-imports the file next time, and the known payment ids make that a no-op.
     if accepted.height:
@@ -352,8 +457,8 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
     record = pl.DataFrame([{
         "sha256": digest, "file": path.name, "format": fmt, "imported_at": now,
         "accepted": result.accepted, "accepted_kop": accepted_kop, "suspense": result.suspense,
-        "duplicates": result.duplicates, "rejected": result.rejected,
-    }]).cast(FILES_SCHEMA)
+        "duplicates": result.duplicates, "rejected": result.rejected, "reverted_at": None,
+    }], schema=FILES_SCHEMA)
     write_parquet_atomic(pl.concat([files, record]), ws.store / "imported_files.parquet")
     return result
 
@@ -403,6 +508,147 @@ def match_payment(ws: Workspace, payment_id: str, account_id: str, agent: str | 
     return hit
 
 
+@dataclass(frozen=True)
+class PaymentRevert:
+    """The outcome of ``billing payments revert`` (amounts in kopecks)."""
+
+    file: str
+    sha256: str
+    payments: int
+    amount_kop: int
+    suspense: int
+    readings: int
+
+
+def find_imported_file(ws: Workspace, target: str | Path) -> dict[str, object]:
+    """The live record of ``store/imported_files.parquet`` a person names: a file's path
+    (found by its SHA-256), its name as imported, or its SHA-256 (or its first 8+ characters).
+
+    Refuses with a Russian message when nothing matches, when the file was reverted
+    already, and when a name fits several imported files (then the SHA-256 tells them apart).
+    """
+    files = load_imported_files(ws)
+    live = files.filter(pl.col("reverted_at").is_null())
+    text = str(target).strip()
+    path = Path(text)
+    if path.is_file():
+        digest = sha256_file(path)
+        named = pl.col("sha256") == digest
+        what = f"файл {path.name} (SHA-256 {digest})"
+    else:
+        low = text.lower()
+        named = (pl.col("sha256") == low) | (pl.col("file") == path.name)
+        if len(low) >= 8 and all(c in "0123456789abcdef" for c in low):
+            named = named | pl.col("sha256").str.starts_with(low)
+        what = f"«{text}»"
+    hit = live.filter(named)
+    if not hit.height:
+        gone = files.filter(pl.col("reverted_at").is_not_null() & named).sort("reverted_at")
+        if gone.height:
+            raise BillingError(f"{what}: загрузка этого файла уже отменена "
+                               f"{gone['reverted_at'][-1]:%d.%m.%Y %H:%M}.")
+        raise BillingError(
+            f"{what}: такой файл не загружался — его нет в store/imported_files.parquet. "
+            f"Загруженные файлы: billing sql \"select file, sha256, imported_at from imported_files\"")
+    if hit["sha256"].n_unique() > 1:
+        listing = "; ".join(f"{r['file']}, загружен {r['imported_at']:%d.%m.%Y %H:%M}, SHA-256 {r['sha256']}"
+                            for r in hit.sort("imported_at").iter_rows(named=True))
+        raise BillingError(f"{what}: под этим именем загружено несколько разных файлов ({listing}) — "
+                           f"укажите путь к файлу или его SHA-256.")
+    return hit.row(0, named=True)
+
+
+def _sealed_uses(ws: Workspace, keys: pl.DataFrame) -> pl.DataFrame:
+    """(period, agent, payment_id) of ``keys`` that a sealed close allocated, checked first."""
+    from pipeline.verify import check_sealed
+
+    sealed = ws.sealed_periods()
+    check_sealed(ws, sealed)
+    found = []
+    for period in sealed:
+        folder = ws.period_dir(period)
+        parts = ([folder / "allocations.parquet"] if (folder / "allocations.parquet").is_file()
+                 else sorted((folder / "allocations").glob("*.parquet")))
+        for part in parts:
+            used = pl.read_parquet(part, columns=["agent", "payment_id"]).join(
+                keys, on=["agent", "payment_id"], how="semi").unique()
+            found.append(used.with_columns(pl.lit(period).alias("period")))
+    if not found:
+        return pl.DataFrame(schema={"agent": pl.String, "payment_id": pl.String, "period": pl.String})
+    return pl.concat(found, how="vertical_relaxed").unique(maintain_order=True)
+
+
+def _some(items: list[str], shown: int = 5) -> str:
+    more = f" и ещё {len(items) - shown}" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+@locked("payments revert")
+def revert_payment_file(ws: Workspace, target: str | Path) -> PaymentRevert:
+    """Take back an imported file while its period is open (``billing payments revert``).
+
+    Removes the file's payments (including those matched from suspense since), its
+    suspense rows and its bank readings from the store, and marks its record in
+    ``store/imported_files.parquet`` reverted (kept as history): the same file, or a
+    corrected one, can then be imported again. Refused when a sealed close used it:
+    one of its payments is in a sealed period's allocations (a closed period is
+    never rewritten: the way out is a refund, a negative payment with ``refund_of``),
+    or a refund of another file points at one of its payments (revert that file
+    first). A bank reading is stored only with an accepted payment and dated its day,
+    so a reading a sealed close could have counted belongs to a payment that close
+    allocated: the payment check covers the readings.
+
+    Write order: suspense, readings, payments, and the record last. A kill in
+    between leaves the file recorded as imported with part of its rows gone; every
+    step removes only this file's rows, so running the revert again completes it.
+    """
+    record = find_imported_file(ws, target)
+    digest, name = str(record["sha256"]), str(record["file"])
+    stored, suspended, readings = load_payments(ws), load_suspense(ws), load_bank_readings(ws)
+    mine = stored.filter(pl.col("file_sha256") == digest)
+    my_suspense = suspended.filter(pl.col("file_sha256") == digest)
+    keys = mine.select("agent", "payment_id").unique()
+    my_readings = readings.filter(pl.col("source_file") == name).join(
+        keys, on=["agent", "payment_id"], how="semi")
+
+    used = _sealed_uses(ws, keys)
+    if used.height:
+        periods = ", ".join(sorted(used["period"].unique()))
+        raise BillingError(
+            f"Файл {name} нельзя отменить: его платежи уже распределены при закрытии периода "
+            f"{periods} ({_some(sorted(used['payment_id'].unique()))}). Закрытый период не "
+            f"переписывается — верните ошибочные платежи возвратом: отрицательным платежом "
+            f"со ссылкой refund_of на исходный.")
+    others = pl.concat([stored.select("agent", "payment_id", "refund_of", "source_file", "file_sha256"),
+                        suspended.select("agent", "payment_id", "refund_of", "source_file",
+                                         "file_sha256")])
+    refunds = others.filter(pl.col("file_sha256").ne_missing(digest)).join(
+        keys.rename({"payment_id": "refund_of"}), on=["agent", "refund_of"], how="semi")
+    if refunds.height:
+        listing = _some([f"{r['payment_id']} ({r['source_file']})"
+                         for r in refunds.iter_rows(named=True)])
+        raise BillingError(
+            f"Файл {name} нельзя отменить: на его платежи ссылаются возвраты из других файлов — "
+            f"{listing}. Сначала отмените те файлы (billing payments revert ФАЙЛ).")
+
+    if my_suspense.height:
+        write_parquet_atomic(suspended.filter(pl.col("file_sha256").ne_missing(digest)),
+                             ws.store / "suspense.parquet")
+    if my_readings.height:
+        write_parquet_atomic(readings.join(my_readings.select("agent", "payment_id", "source_file"),
+                                           on=["agent", "payment_id", "source_file"], how="anti"),
+                             ws.store / "bank_readings.parquet")
+    if mine.height:
+        write_parquet_atomic(stored.filter(pl.col("file_sha256").ne_missing(digest)), payments_path(ws))
+    files = load_imported_files(ws)
+    write_parquet_atomic(files.with_columns(
+        pl.when((pl.col("sha256") == digest) & pl.col("reverted_at").is_null())
+        .then(pl.lit(datetime.now()).cast(pl.Datetime("us"))).otherwise(pl.col("reverted_at"))
+        .alias("reverted_at")), ws.store / "imported_files.parquet")
+    amount_kop = int((mine["amount"].cast(pl.Decimal(18, 2)) * 100).cast(pl.Int64).sum())
+    return PaymentRevert(name, digest, mine.height, amount_kop, my_suspense.height, my_readings.height)
+
+
 def _reject(rows: pl.DataFrame, file: str, column: str, reason: str) -> pl.DataFrame:
     if column in rows.columns:
         value = pl.col(column).cast(pl.String)
@@ -443,6 +689,8 @@ def import_inbox(ws: Workspace, now: datetime | None = None, *,
                         "accepted": result.accepted, "accepted_kop": result.accepted_kop,
                         "suspense": result.suspense, "duplicates": result.duplicates,
                         "rejected": result.rejected}
+                if result.suspense:
+                    info["suspense_list"] = suspense_lines(result)
             except IncompleteFileError as err:
                 waiting = str(err)
             except BillingError as err:
