@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import step
 from pipeline import close as stages
+from pipeline import progress
 from pipeline.dates import Period
 from pipeline.workspace import Workspace, workspace_lock
 
@@ -44,8 +45,23 @@ def monthly_close(period: str, home: str, dry_run: bool = False,
     command = f"close --period {period}" + (" --dry-run" if dry_run else "")
     with workspace_lock(Workspace(Path(home)), command):
         inputs = step(load_inputs, home, period)
+        count = progress.count_text
+        accounts = inputs.regs["accounts"].height
+        progress.stage(f"{period}: данные загружены — лицевых счетов {count(accounts)}, "
+                       f"платежей {count(inputs.payments.height)}")
         result = step(compute, inputs)
+        progress.stage(f"{period}: начисления рассчитаны — строк {count(result.lines.height)}")
         summary = stages.summary(result)
         if not dry_run:
             summary["period_dir"] = step(seal, home, inputs, result, receipts)
+            progress.stage(f"{period}: период закрыт — " + _sealed_text(Path(summary["period_dir"])))
     return summary
+
+
+def _sealed_text(folder: Path) -> str:
+    """What the seal wrote, from its manifest: the receipts rendered."""
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    made = (manifest.get("receipts") or {}).get("count")
+    return f"квитанций {progress.count_text(made)}" if made is not None else "без квитанций"

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from pipeline.close import OUTPUT_TABLES
+from pipeline.close import OUTPUT_TABLES, CloseResult, to_outputs
 from pipeline.ingest.registers import current_version
 from pipeline.workspace import BillingError, Workspace
 from schemas.registers import REGISTERS
+from schemas.rules import RULE_TABLES
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def _quote(path: Path) -> str:
@@ -42,24 +47,31 @@ def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     readable: list[Path] = []
     version = current_version(ws)
-    if version:
-        base = ws.store / "registers" / version
-        for name in REGISTERS:
-            path = base / f"{name}.parquet"
-            if path.is_file():
-                readable.append(path)
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+    empty = empty_schemas()
+    base = ws.store / "registers" / version if version else None
+    for name in REGISTERS:
+        path = base / f"{name}.parquet" if base else None
+        if path is not None and path.is_file():
+            readable.append(path)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+        else:
+            _empty_view(con, name, empty[name])
     for path in sorted(ws.rules.glob("*.csv")):
         readable.append(path)
         con.execute(
             f'CREATE VIEW "{path.stem}" AS SELECT * FROM read_csv({_quote(path)}, header=true, '
             "all_varchar=false)"
         )
+    for name in RULE_TABLES:
+        if not (ws.rules / f"{name}.csv").is_file():
+            _empty_view(con, name, empty[name])
     for name in ("payments", "imported_files"):
         path = ws.store / f"{name}.parquet"
         if path.is_file():
             readable.append(path)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+        else:
+            _empty_view(con, name, empty[name])
     for table in OUTPUT_TABLES:
         files = [ws.period_dir(p) / f"{table}.parquet" for p in sealed]
         files = [f for f in files if f.is_file()]
@@ -69,8 +81,87 @@ def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
             con.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)"
             )
+        else:
+            _empty_view(con, table, empty[table])
     _confine(con, readable)
     return con
+
+
+def empty_schemas() -> dict[str, pl.Schema]:
+    """The columns of every view while it has no data: registers, rule tables, payments,
+    imported files and the output tables (what :func:`pipeline.close.to_outputs` makes of
+    an empty close)."""
+    import polars as pl
+
+    from pipeline.ingest.payments import FILES_SCHEMA, STORE_SCHEMA
+
+    schemas: dict[str, pl.Schema] = {
+        spec.name: pl.Schema({"source_row": pl.Int64(), **{c.name: c.dtype for c in spec.columns}})
+        for spec in (*REGISTERS.values(), *RULE_TABLES.values())
+    }
+    schemas["payments"] = STORE_SCHEMA
+    schemas["imported_files"] = FILES_SCHEMA
+    schemas.update((name, frame.schema) for name, frame in to_outputs(_empty_close()).items())
+    return schemas
+
+
+def _empty_close() -> CloseResult:
+    import polars as pl
+
+    from pipeline.allocate.ledger import ALLOCATION_SCHEMA, ITEM_SCHEMA
+    from pipeline.calc.charges import LINE_SCHEMA
+    from pipeline.calc.common_property import SETTLEMENT_SCHEMA
+    from pipeline.calc.readings import CONSUMPTION_SCHEMA
+    from pipeline.calc.recalc import RECALC_SCHEMA
+    from pipeline.dates import Period
+
+    text, kop = pl.String(), pl.Int64()
+    money = {f"{m}_kop": kop for m in ("opening", "charged", "recalculated", "paid", "penalty", "closing")}
+
+    def empty(schema: dict[str, pl.DataType] | pl.Schema) -> pl.DataFrame:
+        return pl.DataFrame(schema=schema)
+
+    return CloseResult(
+        period=Period(2000, 1),
+        lines=empty(LINE_SCHEMA),
+        meter_volumes=empty({**CONSUMPTION_SCHEMA, "service_id": text, "premise_id": text}),
+        reading_issues=empty({"meter_id": text, "read_on": pl.Date(), "reason": text,
+                              "value": pl.Decimal(38, 6)}),
+        allocations=empty(ALLOCATION_SCHEMA),
+        balances=empty({"account_id": text, "supplier_id": text, **money}),
+        service_balances=empty({"account_id": text, "service_id": text, "supplier_id": text, **money}),
+        debts=empty(ITEM_SCHEMA),
+        due_date=None,
+        penalties=empty({"account_id": text, "supplier_id": text, "charge_period": text, "scheme": text,
+                         "due_date": pl.Date(), "debt_kop": kop, "cumulative_kop": kop,
+                         "amount_kop": kop}),
+        recalculations=empty(RECALC_SCHEMA),
+        settlements=empty(SETTLEMENT_SCHEMA),
+    )
+
+
+def _sql_type(dtype: pl.DataType) -> str:
+    """DuckDB's name of a polars type (the ones the views' files hold)."""
+    import polars as pl
+
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision or 38}, {dtype.scale})"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    names = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Int16: "SMALLINT",
+             pl.Int8: "TINYINT", pl.Float64: "DOUBLE", pl.Float32: "FLOAT", pl.Boolean: "BOOLEAN",
+             pl.Date: "DATE"}
+    for polars_type, name in names.items():
+        if dtype == polars_type:
+            return name
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+def _empty_view(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema) -> None:
+    """A typed view without rows, reading no file (the view a table has before its data)."""
+    columns = ", ".join(f'CAST(NULL AS {_sql_type(dtype)}) AS "{column.replace(chr(34), chr(34) * 2)}"'
+                        for column, dtype in schema.items())
+    con.execute(f'CREATE VIEW "{name}" AS SELECT {columns} WHERE false')
 
 
 def _confine(con: duckdb.DuckDBPyConnection, readable: list[Path]) -> None:
@@ -115,8 +206,26 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
                            "(разрешён SELECT).")
 
 
+#: Rows ``billing sql --format table`` prints (the rest: ``--format csv|xlsx --out FILE``).
+TABLE_ROWS = 200
+
+
 def run_sql(ws: Workspace, query: str, fmt: str = "table") -> str:
     """Run a read-only query and format the result (``table``, ``csv`` or ``json``)."""
+    frame = query_frame(ws, query)
+    if frame is None:
+        return "OK"
+    if fmt == "csv":
+        return frame.write_csv()
+    if fmt == "json":
+        return frame.write_json()
+    from pipeline.tables import render_table
+
+    return render_table(frame, limit=TABLE_ROWS, max_width=60)
+
+
+def query_frame(ws: Workspace, query: str) -> pl.DataFrame | None:
+    """The result of a read-only query (None for a statement without rows)."""
     with duckdb.connect(":memory:") as parser:  # before anything is opened or verified
         check_read_only(parser, query)
     con = connect(ws)
@@ -132,14 +241,5 @@ def run_sql(ws: Workspace, query: str, fmt: str = "table") -> str:
     except duckdb.Error as err:
         raise BillingError(f"Ошибка SQL: {err}") from err
     if rel is None:
-        return "OK"
-    frame = rel.pl()
-    if fmt == "csv":
-        return frame.write_csv()
-    if fmt == "json":
-        return frame.write_json()
-    import polars as pl
-
-    with pl.Config(tbl_rows=200, tbl_cols=50, tbl_width_chars=200, fmt_str_lengths=60,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=False):
-        return str(frame)
+        return None
+    return rel.pl()

@@ -17,16 +17,35 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cliargs import (
+    DAY_FORMS,
+    DAY_METAVAR,
+    OPTIONS_METAVAR,
+    PERIOD_FORMS,
+    PERIOD_METAVAR,
+    SUBCOMMAND_METAVAR,
+    day_option,
+    install_russian_help,
+    period_option,
+)
 from pipeline.workspace import BillingError, Workspace
 
+install_russian_help()
 app = typer.Typer(
     help="Биллинг ЖКХ: реестры, начисления, платежи, квитанции.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    options_metavar=OPTIONS_METAVAR,
+    subcommand_metavar=SUBCOMMAND_METAVAR,
 )
-payments_app = typer.Typer(help="Платежи банков и почты.", no_args_is_help=True)
+payments_app = typer.Typer(help="Платежи банков и почты.", no_args_is_help=True,
+                           options_metavar=OPTIONS_METAVAR, subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(payments_app, name="payments")
+report_app = typer.Typer(help="Отчёты по закрытым периодам: ОСВ и карточка лицевого счёта.",
+                         no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                         subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(report_app, name="report")
 
 
 def default_home() -> Path:
@@ -35,7 +54,13 @@ def default_home() -> Path:
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="Рабочее пространство (по умолчанию BILLING_HOME или ./billing-home)."),
+    typer.Option("--home", metavar="КАТАЛОГ",
+                 help="Рабочее пространство (по умолчанию BILLING_HOME или ./billing-home)."),
+]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress",
+                 help="Печатать этапы и время в stderr (по умолчанию — когда stderr — терминал)."),
 ]
 
 
@@ -74,7 +99,8 @@ def _audit(ws: Workspace, command: str, **details: Any) -> None:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Каталог нового рабочего пространства.")]) -> None:
+def init(directory: Annotated[Path, typer.Argument(
+        metavar="КАТАЛОГ", help="Каталог нового рабочего пространства.")]) -> None:
     """Создать пустое рабочее пространство с правилами по умолчанию."""
     from pipeline.workspace import init_workspace
 
@@ -82,6 +108,8 @@ def init(directory: Annotated[Path, typer.Argument(help="Каталог ново
     _audit(ws, "init", outputs=[str(ws.home)])
     _say(f"Рабочее пространство создано: {ws.home}")
     _say(f"  правила: {ws.rules}\n  реестры кладите в: {ws.registers}\n  платежи — в: {ws.inbox}")
+    _say("  в registers/ — пустые шаблоны реестров (строка заголовка): допишите строки; столбцы, "
+         "допустимые значения и примеры — docs/registers.md")
 
 
 @app.command()
@@ -103,8 +131,11 @@ def ingest(
            outputs={"version": result.version, "loaded": result.loaded,
                     "rejected": result.rejected, "kept": result.kept,
                     "rejects": str(result.rejects_path or "")})
+    for line in result.warnings:
+        _say(line)
     if result.unchanged:
-        _say(f"Реестры не изменились с последней загрузки ({result.version}): ничего не сделано.")
+        _say(f"Реестры не изменились с последней загрузки ({result.version}): ничего не сделано "
+             "(таблицы правил проверены).")
         return
     _say(f"Реестры загружены ({result.version}):")
     for name, count in result.loaded.items():
@@ -120,22 +151,21 @@ def ingest(
 
 @app.command("close")
 def close_cmd(
-    period: Annotated[str, typer.Option("--period", help="Период ГГГГ-ММ.")],
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Рассчитать без закрытия периода.")] = False,
     no_receipts: Annotated[
         bool, typer.Option("--no-receipts", help="Не формировать PDF (для замеров).")
     ] = False,
+    show_progress: ProgressOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Закрыть период: начисления, платежи, сальдо, квитанции."""
-    from pipeline.dates import Period
+    from pipeline import progress
 
-    try:
-        Period.parse(period)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--period") from None
+    period = period_option(period, "--period")
     ws = _ws(home).require()
-    summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts)
+    with progress.reporting(progress.wanted(show_progress)):
+        summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts)
     _print_close(summary, dry_run)
 
 
@@ -147,8 +177,13 @@ def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool 
 
     check_can_close(ws, Period.parse(period))
     configure_prefect(ws.home)
+    from pipeline import progress
+
+    first = "flows.monthly_close" not in sys.modules
     from flows.monthly_close import monthly_close
 
+    if first:  # importing Prefect takes seconds: say where they went
+        progress.stage("Prefect и этапы закрытия загружены")
     started = time.perf_counter()
     summary = run_flow(monthly_close, period=period, home=str(ws.home), dry_run=dry_run,
                        receipts=receipts)
@@ -161,7 +196,9 @@ def _print_close(s: dict, dry_run: bool) -> None:
     head = "Пробный расчёт (период не закрыт)" if dry_run else "Период закрыт"
     _say(f"{head}: {s['period']} за {s['seconds']} с")
     _say(f"  лицевых счетов с начислениями: {s['accounts']}, строк начислений: {s['charge_lines']}")
-    _say("  способы расчёта: " + ", ".join(f"{k} {v}" for k, v in s["methods"].items()))
+    from pipeline.methods import method_name
+
+    _say("  способы расчёта: " + ", ".join(f"{method_name(k)} — {v}" for k, v in s["methods"].items()))
     _say(f"  входящее сальдо: {_rub(s['opening_kop'])}")
     _say(f"  начислено:       {_rub(s['charged_kop'])}")
     if s.get("recalculated_kop"):
@@ -180,18 +217,26 @@ def _print_close(s: dict, dry_run: bool) -> None:
 
 @payments_app.command("import")
 def payments_import(
-    files: Annotated[list[Path], typer.Argument(help="Файлы реестров платежей.")],
+    files: Annotated[list[Path], typer.Argument(metavar="ФАЙЛ", help="Файлы реестров платежей.")],
     fmt: Annotated[str | None, typer.Option(
-        "--format", help="Формат: sber, vtb или csv (по умолчанию определяется сам).")] = None,
+        "--format", metavar="ФОРМАТ", help="Формат: sber, vtb или csv (по умолчанию определяется сам).")
+    ] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", metavar="ИМЯ", help="Платёжный агент файла CSV без столбца agent (и строк с пустым "
+        "agent), например post.")] = None,
+    show_progress: ProgressOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Загрузить реестры платежей; повторная загрузка ничего не меняет."""
-    from pipeline.ingest.payments import import_payment_file
+    from pipeline import progress
+    from pipeline.ingest.payments import import_payment_file, suspense_lines
 
     ws = _ws(home).require()
     for path in files:
-        r = import_payment_file(ws, path.resolve(), fmt)
-        _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256, "format": r.format},
+        with progress.reporting(progress.wanted(show_progress)):  # the time of each file from its start
+            r = import_payment_file(ws, path.resolve(), fmt, agent=agent)
+        _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256, "format": r.format,
+                                              "agent": agent},
                outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop, "suspense": r.suspense,
                         "duplicates": r.duplicates, "rejected": r.rejected, "readings": r.readings})
         if r.already_imported:
@@ -202,13 +247,23 @@ def payments_import(
              + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
              + (f", показаний счётчиков {r.readings}" if r.readings else "")
              + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+        for line in suspense_lines(r, _home_hint(home)):
+            _say(f"  {line}")
+
+
+def _home_hint(home: Path | None) -> str:
+    """`` --home DIR`` for a suggested command when the user named the workspace."""
+    import shlex
+
+    return f" --home {shlex.quote(str(home))}" if home else ""
 
 
 @payments_app.command("match")
 def payments_match(
-    payment_id: Annotated[str, typer.Argument(help="Код невыясненного платежа.")],
-    account: Annotated[str, typer.Argument(help="Лицевой счёт, на который его зачесть.")],
-    agent: Annotated[str | None, typer.Option("--agent", help="Агент, если код неоднозначен.")] = None,
+    payment_id: Annotated[str, typer.Argument(metavar="ПЛАТЁЖ", help="Код невыясненного платежа.")],
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт, на который его зачесть.")],
+    agent: Annotated[str | None, typer.Option(
+        "--agent", metavar="АГЕНТ", help="Агент, если код неоднозначен.")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Зачесть невыясненный платёж на лицевой счёт."""
@@ -219,29 +274,62 @@ def payments_match(
     _audit(ws, "payments match", inputs={"payment_id": payment_id, "agent": row["agent"][0]},
            outputs={"account_id": account, "was": row["account_id"][0]})
     _say(f"Платёж {payment_id} ({row['agent'][0]}, {row['paid_on'][0]:%d.%m.%Y}, "
-         f"{row['amount'][0]} ₽) зачтён на лицевой счёт {account}; "
+         f"{_rub(int(row['amount'][0] * 100))}) зачтён на лицевой счёт {account}; "
          "он войдёт в ближайшее закрытие периода.")
+
+
+SUSPENSE_TITLES = {"payment_id": "Платёж", "agent": "Агент", "paid_on": "Дата", "account_id": "Лицевой счёт",
+                   "amount": "Сумма, ₽", "reason": "Причина", "source_file": "Файл", "source_row": "Строка"}
 
 
 @payments_app.command("suspense")
 def payments_suspense(home: HomeOpt = None) -> None:
     """Список невыясненных платежей."""
     from pipeline.ingest.payments import load_suspense
+    from pipeline.tables import render_table
 
     ws = _ws(home).require()
-    frame = load_suspense(ws).select("agent", "payment_id", "paid_on", "account_id", "amount", "reason")
-    _say(str(frame) if frame.height else "Невыясненных платежей нет.")
+    frame = load_suspense(ws).sort("paid_on", "agent", "payment_id", nulls_last=True).select(
+        "payment_id", "agent", "paid_on", "account_id", "amount", "reason", "source_file", "source_row")
+    if not frame.height:
+        _say("Невыясненных платежей нет.")
+        return
+    _say(f"Невыясненные платежи: {frame.height} на {_rub(int(frame['amount'].sum() * 100))}")
+    _say(render_table(frame, SUSPENSE_TITLES))
+    _say(f"Зачесть платёж на лицевой счёт: billing payments match ПЛАТЁЖ СЧЁТ{_home_hint(home)} "
+         "(--agent АГЕНТ, если код платежа есть у нескольких агентов)")
+
+
+@payments_app.command("revert")
+def payments_revert(
+    file: Annotated[str, typer.Argument(metavar="ФАЙЛ", help="Загруженный файл: путь, имя или SHA-256 "
+                                        "(store/imported_files.parquet).")],
+    home: HomeOpt = None,
+) -> None:
+    """Отменить загрузку файла платежей, пока его платежи не вошли в закрытый период."""
+    from pipeline.ingest.payments import revert_payment_file
+
+    ws = _ws(home).require()
+    r = revert_payment_file(ws, file)
+    _audit(ws, "payments revert", inputs={"file": file, "sha256": r.sha256},
+           outputs={"file": r.file, "payments": r.payments, "amount_kop": r.amount_kop,
+                    "suspense": r.suspense, "readings": r.readings})
+    _say(f"Загрузка файла {r.file} отменена: убрано платежей {r.payments} на {_rub(r.amount_kop)}"
+         + (f", невыясненных {r.suspense}" if r.suspense else "")
+         + (f", показаний счётчиков {r.readings}" if r.readings else "")
+         + ". Файл можно загрузить снова (billing payments import).")
 
 
 @app.command()
 def explain(
-    account: Annotated[str, typer.Argument(help="Лицевой счёт.")],
-    period: Annotated[str, typer.Option("--period", help="Период ГГГГ-ММ.")],
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт.")],
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
     home: HomeOpt = None,
 ) -> None:
     """Показать каждое начисление счёта: способ, формулу и исходные данные."""
     from pipeline.explain import explain_account
 
+    period = period_option(period, "--period")
     ws = _ws(home).require()
     text = explain_account(ws, account, period)
     _audit(ws, "explain", inputs={"account": account, "period": period})
@@ -250,20 +338,17 @@ def explain(
 
 @app.command()
 def statement(
-    account: Annotated[str, typer.Argument(help="Лицевой счёт.")],
-    until: Annotated[str, typer.Option("--until", help="Дата расчёта ГГГГ-ММ-ДД (для суда — дата решения).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Каталог (по умолчанию HOME/statements).")] = None,
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт.")],
+    until: Annotated[str, typer.Option(
+        "--until", metavar=DAY_METAVAR, help=f"Дата расчёта (для суда — дата решения): {DAY_FORMS}.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="КАТАЛОГ", help="Каталог (по умолчанию HOME/statements).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Расчёт задолженности и пени для суда (PDF и XLSX) по закрытым периодам."""
-    from datetime import date
-
+    day = day_option(until, "--until")
     from pipeline.penalties.court import account_statement
 
-    try:
-        day = date.fromisoformat(until)
-    except ValueError:
-        raise typer.BadParameter("дата в виде ГГГГ-ММ-ДД", param_hint="--until") from None
     ws = _ws(home).require()
     pdf, xlsx = account_statement(ws, account, day, out)
     _audit(ws, "statement", inputs={"account": account, "until": until},
@@ -273,17 +358,47 @@ def statement(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="Запрос SQL (DuckDB).")],
-    fmt: Annotated[str, typer.Option("--format", help="table, csv или json.")] = "table",
+    query: Annotated[str, typer.Argument(metavar="ЗАПРОС", help="Запрос SQL (DuckDB).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", metavar="ФОРМАТ", help="table, csv, json или xlsx (xlsx — только с --out).")] = "table",
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="ФАЙЛ", help="Записать результат в файл (для csv, json и xlsx).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """SQL по хранилищу и закрытым периодам (DuckDB)."""
-    from pipeline.analytics import run_sql
+    from datetime import datetime
 
+    from pipeline.analytics import query_frame, run_sql
+
+    formats = ("table", "csv", "json", "xlsx")
+    if fmt not in formats:
+        raise typer.BadParameter(f"допустимо: {', '.join(formats)}", param_hint="--format")
+    if fmt == "xlsx" and out is None:
+        raise typer.BadParameter("книга XLSX — двоичный файл: укажите, куда её записать, --out ФАЙЛ.xlsx",
+                                 param_hint="--out")
+    if fmt == "table" and out is not None:
+        raise typer.BadParameter("в файл записываются csv, json и xlsx: укажите --format",
+                                 param_hint="--out")
     ws = _ws(home).require()
-    text = run_sql(ws, query, fmt)
-    _audit(ws, "sql", inputs={"query": query})
-    _say(text)
+    if out is None:
+        text = run_sql(ws, query, fmt)
+        _audit(ws, "sql", inputs={"query": query, "format": fmt})
+        _say(text)
+        return
+    from pipeline.workspace import atomic_write_bytes
+
+    frame = query_frame(ws, query)
+    if frame is None:
+        raise BillingError("Запрос не вернул таблицы: записывать в файл нечего.")
+    if fmt == "xlsx":
+        from pipeline.tables import xlsx_bytes
+
+        data = xlsx_bytes(frame, datetime.now().replace(microsecond=0), sheet="Запрос")
+    else:
+        data = (frame.write_csv() if fmt == "csv" else frame.write_json()).encode()
+    atomic_write_bytes(out.resolve(), data)
+    _audit(ws, "sql", inputs={"query": query, "format": fmt}, outputs=[str(out.resolve())])
+    _say(f"Записано строк: {frame.height} — {out}")
 
 
 @app.command()
@@ -303,22 +418,31 @@ def verify(home: HomeOpt = None) -> None:
 @app.command()
 def demo(
     home: HomeOpt = None,
-    accounts: Annotated[int, typer.Option("--accounts", min=10, help="Число лицевых счетов.")] = 1000,
-    months: Annotated[int, typer.Option("--months", min=1, max=24, help="Сколько месяцев закрыть.")] = 3,
-    start: Annotated[str, typer.Option("--start", help="Первый период ГГГГ-ММ.")] = "2026-12",
+    accounts: Annotated[int, typer.Option(
+        "--accounts", min=10, metavar="ЧИСЛО", help="Число лицевых счетов (не меньше 10).")] = 1000,
+    months: Annotated[int, typer.Option(
+        "--months", min=1, max=24, metavar="ЧИСЛО", help="Сколько месяцев закрыть (1–24).")] = 3,
+    start: Annotated[str, typer.Option(
+        "--start", metavar=PERIOD_METAVAR, help=f"Первый период: {PERIOD_FORMS}.")] = "2026-12",
     receipts: Annotated[bool, typer.Option("--receipts/--no-receipts", help="Формировать PDF.")] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Зерно генератора.")] = 2026,
+    seed: Annotated[int, typer.Option("--seed", metavar="ЧИСЛО", help="Зерно генератора.")] = 2026,
     heating: Annotated[str, typer.Option(
-        "--heating", help="Оплата отопления: even — равномерно, in_season — в сезон.")] = "even",
+        "--heating", metavar="СПОСОБ", help="Оплата отопления: even — равномерно, in_season — в сезон."
+    )] = "even",
 ) -> None:
-    """Построить синтетический город и закрыть несколько месяцев от начала до конца."""
+    """Построить синтетический город и закрыть несколько месяцев от начала до конца.
+
+    Этапы и время печатаются в stderr, итоги — в stdout."""
+    from pipeline import progress
     from pipeline.demo import run_demo
 
     if heating not in ("even", "in_season"):
         raise BillingError("--heating: допустимо «even» или «in_season»")
+    start = period_option(start, "--start")
     ws = _ws(home)
-    run_demo(ws, accounts=accounts, months=months, start=start, receipts=receipts, seed=seed,
-             say=_say, heating=heating)
+    with progress.reporting():
+        run_demo(ws, accounts=accounts, months=months, start=start, receipts=receipts, seed=seed,
+                 say=_say, heating=heating)
 
 
 @app.command()
@@ -355,20 +479,143 @@ def serve(home: HomeOpt = None) -> None:
 
 @app.command()
 def bench(
-    accounts: Annotated[int, typer.Option("--accounts", min=10)] = 100_000,
-    months: Annotated[int, typer.Option("--months", min=1, max=24)] = 1,
+    accounts: Annotated[int, typer.Option(
+        "--accounts", min=10, metavar="ЧИСЛО", help="Число лицевых счетов синтетического города.")] = 100_000,
+    months: Annotated[int, typer.Option(
+        "--months", min=1, max=24, metavar="ЧИСЛО", help="Сколько месяцев закрыть (1–24).")] = 1,
     payments: Annotated[int, typer.Option(
-        "--payments", min=0, help="Замерить ночь из N банковских платежей (импорт и распределение).")] = 0,
+        "--payments", min=0, metavar="ЧИСЛО",
+        help="Замерить ночь из N банковских платежей (импорт и распределение).")] = 0,
     home: HomeOpt = None,
 ) -> None:
-    """Замер: синтетический город, загрузка и закрытие периодов без PDF (время и память)."""
+    """Замер: синтетический город, загрузка и закрытие периодов без PDF (время и память).
+
+    Этапы и время печатаются в stderr, отчёт JSON — в stdout."""
+    from pipeline import progress
     from pipeline.demo import run_bench, run_payment_bench
 
-    if payments:
-        report = run_payment_bench(accounts=accounts, payments=payments, say=_say)
-    else:
-        report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None, say=_say)
+    with progress.reporting():
+        if payments:
+            report = run_payment_bench(accounts=accounts, payments=payments, say=progress.stage)
+        else:
+            report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None,
+                               say=progress.stage)
     _say(json.dumps(report, ensure_ascii=False, indent=1))
+
+
+REPORT_FORMATS = ("table", "csv", "xlsx")
+ReportPeriodOpt = Annotated[str, typer.Option(
+    "--period", metavar=PERIOD_METAVAR, help=f"Первый (или единственный) период: {PERIOD_FORMS}.")]
+ReportToOpt = Annotated[str | None, typer.Option(
+    "--to", metavar=PERIOD_METAVAR, help=f"Последний период диапазона: {PERIOD_FORMS}.")]
+ReportOrgOpt = Annotated[str | None, typer.Option(
+    "--org", metavar="ОРГАНИЗАЦИЯ", help="Только строки одного поставщика (код из organizations).")]
+ReportFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="ФОРМАТ", help="table — таблица на экране, csv — для Excel («;», десятичная "
+    "запятая, UTF-8 с BOM), xlsx — книга Excel.")]
+ReportOutOpt = Annotated[Path | None, typer.Option(
+    "--out", metavar="ФАЙЛ", help="Куда записать csv или xlsx (по умолчанию HOME/reports/…).")]
+
+
+def _report_periods(period: str, to: str | None, fmt: str) -> list[str]:
+    from pipeline.reports import period_range
+
+    if fmt == "png":
+        raise typer.BadParameter("формат png пока не поддерживается: table, csv или xlsx",
+                                 param_hint="--format")
+    if fmt not in REPORT_FORMATS:
+        raise typer.BadParameter(f"допустимо: {', '.join(REPORT_FORMATS)}", param_hint="--format")
+    first = period_option(period, "--period")
+    return period_range(first, period_option(to, "--to") if to else None)
+
+
+def _report_out(ws: Workspace, command: str, frame: Any, titles: dict[str, str], fmt: str,
+                out: Path | None, name: str, periods: list[str], inputs: dict[str, Any]) -> None:
+    """Print the report (``table``) or write it as CSV or XLSX; audit either way."""
+    from datetime import datetime
+    from datetime import time as day_time
+
+    from pipeline.dates import Period
+    from pipeline.tables import excel_csv_bytes, render_table, xlsx_bytes
+    from pipeline.workspace import atomic_write_bytes
+
+    if fmt == "table":
+        _audit(ws, command, inputs=inputs, outputs={"rows": frame.height})
+        _say(render_table(frame, titles))
+        return
+    path = (out or ws.home / "reports" / f"{name}.{fmt}").resolve()
+    if fmt == "csv":
+        data = excel_csv_bytes(frame, titles)
+    else:  # stamped with the last period's last day: the same data gives the same bytes
+        created = datetime.combine(Period.parse(periods[-1]).last, day_time())
+        data = xlsx_bytes(frame, created, sheet=name[:31], titles=titles)
+    atomic_write_bytes(path, data)
+    _audit(ws, command, inputs=inputs, outputs=[str(path)])
+    _say(f"Записано строк: {frame.height} — {path}")
+
+
+@report_app.command("osv")
+def report_osv(
+    period: ReportPeriodOpt,
+    to: ReportToOpt = None,
+    by: Annotated[str, typer.Option(
+        "--by", metavar="РАЗРЕЗ", help="Строки ведомости: account — лицевые счета, building — дома, "
+        "supplier — поставщики.")] = "account",
+    org: ReportOrgOpt = None,
+    fmt: ReportFormatOpt = "table",
+    out: ReportOutOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Оборотно-сальдовая ведомость по лицевым счетам, домам или поставщикам.
+
+    Сальдо на начало — первого периода, обороты — за весь диапазон, сальдо на конец — последнего.
+    """
+    from pipeline.reports import OSV_KEYS, OSV_TITLES, check_osv, osv, read_sealed, report_rubles, with_total
+
+    periods = _report_periods(period, to, fmt)
+    if by not in OSV_KEYS:
+        raise typer.BadParameter(f"допустимо: {', '.join(OSV_KEYS)}", param_hint="--by")
+    ws = _ws(home).require()
+    from pipeline.ingest.registers import load_store
+
+    tables = read_sealed(ws, periods, org)
+    sheet = osv(tables["balances"], load_store(ws), periods, by)
+    check_osv(sheet)
+    span = periods[0] if len(periods) == 1 else f"{periods[0]}_{periods[-1]}"
+    _report_out(ws, "report osv", report_rubles(with_total(sheet, OSV_KEYS[by][0])), OSV_TITLES, fmt, out,
+                f"osv-{by}-{span}" + (f"-{org}" if org else ""), periods,
+                {"period": periods[0], "to": periods[-1], "by": by, "org": org, "format": fmt})
+
+
+@report_app.command("card")
+def report_card(
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт.")],
+    period: ReportPeriodOpt,
+    to: ReportToOpt = None,
+    org: ReportOrgOpt = None,
+    fmt: ReportFormatOpt = "table",
+    out: ReportOutOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Карточка лицевого счёта: движение по каждому периоду.
+
+    Сальдо на начало, начисления по услугам, перерасчёты, пени, оплаты с датами, сальдо на конец.
+    """
+    from pipeline.reports import CARD_TITLES, account_card, check_card, read_sealed, report_rubles
+    from rules import read_rule_table
+
+    periods = _report_periods(period, to, fmt)
+    ws = _ws(home).require()
+    from pipeline.ingest.registers import load_store
+
+    tables = read_sealed(ws, periods, org)
+    services = dict(read_rule_table(ws.rules, "services").select("service_id", "name").iter_rows())
+    card = account_card(account, tables, load_store(ws), services, periods)
+    check_card(card)
+    span = periods[0] if len(periods) == 1 else f"{periods[0]}_{periods[-1]}"
+    _report_out(ws, "report card", report_rubles(card), CARD_TITLES, fmt, out,
+                f"card-{account}-{span}" + (f"-{org}" if org else ""), periods,
+                {"account": account, "period": periods[0], "to": periods[-1], "org": org, "format": fmt})
 
 
 def _register_penalty() -> None:
@@ -386,15 +633,35 @@ def _audit_failure(error: BaseException) -> None:
     if ws is None or not ws.audit.is_dir():
         return
     words = [a for a in sys.argv[1:3] if not a.startswith("-")]
-    command = " ".join(words[:2] if words[:1] in (["payments"],) else words[:1]) or "billing"
+    command = " ".join(words[:2] if words[:1] in (["payments"], ["report"]) else words[:1]) or "billing"
     with contextlib.suppress(OSError):
         _audit(ws, command, status="error", argv=sys.argv[1:],
                error=str(error) if isinstance(error, BillingError) else repr(error))
 
 
 def main() -> None:
+    # pandera imports hypothesis (≈ 0.1 s) to offer data strategies, which no command uses; it
+    # is a test dependency and absent from a production install. Never for a process that
+    # already has it (this guard runs only in the `billing` process itself).
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except UsageError as err:
+        from pipeline.cliargs import usage_report
+
+        typer.echo(usage_report(err), err=True)
+        sys.exit(err.exit_code)
+    except ClickException as err:
+        typer.echo(f"Ошибка: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("Прервано.", err=True)
+        sys.exit(1)
     except BillingError as err:
         _audit_failure(err)
         typer.echo(f"Ошибка: {err}", err=True)
@@ -402,6 +669,7 @@ def main() -> None:
     except Exception as err:
         _audit_failure(err)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -248,14 +248,16 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
     if averaged is None:
         averaged_before = pl.DataFrame(schema={"meter_id": pl.String, "period_index": pl.Int32,
-                                               "volume_micro": pl.Int64})
+                                               "method": pl.String, "volume_micro": pl.Int64})
     else:
-        # Volumes the next reading settles (п.61): averages, and norm months when so set.
-        settled = ["average", "norm"] if settle_norm else ["average"]
+        # Volumes a reading settles (п.61): averages, norm months when so set, and metered
+        # months (their reading ends a span; removed from the register, it no longer does).
+        settled = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
         averaged_before = averaged.filter(pl.col("method").is_in(settled)).select(
             "meter_id",
             (pl.col("period").str.slice(0, 4).cast(pl.Int32) * 12
              + pl.col("period").str.slice(5, 2).cast(pl.Int32) - 1).alias("period_index"),
+            "method",
             (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"),
         )
     due_rules = read_rule_table(rules_dir, "due_dates")
@@ -264,7 +266,8 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
     charge_rules_hash = rules_sha256(rules_dir, CHARGE_RULES)
     past = _past_periods(ws, period, horizon, version, charge_rules_hash, store_regs, heating,
-                         rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list())
+                         rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list(),
+                         _awaiting_reading(regs, averaged_before, period, window_end))
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         spike_multiple=spike_multiple, heating=heating,
@@ -283,7 +286,8 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
 #: Rule tables a period's charges depend on; a change to any other (key rates, penalty
 #: schemes, due dates, settlements) never makes the past's charges differ.
 CHARGE_RULES = ("services.csv", "tariffs.csv", "norms.csv", "increasing_coefficients.csv",
-                "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv")
+                "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv",
+                "electricity_norms.csv")
 
 
 def _setting(settings: dict[str, Any], section: str, key: str, default: Any, check: Any = None,
@@ -346,15 +350,18 @@ def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
 
 def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
                   rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy,
-                  heating_services: list[str] | None = None) -> list[Any]:
+                  heating_services: list[str] | None = None,
+                  awaiting: pl.DataFrame | None = None) -> list[Any]:
     """Sealed periods to recompute, each with the accounts to recompute in it.
 
     When the registers changed since the last close, the accounts whose inputs
     changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
     close's snapshot); when a rule table of :data:`CHARGE_RULES` changed, every account. In the month of
     the yearly heating correction, also every account charged for heating in a
-    month of the year being settled in a house with a building heat meter. Only
-    the lines of the accounts to recompute are read.
+    month of the year being settled in a house with a building heat meter.
+    ``awaiting`` (account_id, period) adds the months a reading of this period may
+    settle (:func:`_awaiting_reading`; a bank register's reading changes no register).
+    Only the lines of the accounts to recompute are read.
     """
     from pipeline.calc.recalc import PastPeriod, changed_accounts
     from pipeline.ingest.registers import load_store
@@ -374,7 +381,9 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
             changed = None
     true_up_year = period.year - 1 if (heating.payment == "even"
                                        and period.month == heating.true_up_month) else None
-    if changed is not None and not changed.height and true_up_year is None:
+    if awaiting is None:
+        awaiting = pl.DataFrame(schema={"account_id": pl.String, "period": pl.String})
+    if changed is not None and not changed.height and true_up_year is None and not awaiting.height:
         return []
     first = period.shift(-horizon)
     recalcs = _read_sealed(ws, "recalculations", None)
@@ -396,20 +405,24 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
         # (accounts, services) to recompute: what changed, in full; the heating
         # correction, heating only (a twelfth of the work for the other services).
         jobs: list[tuple[pl.DataFrame | None, list[str] | None]] = []
-        if changed is None or changed.height:
-            jobs.append((changed, None))
-        if origin.year == true_up_year and changed is not None:
+        whole = changed
+        settling = awaiting.filter(pl.col("period") == q).select("account_id")
+        if whole is not None and settling.height:
+            whole = pl.concat([whole, settling]).unique().sort("account_id")
+        if whole is None or whole.height:
+            jobs.append((whole, None))
+        if origin.year == true_up_year and whole is not None:
             heated = charges.filter(pl.col("method").is_in(["heating", "heating_average"])).select(
                 "account_id").unique().join(heat_metered.lazy(), on="account_id", how="semi").join(
-                changed.lazy(), on="account_id", how="anti").collect()
+                whole.lazy(), on="account_id", how="anti").collect()
             if heated.height:
                 jobs.append((heated, heating_services or ["heating"]))
         if not jobs:
             continue
-        # The volumes the period charged by meter or average (its norm rows are a record only).
-        volumes = pl.read_parquet(folder / "meter_volumes.parquet").filter(
-            pl.col("method").is_in(["meter", "average"])).select(
-            "premise_id", "service_id", "method",
+        # The volumes the period charged by meter or average; its norm rows are a record,
+        # used only where a reading settles that month (recalc._period_volumes).
+        volumes = pl.read_parquet(folder / "meter_volumes.parquet").select(
+            "meter_id", "premise_id", "service_id", "method",
             (pl.col("volume") * 1_000_000).cast(pl.Int64).alias("volume_micro"))
         for accounts, services in jobs:
             mine = charges if accounts is None else charges.join(accounts.lazy(), on="account_id", how="semi")
@@ -421,6 +434,38 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
                                      "supplier_id": pl.String, "amount_kop": pl.Int64}))
             past.append(PastPeriod(origin, lines, done, volumes, accounts, services))
     return past
+
+
+def _awaiting_reading(regs: dict[str, pl.DataFrame], averaged_before: pl.DataFrame, period: Period,
+                      window_end_day: int) -> pl.DataFrame:
+    """Accounts and sealed months a reading of ``period`` may settle (п.61): account_id, period.
+
+    The months charged by average or norm since the meter's last metered month, of
+    the meters with a reading counting for ``period`` (register or bank). A reading
+    that turns out unusable settles nothing: those months then recompute to zero.
+    """
+    from pipeline.calc.readings import reading_period_index
+
+    empty = pl.DataFrame(schema={"account_id": pl.String, "period": pl.String})
+    if not averaged_before.height:
+        return empty
+    index = period.year * 12 + period.month - 1
+    read_now = regs["readings"].filter(
+        reading_period_index(pl.col("read_on"), window_end_day) == index).select("meter_id").unique()
+    history = averaged_before.join(read_now, on="meter_id", how="semi")
+    if not history.height:
+        return empty
+    metered = history.filter(pl.col("method") == "meter").group_by("meter_id").agg(
+        pl.col("period_index").max().alias("_last"))
+    months = history.filter(pl.col("method") != "meter").join(metered, on="meter_id", how="left").filter(
+        pl.col("_last").is_null() | (pl.col("period_index") > pl.col("_last")))
+    premises = regs["meters"].filter(pl.col("premise_id").is_not_null()).select("meter_id", "premise_id")
+    return months.join(premises, on="meter_id").join(
+        regs["accounts"].select("account_id", "premise_id"), on="premise_id").select(
+        "account_id",
+        pl.format("{}-{}", (pl.col("period_index") // 12).cast(pl.String),
+                  (pl.col("period_index") % 12 + 1).cast(pl.String).str.zfill(2)).alias("period"),
+    ).unique()
 
 
 def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str, Any]:
@@ -522,6 +567,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
     from pipeline.calc.common_property import settlement_postings
     from pipeline.calc.recalc import RECALC_SCHEMA, recalculate
 
+    settled = _settled_volumes(inputs, volumes)
     settlements = _settle(inputs, lines, buildings_of)
     made = settlements.select(SETTLED_COLUMNS)
     if inputs.settlements is not None:
@@ -529,7 +575,8 @@ def compute(inputs: CloseInputs) -> CloseResult:
     recalcs = pl.concat([
         quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
                            period).cast(RECALC_SCHEMA),
-        *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day, period)
+        *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day, period,
+                      settled)
           for past in inputs.past_periods],
         settlement_postings(made, inputs.settlement_posted, lines, period).cast(RECALC_SCHEMA),
     ])
@@ -588,6 +635,25 @@ def compute(inputs: CloseInputs) -> CloseResult:
         )
     return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
                        inputs.due_date, totals, penalties, recalcs, settlements)
+
+
+def _settled_volumes(inputs: CloseInputs, volumes: pl.DataFrame) -> pl.DataFrame | None:
+    """Meter volumes of the sealed months recomputed now that readings settle them (п.61).
+
+    Only the meters of the accounts being recomputed; None when no month is.
+    """
+    from pipeline.calc.readings import settled_volumes
+
+    if not inputs.past_periods:
+        return None
+    history = inputs.averaged_before
+    if all(p.accounts is not None for p in inputs.past_periods):
+        accounts = pl.concat([p.accounts for p in inputs.past_periods]).unique()
+        premises = inputs.regs["accounts"].join(accounts, on="account_id", how="semi").select("premise_id")
+        meters = inputs.regs["meters"].join(premises, on="premise_id", how="semi").select("meter_id")
+        history = history.join(meters, on="meter_id", how="semi")
+    return settled_volumes(history, inputs.regs["meters"], inputs.regs["readings"], inputs.period,
+                           inputs.window_end_day, volumes, inputs.rejected_readings)
 
 
 def _settle(inputs: CloseInputs, lines: pl.DataFrame, buildings_of: pl.DataFrame) -> pl.DataFrame:
@@ -649,7 +715,7 @@ def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
         "amount", "coefficient", "line_from", "line_to", "days", "days_in_month",
         "person_days", "absent_days", "persons_basis", "area", "common_area", "building_area", "share",
         "norm", "meter_volume",
-        "tariff_row", "norm_row", "coef_row",
+        "tariff_row", "norm_row", "coef_row", "norm_table", "norm_rooms", "norm_persons", "norm_stove",
     ).collect()
     allocations = result.allocations.with_columns(
         kopecks_to_decimal_expr("amount_kop").alias("amount")

@@ -396,7 +396,7 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
         out = fn()
         report["steps"].append({"step": name, "seconds": round(time.perf_counter() - t, 2),
                                 "peak_rss_mb": _peak_mb()})
-        say(f"  {name}: {report['steps'][-1]['seconds']} с")
+        say(f"{name}: {str(report['steps'][-1]['seconds']).replace('.', ',')} с")  # a stage line (stderr)
         return out
 
     try:

@@ -13,6 +13,7 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.dates import Period
+from pipeline.methods import method_name
 from pipeline.money import format_rub, rubles_text
 from pipeline.workspace import BillingError, Workspace
 from rules import read_rule_table
@@ -63,27 +64,32 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     regs = load_store(ws)
     services = {r["service_id"]: r for r in read_rule_table(ws.rules, "services").iter_rows(named=True)}
     rules = {name: {r["source_row"]: r for r in read_rule_table(ws.rules, name).iter_rows(named=True)}
-             for name in ("tariffs", "norms", "increasing_coefficients")}
+             for name in ("tariffs", "norms", "increasing_coefficients", "electricity_norms")}
     orgs = {r["org_id"]: r["name"] for r in regs["organizations"].iter_rows(named=True)}
     acc = regs["accounts"].filter(pl.col("account_id") == account_id)
     premise = acc["premise_id"][0] if acc.height else None
     meters = regs["meters"].filter(pl.col("premise_id") == premise)
     meter_lines = volumes.join(meters.select("meter_id", "verified_until", "digits"), on="meter_id")
+    unread = _charged_without_reading(ws, meters, period)
+    window_end_day = int(ws.settings().get("readings", {}).get("window_end_day", 25))
+    settle_norm = bool(ws.settings().get("readings", {}).get("settle_norm_months", True))
     why_k = _increased_reasons(regs, premise, Period.parse(period))
 
     out = [f"Лицевой счёт {account_id}, период {period}"
            + ("" if sealed else " (период не закрыт: предварительный расчёт)")]
     if acc.height:
-        out.append(f"Плательщик: {acc['payer_name'][0]}; помещение {premise}, доля {acc['share'][0]}")
+        out.append(f"Плательщик: {acc['payer_name'][0]}; помещение {premise}, "
+                   f"доля {_num(acc['share'][0], 4)}")
     total = Decimal(0)
     for ln in mine.iter_rows(named=True):
         svc = services.get(ln["service_id"], {"name": ln["service_id"], "unit": ""})
         unit = svc["unit"]
         out.append("")
         out.append(f"{svc['name']} — {orgs.get(ln['supplier_id'], ln['supplier_id'])}; "
-                   f"способ: {ln['method']}; дни {ln['line_from']:%d.%m}–{ln['line_to']:%d.%m} "
+                   f"способ: {method_name(ln['method'])}; дни {ln['line_from']:%d.%m}–{ln['line_to']:%d.%m} "
                    f"({ln['days']} из {ln['days_in_month']})")
-        out.extend("  " + s for s in _volume_text(ln, unit, meter_lines))
+        out.extend("  " + s for s in _volume_text(ln, unit, meter_lines, unread, window_end_day,
+                                                  settle_norm))
         if ln["method"] == "norm_increased":
             why = why_k.get(ln["service_id"], "прибор учёта не установлен, хотя установка возможна "
                                               "(п.42, формула 4(1))")
@@ -118,7 +124,61 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     return "\n".join(out)
 
 
-def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
+def _charged_without_reading(ws: Workspace, meters: pl.DataFrame, period: str) -> pl.DataFrame:
+    """The premise's meter volumes of the sealed months before ``period`` a reading settles (п.61).
+
+    period, meter_id, method, volume and ``index`` (year × 12 + month − 1), in period order.
+    """
+    from pipeline.calc.readings import period_index
+
+    settle_norm = ws.settings().get("readings", {}).get("settle_norm_months", True)
+    methods = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
+    files = [f for q in ws.sealed_periods() if q < period
+             and (f := ws.period_dir(q) / "meter_volumes.parquet").is_file()]
+    schema = pl.Schema({"period": pl.String(), "meter_id": pl.String(), "method": pl.String(),
+                        "volume": pl.Decimal(18, 6)})
+    if not files or not meters.height:
+        return pl.DataFrame(schema={**schema, "index": pl.Int32()})
+    rows = pl.concat([pl.read_parquet(f, columns=list(schema)) for f in files], how="vertical_relaxed")
+    return rows.filter(pl.col("meter_id").is_in(meters["meter_id"].implode())
+                       & pl.col("method").is_in(methods)).with_columns(
+        period_index(pl.col("period").str.slice(0, 4).cast(pl.Int32),
+                     pl.col("period").str.slice(5, 2).cast(pl.Int32)).alias("index")).sort("period")
+
+
+def _settled_text(m: dict, delta: Decimal, unread: pl.DataFrame, window_end_day: int, unit: str
+                  ) -> tuple[str, list[str]]:
+    """What a reading settled (п.61): the subtraction, and the months charged without it, by method."""
+    span = unread.filter(pl.col("meter_id") == m["meter_id"])
+    if (d := m["prev_read_on"]) is not None:  # the months after the one the previous reading counts for
+        span = span.filter(pl.col("index") > d.year * 12 + d.month - 1 + int(d.day > window_end_day))
+    if not span.height:
+        return "", []
+    by_method: dict[str, Decimal] = {}
+    for r in span.iter_rows(named=True):
+        by_method[r["method"]] = by_method.get(r["method"], Decimal(0)) + r["volume"]
+    charged = sum(by_method.values(), Decimal(0))
+    parts = " и ".join(f"{method_name(k)} {_num(v, 6)}" for k, v in by_method.items())
+    months = ", ".join(f"{r['period']} {method_name(r['method'])} {_num(r['volume'], 6)}"
+                       for r in span.iter_rows(named=True))
+    detail = f"без показаний начислено: {months}"
+    excess = charged - delta
+    if excess > 0:
+        # Taken back from the most recent months first, each down to zero (readings.settled_volumes).
+        credited, rest = [], excess
+        for r in reversed(list(span.iter_rows(named=True))):
+            if rest <= 0:
+                break
+            credited.append(r["period"])
+            rest -= min(rest, r["volume"])
+        detail += (f"; начислено больше, чем потреблено, на {_num(excess, 6)} {unit} — возвращено "
+                   f"перерасчётом за {', '.join(sorted(credited))} (п.61)")
+    return f" = {_num(delta, 6)} − уже начислено {parts} (п.61)", [detail]
+
+
+def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame,
+                 unread: pl.DataFrame | None = None, window_end_day: int = 25,
+                 settle_norm: bool = True) -> list[str]:
     method = ln["method"]
     part = f" × {ln['days']}/{ln['days_in_month']} дн." if ln["days"] != ln["days_in_month"] else ""
     if method in ("norm", "norm_increased") and ln["norm"] is not None:
@@ -126,8 +186,16 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
             else "зарегистрированных"
         if ln.get("absent_days"):
             basis += f" (за вычетом {ln['absent_days']} чел.-дн. временного отсутствия, п.86–87)"
+        # A working meter left unread after its 3 averaged months: the norm (п.60).
+        later = "; объём вычитается, когда придут показания (п.61)" if settle_norm else ""
+        unread_meter = [f"  прибор {m['meter_id']}: показаний нет больше трёх месяцев — начислено по "
+                        f"нормативу (п.60){later}"
+                        for m in meter_lines.filter((pl.col("service_id") == ln["service_id"])
+                                                    & (pl.col("method") == "norm")).iter_rows(named=True)
+                        if method == "norm"]
         return [f"объём = {ln['person_days']} чел.-дн. {basis} / {ln['days_in_month']} дн. × "
-                f"норматив {_num(ln['norm'], 6)} {unit} = {_num(ln['volume'], 6)} {unit}"]
+                f"норматив {_num(ln['norm'], 6)} {unit} = {_num(ln['volume'], 6)} {unit}",
+                *_matrix_text(ln, unit), *unread_meter]
     if method == "per_person":
         away = (f" (за вычетом {ln['absent_days']} чел.-дн. отсутствия, п.148(44))"
                 if ln.get("absent_days") else "")
@@ -167,10 +235,10 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
             if delta < 0:  # the meter passed its maximum
                 delta += Decimal(10) ** int(m["digits"])
                 text += f" + 10^{m['digits']} (переход через ноль)"
-            if delta != m["volume"]:
-                text += (f" = {_num(delta, 6)} − уже начислено по среднему {_num(delta - m['volume'], 6)} "
-                         "(п.61)")
-            lines.append(f"{text} = {_num(m['volume'], 6)}")
+            settled, detail = (_settled_text(m, delta, unread, window_end_day, unit)
+                               if unread is not None else ("", []))
+            lines.append(f"{text}{settled} = {_num(m['volume'], 6)}")
+            lines.extend("    " + d for d in detail)
         elif m["method"] == "norm":
             lines.append(f"  прибор {m['meter_id']}: показаний нет больше трёх месяцев — начислено по "
                          f"нормативу {_num(m['volume'], 6)}; вычитается, когда придут показания (п.60, п.61)")
@@ -181,6 +249,24 @@ def _volume_text(ln: dict, unit: str, meter_lines: pl.DataFrame) -> list[str]:
             lines.append(f"  прибор {m['meter_id']}: показаний за месяц нет или они не приняты — "
                          f"среднемесячный объём {_num(m['volume'], 6)} (п.59 «б», п.59(1))")
     return lines
+
+
+STOVE_TEXT = {"gas": "газовая плита", "electric": "электроплита"}
+
+
+def _matrix_text(ln: dict, unit: str) -> list[str]:
+    """The cell of the rooms × persons norm matrix a line used (or why it used none)."""
+    persons = ln.get("norm_persons")
+    if persons is None:
+        return []
+    if ln.get("norm_rooms") is None:
+        return ["в реестре помещений не указано число комнат — норматив на человека из norms.csv "
+                "вместо норматива по числу комнат и проживающих"]
+    rooms = "4 и более" if ln["norm_rooms"] >= 4 else str(ln["norm_rooms"])
+    people = "5 и более" if persons >= 5 else str(persons)
+    stove = STOVE_TEXT.get(ln.get("norm_stove") or "", ln.get("norm_stove") or "")
+    return [f"норматив {rooms} комн., {people} чел., {stove}: {_num(ln['norm'], 6)} {unit} на человека "
+            "в месяц (проживающих — в среднем за дни строки по всем счетам помещения)"]
 
 
 def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, period: Period) -> dict[str, str]:
@@ -225,7 +311,8 @@ def _settlement_text(settlements: pl.DataFrame, r: dict, services: dict) -> list
 
 def _sources(ln: dict, rules: dict[str, dict[int, dict]]) -> list[str]:
     out = []
-    for key, table, label in (("tariff_row", "tariffs", "тариф"), ("norm_row", "norms", "норматив"),
+    norms = ln.get("norm_table") or "norms"
+    for key, table, label in (("tariff_row", "tariffs", "тариф"), ("norm_row", norms, "норматив"),
                               ("coef_row", "increasing_coefficients", "коэффициент")):
         row = ln.get(key)
         if row is None:

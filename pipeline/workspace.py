@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import polars as pl
+if TYPE_CHECKING:  # polars costs ~0.1 s to import: `billing --help` must not pay it
+    import polars as pl
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -208,6 +209,12 @@ def init_workspace(home: Path) -> Workspace:
     for entry in defaults.iterdir():
         if entry.name.endswith((".csv", ".toml")):
             atomic_write_bytes(ws.rules / entry.name, entry.read_bytes())
+    # A header-only template per register (docs/registers.md describes the columns): an empty
+    # optional register loads as empty, an empty required one is named by billing ingest.
+    from pipeline.docs import templates
+
+    for name, text in templates().items():
+        atomic_write_bytes(ws.registers / name, text.encode())
     atomic_write_bytes(home / "settings.toml", DEFAULT_SETTINGS.encode())
     return ws
 

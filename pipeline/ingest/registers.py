@@ -30,7 +30,14 @@ from pipeline.workspace import (
     staging_dir,
     write_parquet_atomic,
 )
-from rules import read_rule_table
+from rules import (
+    check_rules,
+    load_rules,
+    problem_lines,
+    ragged_rows,
+    read_rule_table,
+    rule_errors_message,
+)
 from schemas.registers import LOAD_ORDER, REGISTERS, Col, Register
 
 
@@ -45,6 +52,8 @@ class IngestResult:
     rejects_path: Path | None
     #: records whose refused row was replaced by their version from the last snapshot (keep_last)
     kept: dict[str, int] = field(default_factory=dict)
+    #: Russian lines to show (rule tables naming services that services.csv lacks)
+    warnings: tuple[str, ...] = ()
 
     @property
     def total_rejected(self) -> int:
@@ -62,6 +71,11 @@ def find_register_files(directory: Path) -> dict[str, Path]:
         name = path.stem
         if name not in REGISTERS:
             continue
+        if name in found and _header_only(found[name]):
+            found[name] = path  # the untouched template of billing init beside the real file
+            continue
+        if name in found and _header_only(path):
+            continue
         if name in found:
             raise BillingError(
                 f"Реестр {name} задан двумя файлами: {found[name].name} и {path.name}; "
@@ -77,11 +91,39 @@ def find_register_files(directory: Path) -> dict[str, Path]:
     return found
 
 
+def _header_only(path: Path) -> bool:
+    """A CSV with a header and no row: the template ``billing init`` writes (it holds no data,
+    so another file of the same register is read instead)."""
+    if path.suffix.lower() != ".csv" or path.stat().st_size > 4096:
+        return False
+    return b"\n" not in path.read_bytes().strip()
+
+
+def _refuse_empty_required(raw: dict[str, pl.DataFrame], files: dict[str, Path]) -> None:
+    """A required register with no row (an unfilled template) stops the ingest, naming them all."""
+    empty = [files[n].name for n in LOAD_ORDER
+             if n in raw and REGISTERS[n].required_file and not raw[n].height]
+    if empty:
+        raise BillingError(
+            f"Пустые обязательные реестры (только строка заголовка): {', '.join(empty)}. В каждом "
+            "нужна хотя бы одна строка. Столбцы, допустимые значения и пример строки каждого "
+            "реестра — в docs/registers.md; пример заполненных реестров — data/sample/registers/.")
+
+
 def read_registers(files: dict[str, Path]) -> dict[str, pl.DataFrame]:
     """Read every register file as text; a missing required column stops everything."""
     raw: dict[str, pl.DataFrame] = {}
     for name, path in files.items():
-        frame = read_table(path)
+        try:
+            frame = read_table(path)
+        except BillingError:
+            # Only now scan the text (a register may be millions of rows): a row with more
+            # fields than the header (48,73 unquoted) is named instead of «файл не читается».
+            ragged = ragged_rows(path, REGISTERS[name])
+            if ragged.height:
+                raise BillingError(f"{path.name}: файл не читается:\n" + "\n".join(problem_lines(ragged))
+                                   ) from None
+            raise
         missing = missing_columns(frame, REGISTERS[name])
         if missing:
             raise BillingError(
@@ -363,21 +405,35 @@ def _dropped(drop: Iterable[str], files: dict[str, Path], directory: Path) -> fr
     for name in sorted(dropped):
         if name not in REGISTERS:
             raise BillingError(f"--drop {name}: нет такого реестра; реестры: {', '.join(REGISTERS)}")
-        if name in files:
+        if name in files and not _header_only(files[name]):
             raise BillingError(f"--drop {name}: файл {files[name].name} есть в {directory}; уберите файл "
                                f"или не указывайте --drop {name}")
     return dropped
 
 
 def _refuse_missing_registers(last_files: dict[str, str], files: dict[str, Path],
-                              dropped: frozenset[str]) -> None:
-    """A register of the last snapshot whose file is gone is not silently emptied."""
-    missing = [(n, Path(p).name) for n, p in sorted(last_files.items())
-               if n in REGISTERS and n not in files and n not in dropped]
-    if missing:
-        raise BillingError("\n".join(
-            f"Реестр {n} был в прошлой загрузке ({f}), а сейчас его нет в registers/: верните файл или, "
-            f"если реестр удалён намеренно, выполните billing ingest --drop {n}" for n, f in missing))
+                              dropped: frozenset[str], last_loaded: dict[str, int] | None = None) -> None:
+    """A register of the last snapshot whose file is gone is not silently emptied.
+
+    Nor is one whose file is now only a header (the real file moved away from beside the
+    template of ``billing init``, or cut to its header). One that had no row (an empty
+    template removed) loses nothing and is not named.
+    """
+    loaded = last_loaded or {}
+    lines = []
+    for n, p in sorted(last_files.items()):
+        if n not in REGISTERS or n in dropped or loaded.get(n) == 0:
+            continue
+        before = f"Реестр {n} был в прошлой загрузке ({Path(p).name}), а сейчас"
+        if n not in files:
+            lines.append(f"{before} его нет в registers/: верните файл или, если реестр удалён "
+                         f"намеренно, выполните billing ingest --drop {n}")
+        elif _header_only(files[n]):
+            lines.append(f"{before} в registers/ он пуст ({files[n].name} — только строка заголовка): "
+                         f"верните строки или, если реестр очищен намеренно, выполните billing ingest "
+                         f"--drop {n}")
+    if lines:
+        raise BillingError("\n".join(lines))
 
 
 def _snapshot_id(files: dict[str, Path], rules_hash: str) -> str:
@@ -401,7 +457,10 @@ def ingest(ws: Workspace, *, accept_removals: bool = False, drop: Iterable[str] 
     a refused row of an existing record refuses the ingest (or keeps the record's last
     version); too many vanished accounts, premises or persons refuse it unless
     ``accept_removals``. A refused ingest writes its reject report and nothing else.
+    Every rule table is checked first, also when the registers are unchanged
+    (:func:`check_rule_tables`).
     """
+    warnings = check_rule_tables(ws)
     files = find_register_files(ws.registers)
     dropped = _dropped(drop, files, ws.registers)
     services = read_rule_table(ws.rules, "services")
@@ -411,11 +470,12 @@ def ingest(ws: Workspace, *, accept_removals: bool = False, drop: Iterable[str] 
     if version:
         meta = json.loads((ws.store / "registers" / version / "ingest.json").read_text())
         if meta.get("snapshot") == snapshot:
-            return IngestResult(meta["loaded"], meta["rejected"], version, True, None)
-        _refuse_missing_registers(meta.get("files", {}), files, dropped)
+            return IngestResult(meta["loaded"], meta["rejected"], version, True, None, warnings=warnings)
+        _refuse_missing_registers(meta.get("files", {}), files, dropped, meta.get("loaded"))
         policy = ingest_policy(ws.settings(), accept_removals, dropped)
 
     raw = read_registers(files)
+    _refuse_empty_required(raw, files)
     names = {n: p.name for n, p in files.items()}
     known = {"services": set(services["service_id"])}
     frames, rejects = check_registers(raw, names, known)
@@ -449,13 +509,38 @@ def ingest(ws: Workspace, *, accept_removals: bool = False, drop: Iterable[str] 
                 "files": {n: str(p) for n, p in files.items()}}
         atomic_write_bytes(tmp / "ingest.json", json.dumps(meta, ensure_ascii=False).encode())
     atomic_write_bytes(ws.store / "registers" / "CURRENT", new_version.encode())
-    return IngestResult(loaded, rejected, new_version, False, rejects_path, guarded.kept)
+    return IngestResult(loaded, rejected, new_version, False, rejects_path, guarded.kept, warnings)
+
+
+def check_rule_tables(ws: Workspace) -> tuple[str, ...]:
+    """Check every rule table as the close will read it; a problem refuses the ingest.
+
+    Run by every ingest, also when the registers are unchanged: a rule edited since
+    must not first meet the close. Bad cells go to a reject report (file, row, column,
+    value, reason) and the message; the tables' cross-row checks (penalty schemes,
+    rate caps, the electricity norm matrix) stop with their own message. Returns the
+    warnings (services that ``services.csv`` lacks).
+    """
+    from pipeline.penalties.policy import load_policy
+
+    checked = check_rules(ws.rules)
+    if checked.rejects.height:
+        path = ws.rejects / f"ingest-{datetime.now().strftime('%Y%m%dT%H%M%S%f')}-rules.csv"
+        write_rejects(checked.rejects, path)
+        raise BillingError(rule_errors_message(checked.rejects)
+                           + f"\nЗагрузка отменена, хранилище не изменено; отчёт: {path}")
+    load_rules(ws.rules)
+    load_policy(ws.rules)
+    return checked.warnings
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
-    """A reject report as CSV that Excel opens with Cyrillic intact (UTF-8 with BOM)."""
-    body = rejects.write_csv(separator=";")
-    atomic_write_bytes(path, b"\xef\xbb\xbf" + body.encode())
+    """A reject report as CSV that Excel opens with Cyrillic intact (UTF-8 with BOM, ``;``),
+    numbers with a decimal comma (:func:`pipeline.tables.excel_csv_bytes`); the cells'
+    values stay the text the file had."""
+    from pipeline.tables import excel_csv_bytes
+
+    atomic_write_bytes(path, excel_csv_bytes(rejects))
 
 
 def _default(col: Col) -> pl.Expr:

@@ -69,16 +69,37 @@ moratorium; per-account opt-out of the 2022 moratorium; regional capital-repair 
 
 from __future__ import annotations
 
-from pipeline.penalties.accrual import BUCKET_SCHEMA, PAYMENT_SCHEMA, accrue, accrue_intervals
-from pipeline.penalties.policy import (
-    RATE_BASES,
-    Moratorium,
-    PenaltyPolicy,
-    RateCap,
-    SchemeRule,
-    load_policy,
-)
-from pipeline.penalties.scalar import BucketPenalty, IntervalRow, bucket_penalty
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.penalties.accrual import BUCKET_SCHEMA, PAYMENT_SCHEMA, accrue, accrue_intervals
+    from pipeline.penalties.policy import (
+        RATE_BASES,
+        Moratorium,
+        PenaltyPolicy,
+        RateCap,
+        SchemeRule,
+        load_policy,
+    )
+    from pipeline.penalties.scalar import BucketPenalty, IntervalRow, bucket_penalty
+
+#: Where each name lives. Imported on first use (PEP 562): ``billing`` imports
+#: ``pipeline.penalties.calculator`` at every start, and the package must not bring
+#: polars with it then (``billing --help``).
+_HOMES = {
+    "BUCKET_SCHEMA": "accrual", "PAYMENT_SCHEMA": "accrual", "accrue": "accrual",
+    "accrue_intervals": "accrual", "RATE_BASES": "policy", "Moratorium": "policy",
+    "PenaltyPolicy": "policy", "RateCap": "policy", "SchemeRule": "policy", "load_policy": "policy",
+    "BucketPenalty": "scalar", "IntervalRow": "scalar", "bucket_penalty": "scalar",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
 
 __all__ = [
     "BUCKET_SCHEMA",

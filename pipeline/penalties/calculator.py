@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.dates import Period
-from pipeline.money import format_rub, parse_fixed, parse_rubles, to_decimal
-from pipeline.penalties.policy import fmt_rate, load_policy
-from pipeline.penalties.scalar import BucketPenalty, bucket_penalty
-from pipeline.workspace import Workspace, audit
+from pipeline.cliargs import DAY_FORMS, DAY_METAVAR, PERIOD_FORMS, PERIOD_METAVAR, day_option, period_option
+
+# Everything else is imported where it is used: `register` runs at every start of `billing`,
+# and polars with the rule machinery (pipeline.money, .policy, .scalar) would make
+# `billing --help` slow.
+if TYPE_CHECKING:
+    from pipeline.penalties.scalar import BucketPenalty
 
 SCHEME_TITLES = {
     "standard": "ЖКУ, ЖК РФ ст.155 ч.14",
@@ -49,17 +51,12 @@ VARIANT_TITLES = {
 
 def parse_day(text: str, option: str) -> date:
     """``YYYY-MM-DD`` or ``DD.MM.YYYY``; a bad value is a usage error (exit 2)."""
-    value = text.strip()
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(value, fmt).date()
-        except ValueError:
-            continue
-    raise typer.BadParameter(f"дата должна быть ГГГГ-ММ-ДД или ДД.ММ.ГГГГ, получено «{text}»",
-                             param_hint=option)
+    return day_option(text, option)
 
 
 def _positive_rubles(text: str, option: str) -> int:
+    from pipeline.money import parse_rubles
+
     try:
         kop = parse_rubles(text)
     except ValueError as err:
@@ -83,6 +80,8 @@ def parse_payment(text: str) -> tuple[date, int]:
 
 def parse_rate(text: str) -> int:
     """A percent with at most two decimals → basis points (``9,5`` → 950)."""
+    from pipeline.money import parse_fixed
+
     try:
         bp = parse_fixed(text.strip().rstrip("%").strip(), 2)
     except ValueError as err:
@@ -94,11 +93,15 @@ def parse_rate(text: str) -> int:
 
 
 def _rub(kop: int) -> str:
+    from pipeline.money import to_decimal
+
     return str(to_decimal(kop))
 
 
 def result_json(result: BucketPenalty) -> dict[str, object]:
     """``{"total": "835.05", "rows": [...]}`` — rubles as strings, rates as percent strings."""
+    from pipeline.penalties.policy import fmt_rate
+
     return {
         "total": _rub(result.penalty_kop),
         "rows": [
@@ -120,6 +123,9 @@ def result_json(result: BucketPenalty) -> dict[str, object]:
 def result_text(result: BucketPenalty, payments: list[tuple[date, int]], rate_basis: str,
                 fixed: bool, variant: str) -> str:
     """A readable Russian table."""
+    from pipeline.money import format_rub
+    from pipeline.penalties.policy import fmt_rate
+
     lines = [
         f"Пени: {SCHEME_TITLES.get(result.scheme, result.scheme)}",
         f"Начисление за {result.period}: {format_rub(result.amount_kop)} ₽; срок оплаты "
@@ -169,11 +175,13 @@ def result_text(result: BucketPenalty, payments: list[tuple[date, int]], rate_ba
 def penalty_command(amount: str, period: str, until: str, payments: list[str], rate: str | None,
                     no_moratoriums: bool, scheme: str, as_json: bool, home: Path) -> None:
     """Body of ``billing penalty`` (see the module docstring)."""
+    from pipeline.dates import Period
+    from pipeline.penalties.policy import load_policy
+    from pipeline.penalties.scalar import bucket_penalty
+    from pipeline.workspace import Workspace, audit
+
     amount_kop = _positive_rubles(amount, "--amount")
-    try:
-        charge_period = Period.parse(period)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--period") from None
+    charge_period = Period.parse(period_option(period, "--period"))
     last_day = parse_day(until, "--until")
     paid = [parse_payment(p) for p in payments or []]
     rate_bp = parse_rate(rate) if rate is not None else None
@@ -210,23 +218,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("penalty")
     def penalty(
-        amount: Annotated[str, typer.Option("--amount", help="Сумма начисления за период, руб.")],
-        period: Annotated[str, typer.Option("--period", help="Период начисления ГГГГ-ММ.")],
+        amount: Annotated[str, typer.Option(
+            "--amount", metavar="РУБ", help="Сумма начисления за период, руб. (1000 или 1000,50).")],
+        period: Annotated[str, typer.Option(
+            "--period", metavar=PERIOD_METAVAR, help=f"Период начисления: {PERIOD_FORMS}.")],
         until: Annotated[str, typer.Option(
-            "--until", help="Последний день расчёта (включительно), ГГГГ-ММ-ДД.")],
+            "--until", metavar=DAY_METAVAR, help=f"Последний день расчёта (включительно): {DAY_FORMS}.")],
         payment: Annotated[list[str] | None, typer.Option(
             "--payment", metavar="ДАТА=РУБ",
-            help="Оплата ДАТА=РУБ (можно повторять); уменьшает долг со следующего дня.")] = None,
+            help=f"Оплата ДАТА=РУБ, дата {DAY_FORMS} (можно повторять); уменьшает долг со "
+                 "следующего дня.")] = None,
         rate: Annotated[str | None, typer.Option(
-            "--rate", help="Одна ставка, % на все дни (ограничения ставки не применяются).")] = None,
+            "--rate", metavar="ПРОЦЕНТ",
+            help="Одна ставка, % на все дни (ограничения ставки не применяются).")] = None,
         no_moratoriums: Annotated[bool, typer.Option(
             "--no-moratoriums", help="Не применять моратории на пени.")] = False,
         scheme: Annotated[str, typer.Option(
-            "--scheme", help="Схема: standard (ЖКУ, ч.14) или capital_repair (капремонт, ч.14.1)."
+            "--scheme", metavar="СХЕМА",
+            help="Схема: standard (ЖКУ, ч.14) или capital_repair (капремонт, ч.14.1)."
         )] = "standard",
         as_json: Annotated[bool, typer.Option("--json", help="Вывести результат в JSON.")] = False,
         home: Annotated[Path | None, typer.Option(
-            "--home", help="Рабочее пространство (по умолчанию BILLING_HOME или ./billing-home).")] = None,
+            "--home", metavar="КАТАЛОГ",
+            help="Рабочее пространство (по умолчанию BILLING_HOME или ./billing-home).")] = None,
     ) -> None:
         """Рассчитать пени по одному начислению (ЖК РФ ст.155 ч.14 и ч.14.1)."""
         root = (home or Path(os.environ.get("BILLING_HOME") or "./billing-home")).resolve()

@@ -12,31 +12,8 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.close import CloseResult
+from pipeline.methods import method_label
 from pipeline.render.receipts import Payee, RecalcLine, Receipt, ReceiptLine
-
-METHOD_LABELS = {
-    "meter": "по счётчику",
-    "average": "по среднему",
-    "norm": "по нормативу",
-    "norm_increased": "по нормативу ×{coef}",
-    "area": "по площади",
-    "heating": "норматив на м²",
-    "heating_meter": "по ОДПУ дома",
-    "heating_average": "по ОДПУ (среднее)",
-    "per_person": "на человека",
-    "fixed": "фиксированная",
-    "common_property": "норматив СОИ",
-}
-
-
-def method_label(method: str, coef_milli: int) -> str:
-    """Russian label of a charge method.
-
-    >>> method_label("norm_increased", 1500), method_label("meter", 1000)
-    ('по нормативу ×1,5', 'по счётчику')
-    """
-    coef = f"{Decimal(coef_milli) / 1000:f}".rstrip("0").rstrip(".").replace(".", ",")
-    return METHOD_LABELS.get(method, method).format(coef=coef)
 
 
 def build_receipts(
