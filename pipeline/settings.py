@@ -1,0 +1,272 @@
+"""``settings.toml`` as one typed value, parsed and checked once (:meth:`Settings.load`).
+
+Each section is a frozen dataclass whose field defaults are *the* defaults: a key that
+is absent takes it, and ``DEFAULT_SETTINGS`` (the text ``billing init`` writes, in
+:mod:`pipeline.workspace`) states the same values (a test parses it and compares).
+
+Every value is checked on load; a bad one stops with a Russian message naming the
+section, the key and the value. Inside a known section an unknown key (a typo such as
+``spike_multiplier``) is refused with the allowed keys listed; an unknown *section* is
+ignored, so a workspace written by another version still loads.
+
+The close reads and checks the whole file (``Workspace.typed_settings()``); a command
+that needs one section reads only that one (:func:`load_section`: the lock, ingest,
+the inbox, receipts, ``serve``, ``explain``), so a typo in ``[heating]`` does not stop
+the nightly payment import. Only the stdlib is imported here: the workspace lock reads
+its section without polars.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from pipeline.errors import BillingError
+
+#: Formats of payment files (parsers in :mod:`pipeline.ingest.bank_formats`).
+PAYMENT_FORMATS = ("sber", "vtb", "csv")
+#: Formats whose registers end with a checked footer line.
+FOOTER_FORMATS = ("sber", "vtb")
+#: How the nightly import tells that an inbox file is complete.
+COMPLETE_RULES = ("footer", "settle", "done")
+
+_MONTH = "нужен номер месяца 1–12"
+
+
+@dataclass(frozen=True)
+class Readings:
+    """``[readings]``: the reading window, the spike check, settling norm months (п.61)."""
+
+    window_start_day: int = 15
+    window_end_day: int = 25
+    spike_multiple: int = 5
+    settle_norm_months: bool = True
+
+
+@dataclass(frozen=True)
+class Heating:
+    """``[heating]``: how heating is paid (ПП 603/2016, the region's choice)."""
+
+    payment: str = "even"
+    season_months: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 11, 12)
+    true_up_month: int = 1
+
+
+@dataclass(frozen=True)
+class Recalculation:
+    """``[recalculation]``: how many sealed months a change of registers or rules reaches."""
+
+    horizon_months: int = 36
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """``[ingest]``: what an ingest may do to records of the last snapshot."""
+
+    on_rejected_existing: str = "refuse"
+    max_removed_share: float = 0.05
+
+
+@dataclass(frozen=True)
+class Receipts:
+    """``[receipts]``: rendering processes (0 — one per core) and print batches per building."""
+
+    workers: int = 0
+    print_batches: bool = True
+
+
+@dataclass(frozen=True)
+class Lock:
+    """``[lock]``: how long a writer waits for the workspace lock (env ``BILLING_LOCK_WAIT`` wins)."""
+
+    wait_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``[schedule]``: the nightly payment import of ``billing serve``."""
+
+    nightly_import_cron: str = "30 2 * * *"
+    timezone: str = "Europe/Moscow"
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """``[inbox]`` and ``[inbox.complete]``: when an inbox file is complete.
+
+    ``complete`` maps a format or a file-name pattern to its rule, in the file's order
+    after the defaults (a pattern wins over a format: see ``InboxRules.rule_for``).
+    """
+
+    settle_seconds: int = 120
+    complete: tuple[tuple[str, str], ...] = (("sber", "footer"), ("vtb", "footer"), ("csv", "settle"))
+
+
+#: A check of one value: (test, what is allowed — the end of the message).
+Check = tuple[Callable[[Any], bool], str]
+
+_CHECKS: dict[str, dict[str, Check]] = {
+    "readings": {
+        "window_start_day": (lambda v: 1 <= v <= 31, "нужен день месяца 1–31"),
+        "window_end_day": (lambda v: 1 <= v <= 31, "нужен день месяца 1–31"),
+        "spike_multiple": (lambda v: v >= 0, "нужно целое ≥ 0"),
+        "settle_norm_months": (lambda v: True, "нужно true или false"),
+    },
+    "heating": {
+        "payment": (lambda v: v in ("even", "in_season"), "допустимо «even» или «in_season»"),
+        "season_months": (lambda v: all(1 <= m <= 12 for m in v), f"{_MONTH} в списке"),
+        "true_up_month": (lambda v: 1 <= v <= 12, _MONTH),
+    },
+    "recalculation": {
+        "horizon_months": (lambda v: v >= 0, "нужно целое число месяцев ≥ 0"),
+    },
+    "ingest": {
+        "on_rejected_existing": (lambda v: v in ("refuse", "keep_last"),
+                                 "допустимо «refuse» или «keep_last»"),
+        "max_removed_share": (lambda v: 0 <= v <= 1, "нужна доля от 0 до 1 (0.05 — это 5 %)"),
+    },
+    "receipts": {
+        "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
+        "print_batches": (lambda v: True, "нужно true или false"),
+    },
+    "lock": {
+        "wait_seconds": (lambda v: v >= 0, "нужно число секунд ≥ 0"),
+    },
+    "schedule": {
+        "nightly_import_cron": (lambda v: len(v.split()) == 5,
+                                "нужно расписание cron из пяти полей, например \"30 2 * * *\""),
+        "timezone": (lambda v: bool(v.strip()), "нужен часовой пояс, например \"Europe/Moscow\""),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole ``settings.toml``, checked; ``Settings()`` is the defaults."""
+
+    readings: Readings = field(default_factory=Readings)
+    heating: Heating = field(default_factory=Heating)
+    recalculation: Recalculation = field(default_factory=Recalculation)
+    ingest: Ingest = field(default_factory=Ingest)
+    receipts: Receipts = field(default_factory=Receipts)
+    lock: Lock = field(default_factory=Lock)
+    schedule: Schedule = field(default_factory=Schedule)
+    inbox: Inbox = field(default_factory=Inbox)
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Parse and check all of ``path`` (a broken file, a bad value or an unknown key stops)."""
+        return cls.parse(_read(path), path)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], path: Path | str = "settings.toml") -> Settings:
+        """Check an already parsed ``settings.toml`` (``path`` only names it in messages)."""
+        return cls(**{f.name: _parse_section(_SECTIONS[f.name], data, path) for f in fields(cls)})
+
+
+S = TypeVar("S")
+
+_SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalculation": Recalculation,
+                              "ingest": Ingest, "receipts": Receipts, "lock": Lock,
+                              "schedule": Schedule, "inbox": Inbox}
+_NAMES = {kind: name for name, kind in _SECTIONS.items()}
+
+
+def load_section(path: Path, kind: type[S]) -> S:
+    """One section of ``path``, checked (``load_section(path, Lock)``); the others are not looked at.
+
+    Commands that need one section use this, so a typo in ``[heating]`` does not stop the
+    nightly payment import; the close checks the whole file (:meth:`Settings.load`).
+    """
+    return _parse_section(kind, _read(path), path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise BillingError(f"{path}: файл настроек не найден") from None
+    except tomllib.TOMLDecodeError as err:
+        raise BillingError(f"{path}: файл настроек не читается: {err}") from err
+
+
+def _parse_section(kind: type[S], data: Mapping[str, Any], path: Path | str) -> S:
+    name = _NAMES[kind]
+    if kind is Inbox:
+        return cast(S, _inbox(data.get(name, {}), path))
+    return cast(S, _section(kind, name, data.get(name, {})))
+
+
+def _refuse_unknown(section: str, table: Mapping[str, Any], allowed: list[str]) -> None:
+    unknown = [key for key in table if key not in allowed]
+    if unknown:
+        raise BillingError(f"settings.toml [{section}]: неизвестный ключ «{unknown[0]}» — допустимы "
+                           f"{', '.join(allowed)}")
+
+
+def _section(kind: type, section: str, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise BillingError(f"settings.toml [{section}]: ожидается раздел настроек, а не {table!r}")
+    names = [f.name for f in fields(kind)]
+    _refuse_unknown(section, table, names)
+    values = {}
+    for name in names:
+        if name in table:
+            default = getattr(kind, name)
+            values[name] = _value(section, name, table[name], default, _CHECKS[section][name])
+    return kind(**values)
+
+
+def _value(section: str, key: str, value: Any, default: Any, check: Check) -> Any:
+    """``value`` of the default's type passing ``check``, else a stop naming section, key, value."""
+    test, allowed = check
+    if isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):  # an integer is a number too: wait_seconds = 900
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default)) and not isinstance(value, bool)
+    if not ok or not test(value):
+        raise BillingError(f"settings.toml [{section}] {key} = {value!r}: {allowed}")
+    if isinstance(default, tuple):
+        return tuple(value)
+    return float(value) if isinstance(default, float) else value
+
+
+def _inbox(table: Any, path: Path | str) -> Inbox:
+    """``[inbox]``: ``settle_seconds`` and ``[inbox.complete]`` (formats or name patterns)."""
+    where = f"{path}, [inbox]"
+    if not isinstance(table, dict):
+        raise BillingError(f"{where}: ожидается раздел настроек")
+    _refuse_unknown("inbox", table, ["settle_seconds", "complete"])
+    settle = table.get("settle_seconds", Inbox.settle_seconds)
+    if isinstance(settle, bool) or not isinstance(settle, int) or settle < 0:
+        raise BillingError(f"{where} settle_seconds: ожидается целое число секунд не меньше 0, "
+                           f"а не «{settle}»")
+    rules = table.get("complete", {})
+    if not isinstance(rules, dict):
+        raise BillingError(f"{where} complete: ожидается раздел [inbox.complete]")
+    complete = dict(Inbox.complete)
+    for key, rule in rules.items():
+        if rule not in COMPLETE_RULES:
+            raise BillingError(f"{where}.complete, {key}: правило «{rule}» неизвестно — допустимы "
+                               f"{', '.join(COMPLETE_RULES)}")
+        if not is_name_pattern(key) and key not in PAYMENT_FORMATS:
+            raise BillingError(f"{where}.complete: «{key}» — не формат ({', '.join(PAYMENT_FORMATS)}) "
+                               f"и не шаблон имени файла (например \"post-*.csv\")")
+        if rule == "footer" and key not in FOOTER_FORMATS:
+            raise BillingError(f"{where}.complete, {key}: правило footer — только для реестров sber и "
+                               f"vtb (итоговая строка есть только у них); выберите settle или done")
+        complete[key] = rule
+    return Inbox(settle, tuple(complete.items()))
+
+
+def is_name_pattern(key: str) -> bool:
+    """Whether a key of ``[inbox.complete]`` is a file-name pattern (not a format)."""
+    return any(ch in key for ch in "*?[")
