@@ -19,6 +19,7 @@ from flows import step
 from pipeline import close as stages
 from pipeline import progress
 from pipeline.dates import Period
+from pipeline.render.build import receipts_step
 from pipeline.workspace import Workspace, workspace_lock
 
 
@@ -35,7 +36,10 @@ def compute(inputs: stages.CloseInputs) -> stages.CloseResult:
 @task(name="seal-with-receipts", cache_policy=NO_CACHE)
 def seal(home: str, inputs: stages.CloseInputs, result: stages.CloseResult,
          receipts: bool) -> str:
-    return str(stages.seal_with_receipts(Workspace(Path(home)), inputs, result, receipts))
+    """Seal the period; the receipts are a step of the flow, rendered into the sealed folder."""
+    ws = Workspace(Path(home))
+    render = receipts_step(ws, inputs, result) if receipts else None
+    return str(stages.seal(ws, result, inputs, render))
 
 
 @flow(name="monthly_close", log_prints=False)

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import run_logger, step
 from pipeline.ingest.payments import import_inbox
-from pipeline.workspace import Workspace, audit
+from pipeline.workspace import Workspace, audit, default_home
 
 
 @task(name="import-inbox", cache_policy=NO_CACHE)
@@ -50,8 +50,6 @@ def import_all(home: str) -> list[dict[str, Any]]:
 @flow(name="nightly_payment_import")
 def nightly_payment_import(home: str | None = None) -> list[dict[str, Any]]:
     """Import the inbox of ``home`` (default: ``BILLING_HOME`` or ``./billing-home``)."""
-    from pipeline.cli import default_home
-
     target = Path(home).resolve() if home else default_home().resolve()
     outcomes: list[dict[str, Any]] = step(import_all, str(target))
     return outcomes

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ os.environ.setdefault("TYPER_USE_RICH", "0")
 
 import typer  # after the setting above, which typer reads at import
 
+from pipeline.app import close_summary_lines, run_close
 from pipeline.cliargs import (
     DAY_FORMS,
     DAY_METAVAR,
@@ -32,7 +32,7 @@ from pipeline.cliargs import (
     install_russian_help,
     period_option,
 )
-from pipeline.workspace import BillingError, Workspace
+from pipeline.workspace import BillingError, Workspace, default_home
 
 install_russian_help()
 app = typer.Typer(
@@ -50,10 +50,6 @@ report_app = typer.Typer(help="Отчёты по закрытым периода
                          no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                          subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(report_app, name="report")
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("BILLING_HOME") or "./billing-home")
 
 
 HomeOpt = Annotated[
@@ -173,50 +169,9 @@ def close_cmd(
     _print_close(summary, dry_run)
 
 
-def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True) -> dict:
-    """Run the ``monthly_close`` flow (also used by ``demo``); audit the outcome."""
-    from flows import configure_prefect, run_flow
-    from pipeline.close import check_can_close
-    from pipeline.dates import Period
-
-    check_can_close(ws, Period.parse(period))
-    configure_prefect(ws.home)
-    from pipeline import progress
-
-    first = "flows.monthly_close" not in sys.modules
-    from flows.monthly_close import monthly_close
-
-    if first:  # importing Prefect takes seconds: say where they went
-        progress.stage("Prefect и этапы закрытия загружены")
-    started = time.perf_counter()
-    summary = run_flow(monthly_close, period=period, home=str(ws.home), dry_run=dry_run,
-                       receipts=receipts)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    _audit(ws, "close", period=period, dry_run=dry_run, outputs=summary)
-    return summary
-
-
 def _print_close(s: dict, dry_run: bool) -> None:
-    head = "Пробный расчёт (период не закрыт)" if dry_run else "Период закрыт"
-    _say(f"{head}: {s['period']} за {s['seconds']} с")
-    _say(f"  лицевых счетов с начислениями: {s['accounts']}, строк начислений: {s['charge_lines']}")
-    from pipeline.methods import method_name
-
-    _say("  способы расчёта: " + ", ".join(f"{method_name(k)} — {v}" for k, v in s["methods"].items()))
-    _say(f"  входящее сальдо: {_rub(s['opening_kop'])}")
-    _say(f"  начислено:       {_rub(s['charged_kop'])}")
-    if s.get("recalculated_kop"):
-        _say(f"  перерасчёты:     {_rub(s['recalculated_kop'])}")
-    if s.get("penalty_kop"):
-        _say(f"  пени:            {_rub(s['penalty_kop'])}")
-    _say(f"  оплачено:        {_rub(s['allocated_kop'])} (платежей: {s['payments']})")
-    _say(f"  исходящее сальдо: {_rub(s['closing_kop'])}")
-    if s.get("due_date"):
-        _say(f"  срок оплаты: {s['due_date']}")
-    if s["reading_issues"]:
-        _say(f"  показаний не принято: {s['reading_issues']} (таблица reading_issues)")
-    if s.get("period_dir"):
-        _say(f"  результаты: {s['period_dir']}")
+    for line in close_summary_lines(s, dry_run):
+        _say(line)
 
 
 @payments_app.command("import")
@@ -464,10 +419,10 @@ def serve(home: HomeOpt = None) -> None:
     from prefect.schedules import Cron
 
     from flows.nightly_payment_import import nightly_payment_import
+    from pipeline.settings import Schedule, load_section
 
-    schedule = ws.settings().get("schedule", {})
-    cron = str(schedule.get("nightly_import_cron", "30 2 * * *"))
-    tz = str(schedule.get("timezone", "Europe/Moscow"))
+    schedule = load_section(ws.settings_path, Schedule)
+    cron, tz = schedule.nightly_import_cron, schedule.timezone
     _audit(ws, "serve", outputs={"deployment": "nightly_payment_import/nightly-payment-import",
                                  "cron": cron, "timezone": tz})
     _say(f"Ночной импорт платежей: «{cron}» ({tz}), сервер {os.environ['PREFECT_API_URL']}")
@@ -491,12 +446,16 @@ def bench(
         "--payments", min=0, metavar="ЧИСЛО",
         help="Замерить ночь из N банковских платежей (импорт и распределение).")] = 0,
     home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Отчёт одним объектом JSON в последней строке stdout.")] = False,
 ) -> None:
-    """Замер: синтетический город, загрузка и закрытие периодов без PDF (время и память).
+    """Замер: синтетический город, загрузка и закрытие периодов без PDF (время, ЦП, память).
 
-    Этапы и время печатаются в stderr, отчёт JSON — в stdout."""
+    Этапы печатаются в stderr; в stdout — сводка (время, процессорное время, пик памяти
+    и строк в секунду по этапам, закрытие первого месяца против голого соединения Polars
+    тех же строк начислений) или с --json — отчёт JSON одной строкой."""
     from pipeline import progress
-    from pipeline.demo import run_bench, run_payment_bench
+    from pipeline.demo import bench_summary, run_bench, run_payment_bench
 
     with progress.reporting():
         if payments:
@@ -504,7 +463,13 @@ def bench(
         else:
             report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None,
                                say=progress.stage)
-    _say(json.dumps(report, ensure_ascii=False, indent=1))
+    if as_json:
+        _say(json.dumps(report, ensure_ascii=False))
+    elif payments:
+        _say(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        for line in bench_summary(report):
+            _say(line)
 
 
 REPORT_FORMATS = ("table", "csv", "xlsx")

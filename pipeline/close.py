@@ -76,7 +76,7 @@ class CloseInputs:
     due_date: date | None
     store_version: str | None
     payments_sha256: str | None
-    spike_multiple: int = 0
+    spike_multiple: int  # settings.toml [readings]; 0 — no check
     heating: HeatingPolicy = field(default_factory=HeatingPolicy)
     rules_sha256: str | None = None
     charge_rules_sha256: str | None = None
@@ -193,22 +193,12 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     version = current_version(ws)
     regs = load_store(ws, version)
     rules = load_rules(rules_dir)
-    settings = ws.settings()
-
-    def setting(section: str, key: str, default: Any, check: Any = None, allowed: str = "") -> Any:
-        return _setting(settings, section, key, default, check, allowed)
-
-    month = "нужен номер месяца 1–12"
-    window_end = setting("readings", "window_end_day", 25, lambda v: 1 <= v <= 31, "нужен день месяца 1–31")
-    spike_multiple = setting("readings", "spike_multiple", 0, lambda v: v >= 0, "нужно целое ≥ 0")
-    settle_norm = setting("readings", "settle_norm_months", True, allowed="нужно true или false")
-    heating = HeatingPolicy(
-        setting("heating", "payment", "even", lambda v: v in ("even", "in_season"),
-                "допустимо «even» или «in_season»"),
-        setting("heating", "season_months", HeatingPolicy.season_months,
-                lambda v: all(1 <= m <= 12 for m in v), f"{month} в списке"),
-        setting("heating", "true_up_month", HeatingPolicy.true_up_month, lambda v: 1 <= v <= 12, month),
-    )
+    settings = ws.typed_settings()
+    window_end = settings.readings.window_end_day
+    spike_multiple = settings.readings.spike_multiple
+    settle_norm = settings.readings.settle_norm_months
+    heating = HeatingPolicy(settings.heating.payment, settings.heating.season_months,
+                            settings.heating.true_up_month)
 
     sealed = ws.sealed_periods()
     opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
@@ -263,7 +253,7 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     due_rules = read_rule_table(rules_dir, "due_dates")
     penalty = _penalty_inputs(ws, open_items, rules_dir)
     rules_hash = rules_sha256(rules_dir)
-    horizon = int(settings.get("recalculation", {}).get("horizon_months", 36))
+    horizon = settings.recalculation.horizon_months
     charge_rules_hash = rules_sha256(rules_dir, CHARGE_RULES)
     past = _past_periods(ws, period, horizon, version, charge_rules_hash, store_regs, heating,
                          rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list(),
@@ -288,21 +278,6 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
 CHARGE_RULES = ("services.csv", "tariffs.csv", "norms.csv", "increasing_coefficients.csv",
                 "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv",
                 "electricity_norms.csv")
-
-
-def _setting(settings: dict[str, Any], section: str, key: str, default: Any, check: Any = None,
-             allowed: str = "") -> Any:
-    """A value of settings.toml of the default's type (and passing ``check``), else a clear stop."""
-    value = settings.get(section, {}).get(key, default)
-    kind = type(default)
-    if kind is tuple:
-        ok = isinstance(value, list | tuple) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value)
-    else:
-        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-    if not ok or (check is not None and not check(value)):
-        raise BillingError(f"settings.toml [{section}] {key} = {value!r}: {allowed or 'неверное значение'}")
-    return tuple(value) if kind is tuple else value
 
 
 def _payments_snapshot(ws: Workspace) -> tuple[pl.DataFrame, str | None]:
@@ -842,26 +817,3 @@ def summary(result: CloseResult) -> dict[str, Any]:
         **{f"{k}_kop": v for k, v in result.totals.items()},
     }
 
-
-def seal_with_receipts(ws: Workspace, inputs: CloseInputs, result: CloseResult,
-                       receipts: bool = True) -> Path:
-    """Seal the period; with ``receipts`` render one PDF per account inside it first."""
-    if not receipts:
-        return seal(ws, result, inputs)
-    from pipeline.render.build import build_receipts
-    from pipeline.render.receipts import check_pdf_stack, render_receipts
-
-    check_pdf_stack()
-    settings = ws.settings().get("receipts", {})
-    workers = int(settings.get("workers", 0)) or None
-    batches = bool(settings.get("print_batches", True))
-
-    def render(tmp: Path) -> dict[str, Any]:
-        report = render_receipts(
-            build_receipts(result, inputs.regs, inputs.rules.services), tmp / "receipts",
-            workers=workers, batches=batches,
-        )
-        # No timing here: the manifest of the same close must be the same bytes.
-        return {"count": report.count, "batches": report.batches}
-
-    return seal(ws, result, inputs, render)

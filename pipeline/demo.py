@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.dates import Period, month_periods
+from pipeline.progress import count_text, seconds_text
 from pipeline.workspace import BillingError, Workspace, audit, init_workspace
 
 DEMO_MARKER = ".billing-demo"
@@ -89,11 +90,13 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
     return path
 
 
-def _pay_and_import(ws: Workspace, bill: Period) -> None:
+def _pay_and_import(ws: Workspace, bill: Period) -> int:
+    """Pay ``bill`` and import the night's files; the number of payments accepted."""
     from pipeline.ingest.payments import import_inbox
 
     _pay_last_bill(ws, bill, 2026)
-    import_inbox(ws, today=bill.shift(1).last)  # the city's clock: the night after the paying month
+    infos = import_inbox(ws, today=bill.shift(1).last)  # the city's clock: the night after the paying month
+    return sum(n for info in infos if isinstance(n := info.get("accepted", 0), int))
 
 
 def _append_rows(path: Path, rows: list[dict[str, str]]) -> None:
@@ -313,7 +316,7 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
     ``heating`` is the region's heating payment (``settings.toml`` [heating] payment):
     ``even`` shows formula 3(1) and the January correction, ``in_season`` formula 3.
     """
-    from pipeline.cli import _print_close, run_close
+    from pipeline.app import close_summary_lines, run_close
     from pipeline.ingest.payments import import_inbox
     from pipeline.ingest.registers import ingest
     from pipeline.synth import generate_city
@@ -353,7 +356,8 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
                     say(f"  платежи {info['file']}: принято {info.get('accepted', 0)}"
                         + (f", невыясненных {info['suspense']}" if info.get("suspense") else ""))
         summary = run_close(ws, str(period), receipts=receipts)
-        _print_close(summary, dry_run=False)
+        for line in close_summary_lines(summary, dry_run=False):
+            say(line)
     last = periods[-1]
     say("")
     say(f"Готово за {time.perf_counter() - started:.0f} с. Где что лежит:")
@@ -378,7 +382,15 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
 
 
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:
-    """Generate, ingest and close ``months`` periods without PDFs; time every step."""
+    """Generate, ingest and close ``months`` periods without PDFs; measure every stage.
+
+    Each stage gets wall and CPU seconds, the peak RSS so far and rows a second of its
+    main output (:class:`pipeline.bench.StageClock`). After the first month's close the
+    bare join of the same month's charge lines (:func:`pipeline.bench.bare_charge_join`)
+    runs on the same loaded registers; ``ratio`` is the first close (load + compute +
+    seal) over it.
+    """
+    from pipeline.bench import StageClock, bare_charge_join, peak_rss_mb
     from pipeline.close import compute, load_inputs, seal
     from pipeline.ingest.registers import ingest
     from pipeline.synth import generate_city
@@ -389,34 +401,77 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
         ws = Workspace(tmp / "home")
     ws = _fresh_demo_home(ws)
     first = Period(2026, 8)
-    report: dict[str, Any] = {"accounts": accounts, "months": months, "steps": []}
+    stages: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"accounts": accounts, "months": months, "stages": stages}
 
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        t = time.perf_counter()
+    clocks: list[StageClock] = []
+
+    def step(name: str, fn: Callable[[], Any], rows: Callable[[Any], int] | int) -> Any:
+        clock = StageClock(name)
         out = fn()
-        report["steps"].append({"step": name, "seconds": round(time.perf_counter() - t, 2),
-                                "peak_rss_mb": _peak_mb()})
-        say(f"{name}: {str(report['steps'][-1]['seconds']).replace('.', ',')} с")  # a stage line (stderr)
+        row = clock.stop(rows if isinstance(rows, int) else rows(out))
+        stages.append(row)
+        clocks.append(clock)
+        say(f"{name}: {seconds_text(row['seconds'])} с, ЦП {seconds_text(row['cpu_seconds'])} с, "
+            f"строк {count_text(row['rows'])}, пик памяти {count_text(round(row['peak_rss_mb']))} МБ")
         return out
 
     try:
         step("generate_city", partial(generate_city, ws.home, accounts=accounts, start=first,
-                                      months=months))
-        step("ingest", partial(ingest, ws))
+                                      months=months), lambda city: int(city.accounts))
+        step("ingest", partial(ingest, ws), lambda result: sum(result.loaded.values()))
         for period in month_periods(first, months):
             if period != first:
-                step(f"payments {period}", partial(_pay_and_import, ws, period.shift(-1)))
-            inputs = step(f"load {period}", partial(load_inputs, ws, period))
-            result = step(f"compute {period}", partial(compute, inputs))
-            step(f"seal {period}", partial(seal, ws, result, inputs))
+                step(f"payments {period}", partial(_pay_and_import, ws, period.shift(-1)), int)
+            inputs = step(f"load {period}", partial(load_inputs, ws, period),
+                          lambda inputs: sum(frame.height for frame in inputs.regs.values()))
+            result = step(f"compute {period}", partial(compute, inputs), lambda result: result.lines.height)
+            step(f"seal {period}", partial(seal, ws, result, inputs), result.lines.height)
             report.setdefault("charge_lines", []).append(result.lines.height)
-        report["peak_rss_mb"] = _peak_mb()
-        close_steps = [s for s in report["steps"] if s["step"].split()[0] in ("load", "compute", "seal")]
+            if period == first:
+                report["close_seconds"] = round(sum(s["seconds"] for s in stages[-3:]), 2)
+                regs = inputs.regs
+                bare = step(f"bare_join {period}", partial(
+                    bare_charge_join, regs["accounts"], regs["premises"], regs["building_services"],
+                    regs["residents"], inputs.rules.services, inputs.rules.tariffs, period.first,
+                    period.last), lambda lines: lines.height)
+                del bare
+                # finer than the stage's 0.01 s: a small city's join takes milliseconds
+                report["bare_join_seconds"] = max(round(clocks[-1].seconds, 4), 0.0001)
+                report["bare_join_rows"] = stages[-1]["rows"]
+            del inputs, result
+        report["peak_rss_mb"] = peak_rss_mb()
+        report["peak_memory_gb"] = round(report["peak_rss_mb"] / 1024, 2)
+        report["ratio"] = bench_ratio(report["close_seconds"], report["bare_join_seconds"])
+        close_steps = [s for s in stages if s["step"].split()[0] in ("load", "compute", "seal")]
         report["close_seconds_per_month"] = round(sum(s["seconds"] for s in close_steps) / months, 2)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def bench_ratio(close_seconds: float, bare_join_seconds: float) -> float:
+    """The close's seconds over the bare join's, rounded to 0.1."""
+    return round(close_seconds / bare_join_seconds, 1)
+
+
+def bench_summary(report: dict[str, Any]) -> list[str]:
+    """The readable Russian summary of :func:`run_bench`'s report."""
+    lines = [f"Замер: {count_text(report['accounts'])} лицевых счетов, месяцев {report['months']}"]
+    lines.append(f"  {'этап':<22} {'с':>8} {'ЦП, с':>8} {'пик, МБ':>9} {'строк':>12} {'строк/с':>12}")
+    for s in report["stages"]:
+        lines.append(f"  {s['step']:<22} {seconds_text(s['seconds']):>8} {seconds_text(s['cpu_seconds']):>8} "
+                     f"{count_text(round(s['peak_rss_mb'])):>9} {count_text(s['rows']):>12} "
+                     f"{count_text(s['rows_per_second']):>12}")
+    lines.append(f"Закрытие первого месяца (загрузка + расчёт + запечатывание): "
+                 f"{seconds_text(report['close_seconds'])} с")
+    bare = f"{report['bare_join_seconds']:.3f}".replace(".", ",")
+    lines.append(f"Голое соединение Polars тех же строк начислений "
+                 f"({count_text(report['bare_join_rows'])} строк): {bare} с")
+    lines.append(f"Отношение закрытия к голому соединению: {str(report['ratio']).replace('.', ',')}")
+    lines.append(f"Пик памяти процесса: {str(report['peak_memory_gb']).replace('.', ',')} ГБ")
+    return lines
 
 
 def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:

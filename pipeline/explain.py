@@ -15,6 +15,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.methods import method_name
 from pipeline.money import format_rub, rubles_text
+from pipeline.settings import Readings, load_section
 from pipeline.workspace import BillingError, Workspace
 from rules import read_rule_table
 
@@ -71,8 +72,8 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     meters = regs["meters"].filter(pl.col("premise_id") == premise)
     meter_lines = volumes.join(meters.select("meter_id", "verified_until", "digits"), on="meter_id")
     unread = _charged_without_reading(ws, meters, period)
-    window_end_day = int(ws.settings().get("readings", {}).get("window_end_day", 25))
-    settle_norm = bool(ws.settings().get("readings", {}).get("settle_norm_months", True))
+    readings = load_section(ws.settings_path, Readings)
+    window_end_day, settle_norm = readings.window_end_day, readings.settle_norm_months
     why_k = _increased_reasons(regs, premise, Period.parse(period))
 
     out = [f"Лицевой счёт {account_id}, период {period}"
@@ -131,7 +132,7 @@ def _charged_without_reading(ws: Workspace, meters: pl.DataFrame, period: str) -
     """
     from pipeline.calc.readings import period_index
 
-    settle_norm = ws.settings().get("readings", {}).get("settle_norm_months", True)
+    settle_norm = load_section(ws.settings_path, Readings).settle_norm_months
     methods = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
     files = [f for q in ws.sealed_periods() if q < period
              and (f := ws.period_dir(q) / "meter_volumes.parquet").is_file()]

@@ -19,7 +19,6 @@ import pwd
 import shutil
 import sys
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -28,6 +27,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.errors import BillingError as BillingError
+from pipeline.settings import Lock, Settings, load_section
 
 if TYPE_CHECKING:  # polars costs ~0.1 s to import: `billing --help` must not pay it
     import polars as pl
@@ -118,10 +120,6 @@ csv = "settle"
 """
 
 
-class BillingError(Exception):
-    """A business error: the CLI prints the message in Russian and exits with 1."""
-
-
 class IncompleteFileError(BillingError):
     """A file refused because it is not complete yet (cut mid-line, no footer): retried later."""
 
@@ -174,13 +172,13 @@ class Workspace:
             )
         return self
 
-    def settings(self) -> dict[str, Any]:
-        path = self.home / "settings.toml"
-        try:
-            with open(path, "rb") as fh:
-                return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise BillingError(f"{path}: файл настроек не читается: {err}") from err
+    @property
+    def settings_path(self) -> Path:
+        return self.home / "settings.toml"
+
+    def typed_settings(self) -> Settings:
+        """All of ``settings.toml``, parsed and checked (:class:`pipeline.settings.Settings`)."""
+        return Settings.load(self.settings_path)
 
     def sealed_periods(self) -> list[str]:
         """Periods with a manifest, oldest first."""
@@ -191,6 +189,11 @@ class Workspace:
             # A ".NAME.<uuid>.tmp" staging directory is not sealed, even once its manifest is written.
             if not p.name.startswith(".") and (p / "manifest.json").is_file()
         )
+
+
+def default_home() -> Path:
+    """The workspace of a command without ``--home``: ``BILLING_HOME``, else ``./billing-home``."""
+    return Path(os.environ.get("BILLING_HOME") or "./billing-home")
 
 
 def init_workspace(home: Path) -> Workspace:
@@ -361,9 +364,8 @@ def workspace_lock(ws: Workspace, command: str, wait_seconds: float | None = Non
             except ValueError:
                 raise BillingError(f"BILLING_LOCK_WAIT={value!r}: нужно число секунд") from None
         else:
-            value = ws.settings().get("lock", {}).get("wait_seconds", 900)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        wait_seconds = float(value) if number else 900.0
+            value = load_section(ws.settings_path, Lock).wait_seconds
+        wait_seconds = float(value)
     tell = say or (lambda text: print(text, file=sys.stderr, flush=True))
     fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:

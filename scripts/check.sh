@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/python scripts/check_imports.py  # no import circles, stages below flows/CLI/render
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

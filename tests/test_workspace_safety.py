@@ -189,8 +189,9 @@ def test_killed_close_leaves_no_process_and_the_next_close_cleans_up(tmp_path: P
 
 def test_two_identical_closes_are_byte_identical_including_spreadsheets(town: Workspace,
                                                                          tmp_path: Path) -> None:
-    from pipeline.close import compute, load_inputs, seal_with_receipts
+    from pipeline.close import compute, load_inputs, seal
     from pipeline.dates import Period
+    from pipeline.render.build import receipts_step
 
     ingest(town)
     twin = Workspace(tmp_path / "twin")
@@ -198,7 +199,8 @@ def test_two_identical_closes_are_byte_identical_including_spreadsheets(town: Wo
     folders = []
     for ws in (town, twin):
         inputs = load_inputs(ws, Period(2026, 8))
-        folders.append(seal_with_receipts(ws, inputs, compute(inputs)))
+        result = compute(inputs)
+        folders.append(seal(ws, result, inputs, receipts_step(ws, inputs, result)))
     files = [{str(p.relative_to(f)): p.read_bytes() for p in sorted(f.rglob("*")) if p.is_file()}
              for f in folders]
     assert {"reports/turnover.xlsx", "receipts/A1.pdf", "manifest.json"} <= files[0].keys()

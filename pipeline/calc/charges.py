@@ -45,6 +45,7 @@ from pipeline.calc.readings import (
 )
 from pipeline.dates import OPEN_END, Period
 from pipeline.money import div_half_up
+from pipeline.settings import Heating
 from rules import Rules
 
 MICRO = 1_000_000
@@ -67,9 +68,9 @@ class HeatingPolicy:
     been settled, i.e. by the actual volume whatever the month.
     """
 
-    payment: str = "even"
-    season_months: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 11, 12)
-    true_up_month: int = 1
+    payment: str = Heating.payment  # the defaults of settings.toml [heating]
+    season_months: tuple[int, ...] = Heating.season_months
+    true_up_month: int = Heating.true_up_month
 
     def settled(self, origin: Period, now: Period) -> bool:
         """Whether the evenly paid ``origin`` month has had its yearly correction by ``now``."""

@@ -60,9 +60,10 @@ import polars as pl
 from pipeline.ingest.parse import REJECT_SCHEMA
 from pipeline.ingest.readers import decode_text
 from pipeline.money import format_rub, parse_fixed, parse_rubles
+from pipeline.settings import PAYMENT_FORMATS
 from pipeline.workspace import BillingError, IncompleteFileError, atomic_write_bytes
 
-FORMATS = ("sber", "vtb", "csv")
+FORMATS = PAYMENT_FORMATS
 
 MARKER = "[!]"
 #: Fields before the variable part: date … period.

@@ -58,6 +58,7 @@ import polars as pl
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
 from pipeline.ingest.readers import ROW, decode_text, read_table, sniff_separator
 from pipeline.ingest.registers import load_store, write_rejects
+from pipeline.settings import Inbox, is_name_pattern, load_section
 from pipeline.workspace import (
     BillingError,
     IncompleteFileError,
@@ -715,10 +716,6 @@ def import_inbox(ws: Workspace, now: datetime | None = None, *,
 
 # --------------------------------------------------------------------------- complete files
 
-#: How the nightly import tells that a file is written to its end (``[inbox.complete]``).
-COMPLETE_RULES = ("footer", "settle", "done")
-DEFAULT_COMPLETE = {"sber": "footer", "vtb": "footer", "csv": "settle"}
-DEFAULT_SETTLE_SECONDS = 120
 DONE_SUFFIX = ".done"
 #: Temporary names of transfer clients (FTP/SFTP, browsers): the file is still on its way.
 TRANSFER_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload")
@@ -738,17 +735,13 @@ class InboxRules:
         waits to settle.
         """
         for key, rule in self.complete.items():
-            if _is_pattern(key) and fnmatch.fnmatchcase(name.lower(), key.lower()):
+            if is_name_pattern(key) and fnmatch.fnmatchcase(name.lower(), key.lower()):
                 return rule
         return self.complete.get(fmt, "settle") if fmt else "settle"
 
 
-def _is_pattern(key: str) -> bool:
-    return any(ch in key for ch in "*?[")
-
-
 def inbox_rules(ws: Workspace) -> InboxRules:
-    """Read and check ``[inbox]`` of ``settings.toml`` (defaults for what is not there).
+    """``[inbox]`` of ``settings.toml``, checked by :mod:`pipeline.settings` (defaults for what is not there).
 
     ``settle_seconds`` (default 120) and ``[inbox.complete]``: keys are formats
     (``sber``, ``vtb``, ``csv``) or file-name patterns (``"post-*.csv"``, which win
@@ -756,32 +749,8 @@ def inbox_rules(ws: Workspace) -> InboxRules:
     there), ``settle`` (unchanged for ``settle_seconds``) or ``done`` (a marker
     ``NAME.done`` beside the file, no older than the file).
     """
-    from pipeline.ingest.bank_formats import FORMATS
-
-    where = f"{ws.home / 'settings.toml'}, [inbox]"
-    section = ws.settings().get("inbox", {})
-    if not isinstance(section, dict):
-        raise BillingError(f"{where}: ожидается раздел настроек")
-    settle = section.get("settle_seconds", DEFAULT_SETTLE_SECONDS)
-    if isinstance(settle, bool) or not isinstance(settle, int) or settle < 0:
-        raise BillingError(f"{where} settle_seconds: ожидается целое число секунд не меньше 0, "
-                           f"а не «{settle}»")
-    table = section.get("complete", {})
-    if not isinstance(table, dict):
-        raise BillingError(f"{where} complete: ожидается раздел [inbox.complete]")
-    complete = dict(DEFAULT_COMPLETE)
-    for key, rule in table.items():
-        if rule not in COMPLETE_RULES:
-            raise BillingError(f"{where}.complete, {key}: правило «{rule}» неизвестно — допустимы "
-                               f"{', '.join(COMPLETE_RULES)}")
-        if not _is_pattern(key) and key not in FORMATS:
-            raise BillingError(f"{where}.complete: «{key}» — не формат ({', '.join(FORMATS)}) и не "
-                               f"шаблон имени файла (например \"post-*.csv\")")
-        if rule == "footer" and key not in ("sber", "vtb"):
-            raise BillingError(f"{where}.complete, {key}: правило footer — только для реестров sber и "
-                               f"vtb (итоговая строка есть только у них); выберите settle или done")
-        complete[key] = rule
-    return InboxRules(settle, complete)
+    inbox = load_section(ws.settings_path, Inbox)
+    return InboxRules(inbox.settle_seconds, dict(inbox.complete))
 
 
 def done_marker(path: Path) -> Path:

@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_keys, parse_table
 from pipeline.ingest.readers import ROW, SUFFIXES, read_table
+from pipeline.settings import Ingest, load_section
 from pipeline.workspace import (
     BillingError,
     Workspace,
@@ -207,25 +207,17 @@ class IngestPolicy:
     registers removed from ``registers/`` on purpose (``--drop``).
     """
 
-    on_rejected_existing: str = "refuse"
-    max_removed_share: float = 0.05
+    on_rejected_existing: str = Ingest.on_rejected_existing
+    max_removed_share: float = Ingest.max_removed_share
     accept_removals: bool = False
     dropped: frozenset[str] = frozenset()
 
 
-def ingest_policy(settings: dict[str, Any], accept_removals: bool = False,
+def ingest_policy(settings: Ingest, accept_removals: bool = False,
                   dropped: Iterable[str] = ()) -> IngestPolicy:
-    """The policy from settings.toml ``[ingest]`` (defaults when absent); a bad value stops."""
-    section = settings.get("ingest", {})
-    mode = section.get("on_rejected_existing", IngestPolicy.on_rejected_existing)
-    if mode not in ("refuse", "keep_last"):
-        raise BillingError(f"settings.toml [ingest] on_rejected_existing = {mode!r}: "
-                           "допустимо «refuse» или «keep_last»")
-    share = section.get("max_removed_share", IngestPolicy.max_removed_share)
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise BillingError(f"settings.toml [ingest] max_removed_share = {share!r}: "
-                           "нужна доля от 0 до 1 (0.05 — это 5 %)")
-    return IngestPolicy(mode, float(share), accept_removals, frozenset(dropped))
+    """The policy of settings.toml ``[ingest]`` (checked by :mod:`pipeline.settings`) and the options."""
+    return IngestPolicy(settings.on_rejected_existing, settings.max_removed_share, accept_removals,
+                        frozenset(dropped))
 
 
 @dataclass(frozen=True)
@@ -472,7 +464,7 @@ def ingest(ws: Workspace, *, accept_removals: bool = False, drop: Iterable[str] 
         if meta.get("snapshot") == snapshot:
             return IngestResult(meta["loaded"], meta["rejected"], version, True, None, warnings=warnings)
         _refuse_missing_registers(meta.get("files", {}), files, dropped, meta.get("loaded"))
-        policy = ingest_policy(ws.settings(), accept_removals, dropped)
+        policy = ingest_policy(load_section(ws.settings_path, Ingest), accept_removals, dropped)
 
     raw = read_registers(files)
     _refuse_empty_required(raw, files)

@@ -6,14 +6,49 @@ non-zero balance. Lines keep the order of ``services.csv``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from pipeline.close import CloseResult
+from pipeline.close import CloseInputs, CloseResult
 from pipeline.methods import method_label
-from pipeline.render.receipts import Payee, RecalcLine, Receipt, ReceiptLine
+from pipeline.render.receipts import (
+    Payee,
+    RecalcLine,
+    Receipt,
+    ReceiptLine,
+    check_pdf_stack,
+    render_receipts,
+)
+from pipeline.settings import Receipts, load_section
+from pipeline.workspace import Workspace
+
+
+def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult
+                  ) -> Callable[[Path], dict[str, Any]]:
+    """The receipts step of a close: ``seal(ws, result, inputs, receipts_step(...))`` calls it
+    with the period's staging directory, so one PDF per account lands inside the sealed folder.
+
+    The PDF stack is checked here, before anything is written; the close module itself never
+    imports the rendering (it only takes the callable).
+    """
+    check_pdf_stack()
+    settings = load_section(ws.settings_path, Receipts)
+    workers = settings.workers or None
+    batches = settings.print_batches
+
+    def render(tmp: Path) -> dict[str, Any]:
+        report = render_receipts(
+            build_receipts(result, inputs.regs, inputs.rules.services), tmp / "receipts",
+            workers=workers, batches=batches,
+        )
+        # No timing here: the manifest of the same close must be the same bytes.
+        return {"count": report.count, "batches": report.batches}
+
+    return render
 
 
 def build_receipts(

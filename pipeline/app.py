@@ -1,0 +1,72 @@
+"""The application layer: what the command line, the demo and the bench share.
+
+Running a close (the ``monthly_close`` flow, audited) and the Russian summary of
+one live here, so ``pipeline.cli`` and ``pipeline.demo`` both call down into this
+module and never into each other, and the flows import neither (the flows sit
+below: this module runs them). The layers and their check:
+``scripts/check_imports.py`` and docs/architecture.md.
+
+Heavy modules (Prefect, polars) are imported inside the functions, so importing
+this module from ``billing --help`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from pipeline.workspace import Workspace, audit, default_home
+
+__all__ = ["close_summary_lines", "default_home", "run_close"]
+
+
+def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True) -> dict[str, Any]:
+    """Run the ``monthly_close`` flow (``billing close``, ``demo``); audit the outcome."""
+    from flows import configure_prefect, run_flow
+    from pipeline import progress
+    from pipeline.close import check_can_close
+    from pipeline.dates import Period
+
+    check_can_close(ws, Period.parse(period))
+    configure_prefect(ws.home)
+    first = "flows.monthly_close" not in sys.modules
+    from flows.monthly_close import monthly_close
+
+    if first:  # importing Prefect takes seconds: say where they went
+        progress.stage("Prefect и этапы закрытия загружены")
+    started = time.perf_counter()
+    summary: dict[str, Any] = run_flow(monthly_close, period=period, home=str(ws.home),
+                                       dry_run=dry_run, receipts=receipts)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    if ws.audit.is_dir():
+        audit(ws, "close", period=period, dry_run=dry_run, outputs=summary)
+    return summary
+
+
+def close_summary_lines(s: dict[str, Any], dry_run: bool) -> list[str]:
+    """What a close says to the user (Russian), from the summary :func:`run_close` returns."""
+    from pipeline.methods import method_name
+    from pipeline.money import rubles_text as rub
+
+    head = "Пробный расчёт (период не закрыт)" if dry_run else "Период закрыт"
+    lines = [
+        f"{head}: {s['period']} за {s['seconds']} с",
+        f"  лицевых счетов с начислениями: {s['accounts']}, строк начислений: {s['charge_lines']}",
+        "  способы расчёта: " + ", ".join(f"{method_name(k)} — {v}" for k, v in s["methods"].items()),
+        f"  входящее сальдо: {rub(s['opening_kop'])}",
+        f"  начислено:       {rub(s['charged_kop'])}",
+    ]
+    if s.get("recalculated_kop"):
+        lines.append(f"  перерасчёты:     {rub(s['recalculated_kop'])}")
+    if s.get("penalty_kop"):
+        lines.append(f"  пени:            {rub(s['penalty_kop'])}")
+    lines.append(f"  оплачено:        {rub(s['allocated_kop'])} (платежей: {s['payments']})")
+    lines.append(f"  исходящее сальдо: {rub(s['closing_kop'])}")
+    if s.get("due_date"):
+        lines.append(f"  срок оплаты: {s['due_date']}")
+    if s["reading_issues"]:
+        lines.append(f"  показаний не принято: {s['reading_issues']} (таблица reading_issues)")
+    if s.get("period_dir"):
+        lines.append(f"  результаты: {s['period_dir']}")
+    return lines
