@@ -367,7 +367,9 @@ PAYMENTS = Register(
         # Negative = a refund or cancellation; it must name its original in refund_of.
         Col("amount", "decimal", "сумма, руб.", scale=2, ge=-100_000_000, le=100_000_000),
         Col("period", "text", "период ГГГГ-ММ", required=False, nullable=True),
-        Col("agent", "id", "платёжный агент", required=False, default="unknown"),
+        # Required: a payment id is unique only within its agent (billing payments import
+        # --agent names the agent of a file without the column).
+        Col("agent", "id", "платёжный агент"),
         Col("refund_of", "id", "возврат платежа (код исходного платежа)", required=False,
             nullable=True),
     ),

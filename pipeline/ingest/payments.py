@@ -251,10 +251,10 @@ def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = No
     if path.suffix.lower() == ".csv":
         check_csv_complete(path.name, data)
     raw = read_table(path)
+    raw, no_agent = _with_agent(raw, path.name, agent)
     missing = missing_columns(raw, PAYMENTS)
     if missing:
         raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
-    raw, no_agent = _with_agent(raw, path.name, agent)
     good, rejects = parse_table(raw, PAYMENTS, path.name)
     rejects = pl.concat([no_agent, rejects])
     # «пени»/«penalty» in the period column: the payer pays penalties (law.md §4).
@@ -286,7 +286,7 @@ def _with_agent(raw: pl.DataFrame, file: str, agent: str | None) -> tuple[pl.Dat
     """The agent CSV's text frame with its agent filled from ``agent``, and the rows left without one.
 
     Without ``agent``, a file lacking the column is refused and each row with an empty
-    cell becomes a reject (``PAYMENTS`` would otherwise fill the default «unknown»).
+    cell becomes a reject.
     """
     agent = agent.strip() if agent else None
     # A blank line is left as it was (the parser reports its empty required cells).
