@@ -77,7 +77,9 @@ def test_serve_registers_nightly_import_and_a_triggered_run_imports_the_inbox(
         dep = next(d for d in deployments if d["name"] == "nightly-payment-import")
         assert dep["schedules"][0]["schedule"]["cron"] == "30 2 * * *"
         assert dep["schedules"][0]["schedule"]["timezone"] == "Europe/Moscow"
-        run = api(url, f"/deployments/{dep['id']}/create_flow_run", {})
+        # A busy server answers 503 now and then (SQLite under load): retry until it takes it.
+        run = wait_for(lambda: api(url, f"/deployments/{dep['id']}/create_flow_run", {}), 120,
+                       "the server to create the flow run")
         def finished() -> str | None:
             kind = api(url, f"/flow_runs/{run['id']}")["state"]["type"]  # type: ignore[index,call-overload]
             return kind if kind in ("COMPLETED", "FAILED", "CRASHED") else None
