@@ -14,6 +14,8 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -22,11 +24,15 @@ from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects, missing_columns,
 from pipeline.ingest.readers import decode_text, read_table, sniff_separator
 from pipeline.workspace import BillingError
 from schemas.registers import Register
-from schemas.rules import RULE_TABLES
+from schemas.rules import LEGAL_THRESHOLDS, RULE_TABLES
 
 ELECTRICITY_NORMS_EMPTY = pl.DataFrame(schema={
     "service_id": pl.String, "from": pl.Date, "rooms": pl.Int64, "persons": pl.Int64,
     "stove": pl.String, "norm_micro": pl.Int64, "source": pl.String, "source_row": pl.Int64,
+})
+LEGAL_THRESHOLDS_EMPTY = pl.DataFrame(schema={
+    "threshold": pl.String, "from": pl.Date, "value": pl.Int64, "source": pl.String,
+    "source_row": pl.Int64,
 })
 
 
@@ -52,6 +58,8 @@ class Rules:
         electricity_norms: service_id, from, rooms (1–4), persons (1–5), stove
             (gas|electric; ``any`` rows expanded), norm_micro per person a month, source,
             source_row — the rooms × persons matrix (:func:`load_electricity_norms`).
+        legal_thresholds: threshold, from, value, source, source_row — the law's numeric
+            thresholds (days of absence, periods of averaging, …), read by :func:`threshold`.
     """
 
     services: pl.DataFrame
@@ -64,6 +72,7 @@ class Rules:
     failed_meter_rules: pl.DataFrame
     soi_settlement: pl.DataFrame = field(default_factory=pl.DataFrame)
     electricity_norms: pl.DataFrame = field(default_factory=lambda: ELECTRICITY_NORMS_EMPTY)
+    legal_thresholds: pl.DataFrame = field(default_factory=lambda: LEGAL_THRESHOLDS_EMPTY)
 
 
 def check_rule_table(rules_dir: Path, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -196,6 +205,8 @@ def check_rules(rules_dir: Path) -> RuleCheck:
         tables[name], problems[name] = check_rule_table(rules_dir, name)
     if not problems["services"].height:  # services.csv read: its own references can be checked
         problems["settled_by"] = settled_by_rejects(tables["services"])
+    if not problems["legal_thresholds"].height:
+        problems["thresholds_missing"] = missing_thresholds_rejects(tables["legal_thresholds"])
     warning = unknown_services_warning(tables)
     return RuleCheck(pl.concat([empty_rejects(), *problems.values()]), (warning,) if warning else ())
 
@@ -230,6 +241,42 @@ def settled_by_rejects(services: pl.DataFrame) -> pl.DataFrame:
         .alias("reason")).cast(REJECT_SCHEMA)
 
 
+def missing_thresholds_rejects(table: pl.DataFrame) -> pl.DataFrame:
+    """A problem row per threshold of :data:`LEGAL_THRESHOLDS` without any row in ``table``."""
+    missing = [name for name in LEGAL_THRESHOLDS if name not in set(table["threshold"])]
+    return pl.concat([empty_rejects(), *(
+        _problem("legal_thresholds.csv", None, "threshold", name,
+                 "нет ни одной строки этого порога (образец — в rules/defaults/legal_thresholds.csv)")
+        for name in missing)])
+
+
+def threshold(table: pl.DataFrame, name: str, on: date) -> int:
+    """The value of the legal threshold ``name`` in force on ``on`` (``legal_thresholds.csv``).
+
+    The row of ``name`` with the latest ``from`` not after ``on``; none in force is a
+    :class:`BillingError` naming the threshold and the day (a law is never guessed).
+    """
+    if name not in LEGAL_THRESHOLDS:  # a typo in the code, not in the table
+        raise ValueError(f"unknown legal threshold {name!r}: add it to schemas.rules.LEGAL_THRESHOLDS")
+    if not {"threshold", "from", "value"} <= set(table.columns):
+        table = LEGAL_THRESHOLDS_EMPTY
+    rows = table.filter((pl.col("threshold") == name) & (pl.col("from") <= on))
+    if not rows.height:
+        first = table.filter(pl.col("threshold") == name)["from"].min()
+        since = f" (первая строка — с {first:%d.%m.%Y})" if isinstance(first, date) else ""
+        raise BillingError(
+            f"legal_thresholds.csv: нет строки порога «{name}», действующей на {on:%d.%m.%Y}{since}. "
+            "Добавьте строку с датой from не позже этого дня и основанием (образец — в "
+            "rules/defaults/legal_thresholds.csv).")
+    return int(rows.sort("from")["value"][-1])
+
+
+@cache
+def default_thresholds() -> pl.DataFrame:
+    """``legal_thresholds.csv`` of ``rules/defaults/``: only for callers not yet given a workspace's."""
+    return read_rule_table(Path(__file__).resolve().parent / "defaults", "legal_thresholds")
+
+
 def load_rules(rules_dir: Path) -> Rules:
     services = read_rule_table(rules_dir, "services")
     tariffs = read_rule_table(rules_dir, "tariffs").select(
@@ -260,8 +307,12 @@ def load_rules(rules_dir: Path) -> Rules:
         "service_id", "from", "coefficient_applies")
     soi_settlement = read_rule_table(rules_dir, "soi_settlement").drop("source_row", strict=False)
     electricity_norms = load_electricity_norms(rules_dir, known, norms)
+    legal_thresholds = read_rule_table(rules_dir, "legal_thresholds")
+    missing = missing_thresholds_rejects(legal_thresholds)
+    if missing.height:
+        raise BillingError(rule_errors_message(missing))
     return Rules(services, tariffs, norms, coefficients, key_rates, absence_rules, quality_rules,
-                 failed_meter_rules, soi_settlement, electricity_norms)
+                 failed_meter_rules, soi_settlement, electricity_norms, legal_thresholds)
 
 
 #: Every cell a dated electricity norm matrix must fill (rooms 4 = «4 и более», persons 5 = «5 и более»).

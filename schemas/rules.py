@@ -216,3 +216,28 @@ RULE_TABLES["electricity_norms"] = Register(
     ),
     key=("service_id", "from", "rooms", "persons", "stove"),
 )
+
+#: The numeric thresholds of the law the engine applies, each by its name in
+#: ``legal_thresholds.csv`` (every value an inclusive bound; its meaning in the row's source).
+LEGAL_THRESHOLDS = (
+    "absence_min_full_days",       # temporary absence counts from this many full days (п.86–87)
+    "average_unread_max_periods",  # periods by average after the last reading (п.59 «б»)
+    "average_failed_max_periods",  # periods by average after a meter failed (п.59 «а», п.60)
+    "average_history_periods",     # periods of own history the average is taken over (п.59)
+    "average_min_months",          # shortest history an average may be taken over (п.59)
+    "access_refusals_min",         # unresolved acts of refused access → norm × K (п.85(3)?, п.60)
+    "limitation_years",            # limitation of a court statement (ГК РФ ст.196)
+)
+
+RULE_TABLES["legal_thresholds"] = Register(
+    "legal_thresholds",
+    "Числовые пороги закона",
+    (
+        Col("threshold", "enum", "порог", choices=LEGAL_THRESHOLDS),
+        Col("from", "date", "действует с"),
+        Col("value", "int", "значение", ge=1, le=1000),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("threshold", "from"),
+    required_file=True,
+)

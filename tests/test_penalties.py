@@ -481,7 +481,7 @@ def test_statement_pdf_and_xlsx(tmp_path: Path) -> None:
     assert float(totals["B2"].value) == 2_100.00  # debt 900 + 1 000 + 200
     assert round(float(totals["B3"].value) * 100) == sum(expected)
     # May 2019 (due 10.06.2019) is older than 18.04.2021: outside the limitation, with its penalty
-    assert limitation_cutoff(until) == date(2021, 4, 18)
+    assert limitation_cutoff(until, policy.limitation_years(until)) == date(2021, 4, 18)
     assert float(totals["C2"].value) == 1_200.00
     assert round(float(totals["C3"].value) * 100) == sum(expected[1:])
     assert wb["Оплаты"]["E2"].value is not None and float(wb["Оплаты"]["E2"].value) == 100.0

@@ -7,7 +7,8 @@ Formulas (Правила 354, Прил. 2), all in integers and rounded once per
 * ``norm`` — formula 4: ``n × N × T`` with ``n`` counted in person-days of
   registration (permanent and temporary, п.56(2): owners when nobody is
   registered), less the full days of a temporary absence of more than 5 days
-  where ``absence_rules.csv`` allows it (п.86–87; ТКО п.148(44));
+  (``absence_min_full_days`` of ``legal_thresholds.csv``) where ``absence_rules.csv``
+  allows it (п.86–87; ТКО п.148(44));
 * ``norm_increased`` — formula 4(1): ``n × N × K × T`` where a meter can be
   fitted but is not (coefficient by its dated rule per service); for a service
   with rows in ``electricity_norms.csv`` ``N`` is the cell of the premise's rooms ×
@@ -38,7 +39,6 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from pipeline.calc.readings import (
-    AVERAGE_MAX_PERIODS,
     building_consumption,
     building_year_average,
     failed_meters,
@@ -46,7 +46,7 @@ from pipeline.calc.readings import (
 from pipeline.dates import OPEN_END, Period
 from pipeline.money import div_half_up
 from pipeline.settings import Heating
-from rules import Rules
+from rules import Rules, default_thresholds, threshold
 
 MICRO = 1_000_000
 I128 = pl.Int128
@@ -218,18 +218,16 @@ def rule_pieces(rules: Rules, combos: pl.DataFrame, period: Period) -> pl.DataFr
 #: The water services whose volumes make the sewerage volume (Правила 354 п.42, formula 1/4).
 SEWERAGE_WATER = ("cold_water", "hot_water")
 
-#: Temporary absence counts only beyond this many full days in a row (п.86).
-ABSENCE_MIN_FULL_DAYS = 6
-
 
 def person_days(lines: pl.DataFrame, residents: pl.DataFrame,
-                absences: pl.DataFrame | None = None) -> pl.DataFrame:
+                absences: pl.DataFrame | None = None, *, min_full_days: int) -> pl.DataFrame:
     """Registered person-days inside each line's dates, less eligible absence days.
 
     An absence row's ``from``/``to`` are the days of departure and return; only the
-    full days between them count (п.87), and only when there are more than 5 of
-    them (п.86). Absence days are subtracted on lines with ``absence_ok`` true.
-    Returns line_id, person_days, absent_days.
+    full days between them count (п.87), and only when there are at least
+    ``min_full_days`` of them (п.86: more than 5 — ``absence_min_full_days`` of
+    ``legal_thresholds.csv``). Absence days are subtracted on lines with ``absence_ok``
+    true. Returns line_id, person_days, absent_days.
     """
     res = residents.select("person_id", "account_id", pl.col("from").alias("r_from"),
                            pl.col("to").alias("r_to"))
@@ -249,7 +247,7 @@ def person_days(lines: pl.DataFrame, residents: pl.DataFrame,
     away = absences.select(
         "person_id", (pl.col("from") + pl.duration(days=1)).alias("a_from"),
         (pl.col("to") - pl.duration(days=1)).alias("a_to"),
-    ).filter(((pl.col("a_to") - pl.col("a_from")).dt.total_days() + 1) >= ABSENCE_MIN_FULL_DAYS)
+    ).filter(((pl.col("a_to") - pl.col("a_from")).dt.total_days() + 1) >= min_full_days)
     absent = base.lazy().filter(pl.col("absence_ok") & (pl.col("pd") > 0)).join(
         away.lazy(), on="person_id").with_columns(
         ((pl.min_horizontal("a_to", "_hi") - pl.max_horizontal("a_from", "_lo")).dt.total_days() + 1)
@@ -340,9 +338,11 @@ def charge_lines(
     """All charge lines of the period.
 
     ``meter_volumes`` is :func:`pipeline.calc.readings.consumption`'s output joined
-    to meters: premise_id, service_id, method (meter|average), volume_micro.
+    to meters: premise_id, service_id, method (meter|average), volume_micro. The legal
+    thresholds (``rules.legal_thresholds``) are those in force on the period's first day.
     """
     days_in_month = period.days
+    thresholds = rules.legal_thresholds
     # Integer codes (categorical) of the account and, below, the service ride through the
     # joins: the windows per account and service then hash one integer instead of two strings.
     acc = active_accounts(regs, period).with_columns(
@@ -388,7 +388,8 @@ def charge_lines(
     # Persons: registered person-days less eligible absences; nobody registered all
     # month → owners (п.56(2)).
     lines = lines.with_columns(_absence_allowed().alias("absence_ok"))
-    pdays = person_days(lines, regs["residents"], regs.get("absences"))
+    pdays = person_days(lines, regs["residents"], regs.get("absences"),
+                        min_full_days=threshold(thresholds, "absence_min_full_days", period.first))
     lines = lines.join(pdays, on="line_id", how="left").with_columns(
         pl.col("person_days").fill_null(0), pl.col("absent_days").fill_null(0))
     # Absence does not make a flat empty: "nobody registered" looks at registration only.
@@ -424,13 +425,14 @@ def charge_lines(
     )
     # A meter failed more than 3 periods ago: norm × K where the rule says so (п.60).
     failed = failed_meters(regs["meters"], period).filter(
-        pl.col("failed_periods") >= AVERAGE_MAX_PERIODS).select("premise_id", "service_id").unique()
+        pl.col("failed_periods") >= threshold(thresholds, "average_failed_max_periods", period.first)
+    ).select("premise_id", "service_id").unique()
     lines = lines.join(failed.with_columns(pl.lit(True).alias("_failed")), on=["premise_id", "service_id"],
                        how="left").with_columns(
         (pl.col("_failed").fill_null(False) & pl.col("_fk").fill_null(False)).alias("failed_coef"))
     # Access to the meter refused twice or more (acts before the period, not yet
     # resolved): norm × K whatever the meter shows (п.85(3) / п.60, number UNVERIFIED).
-    refused = access_refused(regs.get("access_refusals"), period)
+    refused = access_refused(regs.get("access_refusals"), period, thresholds)
     lines = lines.join(refused, on=["premise_id", "service_id"], how="left").with_columns(
         pl.col("_refused").fill_null(False))
 
@@ -501,16 +503,24 @@ def charge_lines(
     ).collect()
 
 
-def access_refused(refusals: pl.DataFrame | None, period: Period) -> pl.DataFrame:
-    """Premises and services with at least two unresolved refusal acts before the period."""
+def access_refused(refusals: pl.DataFrame | None, period: Period,
+                   thresholds: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Premises and services with enough unresolved refusal acts before the period.
+
+    Enough: ``access_refusals_min`` (two) of ``thresholds`` (``rules.legal_thresholds``)
+    in force on the period's first day; None (for callers not passing them yet) reads
+    ``rules/defaults/legal_thresholds.csv``.
+    """
     schema = {"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean}
     if refusals is None or not refusals.height:
         return pl.DataFrame(schema=schema)
+    least = threshold(default_thresholds() if thresholds is None else thresholds,
+                      "access_refusals_min", period.first)
     open_acts = refusals.filter(
         (pl.col("refused_on") < pl.lit(period.first))
         & (pl.col("resolved_on").is_null() | (pl.col("resolved_on") > pl.lit(period.first))))
     return open_acts.group_by("premise_id", "service_id").agg(pl.len().alias("_n")).filter(
-        pl.col("_n") >= 2).select("premise_id", "service_id", pl.lit(True).alias("_refused"))
+        pl.col("_n") >= least).select("premise_id", "service_id", pl.lit(True).alias("_refused"))
 
 
 def _premises_with_meter(meters: pl.DataFrame, period: Period) -> pl.DataFrame:

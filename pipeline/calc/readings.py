@@ -9,7 +9,8 @@ Readings that cannot be used are reported, never silently dropped: outside the
 meter's life, or lower than the previous one without a plausible rollover of
 the meter's digits. A period without a usable reading is charged by the average
 (п.59 «б», at most 3 periods after the last reading, average over up to 6
-periods of the meter's own history) and then by the norm; when a reading
+periods of the meter's own history — the thresholds of ``legal_thresholds.csv``,
+:class:`Averaging`) and then by the norm; when a reading
 arrives after averaged periods, the volumes already charged by average are
 subtracted so nothing is charged twice (п.61). Settled both ways
 (:func:`settled_volumes`): when the real consumption is below what was charged,
@@ -21,19 +22,46 @@ have charged.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
 import polars as pl
 
 from pipeline.dates import Period
+from rules import default_thresholds, threshold
 
 MICRO = 1_000_000
 #: Reason of the recalculation a reading posts to the months it settles (п.61 Правил 354).
 METER_SETTLEMENT_REASON = "перерасчёт по показаниям прибора учёта (п.61 Правил 354)"
-#: Longest run of periods charged by average after the last reading (п.59 «б»).
-AVERAGE_MAX_PERIODS = 3
-#: Periods of own history that the average is taken over (п.59(1)).
-AVERAGE_HISTORY_PERIODS = 6
-#: Shortest own history an average may be taken over; less → the norm (п.59(1)).
-AVERAGE_MIN_MONTHS = 3
+
+
+@dataclass(frozen=True)
+class Averaging:
+    """The averaging thresholds of п.59 in force for a period (rows of ``legal_thresholds.csv``).
+
+    Attributes:
+        unread_max_periods: longest run of periods charged by average after the last
+            reading (п.59 «б»); then the norm.
+        failed_max_periods: periods charged by average after a meter failed (п.59 «а»);
+            then the norm × K (п.60).
+        history_periods: periods of the meter's own history the average is taken over.
+        min_months: shortest own history an average may be taken over; less → the norm.
+    """
+
+    unread_max_periods: int
+    failed_max_periods: int
+    history_periods: int
+    min_months: int
+
+    @classmethod
+    def on(cls, thresholds: pl.DataFrame, day: date) -> Averaging:
+        """The values in force on ``day`` (a period's first day); a missing one stops in Russian."""
+        return cls(
+            unread_max_periods=threshold(thresholds, "average_unread_max_periods", day),
+            failed_max_periods=threshold(thresholds, "average_failed_max_periods", day),
+            history_periods=threshold(thresholds, "average_history_periods", day),
+            min_months=threshold(thresholds, "average_min_months", day),
+        )
 
 CONSUMPTION_SCHEMA = pl.Schema({
     "meter_id": pl.String,
@@ -110,9 +138,11 @@ def failed_meters(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
     ).select("meter_id", "premise_id", "service_id", "verified_until", "failed_periods")
 
 
-def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: Period) -> pl.DataFrame:
-    """Average consumption for a failed meter's first 3 periods (п.59 «а»), from readings before failure."""
-    failed = failed_meters(meters, period).filter(pl.col("failed_periods") < AVERAGE_MAX_PERIODS)
+def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: Period,
+                         averaging: Averaging) -> pl.DataFrame:
+    """Average consumption for a failed meter's first periods (п.59 «а»: 3), from readings before failure."""
+    failed = failed_meters(meters, period).filter(
+        pl.col("failed_periods") < averaging.failed_max_periods)
     if not failed.height:
         return pl.DataFrame(schema=CONSUMPTION_SCHEMA)
     r = readings.join(failed.select("meter_id", "verified_until"), on="meter_id").filter(
@@ -124,11 +154,11 @@ def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: P
     last = r.group_by("meter_id").agg(pl.col("p_idx").last().alias("last_idx"),
                                       pl.col("value_micro").last().alias("last_micro"))
     window = r.join(last, on="meter_id").filter(
-        pl.col("p_idx") >= pl.col("last_idx") - AVERAGE_HISTORY_PERIODS)
+        pl.col("p_idx") >= pl.col("last_idx") - averaging.history_periods)
     first = window.group_by("meter_id").agg(pl.col("p_idx").first().alias("first_idx"),
                                             pl.col("value_micro").first().alias("first_micro"))
     months = pl.col("last_idx") - pl.col("first_idx")
-    return last.join(first, on="meter_id").filter(months >= AVERAGE_MIN_MONTHS).select(
+    return last.join(first, on="meter_id").filter(months >= averaging.min_months).select(
         "meter_id", pl.lit("average").alias("method"),
         ((pl.col("last_micro") - pl.col("first_micro")) // months).clip(lower_bound=0).alias("volume_micro"),
         pl.lit(None, pl.Int64).alias("prev_value_micro"), pl.lit(None, pl.Int64).alias("curr_value_micro"),
@@ -144,8 +174,14 @@ def consumption(
     averaged_before: pl.DataFrame | None = None,
     spike_multiple: int = 0,
     rejected_before: pl.DataFrame | None = None,
+    *,
+    averaging: Averaging | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Consumption per working individual meter for ``period``, and the reading issues.
+
+    ``averaging``: the п.59 thresholds in force for the period — ``Averaging.on(
+    rules.legal_thresholds, period.first)`` of the workspace's rules. None (for callers
+    not passing them yet) takes them from ``rules/defaults/legal_thresholds.csv``.
 
     ``rejected_before`` (meter_id, read_on) lists readings an earlier close refused
     (sealed ``reading_issues``): they stay out of the history — the next reading is
@@ -161,6 +197,8 @@ def consumption(
     (consumption, issues); meters absent from ``consumption`` have neither reading nor
     history and are charged by norm.
     """
+    if averaging is None:
+        averaging = Averaging.on(default_thresholds(), period.first)
     p_idx = period.year * 12 + period.month - 1
     meters_ok = working_meters(meters, period).select(
         "meter_id", "digits", "installed_on", "removed_on",
@@ -213,7 +251,7 @@ def consumption(
         pl.col("value_micro").last().alias("prev_value_micro"),
         pl.col("p_idx").last().alias("prev_p_idx"),
     )
-    history = earlier.filter(pl.col("p_idx") >= p_idx - AVERAGE_HISTORY_PERIODS).group_by(
+    history = earlier.filter(pl.col("p_idx") >= p_idx - averaging.history_periods).group_by(
         "meter_id"
     ).agg(
         pl.col("value_micro").first().alias("first_micro"),
@@ -271,11 +309,12 @@ def consumption(
         pl.lit("meter").alias("method"),
     )
 
-    # Average (п.59 «б», п.59(1)): own history over whole months, at most 3 periods on.
+    # Average (п.59 «б»): own history over whole months, at most 3 periods on.
     months = pl.col("prev_p_idx") - pl.col("first_p_idx")
     avg = base.join(metered.select("meter_id"), on="meter_id", how="anti").filter(
-        pl.col("prev_p_idx").is_not_null() & (p_idx - pl.col("prev_p_idx") <= AVERAGE_MAX_PERIODS)
-        & (months >= AVERAGE_MIN_MONTHS)
+        pl.col("prev_p_idx").is_not_null()
+        & (p_idx - pl.col("prev_p_idx") <= averaging.unread_max_periods)
+        & (months >= averaging.min_months)
     ).with_columns(
         ((pl.col("prev_value_micro") - pl.col("first_micro")) // months).clip(lower_bound=0)
         .alias("volume_micro"),
@@ -284,7 +323,7 @@ def consumption(
     out = pl.concat([
         metered.select(list(CONSUMPTION_SCHEMA)),
         avg.select(list(CONSUMPTION_SCHEMA)),
-        failed_meter_average(meters, readings, period).select(list(CONSUMPTION_SCHEMA)),
+        failed_meter_average(meters, readings, period, averaging).select(list(CONSUMPTION_SCHEMA)),
     ])
     issues_frame = pl.concat(issues).with_columns(
         (pl.col("value_micro").cast(pl.Decimal(18, 6)) / MICRO).alias("value")

@@ -1,7 +1,8 @@
 """The penalty policy: every rule table the penalty engine uses, read once.
 
 :func:`load_policy` reads ``penalty_schemes.csv``, ``penalty_rate_caps.csv``,
-``moratoriums.csv``, ``key_rates.csv``, ``due_dates.csv`` and the switches of
+``moratoriums.csv``, ``key_rates.csv``, ``due_dates.csv``, ``legal_thresholds.csv``
+(the limitation of a court statement) and the switches of
 ``penalty_policy.toml`` from a rules directory into a frozen
 :class:`PenaltyPolicy`. Rates are integers in basis points (percent × 100, the
 ``rate_bp`` of :mod:`rules`), dates are :class:`datetime.date`, fractions are
@@ -108,6 +109,7 @@ class PenaltyPolicy:
         moratorium_variant: the variant of ``moratoriums.csv`` in use.
         due_rules: (from, day) rows of ``due_dates.csv``, sorted.
         fixed_rate_bp: one rate for every day, caps not applied (calculator ``--rate``).
+        legal_thresholds: the rows of ``legal_thresholds.csv`` (:meth:`limitation_years`).
     """
 
     schemes: tuple[SchemeRule, ...]
@@ -118,6 +120,7 @@ class PenaltyPolicy:
     moratorium_variant: str = DEFAULT_MORATORIUM_VARIANT
     due_rules: tuple[tuple[date, int], ...] = ()
     fixed_rate_bp: int | None = None
+    legal_thresholds: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False, compare=False)
     _key_dates: tuple[date, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +155,12 @@ class PenaltyPolicy:
     def denominator(self) -> int:
         """Least common multiple of every share denominator: shares × this are integers."""
         return math.lcm(*(d for s in self.schemes for d in (s.den_before, s.den_after)), 1)
+
+    def limitation_years(self, day: date) -> int:
+        """The limitation period in years on ``day`` (ГК РФ ст.196; ``legal_thresholds.csv``)."""
+        from rules import threshold
+
+        return threshold(self.legal_thresholds, "limitation_years", day)
 
     def scheme_rule(self, scheme: str, period: Period) -> SchemeRule:
         rows = [s for s in self.schemes if s.scheme == scheme and s.valid_from <= period.first]
@@ -252,7 +261,7 @@ def load_policy(rules_dir: Path, moratorium_variant: str | None = None,
     ``moratorium_variant`` and ``rate_basis`` override the choices of
     ``penalty_policy.toml`` (which may be absent: then ``law`` and ``payment_date``).
     """
-    from rules import read_rule_table
+    from rules import missing_thresholds_rejects, read_rule_table, rule_errors_message
 
     for name in PENALTY_TABLES:
         if not (rules_dir / f"{name}.csv").is_file():
@@ -306,7 +315,12 @@ def load_policy(rules_dir: Path, moratorium_variant: str | None = None,
     )
     due = read_rule_table(rules_dir, "due_dates").sort("from")
     due_rules = tuple(zip(due["from"].to_list(), due["day"].to_list(), strict=True))
+    thresholds = read_rule_table(rules_dir, "legal_thresholds")
+    missing = missing_thresholds_rejects(thresholds)
+    if missing.height:
+        raise BillingError(rule_errors_message(missing))
     return PenaltyPolicy(
         schemes=tuple(scheme_rules), key_rates=rates, caps=caps, moratoriums=moratoria,
         rate_basis=basis, moratorium_variant=variant, due_rules=due_rules,
+        legal_thresholds=thresholds,
     )

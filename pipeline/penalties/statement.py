@@ -9,7 +9,8 @@ share, rate and its basis, moratorium days excluded, penalty) and the period's
 penalty (exact sum rounded once); then totals of debt and penalty separately, and
 the same within the 3-year limitation (ГК РФ ст.196, 200; a penalty expires with
 its debt, ст.207). A period is inside the limitation when its due date is on or
-after the cut-off date = statement date − 3 years.
+after the cut-off date = statement date − the years of ``limitation_years`` in
+``legal_thresholds.csv`` on the statement date (3).
 
 For a court the rate basis is usually the decision date (ВС РФ, Обзор № 3 (2016),
 вопрос 3): pass ``policy.with_rate_basis("calc_date")`` and the decision date as
@@ -37,19 +38,30 @@ from pipeline.xlsx import workbook_bytes
 
 Rows = pl.DataFrame | Sequence[Mapping[str, Any]]
 
-LIMITATION_YEARS = 3
+def limitation_cutoff(until: date, years: int) -> date:
+    """``until`` minus ``years`` years (29 February → 28 February).
 
-
-def limitation_cutoff(until: date) -> date:
-    """``until`` minus three years (29 February → 28 February).
-
-    >>> limitation_cutoff(date(2024, 2, 29))
+    >>> limitation_cutoff(date(2024, 2, 29), 3)
     datetime.date(2021, 2, 28)
     """
     try:
-        return until.replace(year=until.year - LIMITATION_YEARS)
+        return until.replace(year=until.year - years)
     except ValueError:
-        return until.replace(year=until.year - LIMITATION_YEARS, day=28)
+        return until.replace(year=until.year - years, day=28)
+
+
+def _cutoff(policy: PenaltyPolicy, until: date) -> date:
+    """The limitation cut-off of a statement dated ``until`` (the years in force on that day)."""
+    return limitation_cutoff(until, policy.limitation_years(until))
+
+
+def _years(n: int) -> str:
+    """``n`` years in Russian: 1 год, 3 года, 5 лет."""
+    if n % 10 == 1 and n % 100 != 11:
+        return f"{n} год"
+    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
+        return f"{n} года"
+    return f"{n} лет"
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def _records(data: Rows) -> list[dict[str, Any]]:
 
 
 def _sections(buckets: Rows, payments: Rows, policy: PenaltyPolicy, until: date) -> list[_Section]:
-    cutoff = limitation_cutoff(until)
+    cutoff = _cutoff(policy, until)
     pays: dict[tuple[str, str], list[tuple[date, int]]] = {}
     for p in _records(payments):
         key = (str(p.get("supplier_id") or ""), str(p["charge_period"]))
@@ -111,7 +123,7 @@ def _row_basis(policy: PenaltyPolicy, basis: date | None) -> str:
 
 
 def _view(account_id: str, sections: list[_Section], policy: PenaltyPolicy, until: date) -> dict[str, Any]:
-    cutoff = limitation_cutoff(until)
+    cutoff = _cutoff(policy, until)
     view_sections = []
     for s in sections:
         r = s.result
@@ -154,6 +166,7 @@ def _view(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
         "account_id": account_id,
         "until": f"{until:%d.%m.%Y}",
         "cutoff": f"{cutoff:%d.%m.%Y}",
+        "limitation": _years(policy.limitation_years(until)),
         "basis": "ставка задана вручную, ограничения не применяются" if policy.fixed_rate_bp is not None
         else BASIS_TITLES.get(policy.rate_basis, policy.rate_basis),
         "moratoria": VARIANT_TITLES.get(policy.moratorium_variant, policy.moratorium_variant),
@@ -189,7 +202,7 @@ td.n { text-align: right; white-space: nowrap; }
 <p>Лицевой счёт: <b>{{ v.account_id }}</b>. Расчёт по {{ v.until }} включительно.<br>
 Ставка: {{ v.basis }}.<br>
 Моратории: {{ v.moratoria }}{% for m in v.moratoria_list %}; {{ m.from }}–{{ m.to }}{% endfor %}.<br>
-Срок исковой давности (ГК РФ ст.196, 200, 207): 3 года; начисления со сроком оплаты ранее
+Срок исковой давности (ГК РФ ст.196, 200, 207): {{ v.limitation }}; начисления со сроком оплаты ранее
 <b>{{ v.cutoff }}</b> — за пределами срока.</p>
 {% for s in v.sections %}
 <h2>Период {{ s.period }}{% if s.supplier %}, поставщик {{ s.supplier }}{% endif %} — {{ s.scheme }}
@@ -245,7 +258,7 @@ def _xlsx(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
     ws = wb.active
     assert ws is not None
     ws.title = "Расчёт"
-    cutoff = limitation_cutoff(until)
+    cutoff = _cutoff(policy, until)
     ws.append([f"Расчёт задолженности и пени, лицевой счёт {account_id}, по {until:%d.%m.%Y} включительно"])
     ws["A1"].font = bold
     ws.append(["Ставка", "задана вручную" if policy.fixed_rate_bp is not None
