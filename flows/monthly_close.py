@@ -1,14 +1,21 @@
 """``monthly_close(period)``: the month close as a Prefect flow.
 
-Tasks are the stages of :mod:`pipeline.close`; the same functions are tested
-without Prefect. Data moves between tasks in memory (no result persistence, no
-input hashing: ``NO_CACHE``), the flow returns a small summary. The whole close
-holds the workspace lock, so no ingest or payment import changes its inputs
-between reading and sealing.
+Tasks are the steps of :mod:`pipeline.close`; the same functions are tested without
+Prefect. ``load-inputs`` reads one snapshot; then every partition of whole buildings
+(``[close] partition_accounts``) is a ``close-partition`` task that computes, writes its
+parts of the tables and renders its receipts (the receipts are a step of the flow:
+:func:`pipeline.render.build.receipts_step`, handed down as a factory); the flow then
+finishes the period (reports, manifest, one atomic rename). With ``workers`` or
+``cluster`` the partitions run on Dask (:mod:`flows.cluster`): a local cluster of that
+many worker processes, or the scheduler at that address. Data moves between tasks in
+memory (``NO_CACHE``); the flow returns a small summary. The whole close holds the
+workspace lock, so no ingest or payment import changes its inputs between reading and
+sealing.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +23,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import step
+from flows.cluster import partition_runner
 from pipeline import close as stages
 from pipeline import progress
 from pipeline.dates import Period
 from pipeline.render.build import receipts_step
+from pipeline.render.receipts import check_pdf_stack
 from pipeline.workspace import Workspace, workspace_lock
 
 
@@ -28,36 +37,35 @@ def load_inputs(home: str, period: str) -> stages.CloseInputs:
     return stages.load_inputs(Workspace(Path(home)), Period.parse(period))
 
 
-@task(name="compute", cache_policy=NO_CACHE)
-def compute(inputs: stages.CloseInputs) -> stages.CloseResult:
-    return stages.compute(inputs)
-
-
-@task(name="seal-with-receipts", cache_policy=NO_CACHE)
-def seal(home: str, inputs: stages.CloseInputs, result: stages.CloseResult,
-         receipts: bool) -> str:
-    """Seal the period; the receipts are a step of the flow, rendered into the sealed folder."""
-    ws = Workspace(Path(home))
-    render = receipts_step(ws, inputs, result) if receipts else None
-    return str(stages.seal(ws, result, inputs, render))
+@task(name="close-partition", cache_policy=NO_CACHE)
+def close_partition(job: stages.PartJob) -> stages.PartDone:
+    """One partition: compute, write its parts of the tables, render its receipts."""
+    return stages.close_part(job)
 
 
 @flow(name="monthly_close", log_prints=False)
-def monthly_close(period: str, home: str, dry_run: bool = False,
-                  receipts: bool = True) -> dict[str, Any]:
+def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool = True,
+                  workers: int | None = None, cluster: str | None = None) -> dict[str, Any]:
     """Close ``period`` in the workspace ``home``; ``dry_run`` computes without sealing."""
     command = f"close --period {period}" + (" --dry-run" if dry_run else "")
-    with workspace_lock(Workspace(Path(home)), command):
+    ws = Workspace(Path(home))
+    with workspace_lock(ws, command):
+        if receipts and not dry_run:
+            check_pdf_stack()  # before anything is computed: a missing library is named at once
         inputs = step(load_inputs, home, period)
         count = progress.count_text
         accounts = inputs.regs["accounts"].height
         progress.stage(f"{period}: данные загружены — лицевых счетов {count(accounts)}, "
                        f"платежей {count(inputs.payments.height)}")
-        result = step(compute, inputs)
-        progress.stage(f"{period}: начисления рассчитаны — строк {count(result.lines.height)}")
-        summary = stages.summary(result)
+        size = ws.typed_settings().close.partition_accounts
+        with partition_runner(close_partition, workers, cluster) as (run, on_dask):
+            # A Dask worker is a daemon process: it renders its receipts itself, without a pool.
+            render = (partial(receipts_step, workers=1) if on_dask else receipts_step) if receipts else None
+            summary = stages.close_in_parts(ws, inputs, size, dry_run=dry_run, render=render, run=run)
+        parts = summary["partitions"]
+        progress.stage(f"{period}: начисления рассчитаны — строк {count(summary['charge_lines'])}"
+                       + (f", частей {parts}" if parts > 1 else ""))
         if not dry_run:
-            summary["period_dir"] = step(seal, home, inputs, result, receipts)
             progress.stage(f"{period}: период закрыт — " + _sealed_text(Path(summary["period_dir"])))
     return summary
 

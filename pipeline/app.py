@@ -21,9 +21,15 @@ from pipeline.workspace import Workspace, audit, default_home
 __all__ = ["close_summary_lines", "default_home", "run_close"]
 
 
-def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True) -> dict[str, Any]:
-    """Run the ``monthly_close`` flow (``billing close``, ``demo``); audit the outcome."""
-    from flows import configure_prefect, run_flow
+def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool = True,
+              workers: int | None = None, cluster: str | None = None) -> dict[str, Any]:
+    """Run the ``monthly_close`` flow (``billing close``, ``demo``); audit the outcome.
+
+    ``workers`` (a local Dask cluster of that many processes) or ``cluster`` (a scheduler's
+    address) run the partitions on Dask: on a Prefect server through prefect-dask's task
+    runner, otherwise through ``distributed`` directly (:mod:`flows.cluster`).
+    """
+    from flows import configure_prefect, on_server, run_flow
     from pipeline import progress
     from pipeline.close import check_can_close
     from pipeline.dates import Period
@@ -36,8 +42,13 @@ def run_close(ws: Workspace, period: str, dry_run: bool = False, receipts: bool 
     if first:  # importing Prefect takes seconds: say where they went
         progress.stage("Prefect и этапы закрытия загружены")
     started = time.perf_counter()
-    summary: dict[str, Any] = run_flow(monthly_close, period=period, home=str(ws.home),
-                                       dry_run=dry_run, receipts=receipts)
+    flow = monthly_close
+    if on_server() and (workers or cluster):
+        from flows.cluster import task_runner
+
+        flow = monthly_close.with_options(task_runner=task_runner(workers, cluster))
+    summary: dict[str, Any] = run_flow(flow, period=period, home=str(ws.home), dry_run=dry_run,
+                                       receipts=receipts, workers=workers, cluster=cluster)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if ws.audit.is_dir():
         audit(ws, "close", period=period, dry_run=dry_run, outputs=summary)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -156,6 +157,13 @@ def close_cmd(
     no_receipts: Annotated[
         bool, typer.Option("--no-receipts", help="Не формировать PDF (для замеров).")
     ] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", metavar="N", min=1,
+        help="Считать части закрытия на локальном кластере Dask из N процессов.")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", metavar="АДРЕС",
+        help="Считать части закрытия на кластере Dask по адресу планировщика, например "
+             "tcp://10.0.0.5:8786 (рабочее пространство должно быть видно всем узлам).")] = None,
     show_progress: ProgressOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -163,9 +171,14 @@ def close_cmd(
     from pipeline import progress
 
     period = period_option(period, "--period")
+    if workers and cluster:
+        raise BillingError("Укажите либо --workers, либо --cluster, но не оба сразу.")
+    if cluster is not None and not re.fullmatch(r"(tcp|tls|ucx|inproc)://\S+", cluster):
+        raise BillingError(f"--cluster {cluster}: нужен адрес планировщика Dask вида tcp://узел:8786.")
     ws = _ws(home).require()
     with progress.reporting(progress.wanted(show_progress)):
-        summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts)
+        summary = run_close(ws, period, dry_run=dry_run, receipts=not no_receipts, workers=workers,
+                            cluster=cluster)
     _print_close(summary, dry_run)
 
 
@@ -445,6 +458,9 @@ def bench(
     payments: Annotated[int, typer.Option(
         "--payments", min=0, metavar="ЧИСЛО",
         help="Замерить ночь из N банковских платежей (импорт и распределение).")] = 0,
+    partition_accounts: Annotated[int | None, typer.Option(
+        "--partition-accounts", min=1, metavar="ЧИСЛО",
+        help="Лицевых счетов в части закрытия (по умолчанию — из settings.toml, [close]).")] = None,
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Отчёт одним объектом JSON в последней строке stdout.")] = False,
@@ -462,7 +478,7 @@ def bench(
             report = run_payment_bench(accounts=accounts, payments=payments, say=progress.stage)
         else:
             report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None,
-                               say=progress.stage)
+                               say=progress.stage, partition_accounts=partition_accounts)
     if as_json:
         _say(json.dumps(report, ensure_ascii=False))
     elif payments:

@@ -29,6 +29,7 @@ import polars as pl
 
 from pipeline.dates import Period, month_periods
 from pipeline.progress import count_text, seconds_text
+from pipeline.sealed import read_internal, read_table
 from pipeline.workspace import BillingError, Workspace, audit, init_workspace
 
 DEMO_MARKER = ".billing-demo"
@@ -66,10 +67,8 @@ def _pay_last_bill(ws: Workspace, bill: Period, seed: int) -> Path | None:
     from pipeline.ingest.registers import load_store
     from pipeline.synth import generate_payments, write_payments_csv
 
-    balances = ws.period_dir(str(bill)) / "balances.parquet"
-    due = pl.read_parquet(balances).group_by("account_id").agg(
-        (pl.col("closing").sum() * 100).cast(pl.Int64).alias("to_pay")
-    )
+    due = read_internal(ws.period_dir(str(bill)), "balances", ["account_id", "closing"]).group_by(
+        "account_id").agg(pl.col("closing_kop").sum().alias("to_pay"))
     payments = generate_payments(due, bill, seed=seed)
     if not payments.height:
         return None
@@ -132,7 +131,7 @@ def late_news(ws: Workspace, closed: Period, seed: int) -> list[str]:
         values = values.unique().sort()
         return str(values[int(rng.integers(values.len()))]) if values.len() else None
 
-    charges = pl.read_parquet(ws.period_dir(str(closed)) / "charges.parquet")
+    charges = read_table(ws.period_dir(str(closed)), "charges")
     whole_month = charges.filter(pl.col("days") == pl.col("days_in_month"))
     residents, premises, buildings = read("residents"), read("premises"), read("buildings")
     first, last = closed.first.isoformat(), closed.last.isoformat()
@@ -233,7 +232,7 @@ def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, st
         folder = ws.period_dir(str(period))
         if not (folder / "manifest.json").is_file():
             continue
-        charges = pl.read_parquet(folder / "charges.parquet")
+        charges = read_table(folder, "charges")
         charged = charges.select("account_id").unique()
         for method, label in METHOD_LABELS.items():
             if method not in ("average", "norm_increased"):
@@ -264,9 +263,9 @@ def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, st
         add("Прибор учёта не установлен, хотя возможно: норматив × K (формула 4(1))",
             increased.join(meters, on=["premise_id", "service_id"], how="anti"), period)
 
-        volumes = pl.read_parquet(folder / "meter_volumes.parquet").join(
+        volumes = read_table(folder, "meter_volumes").join(
             meters.select("meter_id", "verified_until"), on="meter_id", how="left")
-        issues = pl.read_parquet(folder / "reading_issues.parquet")
+        issues = read_table(folder, "reading_issues")
 
         def by_premise(rows: pl.DataFrame, charged: pl.DataFrame = charged) -> pl.DataFrame:
             return rows.select("premise_id").join(accounts, on="premise_id").join(
@@ -290,10 +289,10 @@ def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, st
                 meters.select("meter_id", "premise_id"), on="meter_id")
             add(label, by_premise(flagged), period)
 
-        recalcs = pl.read_parquet(folder / "recalculations.parquet")
+        recalcs = read_table(folder, "recalculations")
         for reason in recalcs["reason"].unique().sort():
             add(f"Перерасчёт: {reason}", recalcs.filter(pl.col("reason") == reason), period)
-        penalties = pl.read_parquet(folder / "penalties.parquet")
+        penalties = read_table(folder, "penalties")
         add("Пени за просрочку оплаты (ЖК РФ ст.155 ч.14)", penalties.filter(pl.col("amount") > 0), period)
 
     if not found:
@@ -381,8 +380,13 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
                 "в демо — billing demo --heating in_season)")
 
 
-def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:
+def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say,
+              partition_accounts: int | None = None) -> dict[str, Any]:
     """Generate, ingest and close ``months`` periods without PDFs; measure every stage.
+
+    The close runs as ``billing close`` does, in partitions of ``partition_accounts``
+    accounts (default ``[close] partition_accounts``), one after another in this process;
+    its row gives the partitions' compute, write and finish seconds under ``parts``.
 
     Each stage gets wall and CPU seconds, the peak RSS so far and rows a second of its
     main output (:class:`pipeline.bench.StageClock`). After the first month's close the
@@ -391,7 +395,7 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
     seal) over it.
     """
     from pipeline.bench import StageClock, bare_charge_join, peak_rss_mb
-    from pipeline.close import compute, load_inputs, seal
+    from pipeline.close import close_in_parts, load_inputs
     from pipeline.ingest.registers import ingest
     from pipeline.synth import generate_city
 
@@ -425,11 +429,14 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
                 step(f"payments {period}", partial(_pay_and_import, ws, period.shift(-1)), int)
             inputs = step(f"load {period}", partial(load_inputs, ws, period),
                           lambda inputs: sum(frame.height for frame in inputs.regs.values()))
-            result = step(f"compute {period}", partial(compute, inputs), lambda result: result.lines.height)
-            step(f"seal {period}", partial(seal, ws, result, inputs), result.lines.height)
-            report.setdefault("charge_lines", []).append(result.lines.height)
+            size = partition_accounts or ws.typed_settings().close.partition_accounts
+            closed = step(f"close {period}", partial(close_in_parts, ws, inputs, size),
+                          lambda summary: summary["charge_lines"])
+            stages[-1].update(partitions=closed["partitions"], parts=closed["stage_seconds"])
+            report.setdefault("charge_lines", []).append(closed["charge_lines"])
             if period == first:
-                report["close_seconds"] = round(sum(s["seconds"] for s in stages[-3:]), 2)
+                report["partitions"] = closed["partitions"]
+                report["close_seconds"] = round(sum(s["seconds"] for s in stages[-2:]), 2)
                 regs = inputs.regs
                 bare = step(f"bare_join {period}", partial(
                     bare_charge_join, regs["accounts"], regs["premises"], regs["building_services"],
@@ -439,11 +446,11 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dic
                 # finer than the stage's 0.01 s: a small city's join takes milliseconds
                 report["bare_join_seconds"] = max(round(clocks[-1].seconds, 4), 0.0001)
                 report["bare_join_rows"] = stages[-1]["rows"]
-            del inputs, result
+            del inputs, closed
         report["peak_rss_mb"] = peak_rss_mb()
         report["peak_memory_gb"] = round(report["peak_rss_mb"] / 1024, 2)
         report["ratio"] = bench_ratio(report["close_seconds"], report["bare_join_seconds"])
-        close_steps = [s for s in stages if s["step"].split()[0] in ("load", "compute", "seal")]
+        close_steps = [s for s in stages if s["step"].split()[0] in ("load", "close")]
         report["close_seconds_per_month"] = round(sum(s["seconds"] for s in close_steps) / months, 2)
     finally:
         if tmp is not None:
@@ -464,7 +471,9 @@ def bench_summary(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {s['step']:<22} {seconds_text(s['seconds']):>8} {seconds_text(s['cpu_seconds']):>8} "
                      f"{count_text(round(s['peak_rss_mb'])):>9} {count_text(s['rows']):>12} "
                      f"{count_text(s['rows_per_second']):>12}")
-    lines.append(f"Закрытие первого месяца (загрузка + расчёт + запечатывание): "
+    parts = report.get("partitions", 1)
+    within = f", частей {parts}" if parts > 1 else ""
+    lines.append(f"Закрытие первого месяца (загрузка + расчёт + запечатывание{within}): "
                  f"{seconds_text(report['close_seconds'])} с")
     bare = f"{report['bare_join_seconds']:.3f}".replace(".", ",")
     lines.append(f"Голое соединение Polars тех же строк начислений "
@@ -499,8 +508,8 @@ def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:
         ingest(ws)
         inputs = load_inputs(ws, first)
         seal(ws, compute(inputs), inputs)
-        due = pl.read_parquet(ws.period_dir(str(first)) / "balances.parquet").group_by(
-            "account_id").agg((pl.col("closing").sum() * 100).cast(pl.Int64).alias("to_pay"))
+        due = read_internal(ws.period_dir(str(first)), "balances", ["account_id", "closing"]).group_by(
+            "account_id").agg(pl.col("closing_kop").sum().alias("to_pay"))
         rng = np.random.default_rng(7)
         picked = due.filter(pl.col("to_pay") > 0).sample(n=min(payments, due.height), seed=7)
         night = picked.select(

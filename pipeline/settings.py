@@ -71,6 +71,17 @@ class Ingest:
 
 
 @dataclass(frozen=True)
+class Close:
+    """``[close]``: how many accounts one partition of the close holds (whole buildings).
+
+    Peak memory follows this size, not the region's (docs/scaling.md has the measurement
+    behind the default); a region below it closes as one partition, its tables one file each.
+    """
+
+    partition_accounts: int = 250_000
+
+
+@dataclass(frozen=True)
 class Receipts:
     """``[receipts]``: rendering processes (0 — one per core) and print batches per building."""
 
@@ -128,6 +139,9 @@ _CHECKS: dict[str, dict[str, Check]] = {
                                  "допустимо «refuse» или «keep_last»"),
         "max_removed_share": (lambda v: 0 <= v <= 1, "нужна доля от 0 до 1 (0.05 — это 5 %)"),
     },
+    "close": {
+        "partition_accounts": (lambda v: v >= 1, "нужно целое число лицевых счетов ≥ 1"),
+    },
     "receipts": {
         "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
         "print_batches": (lambda v: True, "нужно true или false"),
@@ -151,6 +165,7 @@ class Settings:
     heating: Heating = field(default_factory=Heating)
     recalculation: Recalculation = field(default_factory=Recalculation)
     ingest: Ingest = field(default_factory=Ingest)
+    close: Close = field(default_factory=Close)
     receipts: Receipts = field(default_factory=Receipts)
     lock: Lock = field(default_factory=Lock)
     schedule: Schedule = field(default_factory=Schedule)
@@ -170,7 +185,7 @@ class Settings:
 S = TypeVar("S")
 
 _SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalculation": Recalculation,
-                              "ingest": Ingest, "receipts": Receipts, "lock": Lock,
+                              "ingest": Ingest, "close": Close, "receipts": Receipts, "lock": Lock,
                               "schedule": Schedule, "inbox": Inbox}
 _NAMES = {kind: name for name, kind in _SECTIONS.items()}
 

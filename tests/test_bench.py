@@ -82,13 +82,15 @@ def test_bench_cli_json_last_line(tmp_path: Path) -> None:
     assert report["ratio"] == round(report["close_seconds"] / report["bare_join_seconds"], 1)
     steps = [s["step"] for s in report["stages"]]
     assert steps[:2] == ["generate_city", "ingest"]
-    assert {"load 2026-08", "compute 2026-08", "seal 2026-08", "bare_join 2026-08"} <= set(steps)
+    assert {"load 2026-08", "close 2026-08", "bare_join 2026-08"} <= set(steps)
     for stage in report["stages"]:
         assert set(stage) >= {"step", "seconds", "cpu_seconds", "peak_rss_mb", "rows", "rows_per_second"}
-    close = sum(s["seconds"] for s in report["stages"] if s["step"].split()[0] in ("load", "compute", "seal"))
+    close = sum(s["seconds"] for s in report["stages"] if s["step"].split()[0] in ("load", "close"))
     assert abs(report["close_seconds"] - close) < 0.011
     bare = next(s for s in report["stages"] if s["step"] == "bare_join 2026-08")
-    compute = next(s for s in report["stages"] if s["step"] == "compute 2026-08")
-    assert bare["rows"] > 0 and compute["rows"] > 0
+    closed = next(s for s in report["stages"] if s["step"] == "close 2026-08")
+    assert bare["rows"] > 0 and closed["rows"] > 0
+    assert closed["partitions"] == report["partitions"] == 1  # 200 accounts: one partition
+    assert set(closed["parts"]) == {"compute", "write", "finish"}
     assert "Замер" not in done.stdout  # --json: no readable summary on stdout
     assert "bare_join 2026-08" in done.stderr  # stage lines stay on stderr

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.close import _past_periods, compute, load_inputs
+from pipeline.close import compute, load_inputs
+from pipeline.close.inputs import _past_periods
 from pipeline.dates import Period
 from pipeline.explain import explain_account
 from pipeline.workspace import Workspace

@@ -74,7 +74,7 @@ def test_outage_registered_late_is_recalculated(town: Workspace) -> None:
 def test_recomputing_an_unchanged_past_gives_zero(town: Workspace, period: str) -> None:
     """Force a recomputation of every sealed period with unchanged inputs: nothing to post."""
     from pipeline.calc.recalc import recalculate
-    from pipeline.close import _past_periods
+    from pipeline.close.inputs import _past_periods
 
     if not town.sealed_periods():
         close(town, "2026-08")
@@ -147,7 +147,7 @@ def test_heating_without_a_whole_year_of_building_meter_is_by_norm(town: Workspa
 
 
 def test_only_accounts_whose_inputs_changed_are_recomputed(town: Workspace) -> None:
-    from pipeline.close import _past_periods
+    from pipeline.close.inputs import _past_periods
 
     close(town, "2026-08")
     with open(town.registers / "residents.csv", "a", encoding="utf-8") as fh:

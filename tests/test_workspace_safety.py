@@ -97,7 +97,7 @@ def test_concurrent_imports_keep_both_files(town: Workspace, tmp_path: Path) -> 
 def test_ingest_during_a_close_waits_and_the_close_reads_one_snapshot(
         town: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """An ingest started while a close reads its inputs waits; the close seals what it read."""
-    import pipeline.close as close_module
+    import pipeline.close.inputs as close_module
     from pipeline.close import compute, load_inputs, seal
 
     ingest(town)

@@ -27,17 +27,18 @@ from pipeline.settings import Receipts, load_section
 from pipeline.workspace import Workspace
 
 
-def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult
+def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, workers: int | None = None
                   ) -> Callable[[Path], dict[str, Any]]:
-    """The receipts step of a close: ``seal(ws, result, inputs, receipts_step(...))`` calls it
-    with the period's staging directory, so one PDF per account lands inside the sealed folder.
+    """The receipts step of a close (or of one partition of it): the close calls it with the
+    period's staging directory, so one PDF per account lands inside the sealed folder.
 
-    The PDF stack is checked here, before anything is written; the close module itself never
-    imports the rendering (it only takes the callable).
+    ``workers`` overrides ``[receipts] workers`` (a Dask worker renders with 1: it may not
+    start processes). The close module itself never imports the rendering (it only takes
+    the callable); the flow checks the PDF stack before the close starts.
     """
     check_pdf_stack()
     settings = load_section(ws.settings_path, Receipts)
-    workers = settings.workers or None
+    workers = workers or settings.workers or None
     batches = settings.print_batches
 
     def render(tmp: Path) -> dict[str, Any]:

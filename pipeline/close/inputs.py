@@ -1,0 +1,474 @@
+"""What a close reads: one snapshot of registers, rules, payments and the sealed past.
+
+``load_inputs`` is the only I/O of a close before its seal: it checks that the period
+may be closed and that every sealed table it reads matches its manifest, then reads the
+registers of one store version, the rule tables from one private copy of ``rules/``, the
+payments from one read of their file, the typed settings, and from the sealed periods
+(through :mod:`pipeline.sealed`, in the engine's integers) the opening balances, open
+items, meter history, settlements, recalculations and penalty history. The result,
+:class:`CloseInputs`, is plain frames; :mod:`pipeline.close.partition` cuts it into
+partitions of whole buildings.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.allocate.ledger import ITEM_SCHEMA
+from pipeline.calc.charges import HeatingPolicy
+from pipeline.calc.due import due_date
+from pipeline.dates import Period
+from pipeline.ingest.payments import load_bank_readings, load_payments, payments_path, read_payments
+from pipeline.ingest.registers import current_version, load_store
+from pipeline.sealed import read_internal, read_periods, scan_table, table_files
+from pipeline.verify import check_sealed
+from pipeline.workspace import BillingError, Workspace
+from rules import Rules, load_rules, read_rule_table
+from schemas.outputs import internal_expr, to_internal
+
+
+@dataclass
+class SettleInputs:
+    """What the yearly КР на СОИ settlement made at this close reads."""
+
+    year: int
+    months: list[str]
+    lines: pl.DataFrame  # account_id, service_id, volume_micro of the year's sealed months
+
+
+@dataclass
+class CloseInputs:
+    """Everything one close reads, loaded once."""
+
+    period: Period
+    regs: dict[str, pl.DataFrame]
+    rules: Rules
+    window_end_day: int
+    payments: pl.DataFrame
+    earlier_allocations: pl.DataFrame | None
+    opening: pl.DataFrame
+    open_items: pl.DataFrame
+    averaged_before: pl.DataFrame
+    due_date: date | None
+    store_version: str | None
+    payments_sha256: str | None
+    spike_multiple: int  # settings.toml [readings]; 0 — no check
+    heating: HeatingPolicy = field(default_factory=HeatingPolicy)
+    rules_sha256: str | None = None
+    charge_rules_sha256: str | None = None
+    rejected_readings: pl.DataFrame | None = None
+    past_periods: list[Any] = field(default_factory=list)
+    penalty_policy: Any = None
+    penalty_charges: pl.DataFrame | None = None
+    penalty_allocations: pl.DataFrame | None = None
+    penalty_previous: pl.DataFrame | None = None
+    settlements: pl.DataFrame | None = None
+    settlement_posted: pl.DataFrame | None = None
+    settle: SettleInputs | None = None
+
+
+
+def check_can_close(ws: Workspace, period: Period) -> None:
+    """Refuse a sealed period, a period before a sealed one, or a gap after the last."""
+    sealed = ws.sealed_periods()
+    if str(period) in sealed:
+        raise BillingError(
+            f"Период {period} уже закрыт и не может быть пересчитан: исправления попадут "
+            f"в следующий период как перерасчёт."
+        )
+    if sealed:
+        last = Period.parse(sealed[-1])
+        if period < last:
+            raise BillingError(
+                f"Период {period} раньше последнего закрытого ({last}): закрытые периоды "
+                "не переписываются."
+            )
+        if period != last.shift(1):
+            raise BillingError(f"Сначала закройте период {last.shift(1)} (последний закрытый — {last}).")
+
+
+def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl.DataFrame:
+    """Register readings plus those that came inside bank registers.
+
+    A bank reading names the meter by serial; it is matched to a meter of the
+    payer's premise. The register wins on the same meter and day.
+    """
+    readings = regs["readings"]
+    if not bank.height:
+        return readings
+    meters = regs["meters"].filter(pl.col("premise_id").is_not_null()).select(
+        "meter_id", "premise_id", pl.col("serial").alias("meter_serial"))
+    accounts = regs["accounts"].select("account_id", "premise_id")
+    matched = bank.join(accounts, on="account_id").join(meters, on=["premise_id", "meter_serial"])
+    extra = matched.select(
+        "meter_id", "read_on", pl.col("value").cast(readings.schema["value"]),
+        pl.lit("bank").alias("source"), pl.lit(None, pl.Int64).alias("source_row"),
+        pl.lit(False).alias("confirmed"),
+    )
+    both = pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
+    return both.unique(["meter_id", "read_on"], keep="first", maintain_order=True)
+
+
+def _read_sealed(ws: Workspace, table: str, columns: list[str] | None) -> pl.DataFrame | None:
+    """``table`` of every sealed period, as sealed (None when no period has it)."""
+    return read_periods([ws.period_dir(p) for p in ws.sealed_periods()], table, columns)
+
+
+def _internal(frame: pl.DataFrame, table: str, columns: list[str]) -> pl.DataFrame:
+    out = to_internal(frame, table, columns)
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
+    """Everything the close of ``period`` reads, from one snapshot of each input.
+
+    The registers come from one store version (read once and named in the
+    manifest), the rule tables from one copy of ``rules/`` taken at the start
+    (parsed and hashed from the same bytes), the payments from one read of the
+    store's file. The close holds the workspace lock besides, so no billing
+    command changes them meanwhile.
+    """
+    ws.require()
+    check_can_close(ws, period)
+    check_sealed(ws)  # every sealed table read below matches its period's manifest
+    with _rules_snapshot(ws.rules) as rules_dir:
+        return _load_inputs(ws, period, rules_dir)
+
+
+@contextmanager
+def _rules_snapshot(rules_dir: Path) -> Iterator[Path]:
+    """A private copy of the rule tables and policy files, gone after the block."""
+    with tempfile.TemporaryDirectory(prefix="billing-rules-") as tmp:
+        for path in sorted(rules_dir.iterdir()):
+            if path.is_file():
+                (Path(tmp) / path.name).write_bytes(path.read_bytes())
+        yield Path(tmp)
+
+
+def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
+    version = current_version(ws)
+    regs = load_store(ws, version)
+    rules = load_rules(rules_dir)
+    settings = ws.typed_settings()
+    window_end = settings.readings.window_end_day
+    spike_multiple = settings.readings.spike_multiple
+    settle_norm = settings.readings.settle_norm_months
+    heating = HeatingPolicy(settings.heating.payment, settings.heating.season_months,
+                            settings.heating.true_up_month)
+
+    sealed = ws.sealed_periods()
+    opening = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
+                                   "opening_kop": pl.Int64})
+    open_items = pl.DataFrame(schema=ITEM_SCHEMA)
+    if sealed:
+        prev = ws.period_dir(sealed[-1])
+        opening = read_internal(prev, "balances", ["account_id", "supplier_id", "closing"]).rename(
+            {"closing_kop": "opening_kop"})
+        open_items = read_internal(prev, "debts", ["account_id", "service_id", "supplier_id",
+                                                   "charge_period", "outstanding"])
+
+    applied = _read_sealed(ws, "allocations", ["payment_id", "agent", "kind"])
+    payments, payments_hash = _payments_snapshot(ws)
+    payments = payments.filter(pl.col("paid_on") <= pl.lit(period.last))
+    earlier_allocations = None
+    if applied is not None:
+        done = applied.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+        payments = payments.join(done.select("payment_id", "agent").unique(),
+                                 on=["payment_id", "agent"], how="anti")
+        refunded = payments.filter(pl.col("refund_of").is_not_null()).select(
+            "agent", pl.col("refund_of").alias("payment_id")).unique()
+        if refunded.height:
+            history = _read_sealed(ws, "allocations", None)
+            assert history is not None
+            earlier_allocations = _internal(
+                history.join(refunded, on=["agent", "payment_id"], how="semi"), "allocations",
+                ["payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period",
+                 "paid_on", "kind", "amount"])
+    payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period", "refund_of",
+                               (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"))
+    store_regs = regs
+    regs = {**regs, "readings": _with_bank_readings(regs, load_bank_readings(ws))}
+
+    averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
+    if averaged is None:
+        averaged_before = pl.DataFrame(schema={"meter_id": pl.String, "period_index": pl.Int32,
+                                               "method": pl.String, "volume_micro": pl.Int64})
+    else:
+        # Volumes a reading settles (п.61): averages, norm months when so set, and metered
+        # months (their reading ends a span; removed from the register, it no longer does).
+        settled = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
+        averaged_before = _internal(averaged.filter(pl.col("method").is_in(settled)), "meter_volumes",
+                                    ["meter_id", "period", "method", "volume"]).select(
+            "meter_id",
+            (pl.col("period").str.slice(0, 4).cast(pl.Int32) * 12
+             + pl.col("period").str.slice(5, 2).cast(pl.Int32) - 1).alias("period_index"),
+            "method", "volume_micro",
+        )
+    due_rules = read_rule_table(rules_dir, "due_dates")
+    penalty = _penalty_inputs(ws, open_items, rules_dir)
+    rules_hash = rules_sha256(rules_dir)
+    horizon = settings.recalculation.horizon_months
+    charge_rules_hash = rules_sha256(rules_dir, CHARGE_RULES)
+    past = _past_periods(ws, period, horizon, version, charge_rules_hash, store_regs, heating,
+                         rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list(),
+                         _awaiting_reading(regs, averaged_before, period, window_end))
+    return CloseInputs(
+        period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
+        spike_multiple=spike_multiple, heating=heating,
+        earlier_allocations=earlier_allocations, opening=opening, open_items=open_items,
+        averaged_before=averaged_before,
+        rejected_readings=_read_sealed(ws, "reading_issues", ["meter_id", "read_on"]),
+        due_date=due_date(due_rules, period),
+        store_version=version,
+        payments_sha256=payments_hash,
+        rules_sha256=rules_hash, charge_rules_sha256=charge_rules_hash, past_periods=past,
+        **_settlement_inputs(ws, period, rules),
+        **penalty,
+    )
+
+
+#: Rule tables a period's charges depend on; a change to any other (key rates, penalty
+#: schemes, due dates, settlements) never makes the past's charges differ.
+CHARGE_RULES = ("services.csv", "tariffs.csv", "norms.csv", "increasing_coefficients.csv",
+                "absence_rules.csv", "quality_rules.csv", "failed_meter_rules.csv",
+                "electricity_norms.csv", "legal_thresholds.csv")
+
+
+def _payments_snapshot(ws: Workspace) -> tuple[pl.DataFrame, str | None]:
+    """The stored payments and the SHA-256 of the very bytes they were read from."""
+    import hashlib
+    import io
+
+    path = payments_path(ws)
+    if not path.is_file():
+        return load_payments(ws), None
+    data = path.read_bytes()
+    return read_payments(io.BytesIO(data)), hashlib.sha256(data).hexdigest()
+
+
+def rules_sha256(rules_dir: Path, names: tuple[str, ...] | None = None) -> str:
+    """One hash over the rule tables and policy files in ``rules_dir`` (or only ``names``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(rules_dir.iterdir()):
+        if path.suffix in (".csv", ".toml") and (names is None or path.name in names):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
+    """A sealed charges table back in the stage's integer columns."""
+    return _internal(charges, "charges", ["account_id", "service_id", "supplier_id", "method", "amount",
+                                          "tariff", "volume", "coefficient", "norm", "area", "share",
+                                          "person_days", "absent_days"])
+
+
+def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
+                  rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy,
+                  heating_services: list[str] | None = None,
+                  awaiting: pl.DataFrame | None = None) -> list[Any]:
+    """Sealed periods to recompute, each with the accounts to recompute in it.
+
+    When the registers changed since the last close, the accounts whose inputs
+    changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
+    close's snapshot); when a rule table of :data:`CHARGE_RULES` changed, every account. In the month of
+    the yearly heating correction, also every account charged for heating in a
+    month of the year being settled in a house with a building heat meter.
+    ``awaiting`` (account_id, period) adds the months a reading of this period may
+    settle (:func:`_awaiting_reading`; a bank register's reading changes no register).
+    Only the lines of the accounts to recompute are read.
+    """
+    from pipeline.calc.recalc import PastPeriod, changed_accounts
+    from pipeline.ingest.registers import load_store
+
+    sealed = ws.sealed_periods()
+    if not sealed:
+        return []
+    last = json.loads((ws.period_dir(sealed[-1]) / "manifest.json").read_text())
+    changed: pl.DataFrame | None = pl.DataFrame(schema={"account_id": pl.String})
+    if last.get("charge_rules_sha256") != rules_hash:
+        changed = None
+    elif last.get("store_version") != store_version:
+        before = last.get("store_version")
+        if before and (ws.store / "registers" / before).is_dir():
+            changed = changed_accounts(load_store(ws, before), regs)
+        else:
+            changed = None
+    true_up_year = period.year - 1 if (heating.payment == "even"
+                                       and period.month == heating.true_up_month) else None
+    if awaiting is None:
+        awaiting = pl.DataFrame(schema={"account_id": pl.String, "period": pl.String})
+    if changed is not None and not changed.height and true_up_year is None and not awaiting.height:
+        return []
+    first = period.shift(-horizon)
+    recalcs = _read_sealed(ws, "recalculations", None)
+    if recalcs is not None and "kind" in recalcs.columns:
+        # Spread yearly settlements are current charges, not corrections of their origin.
+        recalcs = recalcs.filter(pl.col("kind") != "settlement")
+    heat_metered = regs["accounts"].select("account_id", "premise_id").join(
+        regs["premises"].select("premise_id", "building_id"), on="premise_id").join(
+        regs["meters"].filter(pl.col("building_id").is_not_null()
+                              & pl.col("service_id").is_in(heating_services or ["heating"]))
+        .select("building_id").unique(), on="building_id", how="semi").select("account_id")
+    past = []
+    for q in sealed:
+        origin = Period.parse(q)
+        if origin < first:
+            continue
+        folder = ws.period_dir(q)
+        charges = scan_table(folder, "charges")
+        # (accounts, services) to recompute: what changed, in full; the heating
+        # correction, heating only (a twelfth of the work for the other services).
+        jobs: list[tuple[pl.DataFrame | None, list[str] | None]] = []
+        whole = changed
+        settling = awaiting.filter(pl.col("period") == q).select("account_id")
+        if whole is not None and settling.height:
+            whole = pl.concat([whole, settling]).unique().sort("account_id")
+        if whole is None or whole.height:
+            jobs.append((whole, None))
+        if origin.year == true_up_year and whole is not None:
+            heated = charges.filter(pl.col("method").is_in(["heating", "heating_average"])).select(
+                "account_id").unique().join(heat_metered.lazy(), on="account_id", how="semi").join(
+                whole.lazy(), on="account_id", how="anti").collect()
+            if heated.height:
+                jobs.append((heated, heating_services or ["heating"]))
+        if not jobs:
+            continue
+        # The volumes the period charged by meter or average; its norm rows are a record,
+        # used only where a reading settles that month (recalc._period_volumes).
+        volumes = read_internal(folder, "meter_volumes",
+                                ["meter_id", "premise_id", "service_id", "method", "volume"])
+        for accounts, services in jobs:
+            mine = charges if accounts is None else charges.join(accounts.lazy(), on="account_id", how="semi")
+            lines = _internal_lines(mine.collect())
+            done = (_internal(recalcs.filter(pl.col("origin_period") == q), "recalculations",
+                              ["account_id", "service_id", "supplier_id", "amount"])
+                if recalcs is not None and recalcs.height else
+                pl.DataFrame(schema={"account_id": pl.String, "service_id": pl.String,
+                                     "supplier_id": pl.String, "amount_kop": pl.Int64}))
+            past.append(PastPeriod(origin, lines, done, volumes, accounts, services))
+    return past
+
+
+def _awaiting_reading(regs: dict[str, pl.DataFrame], averaged_before: pl.DataFrame, period: Period,
+                      window_end_day: int) -> pl.DataFrame:
+    """Accounts and sealed months a reading of ``period`` may settle (п.61): account_id, period.
+
+    The months charged by average or norm since the meter's last metered month, of
+    the meters with a reading counting for ``period`` (register or bank). A reading
+    that turns out unusable settles nothing: those months then recompute to zero.
+    """
+    from pipeline.calc.readings import reading_period_index
+
+    empty = pl.DataFrame(schema={"account_id": pl.String, "period": pl.String})
+    if not averaged_before.height:
+        return empty
+    index = period.year * 12 + period.month - 1
+    read_now = regs["readings"].filter(
+        reading_period_index(pl.col("read_on"), window_end_day) == index).select("meter_id").unique()
+    history = averaged_before.join(read_now, on="meter_id", how="semi")
+    if not history.height:
+        return empty
+    metered = history.filter(pl.col("method") == "meter").group_by("meter_id").agg(
+        pl.col("period_index").max().alias("_last"))
+    months = history.filter(pl.col("method") != "meter").join(metered, on="meter_id", how="left").filter(
+        pl.col("_last").is_null() | (pl.col("period_index") > pl.col("_last")))
+    premises = regs["meters"].filter(pl.col("premise_id").is_not_null()).select("meter_id", "premise_id")
+    return months.join(premises, on="meter_id").join(
+        regs["accounts"].select("account_id", "premise_id"), on="premise_id").select(
+        "account_id",
+        pl.format("{}-{}", (pl.col("period_index") // 12).cast(pl.String),
+                  (pl.col("period_index") % 12 + 1).cast(pl.String).str.zfill(2)).alias("period"),
+    ).unique()
+
+
+def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str, Any]:
+    """Settlements made so far, their parts posted, and the year to settle now (if any)."""
+    from pipeline.calc.common_property import SETTLEMENT_SCHEMA, settlement_rule, settles_now
+
+    made = _read_sealed(ws, "settlements", None)
+    settlements = pl.DataFrame(schema=SETTLEMENT_SCHEMA) if made is None else _internal(
+        made, "settlements", ["account_id", "service_id", "supplier_id", "building_id", "year", "amount",
+                              "parts", "first_period", "carry_over"])
+    recalcs = _read_sealed(ws, "recalculations", None)
+    posted = None
+    if recalcs is not None and "kind" in recalcs.columns:
+        posted = recalcs.filter(pl.col("kind") == "settlement").group_by(
+            "account_id", "service_id", "supplier_id", pl.col("settles_year").cast(pl.Int32).alias("year")
+        ).agg(internal_expr("recalculations", "amount").sum())
+    year = settles_now(rules, period)
+    settle = None
+    if year is not None and not settlements.filter(pl.col("year") == year).height:
+        rule_from: date = rules.soi_settlement["from"].min()  # type: ignore[assignment]
+        months = [q for q in ws.sealed_periods() if Period.parse(q).year == year
+                  and Period.parse(q).last >= rule_from]
+        resources = rules.services.filter(pl.col("settled_by").is_not_null())
+        wanted = [*resources["service_id"], *resources["settled_by"]]
+        if months and settlement_rule(rules, year) is not None:
+            lines = pl.concat([
+                to_internal(scan_table(ws.period_dir(q), "charges").filter(
+                    pl.col("service_id").is_in(wanted)), "charges", ["account_id", "service_id", "volume"]
+                ).collect()
+                for q in months])
+            settle = SettleInputs(year, months, lines)
+    return {"settlements": settlements, "settlement_posted": posted, "settle": settle}
+
+
+def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) -> dict[str, Any]:
+    """History of the buckets still open: their charges, payments and last penalty."""
+    from pipeline.penalties import load_policy
+    from pipeline.penalties.monthly import PENALTY_SERVICE
+
+    open_periods = open_items.filter(
+        (pl.col("outstanding_kop") > 0) & pl.col("charge_period").is_not_null()
+        & (pl.col("service_id") != PENALTY_SERVICE)
+    ).select("account_id", "supplier_id", "charge_period").unique()
+    charges, allocations = [], []
+    for q in sorted(open_periods["charge_period"].unique().to_list()):
+        folder = ws.period_dir(q)
+        if not table_files(folder, "charges"):
+            continue
+        charges.append(scan_table(folder, "charges").select(
+            "account_id", "service_id", "supplier_id", "amount").collect().with_columns(
+            pl.lit(q).alias("charge_period")))
+    sealed = ws.sealed_periods()
+    if sealed and open_periods.height:
+        allocations = [pl.concat([scan_table(ws.period_dir(p), "allocations") for p in sealed],
+                                 how="vertical_relaxed")
+                       .filter(pl.col("charge_period").is_in(open_periods["charge_period"].unique().implode()))
+                       .select("account_id", "supplier_id", "charge_period", "paid_on", "kind", "amount")
+                       .collect()]
+    recalcs = _read_sealed(ws, "recalculations", None)
+    if recalcs is not None and recalcs.height:
+        # A bucket's amount is its charge plus the recalculations that came back to it.
+        charges.append(recalcs.select("account_id", "service_id", "supplier_id", "amount",
+                                      pl.col("origin_period").alias("charge_period")))
+    hist_charges = (pl.concat(charges, how="vertical_relaxed").join(
+        open_periods, on=["account_id", "supplier_id", "charge_period"], how="semi").select(
+        "account_id", "service_id", "supplier_id", "charge_period", internal_expr("charges", "amount"))
+        if charges else None)
+    hist_alloc = (pl.concat(allocations).join(open_periods, on=["account_id", "supplier_id", "charge_period"],
+                                             how="semi").select(
+        "account_id", "supplier_id", "charge_period", "paid_on", "kind",
+        internal_expr("allocations", "amount"))
+        if allocations else None)
+    previous = None
+    if sealed and table_files(ws.period_dir(sealed[-1]), "penalties"):
+        prev = read_periods([ws.period_dir(sealed[-1])], "penalties")
+        if prev is not None and "cumulative" in prev.columns:
+            previous = _internal(prev, "penalties", ["account_id", "supplier_id", "charge_period",
+                                                     "cumulative"])
+    return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
+            "penalty_allocations": hist_alloc, "penalty_previous": previous}
+
