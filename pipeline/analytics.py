@@ -6,7 +6,8 @@ Only sealed periods are visible: a dry run or an interrupted close is not.
 
 Read-only and confined to the workspace: the sealed periods are verified against
 their manifests first (:func:`pipeline.verify.check_sealed`); once the views are
-defined the connection may read only the views' own files (``allowed_paths``,
+defined the connection may read only the views' own files (``allowed_paths``; a table
+sealed in parts through its parts' glob, so that one directory is ``allowed_directories``;
 ``enable_external_access=false``), loads no extension and its configuration is
 locked; and :func:`run_sql` runs only SELECT statements (and EXPLAIN of one).
 """
@@ -14,14 +15,17 @@ locked; and :func:`run_sql` runs only SELECT statements (and EXPLAIN of one).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from pipeline.close import OUTPUT_TABLES, CloseResult, to_outputs
 from pipeline.ingest.registers import current_version
+from pipeline.sealed import PART_GLOB, duckdb_source
 from pipeline.workspace import BillingError, Workspace
+from schemas.outputs import OUTPUT_TABLES
+from schemas.outputs import empty as empty_output
 from schemas.registers import REGISTERS
 from schemas.rules import RULE_TABLES
 
@@ -46,6 +50,7 @@ def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
     check_sealed(ws, sealed)
     con = duckdb.connect(":memory:")
     readable: list[Path] = []
+    parts_dirs: list[Path] = []
     version = current_version(ws)
     empty = empty_schemas()
     base = ws.store / "registers" / version if version else None
@@ -73,24 +78,28 @@ def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
         else:
             _empty_view(con, name, empty[name])
     for table in OUTPUT_TABLES:
-        files = [ws.period_dir(p) / f"{table}.parquet" for p in sealed]
-        files = [f for f in files if f.is_file()]
-        if files:
-            readable.extend(files)
-            listing = ", ".join(_quote(f) for f in files)
+        # One file per period, or the glob of its parts (pipeline.sealed): the parts'
+        # directory becomes readable, only it (DuckDB expands the glob when queried).
+        sources = [Path(s) for p in sealed if (s := duckdb_source(ws.period_dir(p), table)) is not None]
+        if sources:
+            for source in sources:
+                if source.name == PART_GLOB:
+                    parts_dirs.append(source.parent)
+                else:
+                    readable.append(source)
+            listing = ", ".join(_quote(source) for source in sources)
             con.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)"
             )
         else:
             _empty_view(con, table, empty[table])
-    _confine(con, readable)
+    _confine(con, readable, parts_dirs)
     return con
 
 
 def empty_schemas() -> dict[str, pl.Schema]:
     """The columns of every view while it has no data: registers, rule tables, payments,
-    imported files and the output tables (what :func:`pipeline.close.to_outputs` makes of
-    an empty close)."""
+    imported files and the sealed tables (as :mod:`schemas.outputs` declares them)."""
     import polars as pl
 
     from pipeline.ingest.payments import FILES_SCHEMA, STORE_SCHEMA
@@ -101,43 +110,8 @@ def empty_schemas() -> dict[str, pl.Schema]:
     }
     schemas["payments"] = STORE_SCHEMA
     schemas["imported_files"] = FILES_SCHEMA
-    schemas.update((name, frame.schema) for name, frame in to_outputs(_empty_close()).items())
+    schemas.update((name, empty_output(name).schema) for name in OUTPUT_TABLES)
     return schemas
-
-
-def _empty_close() -> CloseResult:
-    import polars as pl
-
-    from pipeline.allocate.ledger import ALLOCATION_SCHEMA, ITEM_SCHEMA
-    from pipeline.calc.charges import LINE_SCHEMA
-    from pipeline.calc.common_property import SETTLEMENT_SCHEMA
-    from pipeline.calc.readings import CONSUMPTION_SCHEMA
-    from pipeline.calc.recalc import RECALC_SCHEMA
-    from pipeline.dates import Period
-
-    text, kop = pl.String(), pl.Int64()
-    money = {f"{m}_kop": kop for m in ("opening", "charged", "recalculated", "paid", "penalty", "closing")}
-
-    def empty(schema: dict[str, pl.DataType] | pl.Schema) -> pl.DataFrame:
-        return pl.DataFrame(schema=schema)
-
-    return CloseResult(
-        period=Period(2000, 1),
-        lines=empty(LINE_SCHEMA),
-        meter_volumes=empty({**CONSUMPTION_SCHEMA, "service_id": text, "premise_id": text}),
-        reading_issues=empty({"meter_id": text, "read_on": pl.Date(), "reason": text,
-                              "value": pl.Decimal(38, 6)}),
-        allocations=empty(ALLOCATION_SCHEMA),
-        balances=empty({"account_id": text, "supplier_id": text, **money}),
-        service_balances=empty({"account_id": text, "service_id": text, "supplier_id": text, **money}),
-        debts=empty(ITEM_SCHEMA),
-        due_date=None,
-        penalties=empty({"account_id": text, "supplier_id": text, "charge_period": text, "scheme": text,
-                         "due_date": pl.Date(), "debt_kop": kop, "cumulative_kop": kop,
-                         "amount_kop": kop}),
-        recalculations=empty(RECALC_SCHEMA),
-        settlements=empty(SETTLEMENT_SCHEMA),
-    )
 
 
 def _sql_type(dtype: pl.DataType) -> str:
@@ -164,10 +138,15 @@ def _empty_view(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema) ->
     con.execute(f'CREATE VIEW "{name}" AS SELECT {columns} WHERE false')
 
 
-def _confine(con: duckdb.DuckDBPyConnection, readable: list[Path]) -> None:
-    """Only the views' files stay readable; no extension, no further setting."""
+def _confine(con: duckdb.DuckDBPyConnection, readable: list[Path],
+             parts_dirs: Sequence[Path] = ()) -> None:
+    """Only the views' files and partitioned tables' part directories stay readable;
+    no extension, no further setting."""
     listing = ", ".join(_quote(p) for p in readable)
     con.execute(f"SET allowed_paths = [{listing}]" if readable else "SET allowed_paths = []")
+    # With a trailing separator: that directory, not every path beginning with its name.
+    dirs = ", ".join("'" + str(d).replace("'", "''") + "/'" for d in parts_dirs)
+    con.execute(f"SET allowed_directories = [{dirs}]")
     for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
                     "autoload_known_extensions = false", "lock_configuration = true"):
         con.execute(f"SET {setting}")

@@ -1,9 +1,9 @@
 """``billing explain``: every charge of an account with its method, formula and inputs.
 
-For a sealed period the lines come from ``periods/YYYY-MM/charges.parquet``; for
-an open period they are computed on the spot (nothing is written). Each number
-is traced to where it came from: the rule row (file, row, effective date,
-legal source) and the meter readings.
+For a sealed period the lines come from its ``charges`` table (one file or its parts,
+read through :mod:`pipeline.sealed`); for an open period they are computed on the spot
+(nothing is written). Each number is traced to where it came from: the rule row (file,
+row, effective date, legal source) and the meter readings.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.methods import method_name
 from pipeline.money import format_rub, rubles_text
+from pipeline.sealed import read_periods, read_table
 from pipeline.settings import Readings, load_section
 from pipeline.workspace import BillingError, Workspace
 from rules import read_rule_table
@@ -38,10 +39,10 @@ def _charges(ws: Workspace, period: str) -> tuple[dict[str, pl.DataFrame], bool]
     from pipeline.verify import check_sealed
 
     check_sealed(ws, [q for q in ws.sealed_periods() if q <= period])  # the periods read below
-    made = [pl.read_parquet(f) for q in ws.sealed_periods() if q <= period
-            and (f := ws.period_dir(q) / "settlements.parquet").is_file()]
+    settled = read_periods([ws.period_dir(q) for q in ws.sealed_periods() if q <= period], "settlements")
+    made = [settled] if settled is not None else []
     if (folder / "manifest.json").is_file():
-        tables = {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}
+        tables = {n: read_table(folder, n) for n in names}
         sealed = True
     else:
         from pipeline.close import compute, load_inputs, to_outputs
@@ -134,13 +135,12 @@ def _charged_without_reading(ws: Workspace, meters: pl.DataFrame, period: str) -
 
     settle_norm = load_section(ws.settings_path, Readings).settle_norm_months
     methods = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
-    files = [f for q in ws.sealed_periods() if q < period
-             and (f := ws.period_dir(q) / "meter_volumes.parquet").is_file()]
     schema = pl.Schema({"period": pl.String(), "meter_id": pl.String(), "method": pl.String(),
                         "volume": pl.Decimal(18, 6)})
-    if not files or not meters.height:
+    rows = read_periods([ws.period_dir(q) for q in ws.sealed_periods() if q < period], "meter_volumes",
+                        list(schema))
+    if rows is None or not meters.height:
         return pl.DataFrame(schema={**schema, "index": pl.Int32()})
-    rows = pl.concat([pl.read_parquet(f, columns=list(schema)) for f in files], how="vertical_relaxed")
     return rows.filter(pl.col("meter_id").is_in(meters["meter_id"].implode())
                        & pl.col("method").is_in(methods)).with_columns(
         period_index(pl.col("period").str.slice(0, 4).cast(pl.Int32),

@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline.allocate.ledger import PAID_KINDS
 from pipeline.money import kopecks_to_decimal_expr
+from pipeline.sealed import has_table, read_internal
 from pipeline.tables import excel_csv_bytes
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes
 from pipeline.xlsx import workbook_bytes
@@ -130,7 +131,8 @@ OSV_TITLES = {
 }
 CARD_TITLES = {"period": "Период", "day": "Дата", "entry": "Операция", "detail": "Содержание",
                "amount": "Сумма, ₽"}
-#: The tables the reports read and their money columns (DECIMAL(18,2) rubles on disk).
+#: The tables the reports read and their money columns (DECIMAL(18,2) rubles on disk, read
+#: back as ``*_kop`` by :func:`pipeline.sealed.read_internal`).
 REPORT_TABLES: dict[str, tuple[str, ...]] = {
     "balances": tuple(MONEY), "charges": ("amount",), "recalculations": ("amount",),
     "penalties": ("amount",), "allocations": ("amount",),
@@ -156,16 +158,6 @@ def period_range(first: str, last: str | None) -> list[str]:
     return [str(p) for p in out]
 
 
-def _read_table(folder: Path, name: str) -> pl.DataFrame | None:
-    """``NAME.parquet`` or a directory ``NAME/`` of parts (CONTRACT.md), else ``None``."""
-    if (folder / f"{name}.parquet").is_file():
-        return pl.read_parquet(folder / f"{name}.parquet")
-    if (folder / name).is_dir():
-        parts = sorted((folder / name).glob("*.parquet"))
-        return pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed") if parts else None
-    return None
-
-
 def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> dict[str, pl.DataFrame]:
     """The report tables of ``periods``, verified against their manifests, money in kopecks.
 
@@ -181,12 +173,12 @@ def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> di
                            f"(закрыты: {', '.join(sorted(sealed)) or 'ни одного'}).")
     check_sealed(ws, periods)
     out: dict[str, pl.DataFrame] = {}
-    for name, money in REPORT_TABLES.items():
-        frames = [f for p in periods if (f := _read_table(ws.period_dir(p), name)) is not None]
+    for name in REPORT_TABLES:
+        # The declared columns (pipeline.sealed: one file or its parts), money in kopecks (``*_kop``).
+        frames = [read_internal(ws.period_dir(p), name) for p in periods if has_table(ws.period_dir(p), name)]
         if not frames:
             raise BillingError(f"В закрытом периоде {periods[0]} нет таблицы {name}.")
-        frame = pl.concat(frames, how="diagonal_relaxed").with_columns(
-            (pl.col(c) * 100).cast(pl.Int64).alias(f"{c}_kop") for c in money).drop(list(money))
+        frame = pl.concat(frames, how="diagonal_relaxed")
         if org is not None and "supplier_id" in frame.columns:
             frame = frame.filter(pl.col("supplier_id") == org)
         out[name] = frame

@@ -1,7 +1,8 @@
 """Sealed periods are verified: every file against the period's ``manifest.json``.
 
 A close seals ``periods/YYYY-MM/`` with a manifest whose ``files`` map each
-relative path to its SHA-256. This module checks a sealed period before anything
+relative path to its SHA-256 (a table sealed in parts lists each part,
+``charges/part-0000.parquet``). This module checks a sealed period before anything
 reads it:
 
 * every listed file exists and its SHA-256 matches, and no file that the manifest

@@ -58,6 +58,7 @@ import polars as pl
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
 from pipeline.ingest.readers import ROW, decode_text, read_table, sniff_separator
 from pipeline.ingest.registers import load_store, write_rejects
+from pipeline.sealed import table_files
 from pipeline.settings import Inbox, is_name_pattern, load_section
 from pipeline.workspace import (
     BillingError,
@@ -567,10 +568,7 @@ def _sealed_uses(ws: Workspace, keys: pl.DataFrame) -> pl.DataFrame:
     check_sealed(ws, sealed)
     found = []
     for period in sealed:
-        folder = ws.period_dir(period)
-        parts = ([folder / "allocations.parquet"] if (folder / "allocations.parquet").is_file()
-                 else sorted((folder / "allocations").glob("*.parquet")))
-        for part in parts:
+        for part in table_files(ws.period_dir(period), "allocations"):  # one file or its parts
             used = pl.read_parquet(part, columns=["agent", "payment_id"]).join(
                 keys, on=["agent", "payment_id"], how="semi").unique()
             found.append(used.with_columns(pl.lit(period).alias("period")))

@@ -16,6 +16,7 @@ import polars as pl
 from pipeline.penalties import load_policy
 from pipeline.penalties.monthly import PAYING_KINDS, bucket_schemes
 from pipeline.penalties.statement import write_statement
+from pipeline.sealed import scan_internal
 from pipeline.workspace import BillingError, Workspace
 
 
@@ -27,10 +28,10 @@ def account_statement(ws: Workspace, account_id: str, until: date, out_dir: Path
     from pipeline.verify import check_sealed
 
     check_sealed(ws, sealed)
-    charges = pl.concat([
-        pl.read_parquet(ws.period_dir(p) / "charges.parquet",
-                        columns=["period", "account_id", "service_id", "supplier_id", "amount"])
-        .filter(pl.col("account_id") == account_id) for p in sealed])
+    mine = pl.col("account_id") == account_id
+    columns = ["period", "account_id", "service_id", "supplier_id", "amount"]
+    charges = pl.concat([scan_internal(ws.period_dir(p), "charges", columns).filter(mine).collect()
+                         for p in sealed])
     if not charges.height:
         raise BillingError(f"У лицевого счёта {account_id} нет начислений в закрытых периодах.")
     from rules import read_rule_table
@@ -38,18 +39,16 @@ def account_statement(ws: Workspace, account_id: str, until: date, out_dir: Path
     schemes = bucket_schemes(read_rule_table(ws.rules, "services"))
     buckets = charges.join(schemes, on="service_id", how="left").group_by(
         "supplier_id", pl.col("period").alias("charge_period")).agg(
-        (pl.col("amount").sum() * 100).cast(pl.Int64).alias("amount_kop"),
+        pl.col("amount_kop").sum(),
         pl.when((pl.col("scheme") == "capital_repair").all()).then(pl.lit("capital_repair"))
         .otherwise(pl.lit("standard")).alias("scheme"),
     ).filter(pl.col("amount_kop") > 0).sort("charge_period", "supplier_id")
-    allocations = pl.concat([
-        pl.read_parquet(ws.period_dir(p) / "allocations.parquet")
-        .filter(pl.col("account_id") == account_id) for p in sealed], how="diagonal_relaxed")
+    allocations = pl.concat([scan_internal(ws.period_dir(p), "allocations").filter(mine).collect()
+                             for p in sealed], how="diagonal_relaxed")
     payments = allocations.filter(
         pl.col("kind").is_in(PAYING_KINDS) & pl.col("charge_period").is_not_null()
-        & (pl.col("amount") > 0)
-    ).group_by("supplier_id", "charge_period", "paid_on").agg(
-        (pl.col("amount").sum() * 100).cast(pl.Int64).alias("amount_kop")).sort("paid_on")
+        & (pl.col("amount_kop") > 0)
+    ).group_by("supplier_id", "charge_period", "paid_on").agg(pl.col("amount_kop").sum()).sort("paid_on")
     policy = load_policy(ws.rules, rate_basis=rate_basis)
     target = out_dir or (ws.home / "statements")
     return write_statement(account_id, buckets.with_columns(pl.lit(None, pl.Date).alias("due_date")),
