@@ -3,7 +3,7 @@
 What a new user needs to fill a register is in the specs already (columns, kinds,
 bounds, allowed values, key, references): this module turns them into Russian
 text, so the page cannot drift from what ``billing ingest`` checks. The example
-rows form a small consistent town — ``tests/test_new_user.py`` builds a workspace
+rows form a small consistent town — ``tests/integration/test_new_user.py`` builds a workspace
 from them and the templates of ``billing init`` alone, loads and closes it.
 
 ``python -m pipeline.docs`` rewrites ``docs/registers.md``; ``--check`` only

@@ -110,3 +110,22 @@ def run_billing(*args: str, home: Path, env: dict[str, str] | None = None,
     if check and proc.returncode != 0:
         raise AssertionError(f"billing {' '.join(args)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+#: Folders whose every test is an integration test (a real workspace, a `billing` process).
+INTEGRATION_DIRS = ("integration", "flows")
+#: Fixtures that put a workspace (or other files) on disk: every workspace fixture
+#: (``town`` and the fixtures built on it) goes through ``tmp_path`` or ``tmp_path_factory``.
+DISK_FIXTURES = frozenset({"town", "tmp_path", "tmp_path_factory"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark as ``integration`` what is not a unit test; ``-m "not integration"`` is the unit suite."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            top = item.path.resolve().relative_to(here).parts[0]
+        except ValueError:
+            top = ""
+        if top in INTEGRATION_DIRS or DISK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

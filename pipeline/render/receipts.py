@@ -527,7 +527,7 @@ UA_ELEMENTS = frozenset(
 
 #: A small user-agent stylesheet replacing WeasyPrint's full HTML5 one (256 lines, with
 #: 16 page-margin boxes and attribute rules matched on every element). Measured ≈15–20 ms
-#: less layout per receipt. It covers :data:`UA_ELEMENTS` only; ``tests/test_render.py``
+#: less layout per receipt. It covers :data:`UA_ELEMENTS` only; ``tests/render/test_render.py``
 #: checks that the template stays inside that set.
 _UA_CSS = """
 [hidden], head, title, meta, style, script, template, link, base { display: none }

@@ -163,7 +163,7 @@ def test_a_removed_empty_template_is_not_a_missing_register(town: Workspace) -> 
 
 
 def test_the_template_beside_an_xlsx_of_the_same_register_is_ignored(town: Workspace) -> None:
-    from tests.test_ingest import write_xlsx
+    from tests.ingest.test_ingest import write_xlsx
 
     accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False)
     write_xlsx(town.registers / "accounts.xlsx", accounts)

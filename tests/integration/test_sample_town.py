@@ -16,7 +16,7 @@ from pipeline.ingest.payments import import_inbox, load_suspense
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import Workspace, init_workspace
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pipeline.ingest.bank_formats import (
 )
 from pipeline.workspace import BillingError
 
-INBOX = Path(__file__).resolve().parents[1] / "data" / "sample" / "inbox"
+INBOX = Path(__file__).resolve().parents[2] / "data" / "sample" / "inbox"
 
 SBER_LINES = [
     "14-09-2026;09-15-32;8615;8615999V;200000000001;1000000001;Иванов Иван Иванович;г. Энск, ул. Садовая, д. 1, кв. 1;082026;26-00000001;ХВС;1;118;26-00000002;ГВС;1;61,5;[!];[!];;3000,00;2970,00;30,00",

@@ -23,7 +23,7 @@ from pipeline.synth import (
     write_payments_csv,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
 
 # Written out from CONTRACT.md on purpose, so that REGISTER_COLUMNS cannot drift silently.

@@ -122,7 +122,7 @@ def test_store_written_by_an_older_version_still_loads(town: Workspace) -> None:
 
 def test_identifiers_stay_text_in_xlsx_and_parquet(town: Workspace) -> None:
     """A text cell keeps its leading zeros (a numeric XLSX cell cannot: the guard of
-    tests/test_ingest_guard.py catches the accounts that vanish then)."""
+    tests/ingest/test_ingest_guard.py catches the accounts that vanish then)."""
     accounts = pl.read_csv(town.registers / "accounts.csv", infer_schema=False).with_columns(
         pl.col("account_id").str.replace("A", "000100001"))
     (town.registers / "accounts.csv").unlink()

@@ -263,6 +263,7 @@ def test_court_statement_for_an_account(august: Workspace, tmp_path: Path) -> No
     assert "1/300" in text
 
 
+@pytest.mark.integration  # a workspace per example, in a tempfile directory (not tmp_path)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(st.sampled_from(["A1", "A2", "A3", "X9"]), st.integers(1, 10**7),
                                st.sampled_from(["sber", "post"]), st.integers(0, 30)),

@@ -9,8 +9,8 @@ from pipeline.close.inputs import _past_periods
 from pipeline.dates import Period
 from pipeline.explain import explain_account
 from pipeline.workspace import Workspace
+from tests.calc.test_recalc import close
 from tests.conftest import METER_HISTORY, write_registers
-from tests.test_recalc import close
 
 REASON = "перерасчёт по показаниям прибора учёта (п.61 Правил 354)"
 

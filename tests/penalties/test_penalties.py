@@ -22,7 +22,7 @@ from pipeline.penalties.calculator import penalty_command, register
 from pipeline.workspace import BillingError, init_workspace
 from schemas.rules import RULE_TABLES
 
-DEFAULTS = Path(__file__).resolve().parents[1] / "rules" / "defaults"
+DEFAULTS = Path(__file__).resolve().parents[2] / "rules" / "defaults"
 LAW = load_policy(DEFAULTS)
 CALC = load_policy(DEFAULTS, moratorium_variant="penalty_calc")
 

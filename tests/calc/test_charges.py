@@ -311,7 +311,7 @@ def test_access_refused_twice_means_norm_with_coefficient(town: Workspace) -> No
     assert close_lines(town, "2026-08")[("A1", "cold_water")] == [("norm_increased", 9_490_000, 148841)]
     from pipeline.explain import explain_account
 
-    assert "повышающий коэффициент: два и более акта о недопуске к прибору учёта" in \
+    assert "повышающий коэффициент: не менее 2 актов о недопуске к прибору учёта" in \
         explain_account(town, "A1", "2026-08")
     assert "повышающий коэффициент: прибор учёта не установлен, хотя установка возможна" in \
         explain_account(town, "A2", "2026-08")

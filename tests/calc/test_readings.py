@@ -9,9 +9,9 @@ from pipeline.close import compute, load_inputs
 from pipeline.dates import Period
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import Workspace
+from tests.calc.test_recalc import close
 from tests.conftest import METER_HISTORY as HISTORY
 from tests.conftest import write_registers
-from tests.test_recalc import close
 
 
 def cold_water(ws: Workspace, period: str) -> list[tuple[str, str, str]]:
