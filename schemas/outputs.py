@@ -10,6 +10,7 @@ by it, so no reader converts a column by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 import polars as pl
@@ -93,9 +94,10 @@ OUTPUT_TABLES = tuple(OUTPUTS)
 
 def _sealed_expr(column: str, kind: pl.DataType | type[pl.DataType] | Scaled) -> pl.Expr:
     if isinstance(kind, Scaled):
-        # Exact: the integer becomes a DECIMAL of the same digits, then the point moves.
-        return (pl.col(kind.internal).cast(pl.Decimal(38, 0)).cast(pl.Decimal(38, kind.scale))
-                / 10 ** kind.scale).cast(kind.dtype).alias(column)
+        # Exact: the integer becomes a DECIMAL of the same digits, times 10^-scale (an exact
+        # decimal literal: one int128 multiplication, about twice as fast as a division).
+        unit = pl.lit(Decimal(1).scaleb(-kind.scale), pl.Decimal(38, kind.scale))
+        return (pl.col(kind.internal).cast(pl.Decimal(38, 0)) * unit).cast(kind.dtype).alias(column)
     return pl.col(column).cast(kind)
 
 

@@ -8,6 +8,7 @@ and per service, on every close. No I/O: :class:`CloseInputs` in, :class:`CloseR
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -50,12 +51,27 @@ class CloseResult:
     penalties: pl.DataFrame | None = None
     recalculations: pl.DataFrame | None = None
     settlements: pl.DataFrame | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (the bench's profile)
+
+
+class _Laps:
+    """Wall seconds between named points of :func:`compute` (no effect on the results)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
 
 
 
 def compute(inputs: CloseInputs) -> CloseResult:
     """The pure part of a close: readings → charges → allocation → balances."""
     period = inputs.period
+    laps = _Laps()
     volumes, issues = consumption(
         inputs.regs["meters"], inputs.regs["readings"], period, inputs.window_end_day,
         inputs.averaged_before, inputs.spike_multiple, inputs.rejected_readings,
@@ -63,12 +79,14 @@ def compute(inputs: CloseInputs) -> CloseResult:
     )
     meter_info = inputs.regs["meters"].select("meter_id", "service_id", "premise_id")
     meter_volumes = volumes.join(meter_info, on="meter_id", how="left")
+    laps.lap("readings")
     building_volumes = heating_volumes(inputs.regs["meters"], inputs.regs["readings"], period,
                                        inputs.heating, inputs.window_end_day)
     lines = charge_lines(inputs.regs, inputs.rules, period, meter_volumes, inputs.heating,
                          building_volumes)
     unread = norm_months(inputs.regs["meters"], period, volumes, lines, inputs.regs["accounts"])
     meter_volumes = pl.concat([meter_volumes, unread.select(meter_volumes.columns)])
+    laps.lap("charges")
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     from pipeline.calc.common_property import settlement_postings
@@ -87,6 +105,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
           for past in inputs.past_periods],
         settlement_postings(made, inputs.settlement_posted, lines, period).cast(RECALC_SCHEMA),
     ])
+    laps.lap("recalculations")
     # Recalculations change the open items of their origin period, charges those of this one.
     movements = pl.concat([
         lines.select("account_id", "service_id", "supplier_id", "amount_kop",
@@ -96,7 +115,9 @@ def compute(inputs: CloseInputs) -> CloseResult:
     ])
     allocations, debts = apply_period(inputs.open_items, movements, inputs.payments, str(period),
                                       inputs.earlier_allocations)
+    laps.lap("allocation")
     penalties = _accrue_penalties(inputs, movements, allocations)
+    laps.lap("penalties")
     posted = penalties.filter(pl.col("amount_kop") != 0).select(
         "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
         pl.lit(str(period)).alias("charge_period"), "amount_kop")
@@ -109,6 +130,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
     service_bal = balances(service_opening, lines, allocations,
                            ("account_id", "service_id", "supplier_id"), penalties=posted,
                            recalculations=recalcs)
+    laps.lap("balances")
     received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
@@ -140,8 +162,9 @@ def compute(inputs: CloseInputs) -> CloseResult:
             f"(разница {totals['closing'] - expected}); платежи {totals['paid']}, "
             f"распределено {totals['allocated']}; задолженность по периодам {outstanding}"
         )
+    laps.lap("checks")
     return CloseResult(period, lines, meter_volumes, issues, allocations, bal, service_bal, debts,
-                       inputs.due_date, totals, penalties, recalcs, settlements)
+                       inputs.due_date, totals, penalties, recalcs, settlements, laps.seconds)
 
 
 def _settled_volumes(inputs: CloseInputs, volumes: pl.DataFrame) -> pl.DataFrame | None:

@@ -58,6 +58,7 @@ def close_part(job: PartJob) -> PartDone:
     result = compute(job.inputs)
     done = PartDone(job.index, summary(result), dict(result.totals))
     done.seconds["compute"] = time.perf_counter() - started
+    done.seconds.update({f"compute:{stage}": value for stage, value in result.seconds.items()})
     if job.folder is not None:
         folder = Path(job.folder)
         started = time.perf_counter()
