@@ -216,12 +216,14 @@ def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, st
     period and account order, that shows each of them.
     """
     from pipeline.ingest.registers import load_store
+    from rules import read_rule_table, threshold
 
     regs = load_store(ws)
     accounts = regs["accounts"].select("account_id", "premise_id")
     meters = regs["meters"].filter(pl.col("premise_id").is_not_null()).select(
         "meter_id", "premise_id", "service_id", "verified_until")
     refusals = regs.get("access_refusals")
+    thresholds = read_rule_table(ws.rules, "legal_thresholds")
     found: list[pl.DataFrame] = []
 
     def add(label: str, rows: pl.DataFrame, period: Period) -> None:
@@ -253,8 +255,9 @@ def explain_examples(ws: Workspace, periods: list[Period]) -> list[tuple[str, st
         increased = charges.filter((pl.col("method") == "norm_increased")
                                    & (pl.col("service_id") != "sewerage")).join(accounts, on="account_id")
         if refusals is not None and refusals.height:
+            least = threshold(thresholds, "access_refusals_min", period.first)
             refused = refusals.filter(pl.col("refused_on") < pl.lit(period.first)).group_by(
-                "premise_id", "service_id").len().filter(pl.col("len") >= 2)
+                "premise_id", "service_id").len().filter(pl.col("len") >= least)
             add("Недопуск к прибору учёта дважды: норматив × K (п.85(3))",
                 increased.join(refused, on=["premise_id", "service_id"], how="semi"), period)
         expired = meters.filter(pl.col("verified_until") < pl.lit(period.first))

@@ -18,7 +18,7 @@ from pipeline.money import format_rub, rubles_text
 from pipeline.sealed import read_periods, read_table
 from pipeline.settings import Readings, load_section
 from pipeline.workspace import BillingError, Workspace
-from rules import read_rule_table
+from rules import read_rule_table, threshold
 
 
 def _num(value: Decimal | int | None, places: int = 3) -> str:
@@ -75,7 +75,8 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     unread = _charged_without_reading(ws, meters, period)
     readings = load_section(ws.settings_path, Readings)
     window_end_day, settle_norm = readings.window_end_day, readings.settle_norm_months
-    why_k = _increased_reasons(regs, premise, Period.parse(period))
+    why_k = _increased_reasons(regs, premise, Period.parse(period),
+                               read_rule_table(ws.rules, "legal_thresholds"))
 
     out = [f"Лицевой счёт {account_id}, период {period}"
            + ("" if sealed else " (период не закрыт: предварительный расчёт)")]
@@ -270,8 +271,28 @@ def _matrix_text(ln: dict, unit: str) -> list[str]:
             "в месяц (проживающих — в среднем за дни строки по всем счетам помещения)"]
 
 
-def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, period: Period) -> dict[str, str]:
-    """Why a service of the premise is charged by the norm × K, by service."""
+def plural(n: int, one: str, few: str, many: str) -> str:
+    """``n`` with the Russian form of its noun: one (1, 21), few (2–4, 22–24), many (5–20, 11–14).
+
+    >>> plural(1, "месяц", "месяца", "месяцев"), plural(3, "месяц", "месяца", "месяцев")
+    ('1 месяц', '3 месяца')
+    >>> plural(11, "акта", "актов", "актов"), plural(21, "акта", "актов", "актов")
+    ('11 актов', '21 акта')
+    """
+    if n % 10 == 1 and n % 100 != 11:
+        return f"{n} {one}"
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return f"{n} {few}"
+    return f"{n} {many}"
+
+
+def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, period: Period,
+                       thresholds: pl.DataFrame) -> dict[str, str]:
+    """Why a service of the premise is charged by the norm × K, by service.
+
+    The numbers in the texts are the ``thresholds`` (``legal_thresholds.csv``) in force
+    on the period's first day.
+    """
     out: dict[str, str] = {}
     if premise is None:
         return out
@@ -279,12 +300,18 @@ def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, perio
     from pipeline.calc.readings import failed_meters
 
     meters = regs["meters"].filter(pl.col("premise_id") == premise)
-    for r in failed_meters(meters, period).iter_rows(named=True):
-        out[r["service_id"]] = (f"срок поверки прибора {r['meter_id']} истёк {r['verified_until']}, "
-                                "три месяца по среднему прошли (п.60)")
-    refused = access_refused(regs.get("access_refusals"), period)
-    for r in refused.filter(pl.col("premise_id") == premise).iter_rows(named=True):
-        out[r["service_id"]] = "два и более акта о недопуске к прибору учёта (п.85(3), п.60)"
+    failed = failed_meters(meters, period)
+    if failed.height:
+        months = plural(threshold(thresholds, "average_failed_max_periods", period.first),
+                        "месяц", "месяца", "месяцев")
+        for r in failed.iter_rows(named=True):
+            out[r["service_id"]] = (f"срок поверки прибора {r['meter_id']} истёк {r['verified_until']}, "
+                                    f"срок начисления по среднему — {months} — прошёл (п.60)")
+    refused = access_refused(regs.get("access_refusals"), period, thresholds)
+    if refused.height:
+        acts = plural(threshold(thresholds, "access_refusals_min", period.first), "акта", "актов", "актов")
+        for r in refused.filter(pl.col("premise_id") == premise).iter_rows(named=True):
+            out[r["service_id"]] = f"не менее {acts} о недопуске к прибору учёта (п.85(3), п.60)"
     return out
 
 

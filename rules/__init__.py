@@ -273,7 +273,11 @@ def threshold(table: pl.DataFrame, name: str, on: date) -> int:
 
 @cache
 def default_thresholds() -> pl.DataFrame:
-    """``legal_thresholds.csv`` of ``rules/defaults/``: only for callers not yet given a workspace's."""
+    """``legal_thresholds.csv`` of ``rules/defaults/`` (tests and tools without a workspace).
+
+    The engine never falls back to it: a close, recalculation or explanation passes the
+    workspace's table (``Rules.legal_thresholds``).
+    """
     return read_rule_table(Path(__file__).resolve().parent / "defaults", "legal_thresholds")
 
 

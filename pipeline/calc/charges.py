@@ -46,7 +46,7 @@ from pipeline.calc.readings import (
 from pipeline.dates import OPEN_END, Period
 from pipeline.money import div_half_up
 from pipeline.settings import Heating
-from rules import Rules, default_thresholds, threshold
+from rules import Rules, threshold
 
 MICRO = 1_000_000
 I128 = pl.Int128
@@ -504,18 +504,16 @@ def charge_lines(
 
 
 def access_refused(refusals: pl.DataFrame | None, period: Period,
-                   thresholds: pl.DataFrame | None = None) -> pl.DataFrame:
+                   thresholds: pl.DataFrame) -> pl.DataFrame:
     """Premises and services with enough unresolved refusal acts before the period.
 
     Enough: ``access_refusals_min`` (two) of ``thresholds`` (``rules.legal_thresholds``)
-    in force on the period's first day; None (for callers not passing them yet) reads
-    ``rules/defaults/legal_thresholds.csv``.
+    in force on the period's first day.
     """
     schema = {"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean}
     if refusals is None or not refusals.height:
         return pl.DataFrame(schema=schema)
-    least = threshold(default_thresholds() if thresholds is None else thresholds,
-                      "access_refusals_min", period.first)
+    least = threshold(thresholds, "access_refusals_min", period.first)
     open_acts = refusals.filter(
         (pl.col("refused_on") < pl.lit(period.first))
         & (pl.col("resolved_on").is_null() | (pl.col("resolved_on") > pl.lit(period.first))))

@@ -28,7 +28,7 @@ from datetime import date
 import polars as pl
 
 from pipeline.dates import Period
-from rules import default_thresholds, threshold
+from rules import threshold
 
 MICRO = 1_000_000
 #: Reason of the recalculation a reading posts to the months it settles (п.61 Правил 354).
@@ -175,13 +175,13 @@ def consumption(
     spike_multiple: int = 0,
     rejected_before: pl.DataFrame | None = None,
     *,
-    averaging: Averaging | None = None,
+    averaging: Averaging,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Consumption per working individual meter for ``period``, and the reading issues.
 
     ``averaging``: the п.59 thresholds in force for the period — ``Averaging.on(
-    rules.legal_thresholds, period.first)`` of the workspace's rules. None (for callers
-    not passing them yet) takes them from ``rules/defaults/legal_thresholds.csv``.
+    rules.legal_thresholds, period.first)`` of the workspace's rules (required: there is
+    no fallback to ``rules/defaults/``).
 
     ``rejected_before`` (meter_id, read_on) lists readings an earlier close refused
     (sealed ``reading_issues``): they stay out of the history — the next reading is
@@ -197,8 +197,6 @@ def consumption(
     (consumption, issues); meters absent from ``consumption`` have neither reading nor
     history and are charged by norm.
     """
-    if averaging is None:
-        averaging = Averaging.on(default_thresholds(), period.first)
     p_idx = period.year * 12 + period.month - 1
     meters_ok = working_meters(meters, period).select(
         "meter_id", "digits", "installed_on", "removed_on",

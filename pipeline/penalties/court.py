@@ -48,7 +48,8 @@ def account_statement(ws: Workspace, account_id: str, until: date, out_dir: Path
     payments = allocations.filter(
         pl.col("kind").is_in(PAYING_KINDS) & pl.col("charge_period").is_not_null()
         & (pl.col("amount_kop") > 0)
-    ).group_by("supplier_id", "charge_period", "paid_on").agg(pl.col("amount_kop").sum()).sort("paid_on")
+    ).group_by("supplier_id", "charge_period", "paid_on").agg(pl.col("amount_kop").sum()).sort(
+        "paid_on", "supplier_id", "charge_period")
     policy = load_policy(ws.rules, rate_basis=rate_basis)
     target = out_dir or (ws.home / "statements")
     return write_statement(account_id, buckets.with_columns(pl.lit(None, pl.Date).alias("due_date")),

@@ -108,8 +108,9 @@ def test_a_new_row_shortens_averaging_from_its_date() -> None:
     assert averaged(Period(2026, 9), law) == [("average", 6_000_000)]
     assert averaged(Period(2026, 9), changed) == []  # from September only 2 periods by average
     assert averaged(Period(2026, 10), law) == []
-    # Without an explicit value the defaults apply (for a caller not yet passing them).
-    assert consumption(METERS, READINGS, Period(2026, 9), 25)[0]["method"].to_list() == ["average"]
+    # No fallback: the thresholds must be passed (the workspace's rules).
+    with pytest.raises(TypeError):
+        consumption(METERS, READINGS, Period(2026, 9), 25)  # type: ignore[call-arg]
 
 
 def test_a_longer_minimum_history_means_the_norm() -> None:
