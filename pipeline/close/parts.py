@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.close.compute import CloseResult, combine_summaries, compute, summary
 from pipeline.close.inputs import CloseInputs
-from pipeline.close.partition import Plan, plan, split
+from pipeline.close.partition import Plan, cutter, plan, split
 from pipeline.close.seal import finish, to_outputs, write_tables
 from pipeline.workspace import BillingError, Workspace, staging_dir
 
@@ -81,8 +81,9 @@ def run_here(task: Callable[[PartJob], PartDone], jobs: Iterable[PartJob]) -> li
 
 def _jobs(ws: Workspace, inputs: CloseInputs, cut: Plan, folder: Path | None,
           render: RenderFactory | None) -> Iterator[PartJob]:
+    frames = cutter(cut)
     for index in range(cut.count):
-        yield PartJob(str(ws.home), index, cut.count, split(inputs, cut, index),
+        yield PartJob(str(ws.home), index, cut.count, split(inputs, cut, index, frames),
                       str(folder) if folder is not None else None, render)
 
 
