@@ -28,6 +28,7 @@ def task_runner(workers: int | None, cluster: str | None) -> Any:
     """prefect-dask's task runner for ``workers`` local processes or the scheduler ``cluster``."""
     from prefect_dask import DaskTaskRunner
 
+    _quiet_distributed()  # the runner starts its cluster before the flow's code runs
     if cluster:
         return DaskTaskRunner(address=cluster)
     return DaskTaskRunner(cluster_kwargs=_local_kwargs(workers or 1))
@@ -38,6 +39,13 @@ def _local_kwargs(workers: int) -> dict[str, Any]:
     # nanny that kills a worker over a limit would only turn a slow close into a failed one.
     return {"n_workers": workers, "threads_per_worker": 1, "processes": True,
             "dashboard_address": None, "memory_limit": 0}
+
+
+def _quiet_distributed() -> None:
+    """Only errors from the cluster's scheduler and nannies: their INFO lines are noise to a user."""
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 def _on_dask_task_runner() -> bool:
@@ -61,11 +69,9 @@ def partition_runner(task: Any, workers: int | None, cluster: str | None
 
         yield on_prefect, True
         return
-    import logging
-
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    _quiet_distributed()
     local = LocalCluster(**_local_kwargs(workers or 1)) if not cluster else None
     try:
         with Client(cluster or local, set_as_default=False) as client:

@@ -1,9 +1,17 @@
-"""The close on a local Dask cluster of 2 worker processes gives exactly the single-process tables."""
+"""The close on a local Dask cluster of 2 worker processes gives exactly the single-process tables.
+
+Without a Prefect server the partitions go to Dask through ``distributed``; on a server
+(``prefect`` mark) through prefect-dask's task runner, a ``close-partition`` task run each.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +24,7 @@ from pipeline.ingest.registers import ingest
 from pipeline.sealed import read_table, table_files
 from pipeline.synth import generate_city
 from pipeline.workspace import Workspace
+from tests.flows.test_serve import api, free_port, wait_for
 
 pytest.importorskip("distributed")
 pytest.importorskip("prefect_dask")
@@ -58,3 +67,63 @@ def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path
     made = json.loads((many / "manifest.json").read_text())["receipts"]
     assert made["count"] == len(receipts) and made["batches"] >= 4  # a print batch per building
     assert pl.read_parquet(many / "charges" / "part-0001.parquet").height > 0
+
+
+@pytest.mark.prefect
+def test_close_on_a_prefect_server_runs_each_partition_as_a_dask_task(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_UI_ENABLED": "false"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The city and the single-process close are made while the server starts (≈10 s).
+        seed = _fresh_demo_home(Workspace(tmp_path / "seed"))
+        generate_city(seed.home, accounts=120, months=1, seed=11)
+        ingest(seed)
+        _with_partitions(seed, 40)  # this city's 4 buildings in 3 partitions
+        here, dask = Workspace(tmp_path / "here"), Workspace(tmp_path / "dask")
+        shutil.copytree(seed.home, here.home)
+        shutil.copytree(seed.home, dask.home)
+        assert run_close(here, PERIOD, receipts=False)["partitions"] == 3
+        wait_for(lambda: api(url, "/health"), 120, "the Prefect server")
+
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "close", "--period", PERIOD,
+                               "--workers", "2", "--no-receipts", "--home", str(dask.home)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+        assert "distributed." not in proc.stderr  # the cluster's INFO lines are not the user's business
+        print(f"close on the server: {time.monotonic() - started:.1f} s")
+
+        one, many = here.period_dir(PERIOD), dask.period_dir(PERIOD)
+        for table in OUTPUT_TABLES:
+            assert len(table_files(many, table)) == 3
+            assert read_table(one, table).equals(read_table(many, table)), table
+
+        runs = api(url, "/flow_runs/filter", {})
+        assert isinstance(runs, list) and len(runs) == 1
+        flow_run = runs[0]
+        assert flow_run["state_type"] == "COMPLETED"
+
+        def task_runs() -> list[dict]:
+            # The workers report their task runs as events: the server records them shortly after.
+            found = api(url, "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+            assert isinstance(found, list)
+            names = [(t["name"].rsplit("-", 1)[0], t["state_type"]) for t in found]
+            done = sorted(n for n, kind in names if kind == "COMPLETED")
+            return found if done == ["close-partition"] * 3 + ["load-inputs"] else []
+
+        found = wait_for(task_runs, 30, "3 completed close-partition task runs and one load-inputs")
+        assert len(found) == 4
+        parts = [t for t in found if t["task_key"].startswith("close_partition")]
+        assert len(parts) == 3 and all(t["state_type"] == "COMPLETED" for t in parts)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
