@@ -81,7 +81,7 @@ def test_serve_registers_nightly_import_and_a_triggered_run_imports_the_inbox(
         run = wait_for(lambda: api(url, f"/deployments/{dep['id']}/create_flow_run", {}), 120,
                        "the server to create the flow run")
         def finished() -> str | None:
-            kind = api(url, f"/flow_runs/{run['id']}")["state"]["type"]  # type: ignore[index,call-overload]
+            kind = api(url, f"/flow_runs/{run['id']}")["state"]["type"]  # type: ignore[call-overload]
             return kind if kind in ("COMPLETED", "FAILED", "CRASHED") else None
 
         state = wait_for(finished, 180, "the flow run")
