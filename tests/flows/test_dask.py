@@ -7,7 +7,6 @@ Without a Prefect server the partitions go to Dask through ``distributed``; on a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pipeline.ingest.registers import ingest
 from pipeline.sealed import read_table, table_files
 from pipeline.synth import generate_city
 from pipeline.workspace import Workspace
-from tests.flows.test_serve import api, free_port, wait_for
+from tests.flows.test_serve import api, start_server, wait_for
 
 pytest.importorskip("distributed")
 pytest.importorskip("prefect_dask")
@@ -40,7 +39,8 @@ def _with_partitions(ws: Workspace, accounts: int) -> None:
                     encoding="utf-8")
 
 
-def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path: Path) -> None:
+def _two_copies(tmp_path: Path) -> tuple[Workspace, Workspace]:
+    """Two copies of one small city, ingested, set to close in 3 partitions."""
     seed = _fresh_demo_home(Workspace(tmp_path / "seed"))
     generate_city(seed.home, accounts=120, months=1, seed=11)
     ingest(seed)
@@ -48,6 +48,11 @@ def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path
     here, dask = Workspace(tmp_path / "here"), Workspace(tmp_path / "dask")
     shutil.copytree(seed.home, here.home)
     shutil.copytree(seed.home, dask.home)
+    return here, dask
+
+
+def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path: Path) -> None:
+    here, dask = _two_copies(tmp_path)
 
     single = run_close(here, PERIOD, receipts=False)
     # The workers render their partitions' receipts too (one process each: a Dask worker may not fork).
@@ -71,23 +76,10 @@ def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path
 
 @pytest.mark.prefect
 def test_close_on_a_prefect_server_runs_each_partition_as_a_dask_task(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_UI_ENABLED": "false"}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url, env = start_server(tmp_path)
     try:
         # The city and the single-process close are made while the server starts (≈10 s).
-        seed = _fresh_demo_home(Workspace(tmp_path / "seed"))
-        generate_city(seed.home, accounts=120, months=1, seed=11)
-        ingest(seed)
-        _with_partitions(seed, 40)  # this city's 4 buildings in 3 partitions
-        here, dask = Workspace(tmp_path / "here"), Workspace(tmp_path / "dask")
-        shutil.copytree(seed.home, here.home)
-        shutil.copytree(seed.home, dask.home)
+        here, dask = _two_copies(tmp_path)
         assert run_close(here, PERIOD, receipts=False)["partitions"] == 3
         wait_for(lambda: api(url, "/health"), 120, "the Prefect server")
 

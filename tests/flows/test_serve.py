@@ -40,6 +40,19 @@ def api(url: str, path: str, body: dict | None = None) -> dict | list:
         return json.loads(resp.read() or b"null")
 
 
+def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """``prefect server start`` on a free loopback port with its own home: (process, API URL, env)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_UI_ENABLED": "false"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return server, url, env
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,14 +73,7 @@ def test_serve_registers_nightly_import_and_a_triggered_run_imports_the_inbox(
         "payment_id,paid_on,account_id,amount,period,agent\nn1,2026-09-05,A1,123.45,,sber\n",
         encoding="utf-8")
     os.utime(town.inbox / "night.csv", (time.time() - 3600,) * 2)  # arrived an hour ago: settled
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_UI_ENABLED": "false"}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url, env = start_server(tmp_path)
     serve = None
     try:
         wait_for(lambda: api(url, "/health"), 120, "the Prefect server")
