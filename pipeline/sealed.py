@@ -63,16 +63,12 @@ def read_table(folder: Path, table: str, columns: list[str] | None = None) -> pl
 def read_internal(folder: Path, table: str, columns: list[str] | None = None) -> pl.DataFrame:
     """``table`` of one sealed period in the engine's integers (``amount`` → ``amount_kop``)."""
     frame = read_table(folder, table)
-    out = to_internal(frame, table, columns)
-    assert isinstance(out, pl.DataFrame)
-    return out
+    return to_internal(frame, table, columns)
 
 
 def scan_internal(folder: Path, table: str, columns: list[str] | None = None) -> pl.LazyFrame:
     """:func:`read_internal`, lazily: a filter on it reads only what it keeps (and ``columns``)."""
-    out = to_internal(scan_table(folder, table), table, columns)
-    assert isinstance(out, pl.LazyFrame)
-    return out
+    return to_internal(scan_table(folder, table), table, columns)
 
 
 def read_periods(folders: list[Path], table: str, columns: list[str] | None = None

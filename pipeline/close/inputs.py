@@ -123,12 +123,6 @@ def _read_sealed(ws: Workspace, table: str, columns: list[str] | None) -> pl.Dat
     return read_periods([ws.period_dir(p) for p in ws.sealed_periods()], table, columns)
 
 
-def _internal(frame: pl.DataFrame, table: str, columns: list[str]) -> pl.DataFrame:
-    out = to_internal(frame, table, columns)
-    assert isinstance(out, pl.DataFrame)
-    return out
-
-
 def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
     """Everything the close of ``period`` reads, from one snapshot of each input.
 
@@ -190,7 +184,7 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
         if refunded.height:
             history = _read_sealed(ws, "allocations", None)
             assert history is not None
-            earlier_allocations = _internal(
+            earlier_allocations = to_internal(
                 history.join(refunded, on=["agent", "payment_id"], how="semi"), "allocations",
                 ["payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period",
                  "paid_on", "kind", "amount"])
@@ -207,7 +201,7 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
         # Volumes a reading settles (п.61): averages, norm months when so set, and metered
         # months (their reading ends a span; removed from the register, it no longer does).
         settled = ["meter", "average", "norm"] if settle_norm else ["meter", "average"]
-        averaged_before = _internal(averaged.filter(pl.col("method").is_in(settled)), "meter_volumes",
+        averaged_before = to_internal(averaged.filter(pl.col("method").is_in(settled)), "meter_volumes",
                                     ["meter_id", "period", "method", "volume"]).select(
             "meter_id",
             (pl.col("period").str.slice(0, 4).cast(pl.Int32) * 12
@@ -269,7 +263,7 @@ def rules_sha256(rules_dir: Path, names: tuple[str, ...] | None = None) -> str:
 
 def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
     """A sealed charges table back in the stage's integer columns."""
-    return _internal(charges, "charges", ["account_id", "service_id", "supplier_id", "method", "amount",
+    return to_internal(charges, "charges", ["account_id", "service_id", "supplier_id", "method", "amount",
                                           "tariff", "volume", "coefficient", "norm", "area", "share",
                                           "person_days", "absent_days"])
 
@@ -352,7 +346,7 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
         for accounts, services in jobs:
             mine = charges if accounts is None else charges.join(accounts.lazy(), on="account_id", how="semi")
             lines = _internal_lines(mine.collect())
-            done = (_internal(recalcs.filter(pl.col("origin_period") == q), "recalculations",
+            done = (to_internal(recalcs.filter(pl.col("origin_period") == q), "recalculations",
                               ["account_id", "service_id", "supplier_id", "amount"])
                 if recalcs is not None and recalcs.height else
                 pl.DataFrame(schema={"account_id": pl.String, "service_id": pl.String,
@@ -398,7 +392,7 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str,
     from pipeline.calc.common_property import SETTLEMENT_SCHEMA, settlement_rule, settles_now
 
     made = _read_sealed(ws, "settlements", None)
-    settlements = pl.DataFrame(schema=SETTLEMENT_SCHEMA) if made is None else _internal(
+    settlements = pl.DataFrame(schema=SETTLEMENT_SCHEMA) if made is None else to_internal(
         made, "settlements", ["account_id", "service_id", "supplier_id", "building_id", "year", "amount",
                               "parts", "first_period", "carry_over"])
     recalcs = _read_sealed(ws, "recalculations", None)
@@ -467,7 +461,7 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
     if sealed and table_files(ws.period_dir(sealed[-1]), "penalties"):
         prev = read_periods([ws.period_dir(sealed[-1])], "penalties")
         if prev is not None and "cumulative" in prev.columns:
-            previous = _internal(prev, "penalties", ["account_id", "supplier_id", "charge_period",
+            previous = to_internal(prev, "penalties", ["account_id", "supplier_id", "charge_period",
                                                      "cumulative"])
     return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}

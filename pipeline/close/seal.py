@@ -34,9 +34,7 @@ Render = Callable[[Path], dict[str, Any]]
 
 
 def _sealed(frame: pl.DataFrame | pl.LazyFrame, table: str, period: str) -> pl.DataFrame:
-    out = to_sealed(frame.lazy().with_columns(pl.lit(period).alias("period")), table)
-    assert isinstance(out, pl.LazyFrame)
-    return out.collect()
+    return to_sealed(frame.lazy().with_columns(pl.lit(period).alias("period")), table).collect()
 
 
 def to_outputs(result: CloseResult) -> dict[str, pl.DataFrame]:
