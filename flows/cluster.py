@@ -22,6 +22,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from flows import step
+from pipeline.workspace import BillingError
+
+#: How long to wait for a Dask scheduler to answer before the close gives up.
+CONNECT_SECONDS = 30
 
 
 def task_runner(workers: int | None, cluster: str | None) -> Any:
@@ -74,7 +78,12 @@ def partition_runner(task: Any, workers: int | None, cluster: str | None
     _quiet_distributed()
     local = LocalCluster(**_local_kwargs(workers or 1)) if not cluster else None
     try:
-        with Client(cluster or local, set_as_default=False) as client:
+        try:
+            client = Client(cluster or local, set_as_default=False, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError) as exc:
+            raise BillingError(f"Кластер Dask {cluster} недоступен ({exc}); период не закрыт. Проверьте "
+                               "адрес планировщика и что он запущен (docs/scaling.md).") from exc
+        with client:
             def on_dask(_fn: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
                 # Submitted one by one as the jobs are cut, so only the futures stay here.
                 futures = [client.submit(task.fn, job, pure=False) for job in jobs]

@@ -74,6 +74,8 @@ def close_summary_lines(s: dict[str, Any], dry_run: bool) -> list[str]:
         lines.append(f"  пени:            {rub(s['penalty_kop'])}")
     lines.append(f"  оплачено:        {rub(s['allocated_kop'])} (платежей: {s['payments']})")
     lines.append(f"  исходящее сальдо: {rub(s['closing_kop'])}")
+    if s.get("partitions", 1) > 1:
+        lines.append(f"  рассчитано частями: {s['partitions']} (целые дома, [close] partition_accounts)")
     if s.get("due_date"):
         lines.append(f"  срок оплаты: {s['due_date']}")
     if s["reading_issues"]:

@@ -22,7 +22,7 @@ from pipeline.demo import _fresh_demo_home
 from pipeline.ingest.registers import ingest
 from pipeline.sealed import read_table, table_files
 from pipeline.synth import generate_city
-from pipeline.workspace import Workspace
+from pipeline.workspace import BillingError, Workspace
 from tests.flows.test_serve import api, start_server, wait_for
 
 pytest.importorskip("distributed")
@@ -119,3 +119,15 @@ def test_close_on_a_prefect_server_runs_each_partition_as_a_dask_task(tmp_path: 
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_an_unreachable_scheduler_stops_the_close_with_a_clear_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.cluster
+
+    monkeypatch.setattr(flows.cluster, "CONNECT_SECONDS", 2)
+    here, _ = _two_copies(tmp_path)
+    with pytest.raises(BillingError, match=r"Кластер Dask tcp://127\.0\.0\.1:1 недоступен.*период не закрыт"):
+        run_close(here, PERIOD, receipts=False, cluster="tcp://127.0.0.1:1")
+    assert not here.period_dir(PERIOD).exists()
+    assert run_close(here, PERIOD, receipts=False)["partitions"] == 3  # nothing left behind, the lock is free
