@@ -15,6 +15,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.methods import method_name
 from pipeline.money import format_rub, rubles_text
+from pipeline.progress import plural
 from pipeline.sealed import read_periods, read_table
 from pipeline.settings import Readings, load_section
 from pipeline.workspace import BillingError, Workspace
@@ -269,21 +270,6 @@ def _matrix_text(ln: dict, unit: str) -> list[str]:
     stove = STOVE_TEXT.get(ln.get("norm_stove") or "", ln.get("norm_stove") or "")
     return [f"норматив {rooms} комн., {people} чел., {stove}: {_num(ln['norm'], 6)} {unit} на человека "
             "в месяц (проживающих — в среднем за дни строки по всем счетам помещения)"]
-
-
-def plural(n: int, one: str, few: str, many: str) -> str:
-    """``n`` with the Russian form of its noun: one (1, 21), few (2–4, 22–24), many (5–20, 11–14).
-
-    >>> plural(1, "месяц", "месяца", "месяцев"), plural(3, "месяц", "месяца", "месяцев")
-    ('1 месяц', '3 месяца')
-    >>> plural(11, "акта", "актов", "актов"), plural(21, "акта", "актов", "актов")
-    ('11 актов', '21 акта')
-    """
-    if n % 10 == 1 and n % 100 != 11:
-        return f"{n} {one}"
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return f"{n} {few}"
-    return f"{n} {many}"
 
 
 def _increased_reasons(regs: dict[str, pl.DataFrame], premise: str | None, period: Period,

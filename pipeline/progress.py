@@ -32,6 +32,20 @@ def count_text(n: int) -> str:
     return f"{n:,}".replace(",", NBSP)
 
 
+def plural(n: int, one: str, few: str, many: str) -> str:
+    """``n`` with the Russian form of its noun, by CLDR's plural rule for Russian (babel).
+
+    >>> plural(1, "запись", "записи", "записей"), plural(3, "запись", "записи", "записей")
+    ('1 запись', '3 записи')
+    >>> plural(11, "год", "года", "лет"), plural(21, "год", "года", "лет"), plural(112, "год", "года", "лет")
+    ('11 лет', '21 год', '112 лет')
+    """
+    from babel import Locale
+
+    form = Locale("ru").plural_form(n)
+    return f"{n} {one if form == 'one' else few if form == 'few' else many}"
+
+
 def seconds_text(seconds: float) -> str:
     """Elapsed seconds with one decimal and a comma.
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_keys, parse_table
 from pipeline.ingest.readers import ROW, SUFFIXES, read_table
+from pipeline.progress import plural
 from pipeline.settings import Ingest, load_section
 from pipeline.workspace import (
     BillingError,
@@ -343,23 +344,11 @@ def _lost_message(lost: pl.DataFrame, rejects: pl.DataFrame, last_version: str |
     advice = "" if keeping else (
         "; чтобы вместо отказа оставлять прежние версии таких записей, задайте в settings.toml "
         '[ingest] on_rejected_existing = "keep_last"')
+    gone = plural(records, "запись", "записи", "записей")
     return (f"Загрузка отменена: отклонены строки записей, которые есть в прошлой загрузке {last_version}"
-            f"{why}, — иначе из реестров пропали бы {_records(records)}, а следующее закрытие сторнировало "
+            f"{why}, — иначе из реестров пропали бы {gone}, а следующее закрытие сторнировало "
             "бы их начисления. Первые:\n" + "\n".join(lines)
             + f"\nИсправьте эти строки и повторите billing ingest{advice}.")
-
-
-def _records(count: int) -> str:
-    """A count of records in Russian.
-
-    >>> _records(1), _records(3), _records(11), _records(21)
-    ('1 запись', '3 записи', '11 записей', '21 запись')
-    """
-    if count % 10 == 1 and count % 100 != 11:
-        return f"{count} запись"
-    if 2 <= count % 10 <= 4 and not 12 <= count % 100 <= 14:
-        return f"{count} записи"
-    return f"{count} записей"
 
 
 def _removal_lines(frames: dict[str, pl.DataFrame], last: dict[str, pl.DataFrame],

@@ -33,6 +33,7 @@ from pipeline.money import format_rub, to_decimal
 from pipeline.penalties.calculator import BASIS_TITLES, SCHEME_TITLES, VARIANT_TITLES
 from pipeline.penalties.policy import PenaltyPolicy, fmt_rate
 from pipeline.penalties.scalar import BucketPenalty, bucket_penalty, round_fraction
+from pipeline.progress import plural
 from pipeline.workspace import atomic_write_bytes
 from pipeline.xlsx import workbook_bytes
 
@@ -53,15 +54,6 @@ def limitation_cutoff(until: date, years: int) -> date:
 def _cutoff(policy: PenaltyPolicy, until: date) -> date:
     """The limitation cut-off of a statement dated ``until`` (the years in force on that day)."""
     return limitation_cutoff(until, policy.limitation_years(until))
-
-
-def _years(n: int) -> str:
-    """``n`` years in Russian: 1 год, 3 года, 5 лет."""
-    if n % 10 == 1 and n % 100 != 11:
-        return f"{n} год"
-    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
-        return f"{n} года"
-    return f"{n} лет"
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ def _view(account_id: str, sections: list[_Section], policy: PenaltyPolicy, unti
         "account_id": account_id,
         "until": f"{until:%d.%m.%Y}",
         "cutoff": f"{cutoff:%d.%m.%Y}",
-        "limitation": _years(policy.limitation_years(until)),
+        "limitation": plural(policy.limitation_years(until), "год", "года", "лет"),
         "basis": "ставка задана вручную, ограничения не применяются" if policy.fixed_rate_bp is not None
         else BASIS_TITLES.get(policy.rate_basis, policy.rate_basis),
         "moratoria": VARIANT_TITLES.get(policy.moratorium_variant, policy.moratorium_variant),

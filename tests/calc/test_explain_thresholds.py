@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from pipeline.dates import Period
-from pipeline.explain import _increased_reasons, plural
+from pipeline.explain import _increased_reasons
+from pipeline.progress import plural
 from pipeline.workspace import Workspace
 from rules import default_thresholds
 from tests.conftest import write_registers
