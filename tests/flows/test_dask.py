@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -83,13 +82,11 @@ def test_close_on_a_prefect_server_runs_each_partition_as_a_dask_task(tmp_path: 
         assert run_close(here, PERIOD, receipts=False)["partitions"] == 3
         wait_for(lambda: api(url, "/health"), 120, "the Prefect server")
 
-        started = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "close", "--period", PERIOD,
                                "--workers", "2", "--no-receipts", "--home", str(dask.home)],
                               env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
         assert "distributed." not in proc.stderr  # the cluster's INFO lines are not the user's business
-        print(f"close on the server: {time.monotonic() - started:.1f} s")
 
         one, many = here.period_dir(PERIOD), dask.period_dir(PERIOD)
         for table in OUTPUT_TABLES:
@@ -109,7 +106,8 @@ def test_close_on_a_prefect_server_runs_each_partition_as_a_dask_task(tmp_path: 
             done = sorted(n for n, kind in names if kind == "COMPLETED")
             return found if done == ["close-partition"] * 3 + ["load-inputs"] else []
 
-        found = wait_for(task_runs, 30, "3 completed close-partition task runs and one load-inputs")
+        # Polled until they are there (a loaded server records events late), not a fixed pause.
+        found = wait_for(task_runs, 180, "3 completed close-partition task runs and one load-inputs")
         assert len(found) == 4
         parts = [t for t in found if t["task_key"].startswith("close_partition")]
         assert len(parts) == 3 and all(t["state_type"] == "COMPLETED" for t in parts)
