@@ -497,6 +497,7 @@ def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:
 
     from pipeline.allocate.ledger import apply_period
     from pipeline.close import compute, load_inputs, seal
+    from pipeline.ids import coded
     from pipeline.ingest.bank_formats import write_sber_register
     from pipeline.ingest.payments import import_payment_file
     from pipeline.ingest.registers import ingest
@@ -531,8 +532,11 @@ def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:
         report["imported"] = result.accepted
         inputs = load_inputs(ws, first.shift(1))
         out = compute(inputs)  # charges of the month, needed as debts
+        assert inputs.codes is not None
+        lines = inputs.codes.encode(out.lines)  # the stages' coded identifiers, as in a close
         t = time.perf_counter()
-        apply_period(inputs.open_items, out.lines, inputs.payments, str(first.shift(1)))
+        with coded():
+            apply_period(inputs.open_items, lines, inputs.payments, str(first.shift(1)))
         report["allocation_seconds"] = round(time.perf_counter() - t, 2)
         report["peak_rss_mb"] = _peak_mb()
         say(f"  импорт {result.accepted} платежей: {report['import_seconds']} с; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.allocate.ledger import PAID_KINDS
+from pipeline.ids import CODE, ID_COLUMNS, id_type, typed
 
 BALANCE_SCHEMA = pl.Schema({
     "account_id": pl.String,
@@ -38,10 +39,13 @@ def balances(
     """
     keys = list(keys)  # type: ignore[assignment]
 
+    coded_ids = id_type() == CODE  # coded identifiers (pipeline.ids) are integers already
+
     def coded(frame_: pl.DataFrame, value: str, alias: str) -> pl.LazyFrame:
         # Categorical keys (one process-wide dictionary): the group-by hashes small integers
         # instead of strings; strings again at the end.
-        return frame_.lazy().select(*[pl.col(k).cast(pl.Categorical) for k in keys],
+        return frame_.lazy().select(*[pl.col(k) if coded_ids and k in ID_COLUMNS
+                                      else pl.col(k).cast(pl.Categorical) for k in keys],
                                     pl.col(value).alias(alias))
 
     parts = [
@@ -68,6 +72,6 @@ def balances(
     )
     money = ["opening_kop", "charged_kop", "recalculated_kop", "paid_kop", "penalty_kop"]
     frame = frame.filter(pl.any_horizontal(pl.col(c) != 0 for c in money))
-    schema = pl.Schema({k: pl.String() for k in keys} | {
+    schema = typed({k: pl.String() for k in keys} | {
         k: v for k, v in BALANCE_SCHEMA.items() if k.endswith("_kop")})
     return frame.select(list(schema)).cast(schema).collect()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.ids import CODE, ID_COLUMNS, id_type, typed
 from pipeline.money import split_column
 
 ITEM_KEY = ["account_id", "service_id", "supplier_id", "charge_period"]
@@ -65,9 +66,21 @@ PAYMENT_SCHEMA = pl.Schema({
 #: Inside :func:`apply_period` the keys are categoricals (one process-wide dictionary), so
 #: its group-bys and joins hash small integers instead of strings (≈ 2× faster on 4 M
 #: items). Categoricals sort lexically like strings: every order and result is the same.
+#: Coded identifiers (:mod:`pipeline.ids`) are integers already and stay as they are.
 _CAT = pl.Categorical()
-_ITEMS = pl.Schema({k: (_CAT if v == pl.String() else v) for k, v in ITEM_SCHEMA.items()})
-_PAYMENTS = pl.Schema({**PAYMENT_SCHEMA, "account_id": _CAT})
+
+
+def _key_type(column: str) -> pl.DataType:
+    """A string key's type inside the ledger: a coded identifier's code, else a categorical."""
+    return CODE if column in ID_COLUMNS and id_type() == CODE else _CAT
+
+
+def _items() -> pl.Schema:
+    return pl.Schema({k: (_key_type(k) if v == pl.String() else v) for k, v in ITEM_SCHEMA.items()})
+
+
+def _payments() -> pl.Schema:
+    return pl.Schema({**typed(PAYMENT_SCHEMA), "account_id": _key_type("account_id")})
 
 
 #: Open items that payments and advances may pay: penalties only when a payment names
@@ -88,8 +101,8 @@ def _merge(items: pl.DataFrame) -> pl.DataFrame:
         items.lazy().group_by(ITEM_KEY)
         .agg(pl.col("outstanding_kop").sum())
         .filter(pl.col("outstanding_kop") != 0)
-        .select(list(_ITEMS))
-        .cast(_ITEMS)
+        .select(list(ITEM_SCHEMA))
+        .cast(_items())
         .collect()
     )
 
@@ -139,19 +152,20 @@ def apply_period(
     """
     if "refund_of" not in payments.columns:
         payments = payments.with_columns(pl.lit(None, pl.String).alias("refund_of"))
-    payments = payments.with_columns(pl.col("account_id").cast(_CAT))
+    payments = payments.with_columns(pl.col("account_id").cast(_key_type("account_id")))
     refunds = payments.filter(pl.col("amount_kop") < 0)
     payments = payments.filter(pl.col("amount_kop") > 0)
     if "charge_period" not in charges.columns:
         charges = charges.with_columns(pl.lit(period).alias("charge_period"))
-    moved = charges.lazy().select(*[pl.col(k).cast(_CAT) for k in ITEM_KEY], "amount_kop").group_by(
+    moved = charges.lazy().select(*[pl.col(k).cast(_key_type(k)) for k in ITEM_KEY], "amount_kop").group_by(
         ITEM_KEY).agg(pl.col("amount_kop").sum().alias("outstanding_kop")).collect()
     new = moved.filter(pl.col("charge_period") == period)
     # Recalculations of earlier periods change those periods' items.
     past = moved.filter(pl.col("charge_period") != period)
     # Earlier items have an earlier (or no) charge period, so keys never collide with
     # this period's: a plain concatenation, no regrouping of the whole ledger.
-    items = pl.concat([open_items.select(list(_ITEMS)).cast(_ITEMS), new.select(list(_ITEMS)).cast(_ITEMS)]
+    inside = _items()
+    items = pl.concat([open_items.select(list(inside)).cast(inside), new.select(list(inside)).cast(inside)]
                       ).filter(pl.col("outstanding_kop") != 0)
     # Only accounts with money to place (payments, refunds, advances, past recalculations)
     # change; the rest of the ledger passes through untouched (measured: 5× faster for a
@@ -164,7 +178,7 @@ def apply_period(
     untouched = items.lazy().join(touched.lazy(), on="account_id", how="anti").collect()
     items = items.lazy().join(touched.lazy(), on="account_id", how="semi").collect()
     if past.height:
-        items = _merge(pl.concat([items, past.select(list(_ITEMS)).cast(_ITEMS)]))
+        items = _merge(pl.concat([items, past.select(list(ITEM_SCHEMA)).cast(_items())]))
         # A period that turns out overpaid becomes an advance of the same service and supplier.
         overpaid = pl.col("charge_period").is_not_null() & (pl.col("outstanding_kop") < 0) & (
             pl.col("service_id").fill_null("") != "penalty")
@@ -191,9 +205,9 @@ def apply_period(
         items = _merge(pl.concat([
             items,
             offsets.select(*svc, "charge_period", (-pl.col("amount_kop")).alias("outstanding_kop"))
-            .cast(_ITEMS),
+            .cast(_items()),
             offsets.select(*svc, pl.lit(None, _CAT).alias("charge_period"),
-                           pl.col("amount_kop").alias("outstanding_kop")).cast(_ITEMS),
+                           pl.col("amount_kop").alias("outstanding_kop")).cast(_items()),
         ]))
 
     # 1b. An unallocated advance (no supplier) pays the account's oldest debts; the money
@@ -219,11 +233,11 @@ def apply_period(
         items = _merge(pl.concat([
             items,
             moved.select(*svc, "charge_period", (-pl.col("amount_kop")).alias("outstanding_kop"))
-            .cast(_ITEMS),
+            .cast(_items()),
         ]))
 
     # 2–4. Payments, one round per account's k-th payment.
-    pay = payments.select(list(_PAYMENTS)).cast(_PAYMENTS).sort(
+    pay = payments.select(list(PAYMENT_SCHEMA)).cast(_payments()).sort(
         "account_id", "paid_on", "agent", "payment_id").with_columns(
         pl.int_range(pl.len()).over("account_id").alias("_round"))
     weights = new.filter(pl.col("outstanding_kop") > 0).select(
@@ -236,21 +250,22 @@ def apply_period(
         allocations.append(rows)
 
     if refunds.height:
-        history = [a.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA) for a in allocations]
+        history = [a.select(list(ALLOCATION_SCHEMA)).cast(typed(ALLOCATION_SCHEMA)) for a in allocations]
         if earlier_allocations is not None:
-            history.append(earlier_allocations.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA))
+            history.append(earlier_allocations.select(list(ALLOCATION_SCHEMA)).cast(typed(ALLOCATION_SCHEMA)))
         rows, items = _apply_refunds(items, refunds, pl.concat(history) if history else
-                                     pl.DataFrame(schema=ALLOCATION_SCHEMA))
+                                     pl.DataFrame(schema=typed(ALLOCATION_SCHEMA)))
         allocations.append(rows)
-    alloc = (pl.concat([a.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA) for a in allocations])
-             if allocations else pl.DataFrame(schema=ALLOCATION_SCHEMA))
+    schema = typed(ALLOCATION_SCHEMA)
+    alloc = (pl.concat([a.select(list(schema)).cast(schema) for a in allocations])
+             if allocations else pl.DataFrame(schema=typed(ALLOCATION_SCHEMA)))
     # The default (streaming) engine sorts with half the CPU of the eager one.
     alloc = alloc.lazy().filter(pl.col("amount_kop") != 0).sort(
         "account_id", "paid_on", "agent", "payment_id", "charge_period", "service_id", "supplier_id",
         nulls_last=True,
     ).collect()
     # Not sorted: ordering 10⁷ string-keyed items costs seconds and nothing reads them in order.
-    return alloc, pl.concat([untouched, items]).cast(ITEM_SCHEMA)
+    return alloc, pl.concat([untouched, items]).cast(typed(ITEM_SCHEMA))
 
 
 def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
@@ -313,7 +328,8 @@ def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
 
     cols = [*key, "service_id", "supplier_id", "charge_period", "applied"]
     applied_all = pl.concat([p.select(cols) for p in parts]) if parts else pl.DataFrame(
-        schema={c: (pl.Int64 if c == "applied" else pl.String if c in key[1:] else _CAT) for c in cols})
+        schema={c: (pl.Int64 if c == "applied" else pl.String if c in key[1:] else _key_type(c))
+                for c in cols})
     rows = applied_all.lazy().join(meta.lazy(), on=key, how="left").select(
         "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period", "paid_on",
         pl.when(pl.col("charge_period").is_null()).then(pl.lit("advance")).otherwise(pl.lit("payment"))
@@ -323,7 +339,7 @@ def _apply_round(items: pl.DataFrame, batch: pl.DataFrame,
     items = _merge(pl.concat([
         items,
         rows.select("account_id", "service_id", "supplier_id", "charge_period",
-                    (-pl.col("amount_kop")).alias("outstanding_kop")).cast(_ITEMS),
+                    (-pl.col("amount_kop")).alias("outstanding_kop")).cast(_items()),
     ]))
     return rows, pl.concat([others, items])
 
@@ -353,7 +369,7 @@ def _apply_refunds(items: pl.DataFrame, refunds: pl.DataFrame,
     ).filter(pl.col("amount_kop") != 0)
     items = _merge(pl.concat([
         items,
-        rows.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop")).cast(_ITEMS),
+        rows.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop")).cast(_items()),
     ]))
     return rows, items
 

@@ -44,6 +44,7 @@ from pipeline.calc.readings import (
     failed_meters,
 )
 from pipeline.dates import OPEN_END, Period
+from pipeline.ids import key_code, typed
 from pipeline.money import div_half_up
 from pipeline.settings import Heating
 from rules import Rules, threshold
@@ -346,7 +347,7 @@ def charge_lines(
     # Integer codes (categorical) of the account and, below, the service ride through the
     # joins: the windows per account and service then hash one integer instead of two strings.
     acc = active_accounts(regs, period).with_columns(
-        pl.col("account_id").cast(pl.Categorical).to_physical().cast(pl.UInt64).alias("_acc_code"))
+        key_code("account_id").alias("_acc_code"))
     bs = regs["building_services"].select(
         "building_id", "service_id", "supplier_id",
         pl.col("from").alias("bs_from"), pl.col("to").alias("bs_to"),
@@ -495,8 +496,8 @@ def charge_lines(
         for f in (water, sewer)
     )
     cols = list(LINE_SCHEMA)
-    out = pl.concat([water.select(cols).cast(LINE_SCHEMA),
-                     sewer.select(cols).cast(LINE_SCHEMA)])
+    out = pl.concat([water.select(cols).cast(typed(LINE_SCHEMA)),
+                     sewer.select(cols).cast(typed(LINE_SCHEMA))])
     # Lazy: the default (streaming) engine sorts with half the CPU of an eager sort.
     return out.lazy().sort(
         "account_id", "service_id", "supplier_id", "line_from"
@@ -510,7 +511,7 @@ def access_refused(refusals: pl.DataFrame | None, period: Period,
     Enough: ``access_refusals_min`` (two) of ``thresholds`` (``rules.legal_thresholds``)
     in force on the period's first day.
     """
-    schema = {"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean}
+    schema = typed({"premise_id": pl.String, "service_id": pl.String, "_refused": pl.Boolean})
     if refusals is None or not refusals.height:
         return pl.DataFrame(schema=schema)
     least = threshold(thresholds, "access_refusals_min", period.first)

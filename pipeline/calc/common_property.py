@@ -32,6 +32,7 @@ import polars as pl
 from pipeline.calc.charges import rule_pieces
 from pipeline.calc.recalc import RECALC_SCHEMA
 from pipeline.dates import Period
+from pipeline.ids import typed
 from pipeline.money import div_half_up
 from rules import Rules
 
@@ -98,7 +99,7 @@ def settle_year(
         (pl.col("kind") == "common_property") & pl.col("settled_by").is_not_null()
     ).select("service_id", pl.col("settled_by").alias("resource_id"))
     if rule is None or not services.height or not building_volumes.height:
-        return pl.DataFrame(schema=SETTLEMENT_SCHEMA)
+        return pl.DataFrame(schema=typed(SETTLEMENT_SCHEMA))
     by_building = year_lines.join(buildings_of, on="account_id")
     premises = by_building.join(services, left_on="service_id", right_on="resource_id").group_by(
         "building_id", pl.col("service_id_right").alias("service_id")
@@ -134,7 +135,7 @@ def settle_year(
         pl.lit(rule["parts"]).alias("parts"),
         pl.lit(str(period)).alias("first_period"),
         pl.lit(rule["carry_over"]).alias("carry_over"),
-    ).filter(pl.col("amount_kop") != 0).select(list(SETTLEMENT_SCHEMA)).cast(SETTLEMENT_SCHEMA).sort(
+    ).filter(pl.col("amount_kop") != 0).select(list(SETTLEMENT_SCHEMA)).cast(typed(SETTLEMENT_SCHEMA)).sort(
         "account_id", "service_id", "supplier_id")
 
 
@@ -155,10 +156,10 @@ def settlement_postings(settlements: pl.DataFrame, posted: pl.DataFrame | None,
     """
     key = ["account_id", "service_id", "supplier_id"]
     if not settlements.height:
-        return pl.DataFrame(schema=RECALC_SCHEMA)
+        return pl.DataFrame(schema=typed(RECALC_SCHEMA))
     if posted is None:
-        posted = pl.DataFrame(schema={**dict.fromkeys(key, pl.String), "year": pl.Int32,
-                                      "amount_kop": pl.Int64})
+        posted = pl.DataFrame(schema=typed({**dict.fromkeys(key, pl.String), "year": pl.Int32,
+                                            "amount_kop": pl.Int64}))
     p_idx = period.year * 12 + period.month - 1
     first_idx = (pl.col("first_period").str.slice(0, 4).cast(pl.Int32) * 12
                  + pl.col("first_period").str.slice(5, 2).cast(pl.Int32) - 1)
@@ -182,4 +183,4 @@ def settlement_postings(settlements: pl.DataFrame, posted: pl.DataFrame | None,
                   .otherwise(pl.lit(""))).alias("reason"),
         pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("settlement").alias("kind"),
         pl.col("year").cast(pl.Int32).alias("settles_year"),
-    ).cast(RECALC_SCHEMA).sort(key)
+    ).cast(typed(RECALC_SCHEMA)).sort(key)

@@ -22,6 +22,7 @@ from datetime import datetime, time, timedelta
 import polars as pl
 
 from pipeline.dates import Period
+from pipeline.ids import typed
 from pipeline.money import div_half_up
 
 REASON = "перерыв в предоставлении услуги сверх допустимого (Правила 354, Прил. 1)"
@@ -62,9 +63,9 @@ def quality_reductions(lines: pl.DataFrame, buildings_of: pl.DataFrame, outages:
     ``buildings_of``: account_id → building_id.
     """
     excess = excess_minutes(outages, rules, period)
-    schema = {"account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
-              "origin_period": pl.String, "amount_kop": pl.Int64, "reason": pl.String,
-              "excess_minutes": pl.Int64, "kind": pl.String, "settles_year": pl.Int32}
+    schema = typed({"account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
+                    "origin_period": pl.String, "amount_kop": pl.Int64, "reason": pl.String,
+                    "excess_minutes": pl.Int64, "kind": pl.String, "settles_year": pl.Int32})
     if not excess.height:
         return pl.DataFrame(schema=schema)
     # Only the lines of the interrupted services of the buildings hit (a few of millions).
@@ -86,4 +87,4 @@ def quality_reductions(lines: pl.DataFrame, buildings_of: pl.DataFrame, outages:
         (reduction * -1).alias("amount_kop"), pl.lit(REASON).alias("reason"),
         pl.col("excess_min").alias("excess_minutes"), pl.lit("quality").alias("kind"),
         pl.lit(None, pl.Int32).alias("settles_year"),
-    ).filter(pl.col("amount_kop") != 0).cast(schema)  # type: ignore[arg-type]
+    ).filter(pl.col("amount_kop") != 0).cast(schema)

@@ -28,6 +28,7 @@ from datetime import date
 import polars as pl
 
 from pipeline.dates import Period
+from pipeline.ids import typed
 from rules import threshold
 
 MICRO = 1_000_000
@@ -144,7 +145,7 @@ def failed_meter_average(meters: pl.DataFrame, readings: pl.DataFrame, period: P
     failed = failed_meters(meters, period).filter(
         pl.col("failed_periods") < averaging.failed_max_periods)
     if not failed.height:
-        return pl.DataFrame(schema=CONSUMPTION_SCHEMA)
+        return pl.DataFrame(schema=typed(CONSUMPTION_SCHEMA))
     r = readings.join(failed.select("meter_id", "verified_until"), on="meter_id").filter(
         pl.col("read_on") <= pl.col("verified_until")
     ).with_columns(
@@ -364,7 +365,7 @@ def settled_volumes(
     Returns meter_id, period_index, volume_micro for the sealed months whose volume
     differs from ``history``.
     """
-    out_schema = pl.Schema({"meter_id": pl.String(), "period_index": pl.Int32(), "volume_micro": pl.Int64()})
+    out_schema = typed({"meter_id": pl.String(), "period_index": pl.Int32(), "volume_micro": pl.Int64()})
     if not history.height:
         return pl.DataFrame(schema=out_schema)
     p_idx = period.year * 12 + period.month - 1

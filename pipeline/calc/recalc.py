@@ -33,6 +33,7 @@ from pipeline.calc.quality import REASON as QUALITY_REASON
 from pipeline.calc.quality import quality_reductions
 from pipeline.calc.readings import METER_SETTLEMENT_REASON
 from pipeline.dates import Period
+from pipeline.ids import typed
 from rules import Rules
 
 KEY = ["account_id", "service_id", "supplier_id"]
@@ -188,7 +189,7 @@ def _period_volumes(past: PastPeriod, settled: pl.DataFrame | None) -> tuple[pl.
     settled norm month is recomputed from its settled volume like a metered one.
     """
     volumes = past.meter_volumes
-    keys = pl.DataFrame(schema={"premise_id": pl.String, "service_id": pl.String})
+    keys = pl.DataFrame(schema=typed({"premise_id": pl.String, "service_id": pl.String}))
     unsettled = volumes.filter(pl.col("method") != "norm") if "method" in volumes.columns else volumes
     if settled is None or not settled.height or "meter_id" not in volumes.columns:
         return unsettled, keys
@@ -246,7 +247,7 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         pl.col("expected").is_null().alias("_gone"), pl.col("posted").is_null().alias("_new"),
     ).filter(pl.col("amount_kop") != 0)
     if not diff.height:
-        return pl.DataFrame(schema=RECALC_SCHEMA)
+        return pl.DataFrame(schema=typed(RECALC_SCHEMA))
 
     old, new = _signature(past.lines), _signature(lines)
     both = diff.join(old, on=KEY, how="left").join(new, on=KEY, how="left", suffix="_new")
@@ -276,4 +277,4 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         *KEY, pl.lit(str(period)).alias("origin_period"), "amount_kop", "reason",
         pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
         pl.lit(None, pl.Int32).alias("settles_year"),
-    ).cast(RECALC_SCHEMA).sort(KEY)
+    ).cast(typed(RECALC_SCHEMA)).sort(KEY)

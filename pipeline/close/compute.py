@@ -22,6 +22,7 @@ from pipeline.calc.quality import quality_reductions
 from pipeline.calc.readings import Averaging, consumption, norm_months
 from pipeline.close.inputs import CloseInputs
 from pipeline.dates import Period
+from pipeline.ids import coded, map_frames, typed
 from pipeline.penalties.monthly import PENALTY_SERVICE
 from pipeline.workspace import BillingError
 
@@ -69,7 +70,22 @@ class _Laps:
 
 
 def compute(inputs: CloseInputs) -> CloseResult:
-    """The pure part of a close: readings → charges → allocation → balances."""
+    """The pure part of a close: readings → charges → allocation → balances.
+
+    With coded inputs (:func:`pipeline.close.inputs.coded_inputs`) the stages run on integer
+    identifiers and the result is decoded at the end: its frames name everything by string.
+    """
+    if inputs.codes is None:
+        return _compute(inputs)
+    with coded():
+        result = _compute(inputs)
+    started = time.perf_counter()
+    decoded = map_frames(result, inputs.codes.decode)
+    decoded.seconds["decode"] = round(time.perf_counter() - started, 3)
+    return decoded
+
+
+def _compute(inputs: CloseInputs) -> CloseResult:
     period = inputs.period
     laps = _Laps()
     volumes, issues = consumption(
@@ -99,11 +115,11 @@ def compute(inputs: CloseInputs) -> CloseResult:
         made = pl.concat([inputs.settlements.select(SETTLED_COLUMNS), made])
     recalcs = pl.concat([
         quality_reductions(lines, buildings_of, inputs.regs["outages"], inputs.rules.quality_rules,
-                           period).cast(RECALC_SCHEMA),
+                           period).cast(typed(RECALC_SCHEMA)),
         *[recalculate(past, inputs.regs, inputs.rules, inputs.heating, inputs.window_end_day, period,
                       settled)
           for past in inputs.past_periods],
-        settlement_postings(made, inputs.settlement_posted, lines, period).cast(RECALC_SCHEMA),
+        settlement_postings(made, inputs.settlement_posted, lines, period).cast(typed(RECALC_SCHEMA)),
     ])
     laps.lap("recalculations")
     # Recalculations change the open items of their origin period, charges those of this one.
@@ -123,7 +139,7 @@ def compute(inputs: CloseInputs) -> CloseResult:
         pl.lit(str(period)).alias("charge_period"), "amount_kop")
     # This period's penalty items have this period's key: nothing to merge with.
     debts = pl.concat([debts, posted.rename({"amount_kop": "outstanding_kop"}).select(
-        list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)])
+        list(ITEM_SCHEMA)).cast(typed(ITEM_SCHEMA))])
     bal = balances(inputs.opening, lines, allocations, penalties=penalties, recalculations=recalcs)
     service_opening = inputs.open_items.lazy().group_by("account_id", "service_id", "supplier_id").agg(
         pl.col("outstanding_kop").sum().alias("opening_kop")).collect()
@@ -193,7 +209,7 @@ def _settle(inputs: CloseInputs, lines: pl.DataFrame, buildings_of: pl.DataFrame
 
     settle = inputs.settle
     if settle is None:
-        return pl.DataFrame(schema=SETTLEMENT_SCHEMA)
+        return pl.DataFrame(schema=typed(SETTLEMENT_SCHEMA))
     first, last = Period.parse(settle.months[0]), Period.parse(settle.months[-1])
     volumes = building_span_consumption(inputs.regs["meters"], inputs.regs["readings"], first, last,
                                         inputs.window_end_day)
@@ -213,8 +229,8 @@ def _accrue_penalties(inputs: CloseInputs, movements: pl.DataFrame, allocations:
     if inputs.penalty_allocations is not None:
         history = pl.concat([inputs.penalty_allocations.select(history.columns), history])
     previous = inputs.penalty_previous if inputs.penalty_previous is not None else pl.DataFrame(
-        schema={"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
-                "cumulative_kop": pl.Int64})
+        schema=typed({"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+                      "cumulative_kop": pl.Int64}))
     return accrue_period(inputs.period, charges, history, previous, inputs.rules.services,
                          inputs.penalty_policy)
 

@@ -16,7 +16,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from pipeline.allocate.ledger import ITEM_SCHEMA
 from pipeline.calc.charges import HeatingPolicy
 from pipeline.calc.due import due_date
 from pipeline.dates import Period
+from pipeline.ids import Codes, dictionary, frames_of, map_frames
 from pipeline.ingest.payments import load_bank_readings, load_payments, payments_path, read_payments
 from pipeline.ingest.registers import current_version, load_store
 from pipeline.sealed import read_internal, read_periods, scan_table, table_files
@@ -74,6 +75,32 @@ class CloseInputs:
     settlements: pl.DataFrame | None = None
     settlement_posted: pl.DataFrame | None = None
     settle: SettleInputs | None = None
+    codes: Codes | None = None  # identifiers are codes (pipeline.ids); None: strings
+
+    def registers(self) -> dict[str, pl.DataFrame]:
+        """The registers with their identifiers as strings (for receipts and reports)."""
+        if self.codes is None:
+            return self.regs
+        return {name: self.codes.decode(frame) for name, frame in self.regs.items()}
+
+
+#: Fields that hold no identifiers to code.
+_UNCODED = ("rules", "penalty_policy", "codes")
+
+
+def coded_inputs(inputs: CloseInputs) -> CloseInputs:
+    """``inputs`` with every identifier as its code (:mod:`pipeline.ids`), the dictionary in ``codes``.
+
+    The dictionary is of the whole region's inputs, made before any partition is cut, so
+    a code means the same in every partition.
+    """
+    if inputs.codes is not None:
+        return inputs
+    values = {f.name: getattr(inputs, f.name) for f in fields(inputs) if f.name not in _UNCODED}
+    codes = dictionary(frames_of(values))
+    changed = {name: map_frames(value, codes.encode) for name, value in values.items()
+               if next(frames_of(value), None) is not None}
+    return replace(inputs, **changed, codes=codes)
 
 
 
@@ -123,20 +150,22 @@ def _read_sealed(ws: Workspace, table: str, columns: list[str] | None) -> pl.Dat
     return read_periods([ws.period_dir(p) for p in ws.sealed_periods()], table, columns)
 
 
-def load_inputs(ws: Workspace, period: Period) -> CloseInputs:
+def load_inputs(ws: Workspace, period: Period, *, coded: bool = True) -> CloseInputs:
     """Everything the close of ``period`` reads, from one snapshot of each input.
 
     The registers come from one store version (read once and named in the
     manifest), the rule tables from one copy of ``rules/`` taken at the start
     (parsed and hashed from the same bytes), the payments from one read of the
     store's file. The close holds the workspace lock besides, so no billing
-    command changes them meanwhile.
+    command changes them meanwhile. The identifiers are codes (:func:`coded_inputs`)
+    unless ``coded`` is false (a test that changes the inputs before computing them).
     """
     ws.require()
     check_can_close(ws, period)
     check_sealed(ws)  # every sealed table read below matches its period's manifest
     with _rules_snapshot(ws.rules) as rules_dir:
-        return _load_inputs(ws, period, rules_dir)
+        inputs = _load_inputs(ws, period, rules_dir)
+    return coded_inputs(inputs) if coded else inputs
 
 
 @contextmanager

@@ -84,7 +84,7 @@ def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: d
 
     balances = read_internal(tmp, "balances")
     allocations = read_internal(tmp, "allocations")
-    reports = write_reports(tmp / "reports", balances, allocations, inputs.regs,
+    reports = write_reports(tmp / "reports", balances, allocations, inputs.registers(),
                             datetime.combine(period.last, time()))
     del balances, allocations
     files = sorted(p for p in tmp.rglob("*") if p.is_file())

@@ -25,6 +25,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from pipeline.dates import Period
+from pipeline.ids import typed
 from pipeline.money import div_half_up
 from pipeline.penalties.policy import PenaltyPolicy
 from pipeline.workspace import BillingError
@@ -377,4 +378,4 @@ def accrue_intervals(buckets: pl.DataFrame, payments: pl.DataFrame, policy: Pena
         "rate_bp": pl.Int64, "moratorium": pl.Boolean, "share_num": pl.Int128, "share_den": pl.Int128,
         "penalty_kop": pl.Int64,
     }
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.DataFrame(rows, schema=typed(schema), orient="row")

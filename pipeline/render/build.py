@@ -43,7 +43,7 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
 
     def render(tmp: Path) -> dict[str, Any]:
         report = render_receipts(
-            build_receipts(result, inputs.regs, inputs.rules.services), tmp / "receipts",
+            build_receipts(result, inputs.registers(), inputs.rules.services), tmp / "receipts",
             workers=workers, batches=batches,
         )
         # No timing here: the manifest of the same close must be the same bytes.

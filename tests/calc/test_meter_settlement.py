@@ -79,7 +79,7 @@ def test_lower_real_use_is_credited_to_the_averaged_month(town: Workspace) -> No
     append_readings(town, "M1,2026-12-20,230.275,lk\n")
     assert a1(close(town, "2026-12")) == {}
     assert water(town, "2026-12")["cold_water"] == ("meter", "6.000000", "351.66")
-    inputs = load_inputs(town, Period(2027, 1))
+    inputs = load_inputs(town, Period(2027, 1), coded=False)
     inputs.past_periods = _past_periods(town, Period(2027, 1), 36, inputs.store_version, "forced",
                                         inputs.regs, inputs.heating)
     assert compute(inputs).recalculations.filter(pl.col("kind") == "recalculation").height == 0

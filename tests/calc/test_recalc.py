@@ -79,7 +79,7 @@ def test_recomputing_an_unchanged_past_gives_zero(town: Workspace, period: str) 
     if not town.sealed_periods():
         close(town, "2026-08")
         close(town, "2026-09")
-    inputs = load_inputs(town, Period(2026, 10))
+    inputs = load_inputs(town, Period(2026, 10), coded=False)
     # A different rules hash forces every account of every period to be recomputed.
     past = _past_periods(town, Period(2026, 10), 36, inputs.store_version, "forced", inputs.regs,
                          inputs.heating)
@@ -153,14 +153,14 @@ def test_only_accounts_whose_inputs_changed_are_recomputed(town: Workspace) -> N
     with open(town.registers / "residents.csv", "a", encoding="utf-8") as fh:
         fh.write("R9,A3,Сидорова Ольга Петровна,1975-01-01,permanent,2026-08-17,\n")
     ingest(town)
-    inputs = load_inputs(town, Period(2026, 9))
+    inputs = load_inputs(town, Period(2026, 9), coded=False)
     [august] = inputs.past_periods
     assert august.accounts is not None and august.accounts["account_id"].to_list() == ["A3"]
     # A reading of a building meter touches every account of the building.
     with open(town.registers / "meters.csv", "a", encoding="utf-8") as fh:
         fh.write(HEAT_METER)
     ingest(town)
-    inputs = load_inputs(town, Period(2026, 9))
+    inputs = load_inputs(town, Period(2026, 9), coded=False)
     assert inputs.past_periods[0].accounts["account_id"].to_list() == ["A1", "A2", "A3"]
     # Nothing changed since the last close: nothing is recomputed.
     close(town, "2026-09")

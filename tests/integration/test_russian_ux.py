@@ -75,7 +75,7 @@ def test_receipt_lines_use_the_same_names(town: Workspace) -> None:
 
     ingest(town)
     inputs = load_inputs(town, Period(2026, 8))
-    receipts = list(build_receipts(compute(inputs), inputs.regs, inputs.rules.services))
+    receipts = list(build_receipts(compute(inputs), inputs.registers(), inputs.rules.services))
     labels = {ln.method_label for r in receipts for ln in r.lines if ln.service_name != "Пени"}
     assert "по прибору учёта" in labels
     assert "по нормативу с повышающим коэффициентом 3" in labels  # cold water ×3 since 06.12.2025 (A2)
