@@ -51,6 +51,10 @@ report_app = typer.Typer(help="Отчёты по закрытым периода
                          no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                          subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(report_app, name="report")
+migrate_app = typer.Typer(help="Переход из прежней системы: история, сверка, параллельный расчёт.",
+                          no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                          subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(migrate_app, name="migrate")
 
 
 HomeOpt = Annotated[
@@ -603,6 +607,102 @@ def report_card(
                 {"account": account, "period": periods[0], "to": periods[-1], "org": org, "format": fmt})
 
 
+@migrate_app.command("load")
+def migrate_load_cmd(
+    directory: Annotated[Path | None, typer.Argument(
+        metavar="КАТАЛОГ", help="Выгрузка прежней системы с mapping.toml (по умолчанию HOME/migration)."
+    )] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Загрузить исправленную выгрузку заново (пока не закрыт ни один обычный период).")
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить историю прежней системы, закрыть её месяцы как перенесённые и сверить сальдо."""
+    from pipeline.migrate.run import migrate_load
+
+    ws = _ws(home).require()
+    r = migrate_load(ws, directory.resolve() if directory else None, replace=replace)
+    _say(f"История перенесена{f' из «{r.source}»' if r.source else ''}: {r.months[0]} — {r.months[-1]} "
+         f"(месяцев: {len(r.months)})")
+    for name, count in r.rows.items():
+        if count:
+            _say(f"  {name:<24} строк: {count}")
+    if r.rejected:
+        _say(f"Отклонено строк: {r.rejected}; отчёт: {r.rejects_path}")
+    _say(f"Закрыто перенесённых периодов: {len(r.periods)}")
+    _migrate_verdict(r.differences, r.difference_kop, r.reports, home)
+
+
+def _migrate_verdict(count: int, kop: int, reports: list[Path], home: Path | None) -> None:
+    if not count:
+        _say("Сверка: расхождений нет — можно закрывать первый период.")
+        return
+    _say(f"Сверка: расхождений {count} на {_rub(kop)} (по модулю); отчёты:")
+    for path in reports:
+        _say(f"  {path}")
+    _say("Первое закрытие не начнётся, пока расхождения не устранены (исправьте выгрузку и "
+         f"billing migrate load --replace{_home_hint(home)}) или не приняты с причиной "
+         f"(billing migrate accept --reason \"…\"{_home_hint(home)}).")
+
+
+@migrate_app.command("report")
+def migrate_report(home: HomeOpt = None) -> None:
+    """Повторить сверку перенесённой истории и переписать её отчёты."""
+    from pipeline.migrate.reconcile import reconcile
+    from pipeline.workspace import workspace_lock
+
+    ws = _ws(home).require()
+    with workspace_lock(ws, "migrate report"):
+        found = reconcile(ws)
+    _audit(ws, "migrate report", outputs={"differences": found.differences.height,
+                                          "difference_kop": found.total_abs_kop, "counts": found.counts})
+    _migrate_verdict(found.differences.height, found.total_abs_kop, [found.xlsx_path, found.pdf_path], home)
+
+
+@migrate_app.command("accept")
+def migrate_accept(
+    reason: Annotated[str, typer.Option("--reason", metavar="ТЕКСТ", help="Почему расхождения принимаются.")],
+    home: HomeOpt = None,
+) -> None:
+    """Принять расхождения сверки с причиной (записывается в журнал) — первое закрытие разрешено."""
+    from pipeline.migrate.reconcile import accept
+    from pipeline.workspace import workspace_lock
+
+    ws = _ws(home).require()
+    with workspace_lock(ws, "migrate accept"):
+        done = accept(ws, reason)
+    _say(f"Расхождения приняты ({done.get('differences', 0)}): {reason}")
+
+
+@migrate_app.command("compare")
+def migrate_compare(
+    file: Annotated[Path, typer.Argument(metavar="ФАЙЛ", help="Начисления прежней системы за этот месяц.")],
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Параллельный расчёт: сравнить наше закрытие месяца с начислениями прежней системы построчно."""
+    from pipeline.migrate.compare import KINDS, compare_period
+
+    period = period_option(period, "--period")
+    ws = _ws(home).require()
+    found = compare_period(ws, period, file.resolve())
+    diff = found.differences
+    _audit(ws, "migrate compare", inputs={"period": period, "file": str(file)},
+           outputs={"differences": diff.height, "report": str(found.report)})
+    _say(f"Период {period}: строк у нас {found.lines_ours}, в прежней системе {found.lines_theirs}; "
+         f"расхождений {diff.height}")
+    if found.rejects.height:
+        _say(f"  строк файла отклонено: {found.rejects.height} (не сравнивались)")
+    for r in diff.head(20).iter_rows(named=True):
+        ours = _rub(r["ours_kop"]) if r["ours_kop"] is not None else "—"
+        theirs = _rub(r["theirs_kop"]) if r["theirs_kop"] is not None else "—"
+        _say(f"  {r['account_id']} {r['service_id']} ({r['supplier_id']}): {KINDS[r['kind']]}; "
+             f"у нас {ours}, в прежней системе {theirs}")
+    if diff.height > 20:
+        _say(f"  … и ещё {diff.height - 20}")
+    _say(f"Отчёт с объяснением каждой строки: {found.report}")
+
+
 def _register_penalty() -> None:
     from pipeline.penalties.calculator import register
 
@@ -618,7 +718,8 @@ def _audit_failure(error: BaseException) -> None:
     if ws is None or not ws.audit.is_dir():
         return
     words = [a for a in sys.argv[1:3] if not a.startswith("-")]
-    command = " ".join(words[:2] if words[:1] in (["payments"], ["report"]) else words[:1]) or "billing"
+    command = " ".join(words[:2] if words[:1] in (["payments"], ["report"], ["migrate"]) else words[:1]) \
+        or "billing"
     with contextlib.suppress(OSError):
         _audit(ws, command, status="error", argv=sys.argv[1:],
                error=str(error) if isinstance(error, BillingError) else repr(error))

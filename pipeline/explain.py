@@ -8,6 +8,7 @@ row, effective date, legal source) and the meter readings.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import polars as pl
@@ -84,6 +85,10 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
     if acc.height:
         out.append(f"Плательщик: {acc['payer_name'][0]}; помещение {premise}, "
                    f"доля {_num(acc['share'][0], 4)}")
+    migrated = sealed and bool(json.loads((ws.period_dir(period) / "manifest.json").read_text(
+        encoding="utf-8")).get("migrated"))
+    if migrated:
+        out.append("Период перенесён из прежней системы (billing migrate): начисления — её, а не наш расчёт.")
     total = Decimal(0)
     for ln in mine.iter_rows(named=True):
         svc = services.get(ln["service_id"], {"name": ln["service_id"], "unit": ""})
@@ -92,6 +97,13 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
         out.append(f"{svc['name']} — {orgs.get(ln['supplier_id'], ln['supplier_id'])}; "
                    f"способ: {method_name(ln['method'])}; дни {ln['line_from']:%d.%m}–{ln['line_to']:%d.%m} "
                    f"({ln['days']} из {ln['days_in_month']})")
+        if migrated:  # moved in from the old system: its figures, not a calculation of ours
+            given = [f"объём {_num(ln['volume'], 6)} {unit}" if ln["volume"] is not None else "",
+                     f"тариф {format_rub(int(ln['tariff'] * 100))} ₽" if ln["tariff"] is not None else ""]
+            out.append("  перенесено из прежней системы: " + ", ".join(
+                [g for g in given if g] + [f"сумма {_rub(ln['amount'])}"]))
+            total += ln["amount"]
+            continue
         out.extend("  " + s for s in _volume_text(ln, unit, meter_lines, unread, window_end_day,
                                                   settle_norm))
         if ln["method"] == "norm_increased":
@@ -120,6 +132,10 @@ def explain_account(ws: Workspace, account_id: str, period: str) -> str:
             out.extend("  " + s for s in _settlement_text(tables["settlements"], r, services))
     penalties = tables["penalties"].filter((pl.col("account_id") == account_id) & (pl.col("amount") != 0))
     for r in penalties.iter_rows(named=True):
+        if r["charge_period"] is None:  # the old system's penalty line of a migrated month
+            out.append(f"Пени прежней системы, {orgs.get(r['supplier_id'], r['supplier_id'])}: "
+                       f"{_rub(r['amount'])}")
+            continue
         article = "ч.14.1" if r["scheme"] == "capital_repair" else "ч.14"
         out.append(f"Пени (ЖК РФ ст.155 {article}) по начислениям за {r['charge_period']}, "
                    f"{orgs.get(r['supplier_id'], r['supplier_id'])}: {_rub(r['amount'])} "

@@ -24,6 +24,8 @@ METHOD_NAMES: dict[str, str] = {
     "heating_meter": "по ОДПУ дома за месяц",             # formula 3
     "heating_average": "по среднему ОДПУ дома за прошлый год",  # formula 3(1)
     "common_property": "по нормативу на общее имущество",  # КР на СОИ
+    # A month moved in from the previous system (billing migrate): charged there, not here.
+    "imported": "перенесено из прежней системы",
 }
 
 

@@ -142,6 +142,10 @@ _CHECKS: dict[str, dict[str, Check]] = {
     "close": {
         "partition_accounts": (lambda v: v >= 1, "нужно целое число лицевых счетов ≥ 1"),
     },
+    "migration": {
+        "tolerance_kop": (lambda v: v >= 0, "нужно целое число копеек ≥ 0"),
+        "partial_years": (lambda v: v in ("skip", "covered"), "нужно skip или covered"),
+    },
     "receipts": {
         "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
         "print_batches": (lambda v: True, "нужно true или false"),
@@ -158,6 +162,22 @@ _CHECKS: dict[str, dict[str, Check]] = {
 
 
 @dataclass(frozen=True)
+class Migration:
+    """``[migration]``: moving in from another system (docs/migration.md).
+
+    ``tolerance_kop``: a reconciliation difference up to this many kopecks (per account,
+    supplier and service) is not a difference; the first close refuses to run while a
+    larger one is neither explained nor accepted. ``partial_years``: whether the yearly
+    corrections (heating п.42(1), КР на СОИ) correct a year of which only some months are
+    sealed or migrated — ``skip`` (the default: a part of a year is not the year the law
+    settles) or ``covered`` (correct the covered months alone).
+    """
+
+    tolerance_kop: int = 0
+    partial_years: str = "skip"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole ``settings.toml``, checked; ``Settings()`` is the defaults."""
 
@@ -170,6 +190,7 @@ class Settings:
     lock: Lock = field(default_factory=Lock)
     schedule: Schedule = field(default_factory=Schedule)
     inbox: Inbox = field(default_factory=Inbox)
+    migration: Migration = field(default_factory=Migration)
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -186,7 +207,7 @@ S = TypeVar("S")
 
 _SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalculation": Recalculation,
                               "ingest": Ingest, "close": Close, "receipts": Receipts, "lock": Lock,
-                              "schedule": Schedule, "inbox": Inbox}
+                              "schedule": Schedule, "inbox": Inbox, "migration": Migration}
 _NAMES = {kind: name for name, kind in _SECTIONS.items()}
 
 

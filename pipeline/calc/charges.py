@@ -72,10 +72,14 @@ class HeatingPolicy:
     payment: str = Heating.payment  # the defaults of settings.toml [heating]
     season_months: tuple[int, ...] = Heating.season_months
     true_up_month: int = Heating.true_up_month
+    #: Years not corrected, as only part of them is sealed here (settings.toml [migration]
+    #: partial_years, pipeline.close.inputs._whole_year): recomputed, their months keep the average.
+    uncorrected_years: tuple[int, ...] = ()
 
     def settled(self, origin: Period, now: Period) -> bool:
         """Whether the evenly paid ``origin`` month has had its yearly correction by ``now``."""
-        return self.payment == "even" and now >= Period(origin.year + 1, self.true_up_month)
+        return (self.payment == "even" and now >= Period(origin.year + 1, self.true_up_month)
+                and origin.year not in self.uncorrected_years)
 
     def for_past(self, origin: Period, now: Period) -> HeatingPolicy:
         """The policy to recompute ``origin`` with at the close of ``now``.

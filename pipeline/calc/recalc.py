@@ -46,8 +46,9 @@ RECALC_SCHEMA = pl.Schema({
     "amount_kop": pl.Int64(),
     "reason": pl.String(),
     "excess_minutes": pl.Int64(),
-    # recalculation (a past period recomputed), quality (interruptions) or settlement
-    # (a part of a yearly КР на СОИ settlement, charged in its origin month).
+    # recalculation (a past period recomputed), true_up (the yearly heating correction of a
+    # past month, see ledger_period), quality (interruptions) or settlement (a part of a
+    # yearly КР на СОИ settlement, charged in its origin month).
     "kind": pl.String(),
     "settles_year": pl.Int32(),
 })
@@ -177,6 +178,21 @@ REASONS = [
 ]
 
 
+def ledger_period(posted: pl.Expr, amount: str = "amount_kop") -> pl.Expr:
+    """The charge period a recalculation's money belongs to in the ledger and for penalties.
+
+    Its origin period — except an increase by the yearly heating correction (``kind`` =
+    ``true_up``), which is billed for the first time in ``posted`` and falls due with that
+    bill: п.42(1) Правил 354 corrects the year's payment in the month of the correction, and
+    a penalty runs only on what was billed and not paid by its due date (ЖК РФ ст.155 ч.14).
+    Dating it back to each month of the year would charge a year of penalty on money nobody
+    had been asked for. A decrease stays with its month (the consumer overpaid then).
+    docs/rules.md, «Yearly corrections».
+    """
+    return (pl.when((pl.col("kind") == "true_up") & (pl.col(amount) > 0)).then(posted)
+            .otherwise(pl.col("origin_period")))
+
+
 def heating_true_up_reason(year: int) -> str:
     """Reason of the yearly correction of evenly paid heating (п.42(1) Правил 354)."""
     return f"корректировка платы за отопление по показаниям ОДПУ за {year} год (п.42(1) Правил 354)"
@@ -254,9 +270,11 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
     by_reading = regs["accounts"].select("account_id", "premise_id").join(
         settled_keys, on="premise_id").select("account_id", "service_id", pl.lit(True).alias("_settled"))
     both = both.join(by_reading.unique(), on=["account_id", "service_id"], how="left")
+    # The yearly heating correction: a month charged by the year's average (or by the norm, as a
+    # migrated month may be) now charged by the building meter's actual volume.
     reason: Any = pl.when(pl.col("_new")).then(pl.lit("начисление за прошлый период (новые данные)")) \
         .when(pl.col("_gone")).then(pl.lit("отмена начисления (изменились данные)")) \
-        .when(pl.col("methods").str.contains("heating_average")
+        .when(pl.col("methods").str.contains(r"(^|,)heating(_average)?(,|$)")
               & pl.col("methods_new").str.contains("heating_meter")) \
         .then(pl.lit(heating_true_up_reason(period.year))) \
         .when(pl.col("_settled").fill_null(False)).then(pl.lit(METER_SETTLEMENT_REASON))
@@ -275,6 +293,8 @@ def recalculate(past: PastPeriod, regs: dict[str, pl.DataFrame], rules: Rules,
         .then(pl.col("_water_reason")).otherwise(pl.col("reason")).alias("reason"))
     return out.select(
         *KEY, pl.lit(str(period)).alias("origin_period"), "amount_kop", "reason",
-        pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
+        pl.lit(None, pl.Int64).alias("excess_minutes"),
+        pl.when(pl.col("reason") == heating_true_up_reason(period.year)).then(pl.lit("true_up"))
+        .otherwise(pl.lit("recalculation")).alias("kind"),
         pl.lit(None, pl.Int32).alias("settles_year"),
     ).cast(typed(RECALC_SCHEMA)).sort(KEY)

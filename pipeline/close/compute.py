@@ -106,7 +106,7 @@ def _compute(inputs: CloseInputs) -> CloseResult:
     buildings_of = inputs.regs["accounts"].select("account_id", "premise_id").join(
         inputs.regs["premises"].select("premise_id", "building_id"), on="premise_id").drop("premise_id")
     from pipeline.calc.common_property import settlement_postings
-    from pipeline.calc.recalc import RECALC_SCHEMA, recalculate
+    from pipeline.calc.recalc import RECALC_SCHEMA, ledger_period, recalculate
 
     settled = _settled_volumes(inputs, volumes)
     settlements = _settle(inputs, lines, buildings_of)
@@ -122,12 +122,13 @@ def _compute(inputs: CloseInputs) -> CloseResult:
         settlement_postings(made, inputs.settlement_posted, lines, period).cast(typed(RECALC_SCHEMA)),
     ])
     laps.lap("recalculations")
-    # Recalculations change the open items of their origin period, charges those of this one.
+    # Recalculations change the open items of their origin period (recalc.ledger_period), charges
+    # those of this one.
     movements = pl.concat([
         lines.select("account_id", "service_id", "supplier_id", "amount_kop",
                      pl.lit(str(period)).alias("charge_period")),
         recalcs.select("account_id", "service_id", "supplier_id", "amount_kop",
-                       pl.col("origin_period").alias("charge_period")),
+                       ledger_period(pl.lit(str(period))).alias("charge_period")),
     ])
     allocations, debts = apply_period(inputs.open_items, movements, inputs.payments, str(period),
                                       inputs.earlier_allocations)

@@ -121,6 +121,9 @@ def check_can_close(ws: Workspace, period: Period) -> None:
             )
         if period != last.shift(1):
             raise BillingError(f"Сначала закройте период {last.shift(1)} (последний закрытый — {last}).")
+    from pipeline.migrate.reconcile import check_reconciled
+
+    check_reconciled(ws)  # the first close after a migration: its differences gone or accepted
 
 
 def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl.DataFrame:
@@ -143,6 +146,34 @@ def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl
     )
     both = pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
     return both.unique(["meter_id", "read_on"], keep="first", maintain_order=True)
+
+
+def _with_history_readings(ws: Workspace, readings: pl.DataFrame) -> pl.DataFrame:
+    """Register readings plus the previous system's (``billing migrate``) before them.
+
+    The first close after a move measures a meter from its last reading in the old system. The
+    register is the record from a meter's first reading in it on: the old system's readings of
+    that meter count only before that day (two series of one meter never mix).
+    """
+    from decimal import Decimal
+
+    path = ws.store / "migration" / "history_readings.parquet"
+    if not path.is_file():
+        return readings
+    old = pl.read_parquet(path)
+    if not old.height:
+        return readings
+    micro = pl.lit(Decimal(1).scaleb(-6), pl.Decimal(38, 6))  # exact: digits kept, point moved
+    extra = old.select(
+        "meter_id", "read_on",
+        (pl.col("value_micro").cast(pl.Decimal(38, 0)) * micro).cast(readings.schema["value"]).alias("value"),
+        pl.lit("migration").alias("source"), pl.lit(None, pl.Int64).alias("source_row"),
+        pl.lit(True).alias("confirmed"),
+    )
+    first = readings.group_by("meter_id").agg(pl.col("read_on").min().alias("_first"))
+    extra = extra.join(first, on="meter_id", how="left").filter(
+        pl.col("_first").is_null() | (pl.col("read_on") < pl.col("_first"))).drop("_first")
+    return pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
 
 
 def _read_sealed(ws: Workspace, table: str, columns: list[str] | None) -> pl.DataFrame | None:
@@ -220,7 +251,8 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period", "refund_of",
                                (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"))
     store_regs = regs
-    regs = {**regs, "readings": _with_bank_readings(regs, load_bank_readings(ws))}
+    regs = {**regs, "readings": _with_bank_readings(
+        {**regs, "readings": _with_history_readings(ws, regs["readings"])}, load_bank_readings(ws))}
 
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
     if averaged is None:
@@ -242,9 +274,16 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     rules_hash = rules_sha256(rules_dir)
     horizon = settings.recalculation.horizon_months
     charge_rules_hash = rules_sha256(rules_dir, CHARGE_RULES)
+    partial_years = settings.migration.partial_years
+    heating_services = rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list()
+    heating = replace(heating, uncorrected_years=_uncorrected_years(
+        ws.sealed_periods(), period, _service_start(store_regs, heating_services or ["heating"]),
+        partial_years))
     past = _past_periods(ws, period, horizon, version, charge_rules_hash, store_regs, heating,
-                         rules.services.filter(pl.col("kind") == "heating")["service_id"].to_list(),
-                         _awaiting_reading(regs, averaged_before, period, window_end))
+                         heating_services,
+                         _awaiting_reading(regs, averaged_before, period, window_end),
+                         partial_years=partial_years, metered_services=rules.services.filter(
+                             pl.col("kind").is_in(["metered", "sewerage"]))["service_id"].to_list())
     return CloseInputs(
         period=period, regs=regs, rules=rules, window_end_day=window_end, payments=payments,
         spike_multiple=spike_multiple, heating=heating,
@@ -255,7 +294,7 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
         store_version=version,
         payments_sha256=payments_hash,
         rules_sha256=rules_hash, charge_rules_sha256=charge_rules_hash, past_periods=past,
-        **_settlement_inputs(ws, period, rules),
+        **_settlement_inputs(ws, period, rules, store_regs, partial_years),
         **penalty,
     )
 
@@ -297,20 +336,83 @@ def _internal_lines(charges: pl.DataFrame) -> pl.DataFrame:
                                           "person_days", "absent_days"])
 
 
+def _service_start(regs: dict[str, pl.DataFrame], services: list[str]) -> date | None:
+    """The first day any house of the workspace has one of ``services`` (``building_services``)."""
+    rows = regs["building_services"].filter(pl.col("service_id").is_in(services))
+    start: date | None = rows["from"].min() if rows.height else None  # type: ignore[assignment]
+    return start
+
+
+def _whole_year(sealed: list[str], year: int, start: date | None, partial_years: str) -> bool:
+    """Whether a yearly correction of ``year`` is made: every month of the year it concerns is sealed.
+
+    Правила 354 п.42(1) corrects evenly paid heating once a year «по итогам года» (ПП 603/2016:
+    the year's actual building-meter volume against the twelve monthly averages charged), and
+    ЖК 156 ч.9.2 with Правила 491 п.29(3) settle КР на СОИ over the year: both figures are the
+    year's. A workspace that sealed only some months of the year (it started in December, the
+    months before were billed by another system and are neither closed nor migrated here)
+    does not know what the rest of the year charged; correcting the sealed months alone would
+    set a winter month's actual against a twelfth of the year. So with ``partial_years`` =
+    ``"skip"`` (the default) such a year is not corrected at all; ``"covered"`` corrects the
+    sealed months alone (the behaviour before the setting). A sealed period counts whether
+    closed here or migrated.
+
+    The months the correction concerns are the calendar months of ``year`` from the month of
+    ``start`` on: the first day the workspace has the service in any house
+    (``building_services.from``; for КР на СОИ the later of that and the settlement rule's
+    first ``from``). A service that began inside the year (a new house, a new executor's
+    contract, the settlement rule's start) had no earlier months to charge, so its year is
+    the months from its start — the Минстрой reading that each executor corrects for its own
+    months of the year (law-charges-checked.md §7) — corrected once they are all sealed. The
+    start is the workspace's earliest, not each house's: in a workspace that began mid-year
+    with older services elsewhere, a house whose service began with it is not corrected either
+    (per-house years are not modelled). ``start`` None (no house has the service) or after
+    the year: nothing to miss.
+    """
+    if partial_years == "covered":
+        return True
+    if start is not None and start.year > year:
+        return True
+    first = start.month if start is not None and start.year == year else 1
+    have = set(sealed)
+    return all(str(Period(year, month)) in have for month in range(first, 13))
+
+
+def _uncorrected_years(sealed: list[str], period: Period, start: date | None,
+                       partial_years: str) -> tuple[int, ...]:
+    """The years before ``period`` with a sealed month that are not corrected (:func:`_whole_year`).
+
+    Their evenly paid heating months keep what they were charged when recomputed later
+    (``HeatingPolicy.uncorrected_years``), so a later change to such a month never posts
+    the correction the year did not get.
+    """
+    years = sorted({Period.parse(q).year for q in sealed if Period.parse(q).year < period.year})
+    return tuple(y for y in years if not _whole_year(sealed, y, start, partial_years))
+
+
 def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: str | None,
                   rules_hash: str, regs: dict[str, pl.DataFrame], heating: HeatingPolicy,
                   heating_services: list[str] | None = None,
-                  awaiting: pl.DataFrame | None = None) -> list[Any]:
+                  awaiting: pl.DataFrame | None = None, *, partial_years: str = "skip",
+                  metered_services: list[str] | None = None) -> list[Any]:
     """Sealed periods to recompute, each with the accounts to recompute in it.
 
     When the registers changed since the last close, the accounts whose inputs
     changed (:func:`pipeline.calc.recalc.changed_accounts` against the last
     close's snapshot); when a rule table of :data:`CHARGE_RULES` changed, every account. In the month of
     the yearly heating correction, also every account charged for heating in a
-    month of the year being settled in a house with a building heat meter.
-    ``awaiting`` (account_id, period) adds the months a reading of this period may
-    settle (:func:`_awaiting_reading`; a bank register's reading changes no register).
-    Only the lines of the accounts to recompute are read.
+    month of the year being settled in a house with a building heat meter — when that
+    year is a whole year here (:func:`_whole_year`; ``partial_years`` is settings.toml
+    ``[migration] partial_years``). ``awaiting`` (account_id, period) adds the months a
+    reading of this period may settle (:func:`_awaiting_reading`; a bank register's
+    reading changes no register). Only the lines of the accounts to recompute are read.
+
+    A month migrated from the previous system (its manifest says ``migrated``) was charged
+    from that system's registers, which we do not have: a change of our registers or rules
+    does not recompute it (the difference would be the two systems' methods, not the
+    change). The settlements against actual volumes still reach it — a reading settling
+    its average (п.61, its ``metered_services`` only) and the yearly heating correction —
+    and post the difference as usual (docs/migration.md).
     """
     from pipeline.calc.recalc import PastPeriod, changed_accounts
     from pipeline.ingest.registers import load_store
@@ -330,6 +432,9 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
             changed = None
     true_up_year = period.year - 1 if (heating.payment == "even"
                                        and period.month == heating.true_up_month) else None
+    if true_up_year is not None and not _whole_year(
+            sealed, true_up_year, _service_start(regs, heating_services or ["heating"]), partial_years):
+        true_up_year = None  # п.42(1) corrects the year «по итогам года», not a part of it
     if awaiting is None:
         awaiting = pl.DataFrame(schema={"account_id": pl.String, "period": pl.String})
     if changed is not None and not changed.height and true_up_year is None and not awaiting.height:
@@ -354,16 +459,19 @@ def _past_periods(ws: Workspace, period: Period, horizon: int, store_version: st
         # (accounts, services) to recompute: what changed, in full; the heating
         # correction, heating only (a twelfth of the work for the other services).
         jobs: list[tuple[pl.DataFrame | None, list[str] | None]] = []
-        whole = changed
+        migrated = bool(json.loads((folder / "manifest.json").read_text()).get("migrated"))
+        whole = pl.DataFrame(schema={"account_id": pl.String}) if migrated else changed
         settling = awaiting.filter(pl.col("period") == q).select("account_id")
         if whole is not None and settling.height:
             whole = pl.concat([whole, settling]).unique().sort("account_id")
         if whole is None or whole.height:
-            jobs.append((whole, None))
+            jobs.append((whole, metered_services if migrated else None))
         if origin.year == true_up_year and whole is not None:
+            # A job over all services already recomputes heating; a migrated month's does not.
+            covered = whole.clear() if migrated else whole
             heated = charges.filter(pl.col("method").is_in(["heating", "heating_average"])).select(
                 "account_id").unique().join(heat_metered.lazy(), on="account_id", how="semi").join(
-                whole.lazy(), on="account_id", how="anti").collect()
+                covered.lazy(), on="account_id", how="anti").collect()
             if heated.height:
                 jobs.append((heated, heating_services or ["heating"]))
         if not jobs:
@@ -416,8 +524,16 @@ def _awaiting_reading(regs: dict[str, pl.DataFrame], averaged_before: pl.DataFra
     ).unique()
 
 
-def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str, Any]:
-    """Settlements made so far, their parts posted, and the year to settle now (if any)."""
+def _settlement_inputs(ws: Workspace, period: Period, rules: Rules,
+                       regs: dict[str, pl.DataFrame] | None = None,
+                       partial_years: str = "skip") -> dict[str, Any]:
+    """Settlements made so far, their parts posted, and the year to settle now (if any).
+
+    The year is settled only when every month of it from the settlement rule's and the
+    СОИ services' start is sealed (:func:`_whole_year`), unless ``partial_years`` is
+    ``"covered"``: then over the sealed months alone. ``regs`` (the store's registers)
+    give the services' start; None: the whole calendar year is needed.
+    """
     from pipeline.calc.common_property import SETTLEMENT_SCHEMA, settlement_rule, settles_now
 
     made = _read_sealed(ws, "settlements", None)
@@ -438,7 +554,10 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str,
                   and Period.parse(q).last >= rule_from]
         resources = rules.services.filter(pl.col("settled_by").is_not_null())
         wanted = [*resources["service_id"], *resources["settled_by"]]
-        if months and settlement_rule(rules, year) is not None:
+        began = _service_start(regs, resources["service_id"].to_list()) if regs is not None else None
+        start = rule_from if began is None else max(rule_from, began)
+        if (months and settlement_rule(rules, year) is not None
+                and _whole_year(ws.sealed_periods(), year, start, partial_years)):
             lines = pl.concat([
                 to_internal(scan_table(ws.period_dir(q), "charges").filter(
                     pl.col("service_id").is_in(wanted)), "charges", ["account_id", "service_id", "volume"]
@@ -450,6 +569,7 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules) -> dict[str,
 
 def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) -> dict[str, Any]:
     """History of the buckets still open: their charges, payments and last penalty."""
+    from pipeline.calc.recalc import ledger_period
     from pipeline.penalties import load_policy
     from pipeline.penalties.monthly import PENALTY_SERVICE
 
@@ -476,7 +596,7 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
     if recalcs is not None and recalcs.height:
         # A bucket's amount is its charge plus the recalculations that came back to it.
         charges.append(recalcs.select("account_id", "service_id", "supplier_id", "amount",
-                                      pl.col("origin_period").alias("charge_period")))
+                                      ledger_period(pl.col("period"), "amount").alias("charge_period")))
     hist_charges = (pl.concat(charges, how="vertical_relaxed").join(
         open_periods, on=["account_id", "supplier_id", "charge_period"], how="semi").select(
         "account_id", "service_id", "supplier_id", "charge_period", internal_expr("charges", "amount"))

@@ -78,8 +78,12 @@ def write_tables(outputs: dict[str, pl.DataFrame], folder: Path, part: int | Non
 
 def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: date | None,
            totals: dict[str, int], row_counts: dict[str, int], receipts: dict[str, Any] | None,
-           partitions: int = 1) -> None:
-    """The reports over all the tables in ``tmp`` and the manifest, written last."""
+           partitions: int = 1, extra: dict[str, Any] | None = None) -> None:
+    """The reports over all the tables in ``tmp`` and the manifest, written last.
+
+    ``extra``: more manifest keys (a migrated period's ``migrated``, ``source``, …); never
+    one the close writes itself.
+    """
     from pipeline.reports import write_reports
 
     balances = read_internal(tmp, "balances")
@@ -103,15 +107,23 @@ def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: d
         "reports": reports,
         "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
     }
+    if extra:
+        assert not set(extra) & set(manifest), f"extra manifest keys collide: {set(extra) & set(manifest)}"
+        manifest.update(extra)
     # Chained to the previous period's manifest and hashed itself (pipeline.verify).
     atomic_write_bytes(tmp / "manifest.json", manifest_bytes(ws, manifest))
 
 
-def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs, render: Render | None = None) -> Path:
-    """Write the period directory of one unpartitioned result; ``render(tmp)`` adds receipts."""
+def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs, render: Render | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write the period directory of one unpartitioned result; ``render(tmp)`` adds receipts.
+
+    ``extra``: more manifest keys (:func:`finish`).
+    """
     final = ws.period_dir(str(result.period))
     with staging_dir(final) as tmp:
         counts = write_tables(to_outputs(result), tmp)
         receipts = render(tmp) if render is not None else None
-        finish(ws, tmp, inputs, result.period, result.due_date, result.totals, counts, receipts)
+        finish(ws, tmp, inputs, result.period, result.due_date, result.totals, counts, receipts,
+               extra=extra)
     return final

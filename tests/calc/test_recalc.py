@@ -102,6 +102,13 @@ H1,2026-12-20,3100.000,controller
 """
 
 
+def correct_partial_years(ws: Workspace) -> None:
+    """``[migration] partial_years = "covered"``: these tests seal a part of the year only."""
+    path = ws.settings_path
+    path.write_text(path.read_text(encoding="utf-8").replace('partial_years = "skip"', 'partial_years = "covered"'),
+                    encoding="utf-8")
+
+
 def heating_of(ws: Workspace, period: str, account: str = "A1") -> list[tuple[str, str, str]]:
     charges = pl.read_parquet(ws.period_dir(period) / "charges.parquet")
     return [(r["method"], str(r["meter_volume"]), str(r["amount"])) for r in charges.filter(
@@ -110,6 +117,7 @@ def heating_of(ws: Workspace, period: str, account: str = "A1") -> list[tuple[st
 
 def test_heating_paid_evenly_by_last_years_average_then_settled_in_january(town: Workspace) -> None:
     """Formula 3(1) every month, then the yearly correction posted in January (п.42(1))."""
+    correct_partial_years(town)  # August–December only (a whole year: tests/calc/test_yearly_coverage.py)
     with open(town.registers / "meters.csv", "a", encoding="utf-8") as fh:
         fh.write(HEAT_METER)
     with open(town.registers / "readings.csv", "a", encoding="utf-8") as fh:
@@ -169,9 +177,13 @@ def test_only_accounts_whose_inputs_changed_are_recomputed(town: Workspace) -> N
 
 
 def soi_town(ws: Workspace, december_reading: str, rule: str) -> None:
-    """B1 with a building cold-water meter and КР на СОИ for cold water, settled in January."""
+    """B1 with a building cold-water meter and КР на СОИ for cold water, settled in January.
+
+    The tests seal November and December only: the covered months are settled.
+    """
     from tests.conftest import BUILDING_SERVICES, METERS, READINGS
 
+    correct_partial_years(ws)
     write_registers(ws, {
         "building_services": BUILDING_SERVICES + "B1,cold_water_soi,VK,2015-01-01,\n",
         "meters": METERS + "C1,cold_water,,B1,901,2020-01-01,,2030-01-01,9,0\n",

@@ -1,0 +1,386 @@
+"""Migrated months sealed as history: the same tables a close writes, built from the old system's.
+
+:func:`migrated_results` (pure) turns a :class:`~pipeline.migrate.model.History` into one
+:class:`~pipeline.close.compute.CloseResult` per migrated month, the internal frames exactly
+as :func:`pipeline.close.compute.compute` produces them; :func:`seal_history` seals them
+through :mod:`pipeline.close.seal` with ``"migrated": true`` in the manifest.
+
+Per month M (docs/migration.md, "What a migrated period holds"):
+
+* ``lines``: ``history_charges`` of M without the ``penalty`` rows, one line a month;
+* ``recalculations``: ``history_recalculations`` of M, ``kind = recalculation``;
+* ``allocations``: the payments booked in M — a part naming its service and supplier is
+  taken as the old system split it; a payment without a split goes through our ledger
+  (:func:`pipeline.allocate.ledger.apply_period`) against the open items;
+* ``penalties``: the month's ``penalty`` lines per account and supplier (the month of the
+  debt is not known: ``charge_period`` null); in the last month also one row per
+  ``history_penalties`` bucket with ``cumulative = accrued`` and ``amount = 0`` — the
+  previous cumulative the first close subtracts (``_penalty_inputs`` reads it);
+* ``balances``, ``service_balances``: :func:`pipeline.allocate.balances` as in a close; the
+  first month opens with ``history_balances.opening`` (a debt dated to the month before
+  the history, an advance with no month);
+* ``debts``: the open items at M's end; in the last month ``history_debts`` for every
+  account, service and supplier whose total equals ours (the old system's months of the
+  debt kept), ours where it does not (the reconciliation lists those);
+* ``meter_volumes``: ``history_meter_volumes`` of M with the meter's premise and service.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.allocate import balances
+from pipeline.allocate.ledger import ALLOCATION_SCHEMA, ITEM_KEY, ITEM_SCHEMA, PAYMENT_SCHEMA, apply_period
+from pipeline.calc.charges import LINE_SCHEMA
+from pipeline.calc.recalc import RECALC_SCHEMA
+from pipeline.close.compute import CloseResult
+from pipeline.dates import Period
+from pipeline.migrate.model import History
+from pipeline.workspace import BillingError, Workspace
+from rules import Rules
+from schemas.history import PENALTY_SERVICE
+
+__all__ = ["PENALTY_COLUMNS", "migrated_results", "seal_history"]
+
+_SVC = ["account_id", "service_id", "supplier_id"]
+_BUCKET = ["account_id", "supplier_id", "charge_period"]
+
+#: The internal columns of a period's ``penalties`` (schemas.outputs ``penalties``).
+PENALTY_COLUMNS = pl.Schema({
+    "account_id": pl.String(), "supplier_id": pl.String(), "charge_period": pl.String(),
+    "scheme": pl.String(), "due_date": pl.Date(), "debt_kop": pl.Int64(), "cumulative_kop": pl.Int64(),
+    "amount_kop": pl.Int64(),
+})
+
+_METER_VOLUMES = pl.Schema({
+    "meter_id": pl.String(), "service_id": pl.String(), "premise_id": pl.String(), "method": pl.String(),
+    "volume_micro": pl.Int64(), "prev_read_on": pl.Date(), "prev_value_micro": pl.Int64(),
+    "curr_read_on": pl.Date(), "curr_value_micro": pl.Int64(),
+})
+
+_READING_ISSUES = pl.Schema({"meter_id": pl.String(), "read_on": pl.Date(), "reason": pl.String(),
+                             "value": pl.Decimal(38, 6)})
+
+
+def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rules,
+                     due_rules: pl.DataFrame | None = None) -> list[CloseResult]:
+    """One :class:`CloseResult` per month of ``history.months``, in order (no I/O).
+
+    ``regs``: the registers (``meters`` gives a meter's premise and service); ``rules``:
+    the services' penalty schemes; ``due_rules``: ``rules/due_dates.csv`` for the period's
+    due date (None: no due date). Raises :class:`BillingError` (Russian) for a history row
+    that falls outside the migrated months or that the money check refuses.
+    """
+    months = list(history.months)
+    if not months:
+        raise BillingError("История пуста: нет ни одного месяца начислений для переноса.")
+    _check_months(history, months)
+    # Each register cut by month once (24 months of a million accounts: no rescan per month).
+    charges = _by_month(history.frame("history_charges"))
+    payments = _by_month(_payments(history.frame("history_payments")))
+    recalcs_all = _by_month(history.frame("history_recalculations"))
+    volumes_all = _by_month(history.frame("history_meter_volumes"))
+    meters = regs["meters"].select("meter_id", "service_id", "premise_id")
+    schemes = rules.services.select("service_id", pl.col("penalty_scheme").alias("scheme"))
+
+    first = Period.parse(months[0])
+    opening_rows = history.frame("history_balances").filter(pl.col("period") == months[0]).group_by(
+        _SVC).agg(pl.col("opening_kop").fill_null(0).sum())
+    # The opening debt arose before the history: dated to the month before it; an advance has no month.
+    items = _merge(opening_rows.select(
+        *_SVC,
+        pl.when(pl.col("opening_kop") > 0).then(pl.lit(str(first.shift(-1)))).otherwise(
+            pl.lit(None, pl.String)).alias("charge_period"),
+        pl.col("opening_kop").alias("outstanding_kop")))
+    opening = opening_rows.group_by("account_id", "supplier_id").agg(pl.col("opening_kop").sum())
+
+    results = []
+    for index, month in enumerate(months):
+        period = Period.parse(month)
+        last = index == len(months) - 1
+        mine = charges(month)
+        lines = _lines(mine.filter(pl.col("service_id") != PENALTY_SERVICE), period)
+        recalcs = _recalculations(recalcs_all(month))
+        booked = payments(month)
+        allocations, month_items = _ledger(items, lines, recalcs, booked, month)
+        penalty_lines = mine.filter(pl.col("service_id") == PENALTY_SERVICE).group_by(
+            "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).filter(pl.col("amount_kop") != 0)
+        posted = penalty_lines.select(
+            "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
+            pl.lit(month).alias("charge_period"), "amount_kop")
+        # This month's penalty items have this month's key: nothing to merge with (as in a close).
+        month_items = pl.concat([month_items, posted.rename({"amount_kop": "outstanding_kop"})])
+        penalties = _penalties(penalty_lines, history, schemes if last else None)
+        bal = balances(opening, lines, allocations, penalties=penalties, recalculations=recalcs)
+        service_opening = items.group_by(_SVC).agg(pl.col("outstanding_kop").sum().alias("opening_kop"))
+        service_bal = balances(service_opening, lines, allocations, tuple(_SVC), penalties=posted,
+                               recalculations=recalcs)
+        debts = _last_debts(month_items, history.frame("history_debts")) if last else month_items
+        totals = _check(period, bal, service_bal, debts, allocations, lines, booked)
+        meter_volumes = _meter_volumes(volumes_all(month), meters)
+        results.append(CloseResult(
+            period=period, lines=lines, meter_volumes=meter_volumes,
+            reading_issues=pl.DataFrame(schema=_READING_ISSUES), allocations=allocations, balances=bal,
+            service_balances=service_bal, debts=debts.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA),
+            due_date=_due(due_rules, period), totals=totals, penalties=penalties,
+            recalculations=recalcs, settlements=None,
+        ))
+        items = debts
+        opening = bal.select("account_id", "supplier_id", pl.col("closing_kop").alias("opening_kop"))
+    return results
+
+
+def _check_months(history: History, months: list[str]) -> None:
+    """The months follow each other; every dated history row lies in one (nothing silently left out)."""
+    first = Period.parse(months[0])
+    gap = next((m for i, m in enumerate(months) if m != str(first.shift(i))), None)
+    if gap is not None:
+        raise BillingError(f"Переносимые месяцы должны идти подряд: после {months[0]} пропущен месяц "
+                           f"перед {gap}.")
+    for register, column in (("history_charges", "period"), ("history_recalculations", "period"),
+                             ("history_payments", "period"), ("history_meter_volumes", "period")):
+        frame = history.frame(register)
+        outside = frame.filter(pl.col(column).is_null() | ~pl.col(column).is_in(months))
+        if outside.height:
+            got = ", ".join(sorted({str(p) for p in outside[column].to_list()})[:5])
+            raise BillingError(
+                f"{register}: {outside.height} строк за месяцы вне переносимых ({months[0]} — {months[-1]}): "
+                f"{got}. Перенесите начисления и за эти месяцы или уберите эти строки.")
+
+
+def _by_month(frame: pl.DataFrame) -> Callable[[str], pl.DataFrame]:
+    """``frame``'s rows of one month (its ``period``), by month."""
+    parts = {str(key[0]): part for key, part in frame.partition_by("period", as_dict=True).items()}
+    return lambda month: parts.get(month, frame.clear())
+
+
+def _due(due_rules: pl.DataFrame | None, period: Period) -> date | None:
+    from pipeline.calc.due import due_date
+
+    return due_date(due_rules, period) if due_rules is not None else None
+
+
+def _merge(items: pl.DataFrame) -> pl.DataFrame:
+    """Open items summed by key, settled ones dropped; an overpaid month becomes an advance."""
+    overpaid = (pl.col("charge_period").is_not_null() & (pl.col("outstanding_kop") < 0)
+                & (pl.col("service_id").fill_null("") != PENALTY_SERVICE))
+    return (items.lazy().select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)
+            .group_by(ITEM_KEY).agg(pl.col("outstanding_kop").sum())
+            .with_columns(pl.when(overpaid).then(pl.lit(None, pl.String)).otherwise(pl.col("charge_period"))
+                          .alias("charge_period"))
+            .group_by(ITEM_KEY).agg(pl.col("outstanding_kop").sum())
+            .filter(pl.col("outstanding_kop") != 0).select(list(ITEM_SCHEMA)).collect())
+
+
+def _lines(rows: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """History charges as charge lines (one a month; what the old system does not say is null)."""
+    given = {
+        "method": pl.col("method").fill_null("imported"),
+        "line_from": pl.lit(period.first), "line_to": pl.lit(period.last),
+        "days": pl.lit(period.days, pl.Int64), "days_in_month": pl.lit(period.days, pl.Int64),
+    }
+    have = set(rows.columns)
+    return rows.lazy().select([
+        (given[name] if name in given else pl.col(name) if name in have else pl.lit(None)).cast(dtype)
+        .alias(name)
+        for name, dtype in LINE_SCHEMA.items()
+    ]).sort("account_id", "service_id", "supplier_id").collect()
+
+
+def _recalculations(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(
+        "account_id", "service_id", "supplier_id", "origin_period", "amount_kop", "reason",
+        pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
+        pl.lit(None, pl.Int32).alias("settles_year"),
+    ).cast(RECALC_SCHEMA).sort(*_SVC, "origin_period", "amount_kop")
+
+
+def _payments(rows: pl.DataFrame) -> pl.DataFrame:
+    """History payments with a ``split`` flag: a part naming its service and supplier."""
+    half = rows.filter(pl.col("service_id").is_null() != pl.col("supplier_id").is_null())
+    if half.height:
+        first = half.row(0, named=True)
+        raise BillingError(
+            f"Оплата {first['payment_id']} ({first['agent']}): разбивка указывает услугу без поставщика "
+            "или поставщика без услуги. Укажите оба или ни одного (тогда оплату распределит наш учёт).")
+    return rows.with_columns(pl.col("service_id").is_not_null().alias("split"))
+
+
+def _ledger(items: pl.DataFrame, lines: pl.DataFrame, recalcs: pl.DataFrame, booked: pl.DataFrame,
+            month: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One month of the ledger: (allocations, open items at the month's end).
+
+    The old system's parts are taken first, as they are (a part for an earlier month
+    before, a part for this month with this month's charges); then our ledger applies
+    the payments it did not split, oldest debt first, and offsets advances.
+    """
+    parts = booked.filter(pl.col("split"))
+    split = parts.select(
+        "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period", "paid_on",
+        pl.when(pl.col("amount_kop") < 0).then(pl.lit("refund"))
+        .when(pl.col("charge_period").is_null()).then(pl.lit("advance"))
+        .otherwise(pl.lit("payment")).alias("kind"),
+        "amount_kop",
+    ).cast(ALLOCATION_SCHEMA)
+    earlier = split.filter(pl.col("charge_period").is_null() | (pl.col("charge_period") != month))
+    if earlier.height:
+        items = _merge(pl.concat([
+            items, earlier.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop"))]))
+    now = split.filter(pl.col("charge_period") == month)
+    movements = pl.concat([
+        lines.select(*_SVC, "amount_kop", pl.lit(month).alias("charge_period")),
+        recalcs.select(*_SVC, "amount_kop", pl.col("origin_period").alias("charge_period")),
+        now.select(*_SVC, (-pl.col("amount_kop")).alias("amount_kop"), "charge_period"),
+    ])
+    ours = booked.filter(~pl.col("split")).group_by("agent", "payment_id", "account_id", "paid_on").agg(
+        pl.col("amount_kop").sum(),
+        # One month named by every row of the payment: a payment for that month (ГК 319.1 п.1).
+        pl.when(pl.col("charge_period").n_unique() == 1).then(pl.col("charge_period").first())
+        .alias("period"),
+    )
+    refused = ours.filter(pl.col("amount_kop") < 0)
+    if refused.height:
+        first = refused.row(0, named=True)
+        raise BillingError(
+            f"Возврат {first['payment_id']} ({first['agent']}, счёт {first['account_id']}) без разбивки "
+            "по услугам: укажите услугу, поставщика и месяц, к которым он относится.")
+    ledger_allocations, after = apply_period(items, movements, ours.select(list(PAYMENT_SCHEMA)), month)
+    allocations = pl.concat([
+        split, ledger_allocations.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA)])
+    allocations = allocations.filter(pl.col("amount_kop") != 0).sort(
+        "account_id", "paid_on", "agent", "payment_id", "charge_period", "service_id", "supplier_id",
+        nulls_last=True)
+    overpaid = after.filter(pl.col("charge_period").is_not_null() & (pl.col("outstanding_kop") < 0)
+                            & (pl.col("service_id") != PENALTY_SERVICE))
+    return allocations, _merge(after) if overpaid.height else after
+
+
+def _penalties(lines: pl.DataFrame, history: History, schemes: pl.DataFrame | None) -> pl.DataFrame:
+    """The month's penalties: its penalty lines (no debt month) and, in the last month
+    (``schemes`` given), the accrued penalty of every debt the first close continues."""
+    unknown = [pl.lit(None, PENALTY_COLUMNS[c]).alias(c)
+               for c in ("charge_period", "scheme", "due_date", "debt_kop", "cumulative_kop")]
+    rows = [lines.select("account_id", "supplier_id", *unknown, "amount_kop").cast(PENALTY_COLUMNS)]
+    if schemes is not None:
+        accrued = history.frame("history_penalties")
+        debts = history.frame("history_debts").filter(
+            (pl.col("service_id") != PENALTY_SERVICE) & pl.col("charge_period").is_not_null())
+        facts = debts.join(schemes, on="service_id", how="left").group_by(_BUCKET).agg(
+            pl.col("amount_kop").sum().alias("debt_kop"), pl.col("due_date").min(),
+            # A supplier's bucket follows ч.14.1 only when all its services are capital repair.
+            pl.when((pl.col("scheme") == "capital_repair").all()).then(pl.lit("capital_repair"))
+            .otherwise(pl.lit("standard")).alias("scheme"))
+        rows.append(accrued.join(facts, on=_BUCKET, how="left").select(
+            *_BUCKET, pl.col("scheme").fill_null("standard"), "due_date", "debt_kop",
+            pl.col("accrued_kop").alias("cumulative_kop"), pl.lit(0, pl.Int64).alias("amount_kop"),
+        ).cast(PENALTY_COLUMNS))
+    return pl.concat(rows).sort(_BUCKET, nulls_last=True)
+
+
+def _last_debts(ours: pl.DataFrame, theirs: pl.DataFrame) -> pl.DataFrame:
+    """The last month's open items: the old system's where their total per account, service
+    and supplier equals ours, ours elsewhere (the reconciliation lists those)."""
+    if not theirs.height:
+        return ours
+    theirs = _merge(theirs.select(*ITEM_KEY, pl.col("amount_kop").alias("outstanding_kop")))
+    # Ours minus theirs per account, service and supplier (a null supplier is its own group).
+    totals = pl.concat([
+        ours.select(*_SVC, "outstanding_kop"),
+        theirs.select(*_SVC, -pl.col("outstanding_kop")),
+    ]).group_by(_SVC).agg(pl.col("outstanding_kop").sum())
+    agree = totals.filter(pl.col("outstanding_kop") == 0).select(_SVC)
+    join = {"on": _SVC, "nulls_equal": True}
+    return _merge(pl.concat([theirs.join(agree, how="semi", **join),  # type: ignore[arg-type]
+                             ours.join(agree, how="anti", **join)]))  # type: ignore[arg-type]
+
+
+def _meter_volumes(rows: pl.DataFrame, meters: pl.DataFrame) -> pl.DataFrame:
+    joined = rows.join(meters, on="meter_id", how="left")
+    have = set(joined.columns)
+    return joined.select([(pl.col(n) if n in have else pl.lit(None)).cast(t).alias(n)
+                          for n, t in _METER_VOLUMES.items()]).sort("meter_id")
+
+
+def _check(period: Period, bal: pl.DataFrame, service_bal: pl.DataFrame, debts: pl.DataFrame,
+           allocations: pl.DataFrame, lines: pl.DataFrame, booked: pl.DataFrame) -> dict[str, int]:
+    """The close's totals and its money check: opening + charged + recalculated + penalty − paid
+    = closing, per account and supplier and in total; per service the open items hold the closing."""
+    received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+    totals = {
+        "charged": int(lines["amount_kop"].sum()),
+        "paid": int(booked["amount_kop"].sum()),
+        "allocated": int(received["amount_kop"].sum()),
+        "opening": int(bal["opening_kop"].sum()),
+        "penalty": int(bal["penalty_kop"].sum()),
+        "recalculated": int(bal["recalculated_kop"].sum()),
+        "closing": int(bal["closing_kop"].sum()),
+    }
+    wrong = bal.filter(pl.col("closing_kop") != pl.col("opening_kop") + pl.col("charged_kop")
+                       + pl.col("recalculated_kop") + pl.col("penalty_kop") - pl.col("paid_kop"))
+    off = pl.concat([
+        service_bal.select(*_SVC, "closing_kop", pl.lit(0, pl.Int64).alias("outstanding_kop")),
+        debts.select(*_SVC, pl.lit(0, pl.Int64).alias("closing_kop"), "outstanding_kop"),
+    ]).group_by(_SVC).agg(pl.col("closing_kop").sum(), pl.col("outstanding_kop").sum()).filter(
+        pl.col("closing_kop") != pl.col("outstanding_kop"))
+    expected = (totals["opening"] + totals["charged"] + totals["recalculated"] + totals["penalty"]
+                - totals["allocated"])
+    if wrong.height or off.height or totals["closing"] != expected or totals["allocated"] != totals["paid"]:
+        raise BillingError(
+            f"Перенесённый период {period}: сальдо не сходится (ожидалось {expected}, получено "
+            f"{totals['closing']} коп.; оплаты {totals['paid']}, распределено {totals['allocated']}; "
+            f"строк с расхождением: по счетам {wrong.height}, по услугам {off.height}).")
+    return totals
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return data
+
+
+def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> list[Path]:
+    """Seal every migrated month as ``periods/YYYY-MM/`` marked ``"migrated": true``; their paths.
+
+    Refused once an ordinary (non-migrated) period is sealed, and when migrated periods
+    are there already unless ``replace`` (then they are removed first). The manifests
+    carry the current store version and rule hashes, so the first close recomputes a
+    migrated month only when a register or rule changes after the move.
+    """
+    from pipeline.close.inputs import CHARGE_RULES, CloseInputs, rules_sha256
+    from pipeline.close.seal import seal
+    from pipeline.ingest.registers import current_version, load_store
+    from rules import load_rules, read_rule_table
+
+    ws.require()
+    sealed = ws.sealed_periods()
+    ordinary = [p for p in sealed if not _manifest(ws.period_dir(p)).get("migrated")]
+    if ordinary:
+        raise BillingError(
+            f"Перенос истории невозможен: период {ordinary[0]} уже закрыт в этой системе. "
+            "История переносится только до первого закрытия.")
+    if sealed and not replace:
+        raise BillingError(
+            f"Перенесённые периоды уже записаны ({sealed[0]} — {sealed[-1]}). Чтобы загрузить "
+            "исправленную выгрузку, повторите с --replace.")
+    version = current_version(ws)
+    regs = load_store(ws, version)
+    rules = load_rules(ws.rules)
+    results = migrated_results(history, regs, rules, read_rule_table(ws.rules, "due_dates"))
+    for p in sealed:
+        shutil.rmtree(ws.period_dir(p))
+    empty = pl.DataFrame()
+    stamp = CloseInputs(
+        period=results[0].period, regs=regs, rules=rules, window_end_day=0, payments=empty,
+        earlier_allocations=None, opening=empty, open_items=empty, averaged_before=empty, due_date=None,
+        store_version=version, payments_sha256=None, spike_multiple=0,
+        rules_sha256=rules_sha256(ws.rules), charge_rules_sha256=rules_sha256(ws.rules, CHARGE_RULES),
+    )
+    extra = {"migrated": True, "source": history.source,
+             "migration_files_sha256": dict(sorted(history.files_sha256.items()))}
+    return [seal(ws, result, stamp, extra=extra) for result in results]
