@@ -28,14 +28,13 @@ from typing import Any
 import polars as pl
 
 from pipeline.dates import Period, month_periods
+from pipeline.money import rubles_text
 from pipeline.progress import count_text, seconds_text
 from pipeline.sealed import read_internal, read_table
+from pipeline.synth import DEMO_START
 from pipeline.workspace import BillingError, Workspace, audit, init_workspace
 
 DEMO_MARKER = ".billing-demo"
-#: First demo month: December, so that the default three months show heating charged by the
-#: previous year's building-meter average, its yearly correction in January and February.
-DEMO_START = "2026-12"
 
 Say = Callable[[str], None]
 
@@ -340,6 +339,7 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
                                  "rejected": result.rejected})
     say(f"  реестры загружены: {sum(result.loaded.values())} строк, отклонено "
         f"{result.total_rejected}" + (f" (отчёт: {result.rejects_path})" if result.rejects_path else ""))
+    _migrate_a_year(ws, first, seed, say)
     periods = month_periods(first, months)
     for period in periods:
         if period == first.shift(1):
@@ -381,6 +381,30 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
             say(f"  {METHOD_LABELS['heating_meter']}: при оплате отопления в отопительный сезон "
                 "(settings.toml, [heating] payment = \"in_season\"; "
                 "в демо — billing demo --heating in_season)")
+
+
+#: Months of the old system's history the demo city moves in with: a whole year before the
+#: first demo month, so the January corrections settle a whole year (docs/migration.md).
+DEMO_HISTORY_MONTHS = 12
+
+
+def _migrate_a_year(ws: Workspace, first: Period, seed: int, say: Say) -> None:
+    """The city moves in from its previous system: a year of history, reconciled, its planted
+    differences accepted by the operator (as a centre does once it has explained them)."""
+    from pipeline.migrate.reconcile import accept
+    from pipeline.migrate.run import migrate_load
+    from pipeline.migrate.synth import write_old_export
+
+    planted = write_old_export(ws.home, months=DEMO_HISTORY_MONTHS, last=first.shift(-1), seed=seed)
+    moved = migrate_load(ws)
+    say(f"  история прежней системы перенесена: {moved.months[0]} — {moved.months[-1]} "
+        f"({moved.rows['history_charges']} строк начислений, отклонено {moved.rejected}); "
+        f"сверка: расхождений {moved.differences} на {rubles_text(moved.difference_kop)}")
+    for item in planted:
+        say(f"    заложено в выгрузку: {item.description} (лицевой счёт {item.account_id})")
+    if moved.differences:
+        accept(ws, "демо: расхождения выгрузки прежней системы заложены намеренно")
+        say(f"    расхождения приняты (billing migrate accept); отчёт: {moved.reports[0]}")
 
 
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say,

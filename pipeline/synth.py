@@ -34,6 +34,11 @@ import polars as pl
 
 from pipeline.dates import Period
 
+#: First demo month: December, so that the default three months show heating charged by the
+#: previous year's building-meter average, its yearly correction in January and February
+#: (the city moves in with the year before it migrated: pipeline.demo, docs/migration.md).
+DEMO_START = "2026-12"
+
 #: Columns of every register file, in order (``CONTRACT.md``; ``meters`` carries
 #: both ``premise_id`` and ``building_id`` and the extra ``initial_value``).
 REGISTER_COLUMNS: dict[str, tuple[str, ...]] = {
