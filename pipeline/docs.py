@@ -18,6 +18,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from schemas.history import HISTORY
 from schemas.registers import PAYMENTS, REGISTERS, Col, Register
 from schemas.rules import RULE_TABLES
 
@@ -170,6 +171,44 @@ def template_csv(register: Register) -> str:
 def templates() -> dict[str, str]:
     """File name → header-only CSV for every register."""
     return {f"{name}.csv": template_csv(spec) for name, spec in REGISTERS.items()}
+
+
+#: One row of each history register (``billing migrate``), in our columns.
+HISTORY_EXAMPLES: dict[str, list[dict[str, str]]] = {
+    "history_charges": [
+        {"account_id": "1000000001", "period": "2026-05", "service_id": "cold_water",
+         "supplier_id": "vodokanal", "method": "meter", "volume": "5.300000", "tariff": "52.28",
+         "amount": "277.08"},
+        {"account_id": "1000000001", "period": "2026-05", "service_id": "penalty",
+         "supplier_id": "vodokanal", "amount": "3.41"},
+    ],
+    "history_recalculations": [
+        {"account_id": "1000000001", "period": "2026-05", "origin_period": "2026-04",
+         "service_id": "cold_water", "supplier_id": "vodokanal", "amount": "-52.28",
+         "reason": "перерасчёт по показаниям"},
+    ],
+    "history_payments": [
+        {"payment_id": "П-000266", "agent": "sber", "account_id": "1000000001", "paid_on": "2026-06-08",
+         "period": "2026-06", "amount": "277.08", "service_id": "cold_water", "supplier_id": "vodokanal",
+         "charge_period": "2026-05"},
+    ],
+    "history_balances": [
+        {"account_id": "1000000001", "period": "2026-05", "service_id": "cold_water",
+         "supplier_id": "vodokanal", "opening": "0.00", "closing": "277.08"},
+    ],
+    "history_debts": [
+        {"account_id": "1000000001", "service_id": "cold_water", "supplier_id": "vodokanal",
+         "charge_period": "2026-05", "amount": "277.08", "due_date": "2026-06-15"},
+    ],
+    "history_penalties": [
+        {"account_id": "1000000001", "supplier_id": "vodokanal", "charge_period": "2025-11",
+         "accrued": "41.17"},
+    ],
+    "history_readings": [{"meter_id": "M0000001", "read_on": "2026-05-20", "value": "124.300"}],
+    "history_meter_volumes": [
+        {"meter_id": "M0000001", "period": "2026-05", "method": "meter", "volume": "5.300000"},
+    ],
+}
 
 
 def example_csv(register: Register, rows: list[dict[str, str]]) -> str:
@@ -337,6 +376,21 @@ def registers_markdown() -> str:
         need = " — обязательная" if spec.required_file else ""
         lines += _section(spec, f"Таблица `rules/{name}.csv`{need}.",
                           example_csv(spec, _default_rule_rows(name)))
+    lines += [
+        "## История прежней системы (`migration/`, `billing migrate load`)",
+        "",
+        "Выгрузка программы, из которой переходит расчётный центр: файл на таблицу в каталоге "
+        "`migration/` рабочего пространства и `mapping.toml`, который переводит её столбцы и коды в "
+        "наши (как устроен переход, сверка и параллельный расчёт — [docs/migration.md](migration.md); "
+        "пример выгрузки — [data/migration-demo/](../data/migration-demo/README.md)). Ниже — наши "
+        "столбцы. Месяцы — `ГГГГ-ММ` (или `ММ.ГГГГ`); долг — с плюсом, аванс — с минусом. Строка с "
+        "ошибкой попадает в отчёт `rejects/migration-….csv` под именем столбца из выгрузки.",
+        "",
+    ]
+    for name, spec in HISTORY.items():
+        need = "обязательный" if spec.required_file else "может отсутствовать"
+        lines += _section(spec, f"Файл `migration/{name}.csv` — {need}.",
+                          example_csv(spec, HISTORY_EXAMPLES[name]))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
