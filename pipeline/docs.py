@@ -188,25 +188,25 @@ HISTORY_EXAMPLES: dict[str, list[dict[str, str]]] = {
          "reason": "перерасчёт по показаниям"},
     ],
     "history_payments": [
-        {"payment_id": "П-000266", "agent": "sber", "account_id": "1000000001", "paid_on": "2026-06-08",
-         "period": "2026-06", "amount": "277.08", "service_id": "cold_water", "supplier_id": "vodokanal",
+        {"payment_id": "П-000266", "agent": "sber", "account_id": "1000000001", "paid_on": "2026-05-28",
+         "period": "2026-05", "amount": "200.00", "service_id": "cold_water", "supplier_id": "vodokanal",
          "charge_period": "2026-05"},
     ],
     "history_balances": [
         {"account_id": "1000000001", "period": "2026-05", "service_id": "cold_water",
-         "supplier_id": "vodokanal", "opening": "0.00", "closing": "277.08"},
+         "supplier_id": "vodokanal", "opening": "0.00", "closing": "77.08"},
     ],
     "history_debts": [
         {"account_id": "1000000001", "service_id": "cold_water", "supplier_id": "vodokanal",
-         "charge_period": "2026-05", "amount": "277.08", "due_date": "2026-06-15"},
+         "charge_period": "2026-05", "amount": "77.08", "due_date": "2026-06-15"},
     ],
     "history_penalties": [
         {"account_id": "1000000001", "supplier_id": "vodokanal", "charge_period": "2025-11",
          "accrued": "41.17"},
     ],
-    "history_readings": [{"meter_id": "M0000001", "read_on": "2026-05-20", "value": "124.300"}],
+    "history_readings": [{"meter_id": "M0001", "read_on": "2026-05-20", "value": "124.300"}],
     "history_meter_volumes": [
-        {"meter_id": "M0000001", "period": "2026-05", "method": "meter", "volume": "5.300000"},
+        {"meter_id": "M0001", "period": "2026-05", "method": "meter", "volume": "5.300000"},
     ],
 }
 

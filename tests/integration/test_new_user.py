@@ -24,6 +24,7 @@ from pipeline.ingest.payments import import_payment_file
 from pipeline.ingest.registers import current_version, ingest
 from pipeline.workspace import BillingError, Workspace, init_workspace
 from rules import load_rules
+from schemas.history import HISTORY
 from schemas.registers import PAYMENTS, REGISTERS
 from schemas.rules import RULE_TABLES
 from tests.conftest import ACCOUNTS, BUILDINGS, write_registers
@@ -57,7 +58,7 @@ def test_docs_registers_md_is_written_from_the_schemas() -> None:
 
 def test_the_docs_show_every_register_payment_file_and_rule_table_with_an_example() -> None:
     examples = doc_examples(DOC_PATH.read_text(encoding="utf-8"))
-    assert set(examples) == {*REGISTERS, "payments", *RULE_TABLES}
+    assert set(examples) == {*REGISTERS, "payments", *RULE_TABLES, *HISTORY}
     for name, spec in (*REGISTERS.items(), ("payments", PAYMENTS)):
         assert examples[name][0] + "\n" == template_csv(spec)
         assert len(examples[name]) >= 2, name
@@ -103,6 +104,22 @@ def test_a_workspace_built_from_the_docs_and_the_templates_loads_and_closes(docs
     # 12 h without cold water, 8 h allowed: 4 h × 0.15 % × 287.54 = 1.72524 → −1.73
     assert [(r["service_id"], str(r["amount"])) for r in recalcs.iter_rows(named=True)] == [
         ("cold_water", "-1.73")]
+
+
+def test_the_history_examples_of_the_docs_read_without_a_reject(docs_town: Workspace) -> None:
+    """The docs' history rows (billing migrate) pass the reader against the docs' registers."""
+    from pipeline.migrate.history import read_history
+
+    examples = doc_examples(DOC_PATH.read_text(encoding="utf-8"))
+    folder = docs_town.home / "migration-docs"
+    folder.mkdir()
+    for name in HISTORY:
+        (folder / f"{name}.csv").write_text("\n".join(examples[name]) + "\n", encoding="utf-8")
+    history, rejects = read_history(docs_town, folder)
+    assert rejects.height == 0, rejects
+    assert history.months == ("2026-05",)
+    assert {name: frame.height for name, frame in history.frames.items()} == {
+        name: len(examples[name]) - 1 for name in HISTORY}
 
 
 def test_empty_views_have_the_columns_and_types_of_the_real_ones(docs_town: Workspace,
