@@ -87,19 +87,36 @@ class CloseInputs:
 #: Fields that hold no identifiers to code.
 _UNCODED = ("rules", "penalty_policy", "codes")
 
+#: The register that defines each identifier: ingest refuses a row of any other register whose
+#: reference to it is unknown (schemas/registers.py ``refs``), so the registers' identifiers are
+#: these registers' (the readings' 60 M meter ids at 4.4 M accounts need not be scanned).
+_DEFINED_BY = {"account_id": "accounts", "premise_id": "premises", "building_id": "buildings",
+               "meter_id": "meters", "person_id": "residents"}
+
 
 def coded_inputs(inputs: CloseInputs) -> CloseInputs:
     """``inputs`` with every identifier as its code (:mod:`pipeline.ids`), the dictionary in ``codes``.
 
     The dictionary is of the whole region's inputs, made before any partition is cut, so
-    a code means the same in every partition.
+    a code means the same in every partition: the defining registers' identifiers and every
+    identifier of the past (payments, open items, sealed history), which may name an account
+    or meter the registers no longer hold. Should a register still name another (a store
+    written before a reference was checked), the dictionary is made from every frame instead.
     """
     if inputs.codes is not None:
         return inputs
     values = {f.name: getattr(inputs, f.name) for f in fields(inputs) if f.name not in _UNCODED}
-    codes = dictionary(frames_of(values))
-    changed = {name: map_frames(value, codes.encode) for name, value in values.items()
-               if next(frames_of(value), None) is not None}
+    defining = [inputs.regs[name].select(column) for column, name in _DEFINED_BY.items()
+                if name in inputs.regs]
+    past = {name: value for name, value in values.items() if name != "regs"}
+    codes = dictionary([*defining, *frames_of(past)])
+    try:
+        changed = {name: map_frames(value, codes.encode) for name, value in values.items()
+                   if next(frames_of(value), None) is not None}
+    except ValueError:  # an identifier outside the defining registers: scan them all
+        codes = dictionary(frames_of(values))
+        changed = {name: map_frames(value, codes.encode) for name, value in values.items()
+                   if next(frames_of(value), None) is not None}
     return replace(inputs, **changed, codes=codes)
 
 
@@ -148,16 +165,19 @@ def _with_bank_readings(regs: dict[str, pl.DataFrame], bank: pl.DataFrame) -> pl
     return both.unique(["meter_id", "read_on"], keep="first", maintain_order=True)
 
 
-def _with_history_readings(ws: Workspace, readings: pl.DataFrame) -> pl.DataFrame:
+def _with_history_readings(ws: Workspace, readings: pl.DataFrame, meters: pl.DataFrame) -> pl.DataFrame:
     """Register readings plus the previous system's (``billing migrate``) before them.
 
     The first close after a move measures a meter from its last reading in the old system. The
     register is the record from a meter's first reading in it on: the old system's readings of
-    that meter count only before that day (two series of one meter never mix).
+    that meter count only before that day (two series of one meter never mix); a meter no
+    longer in the register has nothing to measure.
     """
     from decimal import Decimal
 
-    path = ws.store / "migration" / "history_readings.parquet"
+    from pipeline.migrate.model import migration_store
+
+    path = migration_store(ws) / "history_readings.parquet"
     if not path.is_file():
         return readings
     old = pl.read_parquet(path)
@@ -171,7 +191,8 @@ def _with_history_readings(ws: Workspace, readings: pl.DataFrame) -> pl.DataFram
         pl.lit(True).alias("confirmed"),
     )
     first = readings.group_by("meter_id").agg(pl.col("read_on").min().alias("_first"))
-    extra = extra.join(first, on="meter_id", how="left").filter(
+    extra = extra.join(meters.select("meter_id"), on="meter_id", how="semi").join(
+        first, on="meter_id", how="left").filter(
         pl.col("_first").is_null() | (pl.col("read_on") < pl.col("_first"))).drop("_first")
     return pl.concat([readings, extra.select(readings.columns).cast(readings.schema)])
 
@@ -252,7 +273,8 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
                                (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"))
     store_regs = regs
     regs = {**regs, "readings": _with_bank_readings(
-        {**regs, "readings": _with_history_readings(ws, regs["readings"])}, load_bank_readings(ws))}
+        {**regs, "readings": _with_history_readings(ws, regs["readings"], regs["meters"])},
+        load_bank_readings(ws))}
 
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
     if averaged is None:
