@@ -117,34 +117,48 @@ def test_a_recomputed_month_of_an_uncorrected_year_keeps_its_average(town: Works
 MONTHS_2026 = [180, 160, 130, 90, 40, 10, 5, 5, 30, 100, 160, 200]
 
 
-def test_a_whole_year_is_corrected_to_its_actual_volume(town: Workspace) -> None:
-    """Closed January–December 2026, then January 2027: every month settled to its actual."""
+def year_2026_readings() -> str:
+    """The building heat meter read on the 20th of every month of 2026 (MONTHS_2026 Gcal)."""
     value, rows = 2500, []
     for month, volume in enumerate(MONTHS_2026, start=1):
         value += volume
         rows.append(f"H1,2026-{month:02d}-20,{value}.000,controller\n")
-    heated(town, YEAR_2025 + "".join(rows))
+    return YEAR_2025 + "".join(rows)
+
+
+def expected_true_up(ws: Workspace) -> dict[tuple[str, str], str]:
+    """Each month of 2026 was charged 2025's average, 100 Gcal × the account's share, and is
+    worth its actual volume × the share, each at the month's tariff, each line rounded once."""
+    expected: dict[tuple[str, str], str] = {}
+    for account, area in AREAS.items():
+        for month, volume in enumerate(MONTHS_2026, start=1):
+            price = tariff(ws, "heating", date(2026, month, 1))
+            diff = kopecks(volume * area / HOUSE * price) - kopecks(100 * area / HOUSE * price)
+            if diff:
+                expected[(account, f"2026-{month:02d}")] = str(diff)
+    return expected
+
+
+def year_actual_minus_charged(ws: Workspace, account: str) -> Decimal:
+    """The account's 2026: its actual volume's worth minus its twelve charges, each line rounded."""
+    charged = sum((kopecks(100 * AREAS[account] / HOUSE * tariff(ws, "heating", date(2026, m, 1)))
+                   for m in range(1, 13)), Decimal(0))
+    actual = sum((kopecks(v * AREAS[account] / HOUSE * tariff(ws, "heating", date(2026, m, 1)))
+                  for m, v in enumerate(MONTHS_2026, start=1)), Decimal(0))
+    return actual - charged
+
+
+def test_a_whole_year_is_corrected_to_its_actual_volume(town: Workspace) -> None:
+    """Closed January–December 2026, then January 2027: every month settled to its actual."""
+    heated(town, year_2026_readings())
     for month in range(1, 13):
         assert heating_rows(close(town, f"2026-{month:02d}")) == {}
     january = close(town, "2027-01")
     got = heating_rows(january)
-    # Each month was charged 2025's average, 100 Gcal × the account's share, and is now
-    # worth its actual volume × the share, each at the month's tariff, each line rounded once.
-    expected: dict[tuple[str, str], str] = {}
-    for account, area in AREAS.items():
-        for month, volume in enumerate(MONTHS_2026, start=1):
-            price = tariff(town, "heating", date(2026, month, 1))
-            diff = kopecks(volume * area / HOUSE * price) - kopecks(100 * area / HOUSE * price)
-            if diff:
-                expected[(account, f"2026-{month:02d}")] = str(diff)
-    assert got == expected
+    assert got == expected_true_up(town)
     # The year for A1: actual 1110 Gcal × 5 % at the year's tariffs minus the twelve charges.
     a1 = sum((Decimal(v) for (a, _), v in got.items() if a == "A1"), Decimal(0))
-    charged = sum((kopecks(100 * AREAS["A1"] / HOUSE * tariff(town, "heating", date(2026, m, 1)))
-                   for m in range(1, 13)), Decimal(0))
-    actual = sum((kopecks(v * AREAS["A1"] / HOUSE * tariff(town, "heating", date(2026, m, 1)))
-                  for m, v in enumerate(MONTHS_2026, start=1)), Decimal(0))
-    assert a1 == actual - charged and a1 < 0
+    assert a1 == year_actual_minus_charged(town, "A1") and a1 < 0
     assert set(january.filter(pl.col("service_id") == "heating")["reason"]) == {TRUE_UP}
 
 

@@ -219,24 +219,18 @@ def test_a_year_migrated_january_to_november_is_corrected_as_a_whole_year(tmp_pa
 
     from tests.calc.test_yearly_coverage import (
         AREAS,
-        HOUSE,
-        MONTHS_2026,
         TRUE_UP,
-        YEAR_2025,
+        expected_true_up,
         heated,
         heating_rows,
-        kopecks,
-        tariff,
+        year_2026_readings,
+        year_actual_minus_charged,
     )
 
-    value, rows = 2500, []
-    for month, volume in enumerate(MONTHS_2026, start=1):
-        value += volume
-        rows.append(f"H1,2026-{month:02d}-20,{value}.000,controller\n")
     old, new = (init_workspace(tmp_path / name) for name in ("old", "new"))
     for ws in (old, new):
         write_registers(ws, TOWN)
-        heated(ws, YEAR_2025 + "".join(rows))
+        heated(ws, year_2026_readings())
         ingest(ws)
     months = [f"2026-{m:02d}" for m in range(1, 12)]
     for period in months:  # the old system's year, by the 2025 average (formula 3(1))
@@ -249,20 +243,9 @@ def test_a_year_migrated_january_to_november_is_corrected_as_a_whole_year(tmp_pa
     close(new, Period(2027, 1))
     january = read_table(new.period_dir("2027-01"), "recalculations")
     got = heating_rows(january)
-    expected: dict[tuple[str, str], str] = {}
-    for account, area in AREAS.items():
-        for month, volume in enumerate(MONTHS_2026, start=1):
-            price = tariff(new, "heating", date(2026, month, 1))
-            diff = kopecks(volume * area / HOUSE * price) - kopecks(100 * area / HOUSE * price)
-            if diff:
-                expected[(account, f"2026-{month:02d}")] = str(diff)
-    assert got == expected
-    for account, area in AREAS.items():
+    assert got == expected_true_up(new)
+    for account in AREAS:
         year = sum((Decimal(v) for (a, _), v in got.items() if a == account), Decimal(0))
-        charged = sum((kopecks(100 * area / HOUSE * tariff(new, "heating", date(2026, m, 1)))
-                       for m in range(1, 13)), Decimal(0))
-        actual = sum((kopecks(v * area / HOUSE * tariff(new, "heating", date(2026, m, 1)))
-                      for m, v in enumerate(MONTHS_2026, start=1)), Decimal(0))
-        assert year == actual - charged, account
+        assert year == year_actual_minus_charged(new, account), account
     assert set(january.filter(pl.col("service_id") == "heating")["reason"]) == {TRUE_UP}
     assert set(january.filter(pl.col("service_id") == "heating")["kind"]) == {"true_up"}
