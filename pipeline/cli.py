@@ -465,6 +465,9 @@ def bench(
     partition_accounts: Annotated[int | None, typer.Option(
         "--partition-accounts", min=1, metavar="ЧИСЛО",
         help="Лицевых счетов в части закрытия (по умолчанию — из settings.toml, [close]).")] = None,
+    history: Annotated[int, typer.Option(
+        "--history", min=0, max=120, metavar="МЕСЯЦЕВ",
+        help="Замерить перенос из прежней системы: выгрузка за N месяцев и billing migrate load.")] = 0,
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Отчёт одним объектом JSON в последней строке stdout.")] = False,
@@ -475,17 +478,20 @@ def bench(
     и строк в секунду по этапам, закрытие первого месяца против голого соединения Polars
     тех же строк начислений) или с --json — отчёт JSON одной строкой."""
     from pipeline import progress
-    from pipeline.demo import bench_summary, run_bench, run_payment_bench
+    from pipeline.demo import bench_summary, run_bench, run_migration_bench, run_payment_bench
 
     with progress.reporting():
-        if payments:
+        if history:
+            report = run_migration_bench(accounts=accounts, months=history, ws=_ws(home) if home else None,
+                                         say=progress.stage)
+        elif payments:
             report = run_payment_bench(accounts=accounts, payments=payments, say=progress.stage)
         else:
             report = run_bench(accounts=accounts, months=months, ws=_ws(home) if home else None,
                                say=progress.stage, partition_accounts=partition_accounts)
     if as_json:
         _say(json.dumps(report, ensure_ascii=False))
-    elif payments:
+    elif payments or history:
         _say(json.dumps(report, ensure_ascii=False, indent=1))
     else:
         for line in bench_summary(report):

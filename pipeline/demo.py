@@ -510,6 +510,81 @@ def bench_summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def bare_csv_to_parquet(files: list[Path], out: Path) -> int:
+    """The yardstick of a migration: every row of ``files`` read as text by Polars and written
+    as Parquet, nothing checked; the rows moved."""
+    from pipeline.ingest.readers import sniff_separator
+
+    rows = 0
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            separator = sniff_separator(fh.readline())
+        frame = pl.read_csv(path, separator=separator, infer_schema=False)
+        frame.write_parquet(out / f"{path.stem}.parquet")
+        rows += frame.height
+        del frame
+    return rows
+
+
+def run_migration_bench(accounts: int, months: int, ws: Workspace | None, say: Say) -> dict[str, Any]:
+    """``billing migrate load`` of ``months`` months of a synthetic old system for ``accounts``
+    accounts (:func:`pipeline.migrate.benchexport.write_bench_export`), measured step by step
+    (read, seal, save, reconcile) beside the bare move of the same files
+    (:func:`bare_csv_to_parquet`); ``ratio`` is the load over the bare move."""
+    from pipeline.bench import StageClock, peak_rss_mb
+    from pipeline.ingest.registers import ingest
+    from pipeline.migrate.benchexport import write_bench_export
+    from pipeline.migrate.run import migrate_load
+    from pipeline.synth import generate_city
+
+    tmp = None
+    if ws is None:
+        tmp = Path(tempfile.mkdtemp(prefix="billing-migbench-"))
+        ws = Workspace(tmp / "home")
+    ws = _fresh_demo_home(ws)
+    first = Period.parse(DEMO_START)
+    stages: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"accounts": accounts, "history_months": months, "stages": stages}
+
+    def step(name: str, fn: Callable[[], Any], rows: Callable[[Any], int]) -> tuple[Any, StageClock]:
+        clock = StageClock(name)
+        out = fn()
+        row = clock.stop(rows(out))
+        stages.append(row)
+        say(f"{name}: {seconds_text(row['seconds'])} с, ЦП {seconds_text(row['cpu_seconds'])} с, "
+            f"строк {count_text(row['rows'])}, пик памяти {count_text(round(row['peak_rss_mb']))} МБ")
+        return out, clock
+
+    try:
+        step("generate_city", partial(generate_city, ws.home, accounts=accounts, start=first, months=1),
+             lambda city: int(city.accounts))
+        step("ingest", partial(ingest, ws), lambda result: sum(result.loaded.values()))
+        written, _ = step("write_export", partial(write_bench_export, ws.home, months=months,
+                                                  last=first.shift(-1)), lambda rows: sum(rows.values()))
+        files = sorted((ws.home / "migration").glob("*.csv"))
+        report["export_rows"] = written
+        report["export_bytes"] = sum(p.stat().st_size for p in files)
+        bare_dir = Path(tempfile.mkdtemp(prefix="billing-bare-", dir=ws.home.parent))
+        try:
+            _, bare = step("bare_csv_to_parquet", partial(bare_csv_to_parquet, files, bare_dir), int)
+        finally:
+            shutil.rmtree(bare_dir, ignore_errors=True)
+        moved, load = step("migrate_load", partial(migrate_load, ws),
+                           lambda result: sum(result.rows.values()))
+        report["load_seconds"] = round(load.seconds, 2)
+        report["load_steps"] = moved.seconds
+        report["bare_seconds"] = round(bare.seconds, 2)
+        report["ratio"] = round(load.seconds / bare.seconds, 1) if bare.seconds else None
+        report["differences"] = moved.differences
+        report["rejected"] = moved.rejected
+        report["periods"] = len(moved.periods)
+        report["peak_rss_mb"] = peak_rss_mb()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
 def run_payment_bench(accounts: int, payments: int, say: Say) -> dict[str, Any]:
     """A night of ``payments`` bank payments against ``accounts`` accounts.
 

@@ -78,19 +78,22 @@ def write_tables(outputs: dict[str, pl.DataFrame], folder: Path, part: int | Non
 
 def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: date | None,
            totals: dict[str, int], row_counts: dict[str, int], receipts: dict[str, Any] | None,
-           partitions: int = 1, extra: dict[str, Any] | None = None) -> None:
+           partitions: int = 1, extra: dict[str, Any] | None = None, reports: bool = True) -> None:
     """The reports over all the tables in ``tmp`` and the manifest, written last.
 
     ``extra``: more manifest keys (a migrated period's ``migrated``, ``source``, …); never
-    one the close writes itself.
+    one the close writes itself. ``reports=False``: no ``reports/`` (a migrated month: the
+    old system's reports are the originals; ``billing report osv`` builds ours from the tables).
     """
     from pipeline.reports import write_reports
 
-    balances = read_internal(tmp, "balances")
-    allocations = read_internal(tmp, "allocations")
-    reports = write_reports(tmp / "reports", balances, allocations, inputs.registers(),
-                            datetime.combine(period.last, time()))
-    del balances, allocations
+    written: dict[str, int] | None = None
+    if reports:
+        balances = read_internal(tmp, "balances")
+        allocations = read_internal(tmp, "allocations")
+        written = write_reports(tmp / "reports", balances, allocations, inputs.registers(),
+                                datetime.combine(period.last, time()))
+        del balances, allocations
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {
         "period": str(period),
@@ -104,7 +107,7 @@ def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: d
         "row_counts": row_counts,
         "partitions": partitions,
         "receipts": receipts,
-        "reports": reports,
+        "reports": written,
         "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
     }
     if extra:
@@ -115,15 +118,15 @@ def finish(ws: Workspace, tmp: Path, inputs: CloseInputs, period: Period, due: d
 
 
 def seal(ws: Workspace, result: CloseResult, inputs: CloseInputs, render: Render | None = None,
-         extra: dict[str, Any] | None = None) -> Path:
+         extra: dict[str, Any] | None = None, reports: bool = True) -> Path:
     """Write the period directory of one unpartitioned result; ``render(tmp)`` adds receipts.
 
-    ``extra``: more manifest keys (:func:`finish`).
+    ``extra``, ``reports``: as :func:`finish`.
     """
     final = ws.period_dir(str(result.period))
     with staging_dir(final) as tmp:
         counts = write_tables(to_outputs(result), tmp)
         receipts = render(tmp) if render is not None else None
         finish(ws, tmp, inputs, result.period, result.due_date, result.totals, counts, receipts,
-               extra=extra)
+               extra=extra, reports=reports)
     return final

@@ -102,7 +102,7 @@ def parse_table(raw: pl.DataFrame, register: Register, file: str) -> tuple[pl.Da
     problems.append(_pandera_rejects(typed, register, file, frame))
     problems.append(_date_order_rejects(typed, register, file))
     problems.append(_one_of_rejects(typed, register, file))
-    problems.append(_duplicate_key_rejects(typed, register, file))
+    problems.append(duplicate_key_rejects(typed, register, file))
     rejects = pl.concat(problems, how="vertical")
     # A formula cell reads as empty: report the formula, not a second "not filled" for the cell.
     rejects = pl.concat([formulas, rejects.join(formulas, on=["row", "column"], how="anti")])
@@ -181,7 +181,8 @@ def _one_of_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.Da
     return _rejects(bad, file, register.one_of[0], f"нужно заполнить ровно одно из: {names}")
 
 
-def _duplicate_key_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:
+def duplicate_key_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:
+    """Every row of ``typed`` (with ``source_row``) whose complete key another row has too."""
     if not register.key:
         return empty_rejects()
     key = list(register.key)

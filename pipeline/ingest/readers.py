@@ -12,6 +12,7 @@ import math
 import posixpath
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -60,10 +61,11 @@ def decode_text(data: bytes, name: str = "файл") -> tuple[str, str]:
 _ENCODING_TITLES = {"utf-8": "UTF-8", "cp1251": "Windows-1251"}
 
 
-def _refuse_mixed_encoding(body: bytes, name: str, bom: bool) -> None:
-    """Raise when some non-ASCII lines are valid UTF-8 and others are not (one pass, stops early)."""
-    first: dict[str, int] = {"utf-8": 1} if bom else {}
-    for number, line in enumerate(body.split(b"\n"), start=1):
+def _refuse_mixed_encoding(body: bytes, name: str, bom: bool, start: int = 1) -> None:
+    """Raise when some non-ASCII lines are valid UTF-8 and others are not (one pass, stops early);
+    ``start``: the number of ``body``'s first line in the file."""
+    first: dict[str, int] = {"utf-8": start} if bom else {}
+    for number, line in enumerate(body.split(b"\n"), start=start):
         if line.isascii():
             continue
         try:
@@ -76,7 +78,7 @@ def _refuse_mixed_encoding(body: bytes, name: str, bom: bool) -> None:
     if len(first) < 2:
         return
     (one, _), (other, switch) = sorted(first.items(), key=lambda item: item[1])
-    lines = "строка 1" if switch == 2 else f"строки 1–{switch - 1}"
+    lines = f"строка {start}" if switch == start + 1 else f"строки {start}–{switch - 1}"
     raise BillingError(
         f"{name}: файл в смешанной кодировке: {lines} в {_ENCODING_TITLES[one]}, со строки {switch} — "
         f"{_ENCODING_TITLES[other]}; сохраните файл в одной кодировке"
@@ -132,6 +134,111 @@ def _read_csv(path: Path) -> pl.DataFrame:
         truncate_ragged_lines=False,
     )
     return _clean_text(frame)
+
+
+#: Bytes of a CSV file read at a time by :func:`iter_table`.
+CHUNK_BYTES = 256 * 1024 * 1024
+
+
+def iter_table(path: Path, chunk_bytes: int | None = None) -> Iterator[pl.DataFrame]:
+    """:func:`read_table` in pieces of about ``chunk_bytes`` of a CSV file, for files larger
+    than memory; the rows of every piece are numbered as in the whole file (``source_row``).
+
+    A piece ends at the end of a line outside quotes (a quoted cell may hold a line break).
+    The encoding is decided for the whole file as :func:`decode_text` does: UTF-8 when every
+    piece is UTF-8, else Windows-1251; a file whose pieces differ (one has UTF-8 Cyrillic,
+    another is not UTF-8) is refused naming the line where the other encoding begins. XLSX
+    and Parquet come in one piece. ``chunk_bytes``: default :data:`CHUNK_BYTES`.
+    """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    if path.suffix.lower() != ".csv":
+        yield read_table(path)
+        return
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BillingError(f"{path.name}: файл не читается: {exc}") from exc
+    if size <= chunk_bytes:
+        yield read_table(path)
+        return
+    header: bytes | None = None
+    separator = ","
+    row, line = 2, 1
+    seen: dict[str, int] = {}  # encoding -> the first line of a piece in it
+    for data in _csv_pieces(path, chunk_bytes):
+        if header is None:
+            data = data.removeprefix(b"\xef\xbb\xbf")
+            header, _, data = data.partition(b"\n")
+            header = _utf8_piece(header, path.name, line, seen)
+            separator = sniff_separator(header.decode())
+            line += 1
+        body = _utf8_piece(data, path.name, line, seen)
+        line += data.count(b"\n")
+        if not data.strip():
+            continue
+        try:
+            frame = pl.read_csv(header + b"\n" + body, separator=separator, infer_schema=False,
+                                quote_char='"', truncate_ragged_lines=False)
+        except Exception as exc:
+            raise BillingError(f"{path.name}: файл не читается (строки с {row}): {exc}") from exc
+        frame = _clean_text(frame).rename({c: c.strip() for c in frame.columns})
+        frame = frame.with_row_index(ROW, offset=row).with_columns(pl.col(ROW).cast(pl.Int64))
+        row += frame.height
+        yield frame
+
+
+def _utf8_piece(data: bytes, name: str, line: int, seen: dict[str, int]) -> bytes:
+    """A piece of a CSV file as UTF-8 bytes; ``seen`` keeps the encodings met so far (see
+    :func:`iter_table`): a second one refuses the file."""
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        _refuse_mixed_encoding(data, name, bom=False, start=line)
+        encoding = "cp1251"
+    seen.setdefault(encoding, line)
+    if len(seen) == 2:
+        (one, _), (other, switch) = sorted(seen.items(), key=lambda item: item[1])
+        raise BillingError(
+            f"{name}: файл в смешанной кодировке: строки до {switch} в {_ENCODING_TITLES[one]}, с части "
+            f"файла от строки {switch} — {_ENCODING_TITLES[other]}; сохраните файл в одной кодировке")
+    return data if encoding == "utf-8" else data.decode("cp1251").encode()
+
+
+def _csv_pieces(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    """The file's bytes in pieces ending after a line break outside quotes."""
+    rest = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk_bytes)
+            if not block:
+                break
+            data = rest + block
+            cut = _last_record_end(data)
+            rest = data[cut:]
+            if cut:
+                yield data[:cut]
+    if rest:
+        yield rest
+
+
+def _last_record_end(data: bytes) -> int:
+    """The offset just after the last line break of ``data`` that is outside quotes (0: none).
+
+    An even count of ``"`` before a line break puts it outside quotes (``""`` inside a
+    quoted cell counts twice).
+
+    >>> _last_record_end(b'a,b\n1,"x\ny"\n2,'), _last_record_end(b'1,"x\n')
+    (12, 0)
+    """
+    end = data.rfind(b"\n")
+    while end >= 0:
+        if data.count(b'"', 0, end) % 2 == 0:
+            return end + 1
+        end = data.rfind(b"\n", 0, end)
+    return 0
 
 
 def _read_xlsx(path: Path) -> pl.DataFrame:

@@ -14,18 +14,19 @@ Money and volumes leave here as the engine's integers (``amount`` → ``amount_k
 
 from __future__ import annotations
 
+import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects, parse_table
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, SUFFIXES, read_table
-from pipeline.migrate.model import SCALED, History, empty, internal_schema
-from pipeline.workspace import BillingError, Workspace, sha256_file
+from pipeline.ingest.parse import REJECT_SCHEMA, duplicate_key_rejects, empty_rejects, parse_table
+from pipeline.ingest.readers import FORMULA_CELLS, ROW, SUFFIXES, iter_table, read_table
+from pipeline.migrate.model import MONTHLY, SCALED, History, empty, internal_schema, staging_folder
+from pipeline.workspace import BillingError, Workspace, sha256_file, write_parquet_atomic
 from schemas.history import HISTORY, PENALTY_SERVICE
 from schemas.registers import Register
 
@@ -350,20 +351,34 @@ def _payment_checks(good: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.Dat
     return _drop_rejected(good, found)
 
 
-def _read_file(path: Path, register: Register, mapping: Mapping, known: _Known) -> _Read:
+def _read_piece(raw: pl.DataFrame, path: Path, register: Register, mapping: Mapping, known: _Known) -> _Read:
+    """One piece of a file (all of it, or a part of a large CSV): renamed, parsed and checked.
+
+    The key check of the register waits for the whole file (:func:`_unique_keys`); here
+    only the cells and the references are checked."""
     file = path.name
-    raw = read_table(path)
     text, back = _frame_text(raw, register, mapping, path)
     text, number_rejects = _numbers(text, register, mapping, path, file)
     text = _map_codes(_months_text(text, register), mapping)
-    good, rejects = parse_table(text, register, file)
+    good, rejects = parse_table(text, replace(register, key=()), file)
     good, more = _checks(good, register, known, file, mapping)
-    found = [rejects, number_rejects, more]
-    if register.name == "history_payments":
-        good, paid = _payment_checks(good, file)
-        found.append(paid)
-    good, rejects = _drop_rejected(good, found)
+    good, rejects = _drop_rejected(good, [rejects, number_rejects, more])
     return _Read(good, rejects, back)
+
+
+def _unique_keys(item: _Read, register: Register, file: str) -> _Read:
+    """Rows of ``item`` sharing a key refused (all of them, as :func:`parse_table` does)."""
+    dup = duplicate_key_rejects(item.good, register, file)
+    return _Read(*_drop_rejected(item.good, [item.rejects, dup]), item.back)
+
+
+def _read_file(path: Path, register: Register, mapping: Mapping, known: _Known) -> _Read:
+    """A whole file, checked as a register (its payment checks too)."""
+    item = _unique_keys(_read_piece(read_table(path), path, register, mapping, known), register, path.name)
+    if register.name == "history_payments":
+        good, paid = _payment_checks(item.good, path.name)
+        item = _Read(*_drop_rejected(good, [item.rejects, paid]), item.back)
+    return item
 
 
 def _internal(good: pl.DataFrame, register: str) -> pl.DataFrame:
@@ -435,6 +450,12 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
     absent optional file empty) and the rejects (:data:`REJECT_SCHEMA`). Refused as a whole
     (:class:`BillingError`): a required file missing or without an accepted row, a gap in
     the months of ``history_charges`` (naming the missing months).
+
+    A large CSV is read in pieces (:func:`pipeline.ingest.readers.iter_table`); the
+    :data:`~pipeline.migrate.model.MONTHLY` registers go to
+    :func:`~pipeline.migrate.model.staging_folder` month by month (the key check of a
+    month over all its pieces), so memory holds a piece and a month, never the whole
+    export. :func:`~pipeline.migrate.model.save_history` moves them into the store.
     """
     directory = directory or ws.home / "migration"
     files = find_history_files(directory)
@@ -444,33 +465,94 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
     sha = {p.name: sha256_file(p) for p in files.values()}
     if mapping_path is not None:
         sha[MAPPING_FILE] = sha256_file(mapping_path)
-    read: dict[str, _Read] = {name: _read_file(path, HISTORY[name], mapping, known)
-                              for name, path in files.items()}
+    staging = staging_folder(ws)
+    if staging.exists():
+        shutil.rmtree(staging)
+    found: list[pl.DataFrame] = [empty_rejects()]
 
     def all_rejects() -> pl.DataFrame:
-        return pl.concat([empty_rejects(), *(_report(r.rejects, r.back) for r in read.values())]).sort(
-            "file", "row", "column")
+        return pl.concat(found).sort("file", "row", "column")
 
-    charges = read["history_charges"].good
-    if not charges.height:
-        raise _fail(ws, f"{files['history_charges'].name}: нет ни одной принятой строки начислений — "
-                        "перенести нечего", all_rejects())
-    months = sorted(charges["period"].unique().to_list())
+    def fail(message: str) -> BillingError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return _fail(ws, message, all_rejects())
+
+    charges = files["history_charges"].name
+    _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found)
+    months = sorted(p.stem for p in (staging / "history_charges").glob("*.parquet"))
+    if not months:
+        raise fail(f"{charges}: нет ни одной принятой строки начислений — перенести нечего")
     gap = _missing_months(months)
     if gap:
-        raise _fail(ws, f"{files['history_charges'].name}: месяцы истории идут с пропуском — нет "
-                        f"начислений за {', '.join(gap)} (переносятся все месяцы с {months[0]} по "
-                        f"{months[-1]} подряд; если строки этих месяцев отклонены, они в отчёте)",
-                    all_rejects())
-    for name, item in read.items():
-        good, found = _month_range(item.good, HISTORY[name], months, files[name].name)
-        read[name] = _Read(*_drop_rejected(good, [item.rejects, found]), item.back)
-    balances = read["history_balances"]
-    if not balances.good.height:
-        raise _fail(ws, f"{files['history_balances'].name}: нет ни одной принятой строки сальдо — "
-                        "сверять не с чем", all_rejects())
-    frames = {name: _internal(read[name].good, name) if name in read else empty(name) for name in HISTORY}
-    return History(mapping.source, tuple(months), frames, sha), all_rejects()
+        raise fail(f"{charges}: месяцы истории идут с пропуском — нет начислений за {', '.join(gap)} "
+                   f"(переносятся все месяцы с {months[0]} по {months[-1]} подряд; если строки этих месяцев "
+                   "отклонены, они в отчёте)")
+    frames: dict[str, pl.DataFrame] = {}
+    for name, path in files.items():
+        if name == "history_charges":
+            continue
+        kept = _stage(path, HISTORY[name], mapping, known, staging, months, found)
+        if kept is not None:
+            frames[name] = kept
+    for name in HISTORY:
+        if name not in frames and not (staging / name).is_dir():
+            frames[name] = empty(name)
+    if not (staging / "history_balances").is_dir():
+        raise fail(f"{files['history_balances'].name}: нет ни одной принятой строки сальдо — "
+                   "сверять не с чем")
+    return History(mapping.source, tuple(months), frames, sha, staging), all_rejects()
+
+
+def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, staging: Path,
+           months: list[str] | None, found: list[pl.DataFrame]) -> pl.DataFrame | None:
+    """Read one export file piece by piece; its rejects appended to ``found`` (named as the file
+    names its columns). A :data:`MONTHLY` register is written to ``staging/<register>/<month>.parquet``
+    (None returned), any other returned. ``months``: the migrated months (None for the charges,
+    which define them)."""
+    file = path.name
+    monthly = register.name in MONTHLY
+    pieces: list[pl.DataFrame] = []
+    spill = staging / f".{register.name}"
+    payments = register.name == "history_payments"  # checked as a whole: parts of a payment
+    back: dict[str, str] = {}
+    for index, raw in enumerate(iter_table(path)):
+        item = _read_piece(raw, path, register, mapping, known)
+        good, rejects, back = item.good, [item.rejects], item.back
+        if months is not None and not payments:
+            good, more = _month_range(good, register, months, file)
+            rejects.append(more)
+        found.append(_report(pl.concat(rejects), back))
+        if monthly and not payments:
+            spilled = _internal(good, register.name).with_columns(good.get_column(ROW))
+            for (month,), part in spilled.partition_by("period", as_dict=True).items():
+                write_parquet_atomic(part, spill / str(month) / f"{index:05d}.parquet")
+        else:
+            pieces.append(good)
+    if not monthly or payments:
+        if not pieces:
+            return empty(register.name)
+        item = _unique_keys(_Read(pl.concat(pieces), empty_rejects(), back), register, file)
+        good, rejects = item.good, [item.rejects]
+        if payments:
+            good, paid = _payment_checks(good, file)
+            good, more = _month_range(good, register, months or [], file)
+            rejects += [paid, more]
+        found.append(_report(pl.concat(rejects), back))
+        internal = _internal(good, register.name)
+        if not monthly:
+            return internal
+        for (month,), part in internal.partition_by("period", as_dict=True).items():
+            write_parquet_atomic(part, staging / register.name / f"{month}.parquet")
+        return None
+    for folder in sorted(spill.iterdir()) if spill.is_dir() else []:
+        month = pl.read_parquet(sorted(folder.glob("*.parquet")))
+        dup = duplicate_key_rejects(month, register, file)
+        found.append(_report(dup, back))
+        kept = month.filter(~pl.col(ROW).is_in(dup["row"].implode())) if dup.height else month
+        if kept.height:
+            write_parquet_atomic(kept.drop(ROW), staging / register.name / f"{folder.name}.parquet")
+    shutil.rmtree(spill, ignore_errors=True)
+    return None
 
 
 def _month_range(good: pl.DataFrame, register: Register, months: list[str], file: str) -> tuple[

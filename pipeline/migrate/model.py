@@ -10,10 +10,12 @@ kopecks), volumes and readings ``*_micro`` (Int64, millionths), identifiers and 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.workspace import Workspace, atomic_write_bytes, write_parquet_atomic
 from schemas.history import HISTORY
@@ -40,18 +42,58 @@ def empty(register: str) -> pl.DataFrame:
     return pl.DataFrame(schema=internal_schema(register))
 
 
+#: Registers kept by month (``store/migration/<register>/<YYYY-MM>.parquet``): their rows have a
+#: ``period``, and a million accounts' years of them do not fit in memory at once.
+MONTHLY = ("history_charges", "history_recalculations", "history_payments", "history_balances",
+           "history_meter_volumes")
+
+
 @dataclass(frozen=True)
 class History:
-    """The migrated months and every history register, typed (see the module's units)."""
+    """The migrated months and every history register, typed (see the module's units).
+
+    A register is in ``frames`` (in memory) or, for :data:`MONTHLY` ones, in ``folder``:
+    ``folder/<register>/<YYYY-MM>.parquet``, read a month at a time by :meth:`month`.
+    """
 
     source: str
     months: tuple[str, ...]
     frames: dict[str, pl.DataFrame]
     files_sha256: dict[str, str]
+    folder: Path | None = None
+
+    def _parts(self, register: str) -> list[Path]:
+        if register in self.frames or self.folder is None or not (self.folder / register).is_dir():
+            return []
+        return sorted((self.folder / register).glob("*.parquet"))
 
     def frame(self, register: str) -> pl.DataFrame:
-        """``register``'s frame, empty when the export had none."""
+        """``register``'s frame, empty when the export had none (all months: mind the memory)."""
+        parts = self._parts(register)
+        if parts:
+            return pl.read_parquet(parts).select(list(internal_schema(register)))
         return self.frames.get(register, empty(register))
+
+    def month(self, register: str, month: str) -> pl.DataFrame:
+        """``register``'s rows of one ``period``."""
+        if register in self.frames:
+            return self.frames[register].filter(pl.col("period") == month)
+        path = self.folder / register / f"{month}.parquet" if self.folder is not None else None
+        if path is not None and path.is_file():
+            return pl.read_parquet(path).select(list(internal_schema(register)))
+        return empty(register)
+
+    def periods(self, register: str) -> set[str | None]:
+        """The ``period`` values ``register`` has rows of (None for rows without one)."""
+        if register in self.frames:
+            return set(self.frames[register]["period"].unique().to_list())
+        return {p.stem for p in self._parts(register)}
+
+    def rows(self, register: str) -> int:
+        parts = self._parts(register)
+        if parts:
+            return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        return self.frames[register].height if register in self.frames else 0
 
     @property
     def first(self) -> str:
@@ -66,16 +108,38 @@ def migration_store(ws: Workspace) -> Path:
     return ws.store / "migration"
 
 
+def staging_folder(ws: Workspace) -> Path:
+    """Where :func:`pipeline.migrate.history.read_history` writes the monthly registers while
+    loading; :func:`save_history` moves them into the store."""
+    return migration_store(ws) / ".loading"
+
+
 def save_history(ws: Workspace, history: History) -> None:
-    """Write ``history`` into ``store/migration/`` (the frames first, ``history.json`` last)."""
+    """Write ``history`` into ``store/migration/`` (the frames first, ``history.json`` last).
+
+    A register in memory becomes ``<register>.parquet``; a monthly one read into
+    :func:`staging_folder` is moved there as ``<register>/`` (the previous load's removed).
+    """
     folder = migration_store(ws)
+    folder.mkdir(parents=True, exist_ok=True)
     for register in HISTORY:
-        write_parquet_atomic(history.frame(register).select(list(internal_schema(register))),
-                             folder / f"{register}.parquet")
+        single, parted = folder / f"{register}.parquet", folder / register
+        source = history.folder / register if history.folder is not None else None
+        if register not in history.frames and source is not None and source.is_dir() and source != parted:
+            single.unlink(missing_ok=True)
+            if parted.is_dir():
+                shutil.rmtree(parted)
+            source.rename(parted)
+        elif register in history.frames or source is None or not source.is_dir():
+            if parted.is_dir() and source != parted:
+                shutil.rmtree(parted)
+            write_parquet_atomic(history.frame(register).select(list(internal_schema(register))), single)
     meta = {"source": history.source, "months": list(history.months),
             "files_sha256": dict(sorted(history.files_sha256.items()))}
     atomic_write_bytes(folder / "history.json",
                        json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True).encode())
+    if history.folder is not None and history.folder != folder and history.folder.is_dir():
+        shutil.rmtree(history.folder)
 
 
 def load_history(ws: Workspace) -> History | None:
@@ -86,5 +150,7 @@ def load_history(ws: Workspace) -> History | None:
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     frames = {register: pl.read_parquet(folder / f"{register}.parquet") if (
-        folder / f"{register}.parquet").is_file() else empty(register) for register in HISTORY}
-    return History(meta.get("source", ""), tuple(meta["months"]), frames, dict(meta.get("files_sha256", {})))
+        folder / f"{register}.parquet").is_file() else empty(register) for register in HISTORY
+        if not (folder / register).is_dir()}
+    return History(meta.get("source", ""), tuple(meta["months"]), frames, dict(meta.get("files_sha256", {})),
+                   folder)

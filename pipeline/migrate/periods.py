@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from pipeline.workspace import BillingError, Workspace
 from rules import Rules
 from schemas.history import PENALTY_SERVICE
 
-__all__ = ["PENALTY_COLUMNS", "migrated_results", "seal_history"]
+__all__ = ["PENALTY_COLUMNS", "iter_migrated_results", "migrated_results", "seal_history"]
 
 _SVC = ["account_id", "service_id", "supplier_id"]
 _BUCKET = ["account_id", "supplier_id", "charge_period"]
@@ -71,7 +71,15 @@ _READING_ISSUES = pl.Schema({"meter_id": pl.String(), "read_on": pl.Date(), "rea
 
 def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rules,
                      due_rules: pl.DataFrame | None = None) -> list[CloseResult]:
-    """One :class:`CloseResult` per month of ``history.months``, in order (no I/O).
+    """One :class:`CloseResult` per month of ``history.months``, in order (no I/O but the
+    history's months): :func:`iter_migrated_results` as a list."""
+    return list(iter_migrated_results(history, regs, rules, due_rules))
+
+
+def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rules,
+                          due_rules: pl.DataFrame | None = None) -> Iterator[CloseResult]:
+    """The :class:`CloseResult` of each month of ``history.months``, in order, one at a time
+    (a month's history is read when its turn comes: memory holds one month and the open items).
 
     ``regs``: the registers (``meters`` gives a meter's premise and service); ``rules``:
     the services' penalty schemes; ``due_rules``: ``rules/due_dates.csv`` for the period's
@@ -82,16 +90,11 @@ def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rul
     if not months:
         raise BillingError("История пуста: нет ни одного месяца начислений для переноса.")
     _check_months(history, months)
-    # Each register cut by month once (24 months of a million accounts: no rescan per month).
-    charges = _by_month(history.frame("history_charges"))
-    payments = _by_month(_payments(history.frame("history_payments")))
-    recalcs_all = _by_month(history.frame("history_recalculations"))
-    volumes_all = _by_month(history.frame("history_meter_volumes"))
     meters = regs["meters"].select("meter_id", "service_id", "premise_id")
     schemes = rules.services.select("service_id", pl.col("penalty_scheme").alias("scheme"))
 
     first = Period.parse(months[0])
-    opening_rows = history.frame("history_balances").filter(pl.col("period") == months[0]).group_by(
+    opening_rows = history.month("history_balances", months[0]).group_by(
         _SVC).agg(pl.col("opening_kop").fill_null(0).sum())
     # The opening debt arose before the history: dated to the month before it; an advance has no month.
     items = _merge(opening_rows.select(
@@ -101,17 +104,17 @@ def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rul
         pl.col("opening_kop").alias("outstanding_kop")))
     opening = opening_rows.group_by("account_id", "supplier_id").agg(pl.col("opening_kop").sum())
 
-    results = []
     for index, month in enumerate(months):
         period = Period.parse(month)
         last = index == len(months) - 1
-        mine = charges(month)
+        mine = history.month("history_charges", month)
         lines = _lines(mine.filter(pl.col("service_id") != PENALTY_SERVICE), period)
-        recalcs = _recalculations(recalcs_all(month))
-        booked = payments(month)
+        recalcs = _recalculations(history.month("history_recalculations", month))
+        booked = _payments(history.month("history_payments", month))
         allocations, month_items = _ledger(items, lines, recalcs, booked, month)
         penalty_lines = mine.filter(pl.col("service_id") == PENALTY_SERVICE).group_by(
             "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).filter(pl.col("amount_kop") != 0)
+        del mine
         posted = penalty_lines.select(
             "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
             pl.lit(month).alias("charge_period"), "amount_kop")
@@ -124,17 +127,16 @@ def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rul
                                recalculations=recalcs)
         debts = _last_debts(month_items, history.frame("history_debts")) if last else month_items
         totals = _check(period, bal, service_bal, debts, allocations, lines, booked)
-        meter_volumes = _meter_volumes(volumes_all(month), meters)
-        results.append(CloseResult(
+        meter_volumes = _meter_volumes(history.month("history_meter_volumes", month), meters)
+        yield CloseResult(
             period=period, lines=lines, meter_volumes=meter_volumes,
             reading_issues=pl.DataFrame(schema=_READING_ISSUES), allocations=allocations, balances=bal,
             service_balances=service_bal, debts=debts.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA),
             due_date=_due(due_rules, period), totals=totals, penalties=penalties,
             recalculations=recalcs, settlements=None,
-        ))
+        )
         items = debts
         opening = bal.select("account_id", "supplier_id", pl.col("closing_kop").alias("opening_kop"))
-    return results
 
 
 def _check_months(history: History, months: list[str]) -> None:
@@ -144,21 +146,13 @@ def _check_months(history: History, months: list[str]) -> None:
     if gap is not None:
         raise BillingError(f"Переносимые месяцы должны идти подряд: после {months[0]} пропущен месяц "
                            f"перед {gap}.")
-    for register, column in (("history_charges", "period"), ("history_recalculations", "period"),
-                             ("history_payments", "period"), ("history_meter_volumes", "period")):
-        frame = history.frame(register)
-        outside = frame.filter(pl.col(column).is_null() | ~pl.col(column).is_in(months))
-        if outside.height:
-            got = ", ".join(sorted({str(p) for p in outside[column].to_list()})[:5])
+    for register in ("history_charges", "history_recalculations", "history_payments",
+                     "history_meter_volumes"):
+        outside = sorted(str(p) for p in history.periods(register) - set(months))
+        if outside:
             raise BillingError(
-                f"{register}: {outside.height} строк за месяцы вне переносимых ({months[0]} — {months[-1]}): "
-                f"{got}. Перенесите начисления и за эти месяцы или уберите эти строки.")
-
-
-def _by_month(frame: pl.DataFrame) -> Callable[[str], pl.DataFrame]:
-    """``frame``'s rows of one month (its ``period``), by month."""
-    parts = {str(key[0]): part for key, part in frame.partition_by("period", as_dict=True).items()}
-    return lambda month: parts.get(month, frame.clear())
+                f"{register}: строки за месяцы вне переносимых ({months[0]} — {months[-1]}): "
+                f"{', '.join(outside[:5])}. Перенесите начисления и за эти месяцы или уберите эти строки.")
 
 
 def _due(due_rules: pl.DataFrame | None, period: Period) -> date | None:
@@ -371,16 +365,34 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
     version = current_version(ws)
     regs = load_store(ws, version)
     rules = load_rules(ws.rules)
-    results = migrated_results(history, regs, rules, read_rule_table(ws.rules, "due_dates"))
-    for p in sealed:
-        shutil.rmtree(ws.period_dir(p))
+    results = iter_migrated_results(history, regs, rules, read_rule_table(ws.rules, "due_dates"))
     empty = pl.DataFrame()
     stamp = CloseInputs(
-        period=results[0].period, regs=regs, rules=rules, window_end_day=0, payments=empty,
+        period=Period.parse(history.first), regs=regs, rules=rules, window_end_day=0, payments=empty,
         earlier_allocations=None, opening=empty, open_items=empty, averaged_before=empty, due_date=None,
         store_version=version, payments_sha256=None, spike_multiple=0,
         rules_sha256=rules_sha256(ws.rules), charge_rules_sha256=rules_sha256(ws.rules, CHARGE_RULES),
     )
     extra = {"migrated": True, "source": history.source,
              "migration_files_sha256": dict(sorted(history.files_sha256.items()))}
-    return [seal(ws, result, stamp, extra=extra) for result in results]
+    # The months are sealed one by one as they are rebuilt; the replaced ones wait aside until
+    # every new month is sealed, and come back if one fails (the workspace is as it was).
+    aside = ws.period_dir(".replaced-migration")
+    if aside.exists():
+        shutil.rmtree(aside)
+    for p in sealed:
+        aside.mkdir(parents=True, exist_ok=True)
+        ws.period_dir(p).rename(aside / p)
+    written: list[Path] = []
+    try:
+        for result in results:
+            written.append(seal(ws, result, stamp, extra=extra, reports=False))
+    except BaseException:
+        for path in written:
+            shutil.rmtree(path, ignore_errors=True)
+        for p in sealed:
+            (aside / p).rename(ws.period_dir(p))
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return written

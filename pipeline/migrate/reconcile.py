@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
@@ -108,15 +109,15 @@ def _default_due_rules() -> pl.DataFrame:
     return read_rule_table(Path(rules.__file__).resolve().parent / "defaults", "due_dates")
 
 
-def _ours(service_balances: pl.DataFrame, months: list[str]) -> pl.DataFrame:
-    """Our balances per month and key (summed, in case a key comes in several rows)."""
-    return service_balances.filter(pl.col("period").is_in(months)).group_by(["period", *KEY]).agg(
+def _ours(service_balances: pl.DataFrame) -> pl.DataFrame:
+    """Our balances of a month per key (summed, in case a key comes in several rows)."""
+    return service_balances.group_by(["period", *KEY]).agg(
         pl.col(f"{m}_kop").fill_null(0).sum() for m in MONEY)
 
 
-def _closing(balances: pl.DataFrame, ours: pl.DataFrame, months: list[str], tolerance_kop: int
-             ) -> pl.DataFrame:
-    theirs = balances.filter(pl.col("period").is_in(months)).group_by(["period", *KEY]).agg(
+def _closing_month(balances: pl.DataFrame, ours: pl.DataFrame, tolerance_kop: int) -> pl.DataFrame:
+    """One month's keys whose closing differs by more than the tolerance (both sides' figures)."""
+    theirs = balances.group_by(["period", *KEY]).agg(
         pl.col("closing_kop").fill_null(0).sum().alias("theirs_kop"),
         pl.when(pl.col("opening_kop").is_not_null().any()).then(pl.col("opening_kop").sum())
         .alias("their_opening_kop"),
@@ -128,7 +129,12 @@ def _closing(balances: pl.DataFrame, ours: pl.DataFrame, months: list[str], tole
         pl.col("theirs_kop").fill_null(0), *[pl.col(f"{m}_kop").fill_null(0) for m in MONEY],
     ).with_columns(pl.col("closing_kop").alias("ours_kop")).with_columns(
         (pl.col("theirs_kop") - pl.col("ours_kop")).alias("difference_kop"))
-    broken = both.filter(pl.col("difference_kop").abs() > tolerance_kop).sort([*KEY, "period"])
+    return both.filter(pl.col("difference_kop").abs() > tolerance_kop)
+
+
+def _closing(broken: pl.DataFrame) -> pl.DataFrame:
+    """Per key the first month whose closing differs, and how many later months differ too."""
+    broken = broken.sort([*KEY, "period"])
     if not broken.height:
         return pl.DataFrame(schema={c: DIFF_SCHEMA[c] for c in _NO_BUILDING})
     first = broken.group_by(KEY, maintain_order=True).agg(
@@ -224,24 +230,31 @@ def _where(regs: dict[str, pl.DataFrame]) -> pl.DataFrame:
         pl.col("account_id").cast(pl.String), pl.col("building_id").cast(pl.String)).unique("account_id")
 
 
-def differences(history: History, service_balances: pl.DataFrame, regs: dict[str, pl.DataFrame],
-                tolerance_kop: int = 0, due_rules: pl.DataFrame | None = None) -> pl.DataFrame:
+def differences(history: History, service_balances: pl.DataFrame | Callable[[str], pl.DataFrame],
+                regs: dict[str, pl.DataFrame], tolerance_kop: int = 0, due_rules: pl.DataFrame | None = None
+                ) -> pl.DataFrame:
     """Every difference between the old system's figures and ours (:data:`DIFF_SCHEMA`, sorted).
 
     ``service_balances``: our sealed migrated months (period, account_id, service_id,
-    supplier_id, ``opening_kop`` … ``closing_kop``). ``due_rules``: the ``due_dates`` rule
+    supplier_id, ``opening_kop`` … ``closing_kop``), or a function giving one month's
+    (the months are compared one at a time). ``due_rules``: the ``due_dates`` rule
     table (from, day); None → the one shipped with the engine. Sorted by kind (closing,
     debts, due_date), account, supplier, service and month.
     """
     if tolerance_kop < 0:
         raise BillingError(f"Допуск сверки не может быть отрицательным: {tolerance_kop} коп.")
     months = list(history.months)
-    ours = _ours(service_balances, months)
+    if isinstance(service_balances, pl.DataFrame):
+        frame = service_balances
+        service_balances = lambda month: frame.filter(pl.col("period") == month)  # noqa: E731
+    broken = [_closing_month(history.month("history_balances", m), _ours(service_balances(m)), tolerance_kop)
+              for m in months]
     debts = history.frame("history_debts")
+    empty = pl.DataFrame(schema={c: DIFF_SCHEMA[c] for c in _NO_BUILDING})
     found = pl.concat([
-        _closing(history.frame("history_balances"), ours, months, tolerance_kop),
-        _debts(debts, history.frame("history_balances"), ours, history.last, tolerance_kop) if months
-        else pl.DataFrame(schema={c: DIFF_SCHEMA[c] for c in _NO_BUILDING}),
+        _closing(pl.concat(broken)) if broken else empty,
+        _debts(debts, history.month("history_balances", history.last),
+               _ours(service_balances(history.last)), history.last, tolerance_kop) if months else empty,
         _due_dates(debts, _default_due_rules() if due_rules is None else due_rules),
     ], how="vertical")
     order = {k: i for i, k in enumerate(KINDS)}
@@ -503,11 +516,16 @@ def reconcile(ws: Workspace) -> Reconciliation:
     periods = migrated_periods(ws)
     if not periods:
         raise BillingError("Нет запечатанных перенесённых месяцев: выполните «billing migrate load» снова.")
-    balances = pl.concat([read_internal(ws.period_dir(p), "service_balances") for p in periods],
-                         how="vertical_relaxed")
     regs = load_store(ws, names=["accounts", "premises", "buildings", "organizations"])
     tolerance = ws.typed_settings().migration.tolerance_kop
-    frame = differences(history, balances, regs, tolerance, read_rule_table(ws.rules, "due_dates"))
+
+    def ours(month: str) -> pl.DataFrame:
+        if month not in periods:
+            return pl.DataFrame(schema={"period": pl.String, **{k: pl.String for k in KEY},
+                                        **{f"{m}_kop": pl.Int64 for m in MONEY}})
+        return read_internal(ws.period_dir(month), "service_balances")
+
+    frame = differences(history, ours, regs, tolerance, read_rule_table(ws.rules, "due_dates"))
     by_building = totals_by_building(frame, regs)
     by_supplier = totals_by_supplier(frame, regs)
     created = datetime.combine(Period.parse(history.last).last, time())

@@ -9,11 +9,14 @@ mapping, the checks, a reject report for every refused cell), the history saved 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.workspace import Workspace, audit, locked
+from schemas.history import HISTORY
 
 
 @dataclass(frozen=True)
@@ -29,31 +32,51 @@ class MigrationResult:
     differences: int
     difference_kop: int
     reports: list[Path]
+    #: wall seconds of each step: read, seal, save, reconcile
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def audit_details(self) -> dict[str, Any]:
         return {"source": self.source, "months": list(self.months), "rows": self.rows,
                 "rejected": self.rejected, "rejects": str(self.rejects_path or ""),
                 "periods": [p.name for p in self.periods], "differences": self.differences,
-                "difference_kop": self.difference_kop, "reports": [str(p) for p in self.reports]}
+                "difference_kop": self.difference_kop, "reports": [str(p) for p in self.reports],
+                "seconds": self.seconds}
 
 
 @locked("migrate load")
 def migrate_load(ws: Workspace, directory: Path | None = None, replace: bool = False) -> MigrationResult:
     """Load the old system's export from ``directory`` (default ``HOME/migration``) and seal it."""
     from pipeline.migrate.history import read_history, write_history_rejects
-    from pipeline.migrate.model import save_history
+    from pipeline.migrate.model import save_history, staging_folder
     from pipeline.migrate.periods import seal_history
     from pipeline.migrate.reconcile import reconcile
 
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal start
+        now = time.perf_counter()
+        seconds[step] = round(now - start, 2)
+        start = now
+
     history, rejects = read_history(ws, directory)
-    rejects_path = write_history_rejects(ws, rejects)
-    periods = seal_history(ws, history, replace=replace)
-    save_history(ws, history)
+    rows = {name: history.rows(name) for name in HISTORY}
+    lap("read")
+    try:
+        rejects_path = write_history_rejects(ws, rejects)
+        periods = seal_history(ws, history, replace=replace)
+        lap("seal")
+        save_history(ws, history)
+        lap("save")
+    finally:  # the months read into the staging folder go to the store, or away
+        shutil.rmtree(staging_folder(ws), ignore_errors=True)
     found = reconcile(ws)
+    lap("reconcile")
     result = MigrationResult(
-        history.source, history.months, {name: frame.height for name, frame in history.frames.items()},
+        history.source, history.months, rows,
         rejects.height, rejects_path, periods, found.differences.height, found.total_abs_kop,
-        [found.xlsx_path, found.pdf_path])
+        [found.xlsx_path, found.pdf_path], seconds)
     audit(ws, "migrate load", inputs={"directory": str(directory or ws.home / "migration"),
                                       "replace": replace, "files_sha256": history.files_sha256},
           outputs=result.audit_details())

@@ -118,7 +118,7 @@ def test_the_history_examples_of_the_docs_read_without_a_reject(docs_town: Works
     history, rejects = read_history(docs_town, folder)
     assert rejects.height == 0, rejects
     assert history.months == ("2026-05",)
-    assert {name: frame.height for name, frame in history.frames.items()} == {
+    assert {name: history.rows(name) for name in HISTORY} == {
         name: len(examples[name]) - 1 for name in HISTORY}
 
 

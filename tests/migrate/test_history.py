@@ -112,25 +112,25 @@ def test_mapped_export_reads_into_exact_kopecks(ws: Workspace, tmp_path: Path) -
     assert rejects.height == 0 and rejects.schema == REJECT_SCHEMA
     assert history.source == "Квартплата 24"
     assert history.months == ("2026-01", "2026-02")
-    assert set(history.frames) == set(HISTORY)
-    for name, frame in history.frames.items():
-        assert frame.schema == internal_schema(name), name
-    charges = history.frames["history_charges"]
+    for name in HISTORY:
+        assert history.frame(name).schema == internal_schema(name), name
+    charges = history.frame("history_charges")
     assert charges.rows() == [
         ("A1", "2026-01", "cold_water", "VK", "meter", 6_500_000, 5228, 33982),
         ("A1", "2026-01", "penalty", "VK", "imported", None, None, 105),
         ("A2", "2026-01", "maintenance", "UK1", "imported", None, None, 123456),
         ("A1", "2026-02", "cold_water", "VK", "norm", None, None, -1000),
     ]
-    assert history.frames["history_balances"].rows() == [
+    assert history.frame("history_balances").rows() == [
         ("A1", "2026-01", "cold_water", "VK", 10000, 43982), ("A1", "2026-02", "cold_water", "VK", None, 42982)]
-    payments = history.frames["history_payments"]
+    payments = history.frame("history_payments")
     # A payment split by the old system keeps its parts; an empty booked month is the month paid.
+    # (The monthly registers come month by month, in the file's order within a month.)
     assert payments.select("payment_id", "period", "amount_kop", "service_id").rows() == [
-        ("P1", "2026-02", 30000, "cold_water"), ("P1", "2026-02", 3982, "maintenance"),
-        ("P2", "2026-01", 10000, None)]
-    assert history.frames["history_readings"]["value_micro"].to_list() == [74_500_000]
-    assert history.frames["history_debts"].height == 0
+        ("P2", "2026-01", 10000, None), ("P1", "2026-02", 30000, "cold_water"),
+        ("P1", "2026-02", 3982, "maintenance")]
+    assert history.frame("history_readings")["value_micro"].to_list() == [74_500_000]
+    assert history.frame("history_debts").height == 0
     assert set(history.files_sha256) == {"history_charges.csv", "history_balances.csv", "history_payments.csv",
                                          "history_readings.csv", "mapping.toml"}
     assert write_history_rejects(ws, rejects) is None
@@ -149,10 +149,10 @@ def test_cp1251_semicolons_and_decimal_commas(ws: Workspace, tmp_path: Path) -> 
     history, rejects = read_history(ws, folder)
 
     assert history.source == "Стек"
-    assert history.frames["history_charges"].select("account_id", "period", "volume_micro", "price_kop",
+    assert history.frame("history_charges").select("account_id", "period", "volume_micro", "price_kop",
                                                     "amount_kop").rows() == [
         ("A1", "2026-01", 6_500_000, 5228, 33982), ("A2", "2026-01", None, None, 123456)]
-    assert history.frames["history_balances"]["closing_kop"].to_list() == [-5]
+    assert history.frame("history_balances")["closing_kop"].to_list() == [-5]
     # With [source] decimal = "," a point is not guessed at.
     cells = by_cell(rejects)
     assert list(cells) == [("history_charges.csv", 4, "Начислено")]
@@ -190,9 +190,9 @@ def test_bad_cells_are_refused_with_file_row_column_and_reason(ws: Workspace, tm
     assert {row for file, row, _ in cells if file == "history_charges.csv"} == {6, 7, 8, 9, 10}
 
     # The good rows are kept.
-    assert history.frames["history_charges"].height == 4
-    assert history.frames["history_balances"].height == 2
-    assert history.frames["history_payments"]["payment_id"].to_list() == ["P1", "P1", "P2"]
+    assert history.frame("history_charges").height == 4
+    assert history.frame("history_balances").height == 2
+    assert sorted(history.frame("history_payments")["payment_id"].to_list()) == ["P1", "P1", "P2"]
 
     report = write_history_rejects(ws, rejects)
     assert report is not None and report.parent == ws.rejects and report.name.startswith("migration-")
@@ -276,5 +276,35 @@ def test_xlsx_numbers_with_a_decimal_comma_mapping(ws: Workspace, tmp_path: Path
     assert rejects.select("file", "row", "column", "value").rows() == [
         ("history_balances.xlsx", 3, "Исходящее", "=B2*2")]
     assert "формула" in rejects["reason"][0]
-    assert history.frames["history_charges"]["amount_kop"].to_list() == [5228]
-    assert history.frames["history_balances"]["closing_kop"].to_list() == [5228]
+    assert history.frame("history_charges")["amount_kop"].to_list() == [5228]
+    assert history.frame("history_balances")["closing_kop"].to_list() == [5228]
+
+
+def test_a_file_read_in_pieces_gives_what_the_whole_file_gives(ws: Workspace, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files are read piece by piece (readers.iter_table) and kept month by month: the
+    history, the rejects and their row numbers are those of one read, and a key repeated
+    in two pieces is refused as in one file."""
+    from pipeline.ingest import readers
+
+    charges = CHARGES + "A1,2026-01,ХВС,Водоканал,ИПУ,6.5,52.28,339.82\n"  # the first row's key again, far below
+    charges += 'A2,2026-02,Пени,"UK1",,,,"0,5.1"\n'  # a bad cell near the end
+    files = {"history_charges.csv": charges.encode("cp1251"), "history_balances.csv": BALANCES,
+             "history_payments.csv": PAYMENTS}
+    whole, whole_rejects = read_history(ws, export(tmp_path / "one", files))
+    # (each load reads into the same staging folder: keep the first one's frames)
+    whole_frames = {name: whole.frame(name) for name in HISTORY}
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 60)
+    assert len(list(readers.iter_table(tmp_path / "one" / "history_charges.csv"))) >= 4
+    parts, parts_rejects = read_history(ws, export(tmp_path / "pieces", files))
+
+    assert parts.months == whole.months == ("2026-01", "2026-02")
+    for name in HISTORY:
+        assert parts.frame(name).equals(whole_frames[name]), name
+    assert parts_rejects.equals(whole_rejects)
+    cells = by_cell(parts_rejects)
+    # Both rows of the repeated key are refused, the first naming the other.
+    assert cells[("history_charges.csv", 2, "ЛС")][1].endswith("строки 2, 6")
+    assert ("history_charges.csv", 6, "ЛС") in cells
+    assert cells[("history_charges.csv", 7, "Начислено")][0] == "0,5.1"
+    assert parts.frame("history_charges")["amount_kop"].to_list() == [105, 123456, -1000]

@@ -263,9 +263,9 @@ def test_migration_refused_after_an_ordinary_close_and_replaced_before(town: Wor
 def test_history_outside_the_months_is_refused(town: Workspace) -> None:
     ingest(town)
     h = history()
-    late = pl.concat([h.frames["history_payments"], frame("history_payments", [
+    late = pl.concat([h.frame("history_payments"), frame("history_payments", [
         ("p9", "sber", "A1", date(2026, 8, 2), "2026-08", 100 * R, None, None, None)])])
-    with pytest.raises(BillingError, match="history_payments: 1 строк"):
+    with pytest.raises(BillingError, match=r"history_payments: строки за месяцы вне переносимых .*2026-08"):
         seal_history(town, History(h.source, h.months, {**h.frames, "history_payments": late},
                                    h.files_sha256))
     assert town.sealed_periods() == []
