@@ -123,15 +123,20 @@ def _waterfall(debts: pl.DataFrame, money: pl.DataFrame, group: list[str]) -> pl
         (pl.col("amount") - pl.col("_before")).clip(0, None).clip(None, pl.col("_period_total"))
         .alias("_into_period")
     ).filter(pl.col("_into_period") > 0)
-    joined = debts.lazy().join(periods.lazy().select([*group, "charge_period", "_into_period"]),
-                               on=[*group, "charge_period"], how="inner").collect()
-    joined = joined.with_columns(
+    joined = debts.lazy().join(
+        periods.lazy().select([*group, "charge_period", "_into_period", "_period_total"]),
+        on=[*group, "charge_period"], how="inner").collect()
+    # A period paid in full pays each item its outstanding; only a group's last, partly paid
+    # period is split (most payments pay whole periods: the split's windows only for those).
+    whole = pl.col("_into_period") == pl.col("_period_total")
+    paid = joined.filter(whole).with_columns(pl.col("outstanding_kop").alias("applied"))
+    part = joined.filter(~whole).with_columns(
         pl.concat_str(["service_id", "supplier_id"], separator="\x1f").rank("ordinal")
         .over([*group, "charge_period"]).alias("_order")
     )
-    out = split_column(joined, "_into_period", "outstanding_kop", [*group, "charge_period"],
-                       "_order", "applied")
-    return out.drop("_into_period", "_order")
+    out = pl.concat([paid, split_column(part, "_into_period", "outstanding_kop", [*group, "charge_period"],
+                                        "_order", "applied").drop("_order")])
+    return out.drop("_into_period", "_period_total")
 
 
 def apply_period(

@@ -479,7 +479,8 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
 
     charges = files["history_charges"].name
     _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found)
-    months = sorted(p.stem for p in (staging / "history_charges").glob("*.parquet"))
+    months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
+        staging / "history_charges").is_dir() else []
     if not months:
         raise fail(f"{charges}: нет ни одной принятой строки начислений — перенести нечего")
     gap = _missing_months(months)
@@ -506,15 +507,17 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
 def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, staging: Path,
            months: list[str] | None, found: list[pl.DataFrame]) -> pl.DataFrame | None:
     """Read one export file piece by piece; its rejects appended to ``found`` (named as the file
-    names its columns). A :data:`MONTHLY` register is written to ``staging/<register>/<month>.parquet``
-    (None returned), any other returned. ``months``: the migrated months (None for the charges,
-    which define them)."""
+    names its columns). A :data:`MONTHLY` register is written to
+    ``staging/<register>/<month>/<piece>.parquet`` (None returned), any other returned.
+    ``months``: the migrated months (None for the charges, which define them)."""
     file = path.name
     monthly = register.name in MONTHLY
     pieces: list[pl.DataFrame] = []
-    spill = staging / f".{register.name}"
     payments = register.name == "history_payments"  # checked as a whole: parts of a payment
     back: dict[str, str] = {}
+    folder = staging / register.name
+    key = list(register.key)
+    hashes: dict[str, list[pl.DataFrame]] = {}  # month -> (source_row, hash of the key) of every piece
     for index, raw in enumerate(iter_table(path)):
         item = _read_piece(raw, path, register, mapping, known)
         good, rejects, back = item.good, [item.rejects], item.back
@@ -523,9 +526,12 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
             rejects.append(more)
         found.append(_report(pl.concat(rejects), back))
         if monthly and not payments:
+            # Each piece's rows of a month are a part of that month, written once; the key
+            # check over all pieces waits for the last one, on hashes of the keys.
             spilled = _internal(good, register.name).with_columns(good.get_column(ROW))
             for (month,), part in spilled.partition_by("period", as_dict=True).items():
-                write_parquet_atomic(part, spill / str(month) / f"{index:05d}.parquet")
+                write_parquet_atomic(part, folder / str(month) / f"{index:05d}.parquet")
+                hashes.setdefault(str(month), []).append(part.select(ROW, pl.struct(key).hash().alias("_h")))
         else:
             pieces.append(good)
     if not monthly or payments:
@@ -542,17 +548,38 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
         if not monthly:
             return internal
         for (month,), part in internal.partition_by("period", as_dict=True).items():
-            write_parquet_atomic(part, staging / register.name / f"{month}.parquet")
+            write_parquet_atomic(part, folder / str(month) / "00000.parquet")
         return None
-    for folder in sorted(spill.iterdir()) if spill.is_dir() else []:
-        month = pl.read_parquet(sorted(folder.glob("*.parquet")))
-        dup = duplicate_key_rejects(month, register, file)
-        found.append(_report(dup, back))
-        kept = month.filter(~pl.col(ROW).is_in(dup["row"].implode())) if dup.height else month
-        if kept.height:
-            write_parquet_atomic(kept.drop(ROW), staging / register.name / f"{folder.name}.parquet")
-    shutil.rmtree(spill, ignore_errors=True)
+    for month, parts in sorted(hashes.items()):
+        rows = pl.concat(parts)
+        suspects = rows.filter(pl.col("_h").is_duplicated())[ROW]
+        if suspects.len():  # rows sharing a key hash: compared exactly, refused if their keys are equal
+            _refuse_repeated_keys(folder / month, suspects, register, file, back, found)
     return None
+
+
+def _refuse_repeated_keys(folder: Path, suspects: pl.Series, register: Register, file: str,
+                          back: dict[str, str], found: list[pl.DataFrame]) -> None:
+    """Rows ``suspects`` of a month's parts in ``folder`` checked for a repeated key; the
+    repeated ones refused (reported in ``found``) and taken out of the parts."""
+    paths = sorted(folder.glob("*.parquet"))
+    rows = pl.concat([pl.read_parquet(p).filter(pl.col(ROW).is_in(suspects.implode())) for p in paths])
+    dup = duplicate_key_rejects(rows, register, file)
+    if not dup.height:
+        return
+    found.append(_report(dup, back))
+    refused = dup["row"].unique().implode()
+    for path in paths:
+        part = pl.read_parquet(path)
+        kept = part.filter(~pl.col(ROW).is_in(refused))
+        if kept.height == part.height:
+            continue
+        if kept.height:
+            write_parquet_atomic(kept, path)
+        else:
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _month_range(good: pl.DataFrame, register: Register, months: list[str], file: str) -> tuple[

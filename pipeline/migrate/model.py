@@ -42,7 +42,7 @@ def empty(register: str) -> pl.DataFrame:
     return pl.DataFrame(schema=internal_schema(register))
 
 
-#: Registers kept by month (``store/migration/<register>/<YYYY-MM>.parquet``): their rows have a
+#: Registers kept by month (``store/migration/<register>/<YYYY-MM>/*.parquet``): their rows have a
 #: ``period``, and a million accounts' years of them do not fit in memory at once.
 MONTHLY = ("history_charges", "history_recalculations", "history_payments", "history_balances",
            "history_meter_volumes")
@@ -53,7 +53,7 @@ class History:
     """The migrated months and every history register, typed (see the module's units).
 
     A register is in ``frames`` (in memory) or, for :data:`MONTHLY` ones, in ``folder``:
-    ``folder/<register>/<YYYY-MM>.parquet``, read a month at a time by :meth:`month`.
+    ``folder/<register>/<YYYY-MM>/<part>.parquet``, read a month at a time by :meth:`month`.
     """
 
     source: str
@@ -65,7 +65,7 @@ class History:
     def _parts(self, register: str) -> list[Path]:
         if register in self.frames or self.folder is None or not (self.folder / register).is_dir():
             return []
-        return sorted((self.folder / register).glob("*.parquet"))
+        return sorted((self.folder / register).glob("*/*.parquet"))
 
     def frame(self, register: str) -> pl.DataFrame:
         """``register``'s frame, empty when the export had none (all months: mind the memory)."""
@@ -78,16 +78,16 @@ class History:
         """``register``'s rows of one ``period``."""
         if register in self.frames:
             return self.frames[register].filter(pl.col("period") == month)
-        path = self.folder / register / f"{month}.parquet" if self.folder is not None else None
-        if path is not None and path.is_file():
-            return pl.read_parquet(path).select(list(internal_schema(register)))
+        parts = sorted((self.folder / register / month).glob("*.parquet")) if self.folder is not None else []
+        if parts:
+            return pl.read_parquet(parts).select(list(internal_schema(register)))
         return empty(register)
 
     def periods(self, register: str) -> set[str | None]:
         """The ``period`` values ``register`` has rows of (None for rows without one)."""
         if register in self.frames:
             return set(self.frames[register]["period"].unique().to_list())
-        return {p.stem for p in self._parts(register)}
+        return {p.parent.name for p in self._parts(register)}
 
     def rows(self, register: str) -> int:
         parts = self._parts(register)
