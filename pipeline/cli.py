@@ -33,6 +33,7 @@ from pipeline.cliargs import (
     install_russian_help,
     period_option,
 )
+from pipeline.progress import seconds_text
 from pipeline.workspace import BillingError, Workspace, default_home
 
 install_russian_help()
@@ -636,6 +637,9 @@ def migrate_load_cmd(
     if r.rejected:
         _say(f"Отклонено строк: {r.rejected}; отчёт: {r.rejects_path}")
     _say(f"Закрыто перенесённых периодов: {len(r.periods)}")
+    steps = {"read": "чтение", "seal": "месяцы", "save": "сохранение", "reconcile": "сверка"}
+    _say("Время, с: " + ", ".join(f"{title} {seconds_text(r.seconds[k])}" for k, title in steps.items()
+                                  if k in r.seconds))
     _migrate_verdict(r.differences, r.difference_kop, r.reports, home)
 
 

@@ -589,6 +589,14 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules,
     return {"settlements": settlements, "settlement_posted": posted, "settle": settle}
 
 
+def _last_migrated(ws: Workspace, sealed: list[str]) -> str | None:
+    """The last migrated month among ``sealed`` (None when nothing was migrated)."""
+    from pipeline.migrate.reconcile import migrated_periods
+
+    months = migrated_periods(ws) if sealed else []
+    return months[-1] if months else None
+
+
 def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) -> dict[str, Any]:
     """History of the buckets still open: their charges, payments and last penalty."""
     from pipeline.calc.recalc import ledger_period
@@ -633,7 +641,13 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
         prev = read_periods([ws.period_dir(sealed[-1])], "penalties")
         if prev is not None and "cumulative" in prev.columns:
             previous = to_internal(prev, "penalties", ["account_id", "supplier_id", "charge_period",
-                                                     "cumulative"])
+                                                     "cumulative", "due_date"])
+            # The debts of migrated months keep the old system's due dates (checked by the
+            # reconciliation); every later month's fall due by our rule.
+            last_migrated = _last_migrated(ws, sealed)
+            previous = previous.with_columns(
+                pl.when(pl.col("charge_period") <= (last_migrated or "")).then(pl.col("due_date"))
+                .otherwise(pl.lit(None, pl.Date)).alias("due_date"))
     return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}
 

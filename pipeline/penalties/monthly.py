@@ -42,7 +42,8 @@ def accrue_period(
     ``charges_by_period``: account_id, service_id, supplier_id, charge_period, amount_kop —
     the charges of every open bucket (earlier periods and this one).
     ``allocations``: ledger allocations of those buckets (earlier and this period).
-    ``previous``: account_id, supplier_id, charge_period, cumulative_kop of the last close.
+    ``previous``: account_id, supplier_id, charge_period, cumulative_kop of the last close
+    (and optionally ``due_date``: where given, the bucket's due date instead of the rule's).
     Returns account_id, supplier_id, charge_period, scheme, due_date, debt_kop,
     cumulative_kop and amount_kop (this period's posting, cumulative − previous).
     """
@@ -63,6 +64,14 @@ def accrue_period(
         schema={"charge_period": pl.String, "due_date": pl.Date},
     )
     buckets = buckets.join(due, on="charge_period")
+    if "due_date" in previous.columns:
+        # A bucket whose due date the previous close carried (a migrated debt: the old
+        # system's due date, docs/migration.md) keeps it; the others fall due by the rule.
+        kept = previous.lazy().filter(pl.col("due_date").is_not_null()).select(
+            *key, pl.col("due_date").alias("_kept")).collect()
+        if kept.height:
+            buckets = buckets.join(kept, on=key, how="left").with_columns(
+                pl.coalesce("_kept", "due_date").alias("due_date")).drop("_kept")
     paying = allocations.lazy().filter(pl.col("kind").is_in(PAYING_KINDS) & (pl.col("amount_kop") > 0)
                                        & pl.col("charge_period").is_not_null()).group_by(
         [*key, "paid_on"]).agg(pl.col("amount_kop").sum()).collect()

@@ -10,6 +10,7 @@ month against the old system's charges reports exactly a changed tariff line.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -43,6 +44,7 @@ def expected() -> pl.DataFrame:
 def test_the_reconciliation_finds_each_deliberate_inconsistency_and_nothing_else(moved: tuple[Path, str]) -> None:
     home, out = moved
     assert "2024-12 — 2026-11 (месяцев: 24)" in out and "Закрыто перенесённых периодов: 24" in out
+    assert re.search(r"Время, с: чтение \d+,\d, месяцы \d+,\d, сохранение \d+,\d, сверка \d+,\d", out)
     planted = expected()
     # The charge of an account the registers do not know is refused at load, with its row.
     [unknown] = planted.filter(pl.col("kind") == "unknown_account").iter_rows(named=True)

@@ -505,3 +505,33 @@ def test_wide_numbers_take_the_int128_path() -> None:
         exp = bucket_penalty(amount, Period(2019, 5), due, until, pays, policy).penalty_kop
         b, p = frames([("2019-05", amount, due, "standard", pays)])
         assert accrue(b, p, policy, until)["penalty_kop"].to_list() == [exp]
+
+
+def test_a_bucket_keeps_the_due_date_the_previous_close_carried() -> None:
+    """A migrated debt falls due on the old system's date (carried in the previous penalties),
+    every other bucket by due_dates.csv; the cumulative continues from the previous one."""
+    from pipeline.penalties.monthly import accrue_period
+    from rules import read_rule_table
+
+    services = read_rule_table(DEFAULTS, "services")
+    charges = pl.DataFrame(
+        [("A1", "maintenance", "UK", "2025-01", 100_000), ("A2", "maintenance", "UK", "2025-01", 100_000)],
+        schema={"account_id": pl.String, "service_id": pl.String, "supplier_id": pl.String,
+                "charge_period": pl.String, "amount_kop": pl.Int64}, orient="row")
+    allocations = pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String,
+                                       "charge_period": pl.String, "paid_on": pl.Date, "kind": pl.String,
+                                       "amount_kop": pl.Int64})
+    theirs = date(2025, 4, 1)  # the old system's due date for A1's debt, later than the rule's
+    previous = pl.DataFrame(
+        [("A1", "UK", "2025-01", 500, theirs), ("A2", "UK", "2025-01", 500, None)],
+        schema={"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+                "cumulative_kop": pl.Int64, "due_date": pl.Date}, orient="row")
+    out = accrue_period(Period(2025, 6), charges, allocations, previous, services, LAW)
+    rule_due = LAW.due_date(Period(2025, 1))
+    assert out["due_date"].to_list() == [theirs, rule_due]
+    until = Period(2025, 6).last
+    for account, due in (("A1", theirs), ("A2", rule_due)):
+        [row] = out.filter(pl.col("account_id") == account).iter_rows(named=True)
+        expected = bucket_penalty(100_000, Period(2025, 1), due, until, [], LAW, "standard").penalty_kop
+        assert row["cumulative_kop"] == expected and row["amount_kop"] == expected - 500
+    assert out["cumulative_kop"][0] < out["cumulative_kop"][1]
