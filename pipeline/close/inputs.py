@@ -589,14 +589,6 @@ def _settlement_inputs(ws: Workspace, period: Period, rules: Rules,
     return {"settlements": settlements, "settlement_posted": posted, "settle": settle}
 
 
-def _last_migrated(ws: Workspace, sealed: list[str]) -> str | None:
-    """The last migrated month among ``sealed`` (None when nothing was migrated)."""
-    from pipeline.migrate.reconcile import migrated_periods
-
-    months = migrated_periods(ws) if sealed else []
-    return months[-1] if months else None
-
-
 def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) -> dict[str, Any]:
     """History of the buckets still open: their charges, payments and last penalty."""
     from pipeline.calc.recalc import ledger_period
@@ -642,12 +634,66 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
         if prev is not None and "cumulative" in prev.columns:
             previous = to_internal(prev, "penalties", ["account_id", "supplier_id", "charge_period",
                                                      "cumulative", "due_date"])
-            # The debts of migrated months keep the old system's due dates (checked by the
-            # reconciliation); every later month's fall due by our rule.
-            last_migrated = _last_migrated(ws, sealed)
-            previous = previous.with_columns(
-                pl.when(pl.col("charge_period") <= (last_migrated or "")).then(pl.col("due_date"))
-                .otherwise(pl.lit(None, pl.Date)).alias("due_date"))
+    # The debts of migrated months keep the old system's due dates (checked by the
+    # reconciliation); every later month's fall due by our rule.
+    migrated = _migrated_span(ws, sealed)
+    if previous is not None:
+        previous = previous.with_columns(
+            pl.when(pl.col("charge_period") <= (migrated[1] if migrated else "")).then(pl.col("due_date"))
+            .otherwise(pl.lit(None, pl.Date)).alias("due_date"))
+    if migrated is not None:
+        first, last = migrated
+        hist_charges, previous = _older_than_history(open_items, hist_charges, hist_alloc, previous, first,
+                                                     last, restart=sealed[-1] == last)
     return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}
+
+
+def _migrated_span(ws: Workspace, sealed: list[str]) -> tuple[str, str] | None:
+    """The first and last migrated months (None without a migration)."""
+    from pipeline.migrate.reconcile import migrated_periods
+
+    months = migrated_periods(ws) if sealed else []
+    return (months[0], months[-1]) if months else None
+
+
+def _older_than_history(open_items: pl.DataFrame, charges: pl.DataFrame | None,
+                        allocations: pl.DataFrame | None, previous: pl.DataFrame | None, first: str,
+                        last: str, restart: bool) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """Penalty inputs of the debts older than the migrated history (docs/migration.md, "Debts
+    older than the history"): no month of theirs is sealed, so their charge is what is still
+    open plus what the sealed months paid of it. In the first close after the move
+    (``restart``) their previous cumulative is ours as of the last migrated month's end
+    (``baseline_on``): the penalty runs on from there; later closes continue their own."""
+    from pipeline.penalties.monthly import PAYING_KINDS, PENALTY_SERVICE
+
+    key = ["account_id", "supplier_id", "charge_period"]
+    older = open_items.filter((pl.col("outstanding_kop") > 0) & pl.col("charge_period").is_not_null()
+                              & (pl.col("charge_period") < first) & (pl.col("service_id") != PENALTY_SERVICE))
+    if not older.height:
+        return charges, previous
+    owed = older.group_by("account_id", "service_id", "supplier_id", "charge_period").agg(
+        pl.col("outstanding_kop").sum().alias("amount_kop"))
+    if allocations is not None and allocations.height:
+        paid = allocations.filter(pl.col("kind").is_in(PAYING_KINDS)).join(older.select(key).unique(), on=key,
+                                                                           how="semi")
+        # What the sealed months paid of a bucket, under one of its own services (the scheme is the bucket's).
+        first_service = owed.group_by(key).agg(pl.col("service_id").min())
+        owed = pl.concat([owed, paid.group_by(key).agg(pl.col("amount_kop").sum()).join(
+            first_service, on=key).select(owed.columns)])
+    extra = owed.select("account_id", "service_id", "supplier_id", "charge_period", "amount_kop")
+    charges = pl.concat([charges.select(extra.columns), extra], how="vertical_relaxed") \
+        if charges is not None else extra
+    if not restart:
+        return charges, previous
+    day = Period.parse(last).last
+    marks = older.select(key).unique().with_columns(pl.lit(day).alias("baseline_on"))
+    columns = {"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+               "cumulative_kop": pl.Int64, "due_date": pl.Date}
+    previous = previous if previous is not None else pl.DataFrame(schema=columns)
+    kept = previous.join(marks, on=key, how="anti").with_columns(pl.lit(None, pl.Date).alias("baseline_on"))
+    restarted = marks.join(previous.select(*key, "due_date") if "due_date" in previous.columns
+                           else pl.DataFrame(schema={**{k: columns[k] for k in key}, "due_date": pl.Date}),
+                           on=key, how="left").with_columns(pl.lit(None, pl.Int64).alias("cumulative_kop"))
+    return charges, pl.concat([kept, restarted.select(kept.columns)], how="vertical_relaxed")
 

@@ -29,6 +29,30 @@ def bucket_schemes(services: pl.DataFrame) -> pl.DataFrame:
     return services.select("service_id", pl.col("penalty_scheme").alias("scheme"))
 
 
+def _baseline(previous: pl.DataFrame, buckets: pl.DataFrame, paying: pl.DataFrame,
+              policy: PenaltyPolicy) -> pl.DataFrame:
+    """``previous`` with the cumulative of each bucket that has a ``baseline_on`` day replaced
+    by our own cumulative as of that day.
+
+    A debt older than the first migrated month has no month of charges here: only what was
+    left of it when the history starts and the payments since. Its penalty before the move is
+    the old system's (in the migrated balances); ours is counted on from the end of the
+    history, never recounted back to its due date on a debt path we do not know
+    (docs/migration.md, "Debts older than the history").
+    """
+    key = ["account_id", "supplier_id", "charge_period"]
+    marked = previous.filter(pl.col("baseline_on").is_not_null())
+    parts = []
+    for (day,), rows in marked.partition_by("baseline_on", as_dict=True).items():
+        mine = buckets.join(rows.select(key), on=key, how="semi")
+        parts.append(accrue(mine, paying, policy, day).select(*key, pl.col("penalty_kop").alias("_base")))
+    base = pl.concat(parts) if parts else pl.DataFrame(schema={**{k: previous.schema[k] for k in key},
+                                                               "_base": pl.Int64})
+    return previous.join(base, on=key, how="left").with_columns(
+        pl.when(pl.col("baseline_on").is_not_null()).then(pl.col("_base").fill_null(0))
+        .otherwise(pl.col("cumulative_kop")).alias("cumulative_kop")).drop("_base")
+
+
 def accrue_period(
     period: Period,
     charges_by_period: pl.DataFrame,
@@ -43,7 +67,9 @@ def accrue_period(
     the charges of every open bucket (earlier periods and this one).
     ``allocations``: ledger allocations of those buckets (earlier and this period).
     ``previous``: account_id, supplier_id, charge_period, cumulative_kop of the last close
-    (and optionally ``due_date``: where given, the bucket's due date instead of the rule's).
+    (and optionally ``due_date``: where given, the bucket's due date instead of the rule's;
+    ``baseline_on``: where given, the previous cumulative is ours as of that day — a debt
+    older than the migrated history continues from there, see :func:`_baseline`).
     Returns account_id, supplier_id, charge_period, scheme, due_date, debt_kop,
     cumulative_kop and amount_kop (this period's posting, cumulative − previous).
     """
@@ -76,6 +102,8 @@ def accrue_period(
                                        & pl.col("charge_period").is_not_null()).group_by(
         [*key, "paid_on"]).agg(pl.col("amount_kop").sum()).collect()
     result = accrue(buckets, paying, policy, period.last)
+    if "baseline_on" in previous.columns and previous["baseline_on"].null_count() < previous.height:
+        previous = _baseline(previous, buckets, paying, policy)
     out = result.lazy().join(previous.lazy().select(*key, pl.col("cumulative_kop").alias("_prev")), on=key,
                              how="left")
     return out.select(

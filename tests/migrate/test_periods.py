@@ -295,3 +295,42 @@ def test_pure_results_refuse_a_gap_and_a_half_split() -> None:
         .alias("supplier_id"))
     with pytest.raises(BillingError, match="Оплата p2"):
         migrated_results(History("", MONTHS, {**frames, "history_payments": half}, {}), regs, rules)
+
+
+def test_a_debt_older_than_the_history_accrues_on_from_the_move(town: Workspace) -> None:
+    """A3 comes with 500 ₽ of maintenance owed before the history (the first month's opening,
+    dated the month before) and pays nothing: the first close posts the penalty of its own
+    month on that debt — ours as of 31.08 minus ours as of 31.07 — and nothing of the months
+    before the move (the old system's, in its balances); the second close continues it."""
+    ingest(town)
+    h = history()
+    old = 500 * R
+    frames = dict(h.frames)
+    frames["history_charges"] = pl.concat([frames["history_charges"], frame("history_charges", [
+        ("A3", m, "maintenance", "UK1", None, None, None, 0) for m in MONTHS])])
+    frames["history_balances"] = pl.concat([frames["history_balances"], frame("history_balances", [
+        ("A3", m, "maintenance", "UK1", old if m == MONTHS[0] else None, old) for m in MONTHS])])
+    frames["history_debts"] = pl.concat([frames["history_debts"], frame("history_debts", [
+        ("A3", "maintenance", "UK1", "2026-04", old, date(2026, 5, 15))])])
+    migrate(town, History(h.source, h.months, frames, h.files_sha256))
+
+    policy = load_policy(town.rules)
+    april = Period(2026, 4)
+
+    def ours(until: date) -> int:
+        return bucket_penalty(old, april, date(2026, 5, 15), until, [], policy, "standard").penalty_kop
+
+    inputs = load_inputs(town, Period(2026, 8), coded=False)
+    result = compute(inputs)
+    assert result.penalties is not None
+    bucket = ("A3", "UK1", "2026-04")
+    posted = by(result.penalties, ["account_id", "supplier_id", "charge_period"], "amount_kop")
+    cumulative = by(result.penalties, ["account_id", "supplier_id", "charge_period"], "cumulative_kop")
+    august = ours(date(2026, 8, 31)) - ours(date(2026, 7, 31))
+    assert august > 0 and posted[bucket] == august and cumulative[bucket] == ours(date(2026, 8, 31))
+    seal(town, result, inputs)
+
+    second = compute(load_inputs(town, Period(2026, 9), coded=False))
+    assert second.penalties is not None
+    posted = by(second.penalties, ["account_id", "supplier_id", "charge_period"], "amount_kop")
+    assert posted[bucket] == ours(date(2026, 9, 30)) - ours(date(2026, 8, 31))
