@@ -94,3 +94,22 @@ def test_bench_cli_json_last_line(tmp_path: Path) -> None:
     assert {"compute", "compute:charges", "write", "finish"} <= set(closed["parts"])
     assert "Замер" not in done.stdout  # --json: no readable summary on stdout
     assert "bare_join 2026-08" in done.stderr  # stage lines stay on stderr
+
+
+def test_bench_history_measures_a_migration_beside_the_bare_move(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "--accounts", "150", "--history", "3", "--json",
+         "--home", str(tmp_path / "home")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["accounts"] == 150 and report["history_months"] == 3 and report["periods"] == 3
+    assert report["differences"] == 0 and report["rejected"] == 0
+    steps = {s["step"]: s for s in report["stages"]}
+    assert list(steps) == ["generate_city", "ingest", "write_export", "bare_csv_to_parquet", "migrate_load"]
+    moved = sum(report["export_rows"].values())
+    assert steps["bare_csv_to_parquet"]["rows"] == moved == steps["migrate_load"]["rows"] > 0
+    assert set(report["load_steps"]) == {"read", "seal", "save", "reconcile"}
+    # The load reads the same files and does everything else besides: slower than the bare move.
+    assert report["ratio"] > 1 and report["bare_seconds"] == steps["bare_csv_to_parquet"]["seconds"]
