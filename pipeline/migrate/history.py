@@ -477,30 +477,34 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
         shutil.rmtree(staging, ignore_errors=True)
         return _fail(ws, message, all_rejects())
 
-    charges = files["history_charges"].name
-    _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found)
-    months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
-        staging / "history_charges").is_dir() else []
-    if not months:
-        raise fail(f"{charges}: нет ни одной принятой строки начислений — перенести нечего")
-    gap = _missing_months(months)
-    if gap:
-        raise fail(f"{charges}: месяцы истории идут с пропуском — нет начислений за {', '.join(gap)} "
-                   f"(переносятся все месяцы с {months[0]} по {months[-1]} подряд; если строки этих месяцев "
-                   "отклонены, они в отчёте)")
-    frames: dict[str, pl.DataFrame] = {}
-    for name, path in files.items():
-        if name == "history_charges":
-            continue
-        kept = _stage(path, HISTORY[name], mapping, known, staging, months, found)
-        if kept is not None:
-            frames[name] = kept
-    for name in HISTORY:
-        if name not in frames and not (staging / name).is_dir():
-            frames[name] = empty(name)
-    if not (staging / "history_balances").is_dir():
-        raise fail(f"{files['history_balances'].name}: нет ни одной принятой строки сальдо — "
-                   "сверять не с чем")
+    try:
+        charges = files["history_charges"].name
+        _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found)
+        months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
+            staging / "history_charges").is_dir() else []
+        if not months:
+            raise fail(f"{charges}: нет ни одной принятой строки начислений — перенести нечего")
+        gap = _missing_months(months)
+        if gap:
+            raise fail(f"{charges}: месяцы истории идут с пропуском — нет начислений за {', '.join(gap)} "
+                       f"(переносятся все месяцы с {months[0]} по {months[-1]} подряд; если строки этих "
+                       "месяцев отклонены, они в отчёте)")
+        frames: dict[str, pl.DataFrame] = {}
+        for name, path in files.items():
+            if name == "history_charges":
+                continue
+            kept = _stage(path, HISTORY[name], mapping, known, staging, months, found)
+            if kept is not None:
+                frames[name] = kept
+        for name in HISTORY:
+            if name not in frames and not (staging / name).is_dir():
+                frames[name] = empty(name)
+        if not (staging / "history_balances").is_dir():
+            raise fail(f"{files['history_balances'].name}: нет ни одной принятой строки сальдо — "
+                       "сверять не с чем")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing of a refused load stays behind
+        raise
     return History(mapping.source, tuple(months), frames, sha, staging), all_rejects()
 
 

@@ -16,7 +16,7 @@ from pipeline.migrate.history import (
     read_mapping,
     write_history_rejects,
 )
-from pipeline.migrate.model import internal_schema
+from pipeline.migrate.model import internal_schema, staging_folder
 from pipeline.workspace import BillingError, Workspace, init_workspace
 from schemas.history import HISTORY
 from tests.conftest import TOWN, write_registers
@@ -206,6 +206,13 @@ def test_a_gap_in_months_is_refused(ws: Workspace, tmp_path: Path) -> None:
     with pytest.raises(BillingError, match=r"нет начислений за 2026-02, 2026-03") as err:
         read_history(ws, folder)
     assert "migration-" in str(err.value)  # the refused March row is in a report
+    assert not staging_folder(ws).exists()  # the months read so far are gone with the refusal
+    # The charges read and kept by month, then the balances refused: nothing stays either.
+    folder = export(tmp_path / "no-closing", {"history_charges.csv": CHARGES,
+                                             "history_balances.csv": BALANCES.replace("Исходящее", "Сальдо")})
+    with pytest.raises(BillingError, match="history_balances.csv: нет обязательных столбцов"):
+        read_history(ws, folder)
+    assert not staging_folder(ws).exists()
 
 
 def test_required_files_and_columns(ws: Workspace, tmp_path: Path) -> None:
