@@ -8,6 +8,7 @@ import sys
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -68,14 +69,17 @@ def test_bare_charge_join_kopecks() -> None:
     }
 
 
-def test_bench_cli_json_last_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "bench", "--accounts", "200", "--months", "1", "--json",
-         "--home", str(tmp_path / "home")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-    )
+def bench_json(home: Path, *args: str) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """``billing bench ARGS --json`` in a subprocess: its report (the last line of stdout) and the run."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", *args, "--json", "--home", str(home)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report, done
+
+
+def test_bench_cli_json_last_line(tmp_path: Path) -> None:
+    report, done = bench_json(tmp_path / "home", "--accounts", "200", "--months", "1")
     for key in ("accounts", "close_seconds", "peak_memory_gb", "bare_join_seconds", "ratio", "stages"):
         assert key in report, key
     assert report["accounts"] == 200
@@ -97,13 +101,7 @@ def test_bench_cli_json_last_line(tmp_path: Path) -> None:
 
 
 def test_bench_history_measures_a_migration_beside_the_bare_move(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "bench", "--accounts", "150", "--history", "3", "--json",
-         "--home", str(tmp_path / "home")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report, _ = bench_json(tmp_path / "home", "--accounts", "150", "--history", "3")
     assert report["accounts"] == 150 and report["history_months"] == 3 and report["periods"] == 3
     assert report["differences"] == 0 and report["rejected"] == 0
     steps = {s["step"]: s for s in report["stages"]}

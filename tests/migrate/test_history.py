@@ -210,7 +210,7 @@ def test_a_gap_in_months_is_refused(ws: Workspace, tmp_path: Path) -> None:
     # The charges read and kept by month, then the balances refused: nothing stays either.
     folder = export(tmp_path / "no-closing", {"history_charges.csv": CHARGES,
                                              "history_balances.csv": BALANCES.replace("Исходящее", "Сальдо")})
-    with pytest.raises(BillingError, match="history_balances.csv: нет обязательных столбцов"):
+    with pytest.raises(BillingError, match=r"history_balances\.csv: нет обязательных столбцов"):
         read_history(ws, folder)
     assert not staging_folder(ws).exists()
 
