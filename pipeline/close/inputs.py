@@ -643,10 +643,37 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
             .otherwise(pl.lit(None, pl.Date)).alias("due_date"))
     if migrated is not None:
         first, last = migrated
+        if sealed[-1] == last:  # the first close after the move: every migrated debt's due date
+            previous = _with_history_due_dates(ws, previous)
         hist_charges, previous = _older_than_history(open_items, hist_charges, hist_alloc, previous, first,
                                                      last, restart=sealed[-1] == last)
     return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}
+
+
+def _with_history_due_dates(ws: Workspace, previous: pl.DataFrame | None) -> pl.DataFrame | None:
+    """``previous`` with the due date of every debt of ``history_debts`` (per account, supplier
+    and month, the earliest of its services), also of a debt that has no accrued penalty yet
+    and so no row of its own; a row's own due date wins. Later closes carry them on."""
+    from pipeline.migrate.model import load_history
+    from pipeline.penalties.monthly import PENALTY_SERVICE
+
+    history = load_history(ws)
+    if history is None:
+        return previous
+    key = ["account_id", "supplier_id", "charge_period"]
+    theirs = history.frame("history_debts").filter(
+        pl.col("charge_period").is_not_null() & pl.col("due_date").is_not_null()
+        & (pl.col("service_id") != PENALTY_SERVICE)).group_by(key).agg(
+        pl.col("due_date").min().alias("_theirs"))
+    if not theirs.height:
+        return previous
+    columns = {"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+               "cumulative_kop": pl.Int64, "due_date": pl.Date}
+    previous = previous if previous is not None else pl.DataFrame(schema=columns)
+    both = previous.join(theirs, on=key, how="full", coalesce=True)
+    return both.with_columns(pl.coalesce("due_date", "_theirs").alias("due_date")).drop("_theirs").select(
+        previous.columns)
 
 
 def _migrated_span(ws: Workspace, sealed: list[str]) -> tuple[str, str] | None:

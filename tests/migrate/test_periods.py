@@ -300,8 +300,9 @@ def test_pure_results_refuse_a_gap_and_a_half_split() -> None:
 def test_a_debt_older_than_the_history_accrues_on_from_the_move(town: Workspace) -> None:
     """A3 comes with 500 ₽ of maintenance owed before the history (the first month's opening,
     dated the month before) and pays nothing: the first close posts the penalty of its own
-    month on that debt — ours as of 31.08 minus ours as of 31.07 — and nothing of the months
-    before the move (the old system's, in its balances); the second close continues it."""
+    month on that debt — ours as of 31.08 minus ours as of 31.07, from the old system's due
+    date — and nothing of the months before the move (the old system's, in its balances);
+    the second close continues it."""
     ingest(town)
     h = history()
     old = 500 * R
@@ -310,15 +311,19 @@ def test_a_debt_older_than_the_history_accrues_on_from_the_move(town: Workspace)
         ("A3", m, "maintenance", "UK1", None, None, None, 0) for m in MONTHS])])
     frames["history_balances"] = pl.concat([frames["history_balances"], frame("history_balances", [
         ("A3", m, "maintenance", "UK1", old if m == MONTHS[0] else None, old) for m in MONTHS])])
+    # The old system's due date (1 June) is not our rule's, and the debt has no accrued
+    # penalty listed: the due date still goes with the debt.
+    theirs = date(2026, 6, 1)
     frames["history_debts"] = pl.concat([frames["history_debts"], frame("history_debts", [
-        ("A3", "maintenance", "UK1", "2026-04", old, date(2026, 5, 15))])])
+        ("A3", "maintenance", "UK1", "2026-04", old, theirs)])])
     migrate(town, History(h.source, h.months, frames, h.files_sha256))
 
     policy = load_policy(town.rules)
     april = Period(2026, 4)
+    assert policy.due_date(april) != theirs
 
     def ours(until: date) -> int:
-        return bucket_penalty(old, april, date(2026, 5, 15), until, [], policy, "standard").penalty_kop
+        return bucket_penalty(old, april, theirs, until, [], policy, "standard").penalty_kop
 
     inputs = load_inputs(town, Period(2026, 8), coded=False)
     result = compute(inputs)
