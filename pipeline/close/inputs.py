@@ -643,12 +643,18 @@ def _penalty_inputs(ws: Workspace, open_items: pl.DataFrame, rules_dir: Path) ->
             .otherwise(pl.lit(None, pl.Date)).alias("due_date"))
     if migrated is not None:
         first, last = migrated
-        if sealed[-1] == last:  # the first close after the move: every migrated debt's due date
+        after_move = sealed[-1] == last  # the first close after the move
+        if after_move:  # every migrated debt's due date, also of one without accrued penalty
             previous = _with_history_due_dates(ws, previous)
         hist_charges, previous = _older_than_history(open_items, hist_charges, hist_alloc, previous, first,
-                                                     last, restart=sealed[-1] == last)
+                                                     last, restart=after_move)
     return {"penalty_policy": load_policy(rules_dir), "penalty_charges": hist_charges,
             "penalty_allocations": hist_alloc, "penalty_previous": previous}
+
+
+#: The previous close's penalties as the next one reads them (``_penalty_inputs``).
+_PREVIOUS = {"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
+             "cumulative_kop": pl.Int64, "due_date": pl.Date}
 
 
 def _with_history_due_dates(ws: Workspace, previous: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -668,9 +674,7 @@ def _with_history_due_dates(ws: Workspace, previous: pl.DataFrame | None) -> pl.
         pl.col("due_date").min().alias("_theirs"))
     if not theirs.height:
         return previous
-    columns = {"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
-               "cumulative_kop": pl.Int64, "due_date": pl.Date}
-    previous = previous if previous is not None else pl.DataFrame(schema=columns)
+    previous = previous if previous is not None else pl.DataFrame(schema=_PREVIOUS)
     both = previous.join(theirs, on=key, how="full", coalesce=True)
     return both.with_columns(pl.coalesce("due_date", "_theirs").alias("due_date")).drop("_theirs").select(
         previous.columns)
@@ -715,12 +719,9 @@ def _older_than_history(open_items: pl.DataFrame, charges: pl.DataFrame | None,
         return charges, previous
     day = Period.parse(last).last
     marks = older.select(key).unique().with_columns(pl.lit(day).alias("baseline_on"))
-    columns = {"account_id": pl.String, "supplier_id": pl.String, "charge_period": pl.String,
-               "cumulative_kop": pl.Int64, "due_date": pl.Date}
-    previous = previous if previous is not None else pl.DataFrame(schema=columns)
+    previous = previous if previous is not None else pl.DataFrame(schema=_PREVIOUS)
     kept = previous.join(marks, on=key, how="anti").with_columns(pl.lit(None, pl.Date).alias("baseline_on"))
-    restarted = marks.join(previous.select(*key, "due_date") if "due_date" in previous.columns
-                           else pl.DataFrame(schema={**{k: columns[k] for k in key}, "due_date": pl.Date}),
-                           on=key, how="left").with_columns(pl.lit(None, pl.Int64).alias("cumulative_kop"))
+    restarted = marks.join(previous.select(*key, "due_date"), on=key, how="left").with_columns(
+        pl.lit(None, pl.Int64).alias("cumulative_kop"))
     return charges, pl.concat([kept, restarted.select(kept.columns)], how="vertical_relaxed")
 
