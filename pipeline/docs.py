@@ -95,13 +95,13 @@ CHOICES: dict[tuple[str, str], dict[str, str]] = {
 #: The example rows: one small town that loads without a reject and closes August 2026.
 EXAMPLES: dict[str, list[dict[str, str]]] = {
     "organizations": [
-        {"org_id": "uk1", "name": "ООО «УК Садовая»", "inn": "7700000001", "kpp": "770001001",
+        {"org_id": "uk1", "name": "ООО «УК Садовая»", "inn": "7700000009", "kpp": "770001001",
          "role": "management", "bank_name": "ПАО Сбербанк", "bik": "044525225",
-         "account": "40702810000000000001", "corr_account": "30101810400000000225",
+         "account": "40702810200000000001", "corr_account": "30101810400000000225",
          "address": "г. Энск, ул. Садовая, д. 1", "phone": "+7 800 000-00-01"},
-        {"org_id": "vodokanal", "name": "АО «Водоканал»", "inn": "7700000002", "kpp": "770001001",
+        {"org_id": "vodokanal", "name": "АО «Водоканал»", "inn": "7700000016", "kpp": "770001001",
          "role": "supplier", "bank_name": "ПАО Сбербанк", "bik": "044525225",
-         "account": "40702810000000000002", "corr_account": "30101810400000000225",
+         "account": "40702810500000000002", "corr_account": "30101810400000000225",
          "address": "г. Энск, ул. Речная, д. 5", "phone": "+7 800 000-00-02"},
     ],
     "buildings": [
@@ -253,6 +253,16 @@ def _open_ended(spec: Register) -> set[str]:
     return {end for _, end in spec.date_order}
 
 
+#: What the requisite checks of ``pipeline.ingest.requisites`` ask, as the page says it.
+CHECK_TEXT = {
+    "inn": "10 цифр (организация) или 12 (предприниматель), контрольные числа проверяются",
+    "kpp": "9 знаков: 4 цифры, 2 цифры или заглавные латинские буквы, 3 цифры",
+    "bik": "9 цифр, начинается с 0",
+    "account": "20 цифр, контрольный ключ сверяется с БИК (алгоритм Банка России)",
+    "corr_account": "20 цифр, начинается с 301, контрольный ключ сверяется с БИК",
+}
+
+
 def _need(col: Col, spec: Register) -> str:
     if col.required:
         return "да" if not col.nullable else "да (значение может быть пустым)"
@@ -278,6 +288,8 @@ def _allowed(col: Col, spec: Register) -> str:
     bounds = _bounds(col)
     if bounds:
         parts.append(bounds)
+    if col.check:
+        parts.append(CHECK_TEXT[col.check])
     for ref in spec.refs:
         if ref.column == col.name:
             parts.append(_ref_text(ref.target, ref.target_column))

@@ -83,10 +83,14 @@ class Close:
 
 @dataclass(frozen=True)
 class Receipts:
-    """``[receipts]``: rendering processes (0 — one per core) and print batches per building."""
+    """``[receipts]``: rendering processes (0 — one per core), print batches per building and
+    whom the receipt's QR codes pay: each payee, or one collecting agent (``agent``, an
+    ``org_id`` of the organizations register) for the whole amount."""
 
     workers: int = 0
     print_batches: bool = True
+    pay_to: str = "payees"
+    agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ _CHECKS: dict[str, dict[str, Check]] = {
     "receipts": {
         "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
         "print_batches": (lambda v: True, "нужно true или false"),
+        "pay_to": (lambda v: v in ("payees", "agent"), "нужно payees или agent"),
+        "agent": (lambda v: True, "нужен код организации (org_id)"),
     },
     "lock": {
         "wait_seconds": (lambda v: v >= 0, "нужно число секунд ≥ 0"),

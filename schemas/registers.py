@@ -33,6 +33,9 @@ class Col:
         scale: decimals kept for ``decimal`` columns (more is an error, never rounded).
         ge, gt, le: numeric bounds (bounds also keep integer products from overflowing).
         choices: allowed values of an ``enum`` column.
+        check: a requisite check of a text column (``pipeline.ingest.requisites``):
+            ``inn``, ``kpp``, ``bik``, ``account`` or ``corr_account`` (the two accounts
+            are checked against the row's ``bik``).
         title: the Russian name used in messages.
     """
 
@@ -47,6 +50,7 @@ class Col:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] = ()
+    check: Literal["inn", "kpp", "bik", "account", "corr_account"] | None = None
 
     @property
     def dtype(self) -> pl.DataType:
@@ -111,13 +115,14 @@ REGISTERS: dict[str, Register] = {
             (
                 _id("org_id", "код организации"),
                 Col("name", "text", "наименование"),
-                Col("inn", "text", "ИНН", required=False, nullable=True),
-                Col("kpp", "text", "КПП", required=False, nullable=True),
+                Col("inn", "text", "ИНН", required=False, nullable=True, check="inn"),
+                Col("kpp", "text", "КПП", required=False, nullable=True, check="kpp"),
                 Col("role", "enum", "роль", choices=ROLES),
                 Col("bank_name", "text", "банк", required=False, nullable=True),
-                Col("bik", "text", "БИК", required=False, nullable=True),
-                Col("account", "text", "расчётный счёт", required=False, nullable=True),
-                Col("corr_account", "text", "корр. счёт", required=False, nullable=True),
+                Col("bik", "text", "БИК", required=False, nullable=True, check="bik"),
+                Col("account", "text", "расчётный счёт", required=False, nullable=True, check="account"),
+                Col("corr_account", "text", "корр. счёт", required=False, nullable=True,
+                    check="corr_account"),
                 Col("address", "text", "адрес", required=False, nullable=True),
                 Col("phone", "text", "телефон", required=False, nullable=True),
             ),

@@ -11,8 +11,10 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>
   exit 1
 fi
 
-# WeasyPrint needs Pango, HarfBuzz subsetting (2x faster PDFs) and a Cyrillic font.
-PKGS=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+# WeasyPrint needs Pango, HarfBuzz subsetting (2x faster PDFs) and a Cyrillic font; the
+# receipt tests read the payment QR codes back from the PDF pages as a bank app would:
+# poppler-utils (pdftoppm, pdftotext) turns a page into a picture, zbar-tools (zbarimg) reads it.
+PKGS=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils zbar-tools)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
   for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -23,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "Для PDF-квитанций нужны системные библиотеки. Выполните:" >&2
+    echo "Для PDF-квитанций и проверки их QR-кодов нужны системные пакеты. Выполните:" >&2
     echo "  sudo apt-get install -y ${PKGS[*]}" >&2
   fi
 fi

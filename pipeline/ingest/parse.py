@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandera.errors
 import polars as pl
 
+from pipeline.ingest import requisites
 from pipeline.ingest.readers import FORMULA_CELLS, FORMULA_REASON, ROW
 from schemas.registers import BUILTIN_CHECK_MESSAGES, Col, Register, pandera_schema
 
@@ -102,6 +103,7 @@ def parse_table(raw: pl.DataFrame, register: Register, file: str) -> tuple[pl.Da
     problems.append(_pandera_rejects(typed, register, file, frame))
     problems.append(_date_order_rejects(typed, register, file))
     problems.append(_one_of_rejects(typed, register, file))
+    problems.append(_requisite_rejects(typed, register, file))
     problems.append(duplicate_key_rejects(typed, register, file))
     rejects = pl.concat(problems, how="vertical")
     # A formula cell reads as empty: report the formula, not a second "not filled" for the cell.
@@ -179,6 +181,35 @@ def _one_of_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.Da
     bad = typed.filter(filled != 1)
     names = " или ".join(register.one_of)
     return _rejects(bad, file, register.one_of[0], f"нужно заполнить ровно одно из: {names}")
+
+
+def _requisite_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:
+    """Rows whose ИНН, КПП, БИК or accounts fail their checks (:mod:`pipeline.ingest.requisites`).
+
+    Per row in Python: only the organizations register has such columns, a few hundred rows.
+    """
+    checked = [c for c in register.columns if c.check]
+    if not checked or not typed.height:
+        return empty_rejects()
+    rows: list[tuple[int, str, str, str]] = []
+    bik = ["bik"] if "bik" in typed.columns else []
+    names = list(dict.fromkeys([ROW, *(c.name for c in checked), *bik]))
+    for row in typed.select(names).iter_rows(named=True):
+        for col in checked:
+            value = row[col.name]
+            if value is None or not value.strip():
+                continue
+            if col.check in ("account", "corr_account"):
+                reason = requisites.account_problem(value, row.get("bik"), corr=col.check == "corr_account")
+            else:
+                reason = requisites.CHECKS[col.check](value)  # type: ignore[index]
+            if reason:
+                rows.append((row[ROW], col.name, value, reason))
+    if not rows:
+        return empty_rejects()
+    return pl.DataFrame(rows, schema={"row": pl.Int64, "column": pl.String, "value": pl.String,
+                                      "reason": pl.String}, orient="row").select(
+        pl.lit(file).alias("file"), "row", "column", "value", "reason")
 
 
 def duplicate_key_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:

@@ -15,6 +15,7 @@ import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
 from pipeline.methods import method_label
+from pipeline.render.qr import QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
     Payee,
     RecalcLine,
@@ -24,7 +25,7 @@ from pipeline.render.receipts import (
     render_receipts,
 )
 from pipeline.settings import Receipts, load_section
-from pipeline.workspace import Workspace
+from pipeline.workspace import BillingError, Workspace
 
 
 def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, workers: int | None = None
@@ -40,11 +41,14 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
     settings = load_section(ws.settings_path, Receipts)
     workers = workers or settings.workers or None
     batches = settings.print_batches
+    policy = load_qr_policy(ws.rules)
+    regs = inputs.registers()
+    agent = collecting_agent(settings, regs["organizations"])
 
     def render(tmp: Path) -> dict[str, Any]:
         report = render_receipts(
-            build_receipts(result, inputs.registers(), inputs.rules.services), tmp / "receipts",
-            workers=workers, batches=batches,
+            build_receipts(result, regs, inputs.rules.services, agent=agent, qr_policy=policy),
+            tmp / "receipts", workers=workers, batches=batches,
         )
         # No timing here: the manifest of the same close must be the same bytes.
         return {"count": report.count, "batches": report.batches}
@@ -52,8 +56,31 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
     return render
 
 
+def collecting_agent(settings: Receipts, organizations: pl.DataFrame) -> Payee | None:
+    """The agent of ``[receipts] pay_to = "agent"`` as a payee (``None`` for ``payees``).
+
+    Refused before the close starts when the agent is not named, not registered or has no
+    account to be paid to: its QR code would be the only one on every receipt.
+    """
+    if settings.pay_to != "agent":
+        return None
+    where = "settings.toml, [receipts]"
+    if not settings.agent:
+        raise BillingError(f"{where}: pay_to = \"agent\", но не указан agent — код организации-агента")
+    rows = organizations.filter(pl.col("org_id") == settings.agent).to_dicts()
+    if not rows:
+        raise BillingError(f"{where}: agent = \"{settings.agent}\" — такой организации нет в реестре "
+                           "организаций (или её строка отклонена при загрузке)")
+    if not (rows[0].get("account") and rows[0].get("bik")):
+        raise BillingError(f"{where}: у агента «{rows[0]['name']}» не указан расчётный счёт или БИК")
+    return _payee({"supplier_id": settings.agent, "opening_kop": 0, "charged_kop": 0,
+                   "recalculated_kop": 0, "paid_kop": 0, "penalty_kop": 0, "closing_kop": 0},
+                  {settings.agent: rows[0]})
+
+
 def build_receipts(
-    result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame
+    result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame, *,
+    agent: Payee | None = None, qr_policy: QrPolicy | None = None,
 ) -> Iterator[Receipt]:
     period = result.period
     orgs = {r["org_id"]: r for r in regs["organizations"].iter_rows(named=True)}
@@ -135,6 +162,8 @@ def build_receipts(
                 RecalcLine(service_name=svc.get(rc["service_id"], {"name": rc["service_id"]})["name"],
                            origin_period=rc["origin_period"], reason=rc["reason"], amount=rc["amount_kop"])
                 for rc in recalc_by_acc.get(account_id, [])),
+            agent=agent,
+            qr_policy=qr_policy or QrPolicy(),
             **totals,
         )
 

@@ -50,6 +50,14 @@ from num2words import num2words
 
 from pipeline.dates import Period
 from pipeline.money import format_rub, to_decimal
+from pipeline.render.qr import (
+    DEFAULT_QR_POLICY,
+    QrPayee,
+    QrPolicy,
+    parse_payload,
+    payment_payload,
+    qr_data_uri,
+)
 
 __all__ = [
     "INSTALL_HINT",
@@ -209,6 +217,11 @@ class Receipt:
     building_id: str
     #: Recalculations of the period with their reasons; they add up to ``recalculated``.
     recalculations: tuple[RecalcLine, ...] = ()
+    #: The collecting agent (ЕИРЦ) paid instead of each payee (``[receipts] pay_to = "agent"``):
+    #: one part of "where to pay" and one QR code for the whole amount; ``None`` — a part per payee.
+    agent: Payee | None = None
+    #: The switches of the payment QR codes (``rules/payment_qr.toml``).
+    qr_policy: QrPolicy = DEFAULT_QR_POLICY
 
     @property
     def to_pay(self) -> int:
@@ -301,6 +314,41 @@ def _payee_view(payee: Payee) -> dict[str, Any]:
     }
 
 
+def _pay_parts(receipt: Receipt) -> list[dict[str, Any]]:
+    """ЕПД section 2, "where to pay": per payee (or the one agent) its bank details, the
+    amount due to it and its ГОСТ Р 56042 QR code. A payee whose details cannot make a
+    payment order prints without a code, and the reason is logged."""
+    where = f"ЛС {receipt.account_id}, {receipt.period}"
+    targets = [(receipt.agent, receipt.to_pay)] if receipt.agent else [(p, p.to_pay) for p in receipt.payees]
+    parts = []
+    for payee, amount in targets:
+        if not payee.org_id:
+            continue  # an undistributed advance has nobody to pay
+        part = _payee_view(payee) | {"amount": format_rub(amount), "qr": None, "purpose": None}
+        if not (payee.account and payee.bik):
+            if amount > 0:
+                _LOG.warning("%s: получателю «%s» к оплате %s, но нет р/с или БИК — без QR-кода",
+                             where, payee.name, format_rub(amount))
+            parts.append(part)
+            continue
+        try:
+            payload = payment_payload(
+                QrPayee(payee.name, payee.account, payee.bank_name, payee.bik, payee.corr_account,
+                        payee.inn, payee.kpp),
+                sum_kop=amount, account_id=receipt.account_id, period=receipt.period,
+                payer_name=receipt.payer_name, payer_address=receipt.address, policy=receipt.qr_policy)
+        except ValueError as err:
+            _LOG.warning("%s: QR-код получателя «%s» не построен: %s", where, payee.name, err)
+            parts.append(part)
+            continue
+        for note in payload.notes:
+            _LOG.info("%s: QR-код получателя «%s»: %s", where, payee.name, note)
+        part["qr"] = qr_data_uri(payload, receipt.qr_policy)
+        part["purpose"] = parse_payload(payload.text)["purpose"]
+        parts.append(part)
+    return parts
+
+
 def _check_balances(receipt: Receipt) -> None:
     """Log (not refuse) totals that do not add up; the ledger owns these numbers."""
     where = f"ЛС {receipt.account_id}, {receipt.period}"
@@ -313,12 +361,6 @@ def _check_balances(receipt: Receipt) -> None:
                 "%s, %s: сальдо на конец %s ≠ %s "
                 "(начало + начислено + перерасчёт + пени − оплачено)",
                 where, label, format_rub(x.closing), format_rub(expected),
-            )  # fmt: skip
-    for p in receipt.payees:
-        if p.to_pay > 0 and not (p.account and p.bik):
-            _LOG.warning(
-                "%s: получателю «%s» к оплате %s, но нет р/с или БИК",
-                where, p.name, format_rub(p.to_pay),
             )  # fmt: skip
     if receipt.payees:
         for name in ("opening", "charged", "recalculated", "paid", "penalty", "closing"):
@@ -379,6 +421,8 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "groups": groups,
         "lines_total": format_rub(sum(ln.amount for ln in receipt.lines)),
         "payees": [_payee_view(p) for p in receipt.payees],
+        "pay_parts": _pay_parts(receipt),
+        "agent": None if receipt.agent is None else receipt.agent.name,
         "opening": format_rub(receipt.opening),
         "charged": format_rub(receipt.charged),
         "recalculated": format_rub(receipt.recalculated),
