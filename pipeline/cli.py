@@ -56,6 +56,9 @@ migrate_app = typer.Typer(help="Переход из прежней систем�
                           no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                           subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(migrate_app, name="migrate")
+receipts_app = typer.Typer(help="Квитанции закрытых периодов: рассылка по e-mail.", no_args_is_help=True,
+                           options_metavar=OPTIONS_METAVAR, subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(receipts_app, name="receipts")
 
 
 HomeOpt = Annotated[
@@ -295,6 +298,38 @@ def payments_revert(
          + (f", невыясненных {r.suspense}" if r.suspense else "")
          + (f", показаний счётчиков {r.readings}" if r.readings else "")
          + ". Файл можно загрузить снова (billing payments import).")
+
+
+@receipts_app.command("send")
+def receipts_send(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Разослать квитанции периода по e-mail тем, кто согласился; повторный запуск
+    досылает неотправленные и не шлёт отправленное второй раз."""
+    from pipeline.render.mail import journal_path, send_receipts
+
+    period = period_option(period, "--period")
+    ws = _ws(home).require()
+    r = send_receipts(ws, period)
+    _audit(ws, "receipts send", inputs={"period": period},
+           outputs={"sent": r.sent, "failed": r.failed, "already_sent": r.already_sent,
+                    "gave_up": r.gave_up, "no_receipt": r.no_receipt})
+    _say(f"Квитанции за {period} по e-mail: отправлено {r.sent}"
+         + (f", уже были отправлены {r.already_sent}" if r.already_sent else "")
+         + (f", не удалось {r.failed}" if r.failed else "")
+         + (f", попытки исчерпаны {r.gave_up}" if r.gave_up else "")
+         + (f", нет квитанции {r.no_receipt}" if r.no_receipt else "") + ".")
+    for account, reason in list(r.failures.items())[:20]:
+        _say(f"  ЛС {account}: {reason}")
+    if r.stopped:
+        _say("Рассылка остановлена: сервер недоступен. Остальные письма будут отправлены при следующем "
+             "запуске команды.")
+    elif r.failed:
+        _say("Неотправленные письма будут отправлены повторно при следующем запуске команды.")
+    _say(f"Журнал доставки: {journal_path(ws, period)}")
+    if r.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -64,6 +64,8 @@ CHOICES: dict[tuple[str, str], dict[str, str]] = {
     },
     ("premises", "kind"): {"residential": "жилое", "nonresidential": "нежилое"},
     ("accounts", "payer_kind"): {"person": "физическое лицо", "organization": "организация"},
+    ("accounts", "delivery"): {"paper": "на бумаге", "email": "по e-mail и на бумаге",
+                               "email_only": "только по e-mail (в пачки для печати не входит)"},
     ("residents", "kind"): {"permanent": "по месту жительства", "temporary": "по месту пребывания"},
     ("services", "kind"): {
         "metered": "коммунальный ресурс: по прибору учёта, среднему или нормативу",
@@ -260,6 +262,7 @@ CHECK_TEXT = {
     "bik": "9 цифр, начинается с 0",
     "account": "20 цифр, контрольный ключ сверяется с БИК (алгоритм Банка России)",
     "corr_account": "20 цифр, начинается с 301, контрольный ключ сверяется с БИК",
+    "email": "один адрес вида имя@домен.ru; обязателен, если `delivery` — `email` или `email_only`",
 }
 
 

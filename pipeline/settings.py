@@ -18,6 +18,7 @@ its section without polars.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -94,6 +95,26 @@ class Receipts:
 
 
 @dataclass(frozen=True)
+class Smtp:
+    """``[smtp]``: the mail server ``billing receipts send`` delivers through.
+
+    The password is never in a file: it is read from the environment variable named by
+    ``password_env`` when ``user`` is set.
+    """
+
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    user: str = ""
+    password_env: str = "BILLING_SMTP_PASSWORD"
+    sender: str = ""
+    sender_name: str = ""
+    ca_file: str = ""
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
 class Lock:
     """``[lock]``: how long a writer waits for the workspace lock (env ``BILLING_LOCK_WAIT`` wins)."""
 
@@ -156,6 +177,19 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "pay_to": (lambda v: v in ("payees", "agent"), "нужно payees или agent"),
         "agent": (lambda v: True, "нужен код организации (org_id)"),
     },
+    "smtp": {
+        "host": (lambda v: True, "нужно имя сервера"),
+        "port": (lambda v: 1 <= v <= 65535, "нужен порт 1–65535"),
+        "security": (lambda v: v in ("starttls", "ssl", "none"), "нужно starttls, ssl или none"),
+        "user": (lambda v: True, "нужно имя пользователя"),
+        "password_env": (lambda v: bool(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v)),
+                         "нужно имя переменной окружения, например BILLING_SMTP_PASSWORD"),
+        "sender": (lambda v: v == "" or "@" in v, "нужен адрес отправителя, например epd@eirc.ru"),
+        "sender_name": (lambda v: True, "нужно имя отправителя"),
+        "ca_file": (lambda v: True, "нужен путь к файлу сертификатов"),
+        "timeout_seconds": (lambda v: v > 0, "нужно число секунд > 0"),
+        "max_attempts": (lambda v: v >= 1, "нужно целое ≥ 1"),
+    },
     "lock": {
         "wait_seconds": (lambda v: v >= 0, "нужно число секунд ≥ 0"),
     },
@@ -193,6 +227,7 @@ class Settings:
     ingest: Ingest = field(default_factory=Ingest)
     close: Close = field(default_factory=Close)
     receipts: Receipts = field(default_factory=Receipts)
+    smtp: Smtp = field(default_factory=Smtp)
     lock: Lock = field(default_factory=Lock)
     schedule: Schedule = field(default_factory=Schedule)
     inbox: Inbox = field(default_factory=Inbox)
@@ -212,8 +247,8 @@ class Settings:
 S = TypeVar("S")
 
 _SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalculation": Recalculation,
-                              "ingest": Ingest, "close": Close, "receipts": Receipts, "lock": Lock,
-                              "schedule": Schedule, "inbox": Inbox, "migration": Migration}
+                              "ingest": Ingest, "close": Close, "receipts": Receipts, "smtp": Smtp,
+                              "lock": Lock, "schedule": Schedule, "inbox": Inbox, "migration": Migration}
 _NAMES = {kind: name for name, kind in _SECTIONS.items()}
 
 

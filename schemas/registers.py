@@ -35,7 +35,7 @@ class Col:
         choices: allowed values of an ``enum`` column.
         check: a requisite check of a text column (``pipeline.ingest.requisites``):
             ``inn``, ``kpp``, ``bik``, ``account`` or ``corr_account`` (the two accounts
-            are checked against the row's ``bik``).
+            are checked against the row's ``bik``), ``email``.
         title: the Russian name used in messages.
     """
 
@@ -50,7 +50,7 @@ class Col:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] = ()
-    check: Literal["inn", "kpp", "bik", "account", "corr_account"] | None = None
+    check: Literal["inn", "kpp", "bik", "account", "corr_account", "email"] | None = None
 
     @property
     def dtype(self) -> pl.DataType:
@@ -88,6 +88,8 @@ class Register:
     date_order: tuple[tuple[str, str], ...] = ()
     #: at least one of these columns must be filled (meter: premise or building)
     one_of: tuple[str, ...] = ()
+    #: (column, values, needed): a row whose ``column`` is one of ``values`` must fill ``needed``
+    needs: tuple[tuple[str, tuple[str, ...], str], ...] = ()
     required_file: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -102,6 +104,10 @@ def _id(name: str, title: str, **kw: object) -> Col:
 AREA = {"scale": 2, "le": 1_000_000}
 
 ROLES = ("management", "supplier", "capital_repair", "billing_centre")
+
+#: How the payer gets the receipt: on paper; by e-mail and on paper; by e-mail only (the
+#: consent of Правила 354 п.67 to electronic delivery is ``email`` or ``email_only``).
+DELIVERY = ("paper", "email", "email_only")
 
 #: Kitchen stove of a premise: the electricity norm differs (law.md §1.3).
 STOVES = ("gas", "electric")
@@ -180,12 +186,15 @@ REGISTERS: dict[str, Register] = {
                     default="1"),
                 Col("opened_on", "date", "дата открытия"),
                 Col("closed_on", "date", "дата закрытия", required=False, nullable=True),
-                Col("email", "text", "e-mail", required=False, nullable=True),
+                Col("email", "text", "e-mail", required=False, nullable=True, check="email"),
+                Col("delivery", "enum", "доставка квитанции", choices=DELIVERY, required=False,
+                    default="paper"),
             ),
             key=("account_id",),
             required_file=True,
             refs=(Ref("premise_id", "premises", "premise_id"),),
             date_order=(("opened_on", "closed_on"),),
+            needs=(("delivery", ("email", "email_only"), "email"),),
         ),
         Register(
             "building_services",

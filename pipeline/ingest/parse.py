@@ -104,6 +104,7 @@ def parse_table(raw: pl.DataFrame, register: Register, file: str) -> tuple[pl.Da
     problems.append(_date_order_rejects(typed, register, file))
     problems.append(_one_of_rejects(typed, register, file))
     problems.append(_requisite_rejects(typed, register, file))
+    problems.append(_needs_rejects(typed, register, file))
     problems.append(duplicate_key_rejects(typed, register, file))
     rejects = pl.concat(problems, how="vertical")
     # A formula cell reads as empty: report the formula, not a second "not filled" for the cell.
@@ -181,6 +182,16 @@ def _one_of_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.Da
     bad = typed.filter(filled != 1)
     names = " или ".join(register.one_of)
     return _rejects(bad, file, register.one_of[0], f"нужно заполнить ровно одно из: {names}")
+
+
+def _needs_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:
+    parts = []
+    for column, values, needed in register.needs:
+        bad = typed.filter(pl.col(column).is_in(list(values)) & pl.col(needed).is_null())
+        if bad.height:
+            parts.append(_rejects(bad, file, needed, f"не заполнено, а «{register.col(column).title}» — "
+                                  + pl.col(column).cast(pl.String)))
+    return pl.concat(parts) if parts else empty_rejects()
 
 
 def _requisite_rejects(typed: pl.DataFrame, register: Register, file: str) -> pl.DataFrame:

@@ -37,7 +37,7 @@ import re
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
 from stdnum.ru import inn as stdnum_inn
 
-__all__ = ["CHECKS", "account_problem", "bik_problem", "inn_problem", "kpp_problem"]
+__all__ = ["CHECKS", "account_problem", "bik_problem", "email_problem", "inn_problem", "kpp_problem"]
 
 _KPP = re.compile(r"^\d{4}[0-9A-Z]{2}\d{3}$")
 _DIGITS = re.compile(r"^\d+$")
@@ -96,6 +96,20 @@ def account_problem(account: str, bik: str | None, *, corr: bool = False) -> str
     return None
 
 
+_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+$")
+
+
+def email_problem(value: str) -> str | None:
+    """Why ``value`` is not one e-mail address, or ``None`` (the form only: ``имя@домен.зона``).
+
+    >>> email_problem("ivanov@example.ru") is None, email_problem("ivanov@example")
+    (True, 'нужен один адрес вида имя@домен.ru')
+    """
+    if not _EMAIL.match(value):
+        return "нужен один адрес вида имя@домен.ru"
+    return None
+
+
 #: Column check name (``schemas.registers.Col.check``) → the check; ``account`` and
 #: ``corr_account`` are read together with the row's ``bik``.
-CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem}
+CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem, "email": email_problem}

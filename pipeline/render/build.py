@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
 from pipeline.methods import method_label
-from pipeline.render.qr import QrPolicy, load_qr_policy
+from pipeline.render.qr import DEFAULT_QR_POLICY, QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
     Payee,
     RecalcLine,
@@ -163,7 +163,8 @@ def build_receipts(
                            origin_period=rc["origin_period"], reason=rc["reason"], amount=rc["amount_kop"])
                 for rc in recalc_by_acc.get(account_id, [])),
             agent=agent,
-            qr_policy=qr_policy or QrPolicy(),
+            qr_policy=qr_policy or DEFAULT_QR_POLICY,
+            paper=acc.get("delivery") != "email_only",
             **totals,
         )
 

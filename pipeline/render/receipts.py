@@ -68,6 +68,7 @@ __all__ = [
     "RenderReport",
     "amount_in_words",
     "check_pdf_stack",
+    "period_text",
     "render_html",
     "render_pdf",
     "render_receipts",
@@ -222,6 +223,9 @@ class Receipt:
     agent: Payee | None = None
     #: The switches of the payment QR codes (``rules/payment_qr.toml``).
     qr_policy: QrPolicy = DEFAULT_QR_POLICY
+    #: Printed on paper: ``False`` for a payer who chose e-mail only (``accounts.delivery``),
+    #: whose receipt is left out of the print batches.
+    paper: bool = True
 
     @property
     def to_pay(self) -> int:
@@ -286,7 +290,7 @@ def amount_in_words(kopecks: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def _period_text(period: str) -> str:
+def period_text(period: str) -> str:
     """``2026-10`` → ``октябрь 2026 г.`` (babel stand-alone month name)."""
     p = Period.parse(period)
     return format_date(date(p.year, p.month, 1), "LLLL y", locale="ru") + " г."
@@ -416,7 +420,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         if lines
     ]
     return {
-        "period_text": _period_text(receipt.period),
+        "period_text": period_text(receipt.period),
         "area": None if receipt.total_area is None else _fmt_decimal(receipt.total_area),
         "groups": groups,
         "lines_total": format_rub(sum(ln.amount for ln in receipt.lines)),
@@ -434,7 +438,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "advance": format_rub(-receipt.closing) if receipt.closing < 0 else None,
         "due_date": None if receipt.due_date is None else receipt.due_date.strftime("%d.%m.%Y"),
         "recalculations": [
-            {"service_name": r.service_name, "origin": _period_text(r.origin_period), "reason": r.reason,
+            {"service_name": r.service_name, "origin": period_text(r.origin_period), "reason": r.reason,
              "amount": format_rub(r.amount)}
             for r in receipt.recalculations
         ],
@@ -815,14 +819,14 @@ def _run_task(task: _Task) -> _TaskResult:
                 _write_atomic(path, document.write_pdf)
             finally:
                 _CURRENT_ACCOUNT.reset(token)
-            if task.batches:
+            if task.batches and receipt.paper:
                 singles.append((path, receipt.account_id, [None] * len(document.pages)))
         parts: list[_Part] = []
         if task.batches and singles:
             from pypdf import PdfWriter
 
             batch_dir = task.out_dir / "batches"
-            title = f"Квитанции за {_period_text(task.receipts[0].period)}, дом {task.building_id}"
+            title = f"Квитанции за {period_text(task.receipts[0].period)}, дом {task.building_id}"
             packed = _pack_pages([pages for _, _, pages in singles], MAX_BATCH_PAGES)
             queue = iter(singles)
             for number, pages in enumerate(packed, start=1):
