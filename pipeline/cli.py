@@ -231,6 +231,33 @@ def payments_import(
             _say(f"  {line}")
 
 
+@payments_app.command("fiscal")
+def payments_fiscal(
+    file: Annotated[Path, typer.Argument(
+        metavar="ФАЙЛ", help="Файл кассовых чеков агента или ОФД (CSV: payment_id, agent, fn, fd, fp, "
+        "issued_at, amount или русские заголовки выгрузки ОФД).")],
+    agent: Annotated[str | None, typer.Option(
+        "--agent", metavar="ИМЯ", help="Платёжный агент файла без столбца agent (и строк с пустым "
+        "agent), например sber.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить данные кассовых чеков (ФН, ФД, ФП) к загруженным платежам; повторная загрузка
+    ничего не меняет."""
+    from pipeline.ingest.fiscal import import_fiscal_file
+
+    ws = _ws(home).require()
+    r = import_fiscal_file(ws, file.resolve(), agent=agent)
+    _audit(ws, "payments fiscal", inputs={"file": str(file), "sha256": r.sha256, "agent": agent},
+           outputs={"accepted": r.accepted, "duplicates": r.duplicates, "rejected": r.rejected,
+                    "already_imported": r.already_imported})
+    if r.already_imported:
+        _say(f"{r.file}: уже загружен ранее — пропущен.")
+        return
+    _say(f"{r.file}: принято чеков {r.accepted}"
+         + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
+         + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+
+
 def _home_hint(home: Path | None) -> str:
     """`` --home DIR`` for a suggested command when the user named the workspace."""
     import shlex
