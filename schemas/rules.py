@@ -227,6 +227,7 @@ LEGAL_THRESHOLDS = (
     "average_min_months",          # shortest history an average may be taken over (п.59)
     "access_refusals_min",         # unresolved acts of refused access → norm × K (п.85(3)?, п.60)
     "limitation_years",            # limitation of a court statement (ГК РФ ст.196)
+    "warning_debt_months",         # overdue debt over this many months' charges → п.119 warning on the ЕПД
 )
 
 RULE_TABLES["legal_thresholds"] = Register(

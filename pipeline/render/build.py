@@ -7,6 +7,7 @@ non-zero balance. Lines keep the order of ``services.csv``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,13 @@ import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
 from pipeline.methods import method_label
+from pipeline.money import kopecks_to_decimal_expr
+from pipeline.render.invoice import build_invoices, load_vat_rates, organization_accounts, render_invoices
 from pipeline.render.qr import DEFAULT_QR_POLICY, QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
+    HouseRow,
+    MeterRow,
+    NormRow,
     Payee,
     RecalcLine,
     Receipt,
@@ -26,6 +32,7 @@ from pipeline.render.receipts import (
 )
 from pipeline.settings import Receipts, load_section
 from pipeline.workspace import BillingError, Workspace
+from rules import threshold
 
 
 def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, workers: int | None = None
@@ -42,16 +49,26 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
     workers = workers or settings.workers or None
     batches = settings.print_batches
     policy = load_qr_policy(ws.rules)
+    vat_rates = load_vat_rates(ws.rules)  # a bad vat_rates.csv is refused before the close starts
     regs = inputs.registers()
     agent = collecting_agent(settings, regs["organizations"])
 
     def render(tmp: Path) -> dict[str, Any]:
         report = render_receipts(
-            build_receipts(result, regs, inputs.rules.services, agent=agent, qr_policy=policy),
+            build_receipts(result, regs, inputs.rules.services, agent=agent, qr_policy=policy,
+                           warning_months=threshold(inputs.rules.legal_thresholds, "warning_debt_months",
+                                                    result.period.last),
+                           fiscal=fiscal_texts(ws, period_payments(result.allocations))),
             tmp / "receipts", workers=workers, batches=batches,
         )
+        # Organization payers get an invoice and an act per supplier instead of a receipt.
+        invoices = render_invoices(build_invoices(result, regs, inputs.rules.services, vat_rates),
+                                   tmp / "invoices")
         # No timing here: the manifest of the same close must be the same bytes.
-        return {"count": report.count, "batches": report.batches}
+        out: dict[str, Any] = {"count": report.count, "batches": report.batches}
+        if invoices:
+            out["invoices"] = invoices
+        return out
 
     return render
 
@@ -80,7 +97,8 @@ def collecting_agent(settings: Receipts, organizations: pl.DataFrame) -> Payee |
 
 def build_receipts(
     result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame, *,
-    agent: Payee | None = None, qr_policy: QrPolicy | None = None,
+    agent: Payee | None = None, qr_policy: QrPolicy | None = None, warning_months: int = 2,
+    fiscal: dict[str, str] | None = None,
 ) -> Iterator[Receipt]:
     period = result.period
     orgs = {r["org_id"]: r for r in regs["organizations"].iter_rows(named=True)}
@@ -115,23 +133,19 @@ def build_receipts(
     recalc_by_acc = _group(recalcs.filter(pl.col("amount_kop") != 0).sort(
         "account_id", "service_id", "origin_period", "reason"), "account_id")
     wanted = set(lines_by_acc) | set(bal_by_acc)
+    # Organization payers with charges get invoices instead (pipeline.render.invoice); one with
+    # only a balance and no charge this period still gets its receipt (a statement of the debt).
+    invoiced = organization_accounts(regs["accounts"]) & set(lines_by_acc)
+    recalc_sums = _recalc_sums(recalcs)
+    reference = _Reference(result, regs, svc, accounts)
+    last_payments = _last_payments(period_payments(result.allocations))
+    absent_now = _absent_at(regs, period.last)
 
     for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
         account_id = acc["account_id"]
-        if account_id not in wanted:
+        if account_id not in wanted or account_id in invoiced:
             continue
-        lines = tuple(
-            ReceiptLine(
-                service_name=svc[ln["service_id"]]["name"],
-                unit=svc[ln["service_id"]]["unit"],
-                method_label=method_label(ln["method"], ln["coef_milli"]),
-                volume=None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000,
-                tariff=Decimal(ln["price_kop"]) / 100,
-                amount=ln["amount_kop"],
-                supplier_id=ln["supplier_id"],
-            )
-            for ln in lines_by_acc.get(account_id, [])
-        ) + tuple(
+        lines = _charge_lines(lines_by_acc.get(account_id, []), recalc_sums.get(account_id, {}), svc) + tuple(
             # ЖК 155 ч.14: penalties are their own line, per supplier.
             ReceiptLine(service_name="Пени", unit="",
                         method_label="ЖК РФ ст.155 ч.14.1" if p["scheme"] == "capital_repair"
@@ -165,8 +179,224 @@ def build_receipts(
             agent=agent,
             qr_policy=qr_policy or DEFAULT_QR_POLICY,
             paper=acc.get("delivery") != "email_only",
+            norms=reference.norms(lines_by_acc.get(account_id, [])),
+            meters=reference.meters(acc["premise_id"]),
+            building_meters=reference.building_meters(acc["building_id"]),
+            house=reference.house(acc["building_id"]),
+            last_payment=last_payments.get(account_id),
+            fiscal=(fiscal or {}).get(account_id, ""),
+            warning_suppliers=_warning_suppliers(payees, warning_months),
+            living=None if acc["residents"] is None else max(
+                int(acc["residents"]) - absent_now.get(account_id, 0), 0),
             **totals,
         )
+
+
+#: Methods whose line was charged by a norm (its norm goes to the reference data).
+_NORM_METHODS = ("norm", "norm_increased", "heating", "common_property")
+#: What a norm of each kind of service is counted per.
+_NORM_BASIS = {"heating": "на 1 м² в месяц", "common_property": "на 1 м² общего имущества в месяц"}
+
+
+def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: dict[str, dict]
+                  ) -> tuple[ReceiptLine, ...]:
+    """The account's charge lines in print order, each recalculation of a service on its first
+    line (a service recalculated without a charge this month gets a line of its own)."""
+    out: list[ReceiptLine] = []
+    placed: set[tuple[str, str]] = set()
+    for ln in rows:
+        service = svc[ln["service_id"]]
+        key = (ln["supplier_id"], ln["service_id"])
+        recalculated = recalcs.get(key, 0) if key not in placed else 0
+        placed.add(key)
+        volume = None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000
+        excess = 0
+        if (ln.get("coef_milli") or 1000) > 1000 and ln["volume_micro"] is not None:
+            # 43/пр: the increase the coefficient caused, its own figure: the line less V × T.
+            plain = (ln["volume_micro"] * ln["price_kop"] * 2 + 1_000_000) // 2_000_000
+            excess = ln["amount_kop"] - plain
+        out.append(ReceiptLine(
+            service_name=service["name"], unit=service["unit"],
+            method_label=method_label(ln["method"], ln["coef_milli"]), volume=volume,
+            tariff=Decimal(ln["price_kop"]) / 100, amount=ln["amount_kop"], supplier_id=ln["supplier_id"],
+            soi=service.get("kind") == "common_property", excess=excess, recalculated=recalculated))
+    for (supplier, service_id), amount in recalcs.items():
+        if (supplier, service_id) not in placed:
+            service = svc.get(service_id, {"name": service_id, "unit": "", "kind": ""})
+            out.append(ReceiptLine(service_name=service["name"], unit=service["unit"],
+                                   method_label="перерасчёт", volume=None, tariff=None, amount=0,
+                                   supplier_id=supplier,
+                                   soi=service.get("kind") == "common_property", recalculated=amount))
+    return tuple(out)
+
+
+def _recalc_sums(recalcs: pl.DataFrame) -> dict[str, dict[tuple[str, str], int]]:
+    """account → (supplier, service) → the period's recalculations, kopecks."""
+    if "supplier_id" not in recalcs.columns:
+        recalcs = recalcs.with_columns(pl.lit("", pl.String).alias("supplier_id"))
+    sums = recalcs.group_by("account_id", "supplier_id", "service_id").agg(pl.col("amount_kop").sum()) \
+        .filter(pl.col("amount_kop") != 0).sort("account_id", "supplier_id", "service_id")
+    out: dict[str, dict[tuple[str, str], int]] = {}
+    for row in sums.iter_rows(named=True):
+        out.setdefault(row["account_id"], {})[(row["supplier_id"], row["service_id"])] = row["amount_kop"]
+    return out
+
+
+def period_payments(allocations: pl.DataFrame) -> pl.DataFrame:
+    """account_id, agent, payment_id, paid_on, amount_kop of each payment the period applied."""
+    schema = {"account_id": pl.String, "agent": pl.String, "payment_id": pl.String, "paid_on": pl.Date,
+              "amount_kop": pl.Int64}
+    if not allocations.height or "paid_on" not in allocations.columns:
+        return pl.DataFrame(schema=schema)
+    paid = allocations
+    if "kind" in paid.columns:
+        paid = paid.filter(pl.col("kind") != "advance_offset")  # an earlier advance, not a payment
+    if "agent" not in paid.columns:
+        paid = paid.with_columns(pl.lit("", pl.String).alias("agent"))
+    return paid.group_by("account_id", "agent", "payment_id").agg(
+        pl.col("paid_on").max(), pl.col("amount_kop").sum()).filter(pl.col("amount_kop") > 0) \
+        .sort("account_id", "paid_on", "payment_id", "agent").select(list(schema))
+
+
+def _last_payments(payments: pl.DataFrame) -> dict[str, tuple[date, int]]:
+    """account → (date, kopecks) of its last payment applied in the period (the footer of 43/пр)."""
+    last = payments.group_by("account_id", maintain_order=True).last()
+    return {r["account_id"]: (r["paid_on"], r["amount_kop"]) for r in last.iter_rows(named=True)}
+
+
+def fiscal_texts(ws: Workspace, payments: pl.DataFrame) -> dict[str, str]:
+    """account → the fiscal receipt line of its last payment (``billing payments fiscal``)."""
+    from pipeline.ingest.fiscal import fiscal_line, last_fiscal_receipts
+
+    frame = payments.with_columns(kopecks_to_decimal_expr("amount_kop").alias("amount"))
+    return {r["account_id"]: fiscal_line(r) for r in last_fiscal_receipts(ws, frame).iter_rows(named=True)}
+
+
+def _absent_at(regs: dict[str, pl.DataFrame], day: date) -> dict[str, int]:
+    """account → registered persons temporarily away on ``day`` (absences register)."""
+    absences = regs.get("absences")
+    if absences is None or not absences.height:
+        return {}
+    away = absences.filter((pl.col("from") <= day) & (pl.col("to").is_null() | (pl.col("to") >= day)))
+    joined = away.join(regs["residents"].select("person_id", "account_id"), on="person_id") \
+        .unique(["person_id"]).group_by("account_id").len("away")
+    return {r["account_id"]: r["away"] for r in joined.iter_rows(named=True)}
+
+
+def _warning_suppliers(payees: tuple[Payee, ...], months: int) -> tuple[str, ...]:
+    """Suppliers of utilities whose debt left from before the period exceeds ``months`` of this
+    period's charges: the ЕПД then carries the warning of Правила 354 п.119.
+
+    A proxy of п.118 (debt over two months' charges by the norm), documented in docs/receipts.md;
+    the debtor rules per service and payer are issue 15's.
+    """
+    out = []
+    for p in payees:
+        overdue = p.opening - p.paid
+        if p.org_id and p.charged > 0 and overdue > months * p.charged:
+            out.append(p.name)
+    return tuple(out)
+
+
+def _dec(micro: int | None) -> Decimal | None:
+    return None if micro is None else Decimal(micro) / 1_000_000
+
+
+class _Reference:
+    """The reference data of ЕПД section 4, computed once per building and premise."""
+
+    def __init__(self, result: CloseResult, regs: dict[str, pl.DataFrame], svc: dict[str, dict],
+                 accounts: pl.DataFrame) -> None:
+        self.svc = svc
+        period = result.period
+        meters = regs["meters"]
+        serial = {r["meter_id"]: r["serial"] or r["meter_id"] for r in meters.iter_rows(named=True)}
+        issues: dict[str, list[str]] = {}
+        for r in result.reading_issues.iter_rows(named=True):
+            issues.setdefault(r["meter_id"], []).append(
+                f"показание {_fmt(r['value'])} от {r['read_on']:%d.%m.%Y} не принято: {r['reason']}")
+        notes = {"meter": "по показаниям", "average": "по среднему (п.59 Правил 354)",
+                 "norm": "по нормативу (п.60 Правил 354)"}
+        self._meters: dict[str, list[MeterRow]] = {}
+        for r in result.meter_volumes.sort("premise_id", "service_id", "meter_id").iter_rows(named=True):
+            note = "; ".join([notes.get(r["method"], r["method"]), *issues.get(r["meter_id"], [])])
+            self._meters.setdefault(r["premise_id"], []).append(MeterRow(
+                service_name=self._name(r["service_id"]), serial=serial.get(r["meter_id"], r["meter_id"]),
+                prev_on=r["prev_read_on"], prev_value=_dec(r["prev_value_micro"]),
+                curr_on=r["curr_read_on"], curr_value=_dec(r["curr_value_micro"]),
+                volume=_dec(r["volume_micro"]), note=note))
+        # Building meters: the last reading of the period and the one before it.
+        self._building: dict[str, list[MeterRow]] = {}
+        house_meters = meters.filter(pl.col("building_id").is_not_null() & pl.col("premise_id").is_null())
+        if house_meters.height:
+            readings = regs["readings"].join(house_meters.select("meter_id", "building_id", "service_id"),
+                                             on="meter_id").filter(pl.col("read_on") <= period.last) \
+                .sort("meter_id", "read_on")
+            for (meter_id,), rows in readings.group_by(["meter_id"], maintain_order=True):
+                last = rows.tail(2).to_dicts()
+                if last[-1]["read_on"] < period.first:
+                    continue
+                prev = last[0] if len(last) == 2 else None
+                self._building.setdefault(last[-1]["building_id"], []).append(MeterRow(
+                    service_name=self._name(last[-1]["service_id"]), serial=serial.get(meter_id, meter_id),
+                    prev_on=prev["read_on"] if prev else None, prev_value=prev["value"] if prev else None,
+                    curr_on=last[-1]["read_on"], curr_value=last[-1]["value"], volume=None))
+        # House volumes: the period's volumes of the building's accounts, in premises and СОИ.
+        kinds = {k: v.get("kind") for k, v in svc.items()}
+        lines = result.lines.filter(pl.col("method") != "fixed").join(
+            accounts.select("account_id", "building_id"), on="account_id")
+        self._house: dict[str, list[HouseRow]] = {}
+        soi_of = {k: v.get("settled_by") or k.removesuffix("_soi") for k, v in svc.items()
+                  if v.get("kind") == "common_property"}
+        if lines.height:
+            grouped = lines.with_columns(
+                pl.col("service_id").replace(soi_of).alias("resource"),
+                pl.col("service_id").replace_strict(kinds, default="").eq("common_property").alias("is_soi"),
+            ).filter(pl.col("resource").replace_strict(kinds, default="").is_in(["metered", "heating"])) \
+                .group_by("building_id", "resource").agg(
+                    pl.col("volume_micro").filter(~pl.col("is_soi")).sum().alias("premises"),
+                    pl.col("volume_micro").filter(pl.col("is_soi")).sum().alias("common"),
+                    pl.col("is_soi").any().alias("has_soi"),
+            ).sort("building_id", "resource")
+            order = {k: v.get("order", 0) for k, v in svc.items()}
+            volumes = sorted(grouped.iter_rows(named=True),
+                             key=lambda r: (r["building_id"], order[r["resource"]]))
+            for r in volumes:
+                self._house.setdefault(r["building_id"], []).append(HouseRow(
+                    service_name=self._name(r["resource"]), unit=svc[r["resource"]]["unit"],
+                    premises=Decimal(r["premises"]) / 1_000_000,
+                    common=Decimal(r["common"]) / 1_000_000 if r["has_soi"] else None))
+
+    def _name(self, service_id: str) -> str:
+        return str(self.svc.get(service_id, {"name": service_id})["name"])
+
+    def norms(self, rows: list[dict]) -> tuple[NormRow, ...]:
+        out: dict[str, NormRow] = {}
+        for ln in rows:
+            if ln["method"] not in _NORM_METHODS or ln.get("norm_micro") is None:
+                continue
+            service = self.svc[ln["service_id"]]
+            kind = service.get("kind")
+            basis = _NORM_BASIS.get(kind or "", "на 1 чел. в месяц")
+            text = f"{_fmt(Decimal(ln['norm_micro']) / 1_000_000)} {service['unit']} {basis}"
+            out.setdefault(ln["service_id"], NormRow(service["name"], text, kind == "common_property"))
+        return tuple(out.values())
+
+    def meters(self, premise_id: str) -> tuple[MeterRow, ...]:
+        return tuple(self._meters.get(premise_id, ()))
+
+    def building_meters(self, building_id: str) -> tuple[MeterRow, ...]:
+        return tuple(self._building.get(building_id, ()))
+
+    def house(self, building_id: str) -> tuple[HouseRow, ...]:
+        return tuple(self._house.get(building_id, ()))
+
+
+def _fmt(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value.normalize():f}"
+    return text.replace(".", ",")
 
 
 def _group(frame: pl.DataFrame, key: str) -> dict[str, list[dict]]:

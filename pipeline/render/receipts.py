@@ -62,6 +62,9 @@ from pipeline.render.qr import (
 __all__ = [
     "INSTALL_HINT",
     "MAX_BATCH_PAGES",
+    "HouseRow",
+    "MeterRow",
+    "NormRow",
     "Payee",
     "Receipt",
     "ReceiptLine",
@@ -121,6 +124,48 @@ class ReceiptLine:
     amount: int
     #: ``Payee.org_id`` of the supplier the money goes to.
     supplier_id: str
+    #: A resource for common property (КР на СОИ): volume and charge go to the СОИ columns.
+    soi: bool = False
+    #: The part of ``amount`` the increasing coefficient added, kopecks (43/пр: its own figure).
+    excess: int = 0
+    #: Recalculations of this service in the period, kopecks (on the service's first line).
+    recalculated: int = 0
+
+
+@dataclass(frozen=True)
+class NormRow:
+    """A norm the period's charges used (ЕПД section 4)."""
+
+    service_name: str
+    #: The norm as printed with its basis, e.g. "2,5 м³ на 1 чел. в месяц".
+    text: str
+    soi: bool = False
+
+
+@dataclass(frozen=True)
+class MeterRow:
+    """One meter's readings in the period (ЕПД section 4), individual or the building's."""
+
+    service_name: str
+    serial: str
+    prev_on: date | None
+    prev_value: Decimal | None
+    curr_on: date | None
+    curr_value: Decimal | None
+    #: Volume the period took from the meter (``None`` for a building meter row).
+    volume: Decimal | None
+    #: How the volume was found, or why a reading was not accepted.
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class HouseRow:
+    """The house's volume of one resource in the period (ЕПД section 4)."""
+
+    service_name: str
+    unit: str
+    premises: Decimal
+    common: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -226,6 +271,21 @@ class Receipt:
     #: Printed on paper: ``False`` for a payer who chose e-mail only (``accounts.delivery``),
     #: whose receipt is left out of the print batches.
     paper: bool = True
+    #: Reference data (ЕПД section 4): norms used, the flat's and the building's meters,
+    #: the house's volumes.
+    norms: tuple[NormRow, ...] = ()
+    meters: tuple[MeterRow, ...] = ()
+    building_meters: tuple[MeterRow, ...] = ()
+    house: tuple[HouseRow, ...] = ()
+    #: The account's last payment in the period: (date, kopecks).
+    last_payment: tuple[date, int] | None = None
+    #: The fiscal receipt of that payment with how to get it (``billing payments fiscal``).
+    fiscal: str = ""
+    #: Suppliers whose overdue debt makes the warning of Правила 354 п.119 due.
+    warning_suppliers: tuple[str, ...] = ()
+    #: Total and living area of the premises, registered and actually living persons.
+    living_area: Decimal | None = None
+    living: int | None = None
 
     @property
     def to_pay(self) -> int:
@@ -353,6 +413,18 @@ def _pay_parts(receipt: Receipt) -> list[dict[str, Any]]:
     return parts
 
 
+def _meter_view(m: MeterRow) -> dict[str, Any]:
+    def value(v: Decimal | None) -> str:
+        return "—" if v is None else _fmt_decimal(v)
+
+    def day(d: date | None) -> str:
+        return "—" if d is None else d.strftime("%d.%m.%Y")
+
+    return {"service_name": m.service_name, "serial": m.serial, "prev_on": day(m.prev_on),
+            "prev_value": value(m.prev_value), "curr_on": day(m.curr_on), "curr_value": value(m.curr_value),
+            "volume": "" if m.volume is None else _fmt_decimal(m.volume), "note": m.note}
+
+
 def _check_balances(receipt: Receipt) -> None:
     """Log (not refuse) totals that do not add up; the ledger owns these numbers."""
     where = f"ЛС {receipt.account_id}, {receipt.period}"
@@ -400,34 +472,68 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             )
         grouped[line.supplier_id].append(line)
     _check_balances(receipt)
+    def line_view(ln: ReceiptLine) -> dict[str, Any]:
+        volume = "—" if ln.volume is None else _fmt_decimal(ln.volume)
+        amount = format_rub(ln.amount) if ln.amount or ln.volume is not None else ""
+        return {
+            "service_name": ln.service_name,
+            "unit": ln.unit,
+            "method_label": ln.method_label,
+            "volume": volume,
+            "tariff": "—" if ln.tariff is None else _fmt_decimal(ln.tariff, 2),
+            "amount": format_rub(ln.amount),
+            "vol_ind": "" if ln.soi else volume,
+            "vol_soi": volume if ln.soi else "",
+            "charge_ind": "" if ln.soi else amount,
+            "charge_soi": amount if ln.soi else "",
+            "excess": format_rub(ln.excess) if ln.excess else "",
+            "recalculated": format_rub(ln.recalculated) if ln.recalculated else "",
+            "total": format_rub(ln.amount + ln.recalculated),
+        }
+
     groups = [
         {
             "payee": payees[org_id],
-            "lines": [
-                {
-                    "service_name": ln.service_name,
-                    "unit": ln.unit,
-                    "method_label": ln.method_label,
-                    "volume": "—" if ln.volume is None else _fmt_decimal(ln.volume),
-                    "tariff": "—" if ln.tariff is None else _fmt_decimal(ln.tariff, 2),
-                    "amount": format_rub(ln.amount),
-                }
-                for ln in lines
-            ],
+            "lines": [line_view(ln) for ln in lines],
             "subtotal": format_rub(sum(ln.amount for ln in lines)),
         }
         for org_id, lines in grouped.items()
         if lines
     ]
+    soi_total = sum(ln.amount for ln in receipt.lines if ln.soi)
+    lines_recalc = sum(ln.recalculated for ln in receipt.lines)
+    columns = {
+        "ind": format_rub(sum(ln.amount for ln in receipt.lines if not ln.soi)),
+        "soi": format_rub(soi_total) if soi_total else "",
+        "excess": format_rub(sum(ln.excess for ln in receipt.lines)) if any(ln.excess for ln in receipt.lines)
+        else "",
+        "recalculated": format_rub(lines_recalc) if lines_recalc else "",
+        "total": format_rub(sum(ln.amount + ln.recalculated for ln in receipt.lines)),
+    }
+    living = receipt.living
     return {
         "period_text": period_text(receipt.period),
         "area": None if receipt.total_area is None else _fmt_decimal(receipt.total_area),
         "groups": groups,
         "lines_total": format_rub(sum(ln.amount for ln in receipt.lines)),
+        "columns": columns,
+        "living": living,
+        "living_area": None if receipt.living_area is None else _fmt_decimal(receipt.living_area),
+        "norms": [{"service_name": n.service_name, "text": n.text, "soi": n.soi} for n in receipt.norms],
+        "meters": [_meter_view(m) for m in receipt.meters],
+        "building_meters": [_meter_view(m) for m in receipt.building_meters],
+        "house": [{"service_name": h.service_name, "unit": h.unit, "premises": _fmt_decimal(h.premises),
+                   "common": "—" if h.common is None else _fmt_decimal(h.common)} for h in receipt.house],
+        "last_payment": None if receipt.last_payment is None else {
+            "on": receipt.last_payment[0].strftime("%d.%m.%Y"),
+            "amount": format_rub(receipt.last_payment[1])},
+        "warning_suppliers": list(receipt.warning_suppliers),
+        "fiscal": receipt.fiscal,
         "payees": [_payee_view(p) for p in receipt.payees],
         "pay_parts": _pay_parts(receipt),
         "agent": None if receipt.agent is None else receipt.agent.name,
         "opening": format_rub(receipt.opening),
+        "opening_abs": format_rub(abs(receipt.opening)),
         "charged": format_rub(receipt.charged),
         "recalculated": format_rub(receipt.recalculated),
         "paid": format_rub(receipt.paid),

@@ -249,7 +249,7 @@ def test_render_pdf_atomic(tmp_path: Path) -> None:
     target = tmp_path / "one.pdf"
     render_pdf(make_receipt(), target)
     assert target.read_bytes().startswith(b"%PDF")
-    assert _pages(target) == 1  # 15 lines and 3 payees fit one A4 page
+    assert _pages(target) == 2  # one A4 sheet: the front (15 lines, 3 payees' codes) and the back
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -264,20 +264,20 @@ def test_render_receipts_in_process(tmp_path: Path) -> None:
     for r in receipts:
         pdf = tmp_path / f"{r.account_id}.pdf"
         assert pdf.read_bytes().startswith(b"%PDF")
-    assert _pages(tmp_path / "batches" / "B001.pdf") == 2
-    assert _pages(tmp_path / "batches" / "B002.pdf") == 1
+    assert _pages(tmp_path / "batches" / "B001.pdf") == 4
+    assert _pages(tmp_path / "batches" / "B002.pdf") == 2
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_big_building_is_split_into_numbered_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.render import receipts
 
-    monkeypatch.setattr(receipts, "MAX_BATCH_PAGES", 2)
+    monkeypatch.setattr(receipts, "MAX_BATCH_PAGES", 4)
     report = render_receipts([make_receipt(f"300000{i}") for i in range(3)], tmp_path, workers=1)
     assert (report.count, report.batches) == (3, 2)
     assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == ["B001-1.pdf", "B001-2.pdf"]
-    assert _pages(tmp_path / "batches" / "B001-1.pdf") == 2
-    assert _pages(tmp_path / "batches" / "B001-2.pdf") == 1
+    assert _pages(tmp_path / "batches" / "B001-1.pdf") == 4  # two receipts of two pages
+    assert _pages(tmp_path / "batches" / "B001-2.pdf") == 2
 
 
 def test_duplicate_accounts_and_unsafe_ids_are_refused(tmp_path: Path) -> None:
@@ -327,6 +327,6 @@ def test_pool_from_threaded_caller(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert getattr(report, "count", None) == 4 and getattr(report, "batches", None) == 2
     for r in receipts:
         assert (tmp_path / f"{r.account_id}.pdf").read_bytes().startswith(b"%PDF")
-    assert _pages(tmp_path / "batches" / "B000.pdf") == 2
-    assert _pages(tmp_path / "batches" / "B001.pdf") == 2
+    assert _pages(tmp_path / "batches" / "B000.pdf") == 4
+    assert _pages(tmp_path / "batches" / "B001.pdf") == 4
     assert not list(tmp_path.rglob("*.tmp"))
