@@ -56,8 +56,9 @@ migrate_app = typer.Typer(help="Переход из прежней систем�
                           no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                           subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(migrate_app, name="migrate")
-receipts_app = typer.Typer(help="Квитанции закрытых периодов: рассылка по e-mail.", no_args_is_help=True,
-                           options_metavar=OPTIONS_METAVAR, subcommand_metavar=SUBCOMMAND_METAVAR)
+receipts_app = typer.Typer(help="Квитанции закрытых периодов: дубликаты, рассылка по e-mail.",
+                           no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                           subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(receipts_app, name="receipts")
 
 
@@ -325,6 +326,24 @@ def payments_revert(
          + (f", невыясненных {r.suspense}" if r.suspense else "")
          + (f", показаний счётчиков {r.readings}" if r.readings else "")
          + ". Файл можно загрузить снова (billing payments import).")
+
+
+@receipts_app.command("print")
+def receipts_print(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    accounts: Annotated[list[str] | None, typer.Option(
+        "--account", metavar="СЧЁТ", help="Лицевой счёт (можно несколько раз; по умолчанию — все).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Напечатать квитанции закрытого периода ещё раз (дубликаты) по его закрытым данным."""
+    from pipeline.render.reprint import reprint_receipts
+
+    period = period_option(period, "--period")
+    ws = _ws(home).require()
+    report = reprint_receipts(ws, period, accounts)
+    _audit(ws, "receipts print", inputs={"period": period, "accounts": accounts or []},
+           outputs={"count": report.count, "out_dir": str(report.out_dir)})
+    _say(f"Дубликаты квитанций за {period}: {report.count} в {report.out_dir}")
 
 
 @receipts_app.command("send")

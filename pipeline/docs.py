@@ -146,6 +146,12 @@ EXAMPLES: dict[str, list[dict[str, str]]] = {
                  "ended_at": "2026-08-10T21:00"}],
     "access_refusals": [{"premise_id": "P001", "service_id": "cold_water", "refused_on": "2026-05-15",
                          "resolved_on": "2026-06-01"}],
+    "gis_ids": [{"account_id": "1000000001", "service_id": "", "els": "75da533315", "izhku": "",
+                 "from": "2020-01-01"},
+                {"account_id": "1000000001", "service_id": "cold_water", "els": "75da533315",
+                 "izhku": "75da533315-01", "from": "2020-01-01"}],
+    "instalments": [{"account_id": "1000000001", "supplier_id": "vodokanal", "service_id": "cold_water",
+                     "period": "2026-08", "amount": "350.00", "interest_rate": "9.5", "interest": "2.77"}],
     "payments": [{"payment_id": "sber-0001", "paid_on": "2026-09-05", "account_id": "1000000001",
                   "amount": "1500.00", "period": "2026-08", "agent": "sber", "refund_of": ""}],
 }
@@ -263,6 +269,8 @@ CHECK_TEXT = {
     "account": "20 цифр, контрольный ключ сверяется с БИК (алгоритм Банка России)",
     "corr_account": "20 цифр, начинается с 301, контрольный ключ сверяется с БИК",
     "email": "один адрес вида имя@домен.ru; обязателен, если `delivery` — `email` или `email_only`",
+    "els": "10 латинских букв и цифр (присваивает ГИС ЖКХ)",
+    "izhku": "ЕЛС, дефис и 2 цифры услуги, например 75da533315-01",
 }
 
 

@@ -50,7 +50,7 @@ class Col:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] = ()
-    check: Literal["inn", "kpp", "bik", "account", "corr_account", "email"] | None = None
+    check: Literal["inn", "kpp", "bik", "account", "corr_account", "email", "els", "izhku"] | None = None
 
     @property
     def dtype(self) -> pl.DataType:
@@ -295,6 +295,37 @@ REGISTERS: dict[str, Register] = {
             key=("person_id", "category", "from"),
             refs=(Ref("person_id", "residents", "person_id"),),
             date_order=(("from", "to"),),
+        ),
+        Register(
+            "gis_ids",
+            "Идентификаторы ГИС ЖКХ",
+            (
+                _id("account_id", "лицевой счёт"),
+                Col("service_id", "text", "услуга (для ИЖКУ)", required=False, nullable=True),
+                Col("els", "text", "ЕЛС", check="els"),
+                Col("izhku", "text", "ИЖКУ", required=False, nullable=True, check="izhku"),
+                Col("from", "date", "действует с"),
+            ),
+            key=("account_id", "service_id", "from"),
+            refs=(Ref("account_id", "accounts", "account_id"),),
+            notes=("ЕЛС и ИЖКУ присваивает ГИС ЖКХ; в квитанции печатаются действующие на конец периода.",),
+        ),
+        Register(
+            "instalments",
+            "Рассрочка",
+            (
+                _id("account_id", "лицевой счёт"),
+                _id("supplier_id", "поставщик"),
+                Col("service_id", "text", "услуга", required=False, nullable=True),
+                Col("period", "text", "период ГГГГ-ММ"),
+                Col("amount", "decimal", "сумма к оплате по рассрочке, руб.", scale=2, gt=0, le=100_000_000),
+                Col("interest_rate", "decimal", "проценты за рассрочку, % годовых", scale=4, ge=0, le=100,
+                    required=False, default="0"),
+                Col("interest", "decimal", "проценты за рассрочку, руб.", scale=2, ge=0, le=100_000_000,
+                    required=False, default="0"),
+            ),
+            key=("account_id", "supplier_id", "service_id", "period"),
+            refs=(Ref("account_id", "accounts", "account_id"), Ref("supplier_id", "organizations", "org_id")),
         ),
         Register(
             "outages",

@@ -107,7 +107,8 @@ def _receipts(parts: list[PartDone]) -> dict[str, Any] | None:
     made = [p.receipts for p in parts if p.receipts is not None]
     if not made:
         return None
-    return {key: sum(int(r[key]) for r in made) for key in made[0]}
+    keys = dict.fromkeys(key for r in made for key in r)  # a part may render no invoice at all
+    return {key: sum(int(r.get(key, 0)) for r in made) for key in keys}
 
 
 def close_in_parts(ws: Workspace, inputs: CloseInputs, partition_accounts: int, *,

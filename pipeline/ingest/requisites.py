@@ -37,7 +37,16 @@ import re
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
 from stdnum.ru import inn as stdnum_inn
 
-__all__ = ["CHECKS", "account_problem", "bik_problem", "email_problem", "inn_problem", "kpp_problem"]
+__all__ = [
+    "CHECKS",
+    "account_problem",
+    "bik_problem",
+    "els_problem",
+    "email_problem",
+    "inn_problem",
+    "izhku_problem",
+    "kpp_problem",
+]
 
 _KPP = re.compile(r"^\d{4}[0-9A-Z]{2}\d{3}$")
 _DIGITS = re.compile(r"^\d+$")
@@ -110,6 +119,21 @@ def email_problem(value: str) -> str | None:
     return None
 
 
+_ELS = re.compile(r"^[0-9A-Za-z]{10}$")
+_IZHKU = re.compile(r"^[0-9A-Za-z]{10}-\d{2}$")
+
+
+def els_problem(value: str) -> str | None:
+    """Why ``value`` is not a ЕЛС of ГИС ЖКХ (10 letters and digits; law.md §5.2 [P]), or ``None``."""
+    return None if _ELS.match(value) else "ЕЛС — 10 латинских букв и цифр, например 75da533315"
+
+
+def izhku_problem(value: str) -> str | None:
+    """Why ``value`` is not an ИЖКУ (ЕЛС, «-», 2 digits of the service; law.md §5.2 [P]), or ``None``."""
+    return None if _IZHKU.match(value) else "ИЖКУ — ЕЛС, дефис и 2 цифры услуги, например 75da533315-01"
+
+
 #: Column check name (``schemas.registers.Col.check``) → the check; ``account`` and
 #: ``corr_account`` are read together with the row's ``bik``.
-CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem, "email": email_problem}
+CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem, "email": email_problem,
+          "els": els_problem, "izhku": izhku_problem}

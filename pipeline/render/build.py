@@ -21,6 +21,7 @@ from pipeline.render.invoice import build_invoices, load_vat_rates, organization
 from pipeline.render.qr import DEFAULT_QR_POLICY, QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
     HouseRow,
+    InstalmentRow,
     MeterRow,
     NormRow,
     Payee,
@@ -58,7 +59,8 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
             build_receipts(result, regs, inputs.rules.services, agent=agent, qr_policy=policy,
                            warning_months=threshold(inputs.rules.legal_thresholds, "warning_debt_months",
                                                     result.period.last),
-                           fiscal=fiscal_texts(ws, period_payments(result.allocations))),
+                           fiscal=fiscal_texts(ws, period_payments(result.allocations)),
+                           templates=ws.home / "templates"),
             tmp / "receipts", workers=workers, batches=batches,
         )
         # Organization payers get an invoice and an act per supplier instead of a receipt.
@@ -98,7 +100,8 @@ def collecting_agent(settings: Receipts, organizations: pl.DataFrame) -> Payee |
 def build_receipts(
     result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame, *,
     agent: Payee | None = None, qr_policy: QrPolicy | None = None, warning_months: int = 2,
-    fiscal: dict[str, str] | None = None,
+    fiscal: dict[str, str] | None = None, duplicate_on: date | None = None,
+    templates: Path | None = None,
 ) -> Iterator[Receipt]:
     period = result.period
     orgs = {r["org_id"]: r for r in regs["organizations"].iter_rows(named=True)}
@@ -139,6 +142,8 @@ def build_receipts(
     recalc_sums = _recalc_sums(recalcs)
     reference = _Reference(result, regs, svc, accounts)
     last_payments = _last_payments(period_payments(result.allocations))
+    els, izhku = _gis_ids(regs.get("gis_ids"), period.last, svc)
+    instalments = _instalments(regs.get("instalments"), str(period), svc, orgs)
     absent_now = _absent_at(regs, period.last)
 
     for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
@@ -185,6 +190,11 @@ def build_receipts(
             house=reference.house(acc["building_id"]),
             last_payment=last_payments.get(account_id),
             fiscal=(fiscal or {}).get(account_id, ""),
+            duplicate_on=duplicate_on,
+            template_dir=template_dir(templates, acc["manager_id"]),
+            els=els.get(account_id, ""),
+            izhku=izhku.get(account_id, ()),
+            instalments=instalments.get(account_id, ()),
             warning_suppliers=_warning_suppliers(payees, warning_months),
             living=None if acc["residents"] is None else max(
                 int(acc["residents"]) - absent_now.get(account_id, 0), 0),
@@ -240,6 +250,56 @@ def _recalc_sums(recalcs: pl.DataFrame) -> dict[str, dict[tuple[str, str], int]]
     for row in sums.iter_rows(named=True):
         out.setdefault(row["account_id"], {})[(row["supplier_id"], row["service_id"])] = row["amount_kop"]
     return out
+
+
+def template_dir(templates: Path | None, org_id: str) -> str:
+    """The folder of the receipt template for a building managed by ``org_id``: its own
+    ``templates/<org_id>/``, else the workspace's ``templates/``, else "" (the default form)."""
+    if templates is None:
+        return ""
+    for folder in (templates / org_id, templates):
+        if (folder / "receipt.html.j2").is_file():
+            return str(folder)
+    return ""
+
+
+def _gis_ids(gis: pl.DataFrame | None, day: date, svc: dict[str, dict]
+             ) -> tuple[dict[str, str], dict[str, tuple[tuple[str, str], ...]]]:
+    """account → ЕЛС, and account → ((service, ИЖКУ), …), as in force on ``day``."""
+    if gis is None or not gis.height:
+        return {}, {}
+    current = gis.filter(pl.col("from") <= day).sort("from").group_by(
+        "account_id", "service_id", maintain_order=True).last()
+    els: dict[str, str] = {}
+    izhku: dict[str, list[tuple[int, str, str]]] = {}
+    order = {k: v.get("order", 0) for k, v in svc.items()}
+    for row in current.sort("account_id", "service_id", nulls_last=False).iter_rows(named=True):
+        if row["service_id"] is None or row["account_id"] not in els:
+            els.setdefault(row["account_id"], row["els"])
+        if row["service_id"] is not None and row["izhku"]:
+            name = svc.get(row["service_id"], {"name": row["service_id"]})["name"]
+            izhku.setdefault(row["account_id"], []).append(
+                (order.get(row["service_id"], 0), name, row["izhku"]))
+    return els, {a: tuple((n, i) for _, n, i in sorted(rows)) for a, rows in izhku.items()}
+
+
+def _instalments(table: pl.DataFrame | None, period: str, svc: dict[str, dict], orgs: dict[str, dict]
+                 ) -> dict[str, tuple[InstalmentRow, ...]]:
+    """account → the instalments due in ``period`` (ЕПД section 6)."""
+    if table is None or not table.height:
+        return {}
+    out: dict[str, list[InstalmentRow]] = {}
+    rows = table.filter(pl.col("period") == period).with_columns(
+        (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"),
+        (pl.col("interest") * 100).cast(pl.Int64).alias("interest_kop"),
+    ).sort("account_id", "supplier_id", "service_id", nulls_last=False)
+    for r in rows.iter_rows(named=True):
+        service = svc.get(r["service_id"] or "", {"name": "все услуги поставщика"})["name"]
+        out.setdefault(r["account_id"], []).append(InstalmentRow(
+            service_name=service,
+            supplier_name=orgs.get(r["supplier_id"], {}).get("name") or r["supplier_id"],
+            amount=r["amount_kop"], interest=r["interest_kop"], rate=r["interest_rate"] or Decimal(0)))
+    return {a: tuple(rows_) for a, rows_ in out.items()}
 
 
 def period_payments(allocations: pl.DataFrame) -> pl.DataFrame:

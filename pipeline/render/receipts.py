@@ -63,6 +63,7 @@ __all__ = [
     "INSTALL_HINT",
     "MAX_BATCH_PAGES",
     "HouseRow",
+    "InstalmentRow",
     "MeterRow",
     "NormRow",
     "Payee",
@@ -156,6 +157,19 @@ class MeterRow:
     volume: Decimal | None
     #: How the volume was found, or why a reading was not accepted.
     note: str = ""
+
+
+@dataclass(frozen=True)
+class InstalmentRow:
+    """An instalment due in the period (ЕПД section 6, the ``instalments`` register)."""
+
+    service_name: str
+    supplier_name: str
+    #: Due this period under the instalment, kopecks.
+    amount: int
+    #: Interest for the instalment, kopecks, and its rate (percent a year).
+    interest: int
+    rate: Decimal
 
 
 @dataclass(frozen=True)
@@ -281,6 +295,16 @@ class Receipt:
     last_payment: tuple[date, int] | None = None
     #: The fiscal receipt of that payment with how to get it (``billing payments fiscal``).
     fiscal: str = ""
+    #: Printed again from the sealed tables on this day (``billing receipts print``): a duplicate.
+    duplicate_on: date | None = None
+    #: ЕЛС of ГИС ЖКХ and the ИЖКУ of services, (service, ИЖКУ) (the ``gis_ids`` register).
+    els: str = ""
+    izhku: tuple[tuple[str, str], ...] = ()
+    #: Instalments due in the period (ЕПД section 6).
+    instalments: tuple[InstalmentRow, ...] = ()
+    #: A folder with the organization's own ``receipt.html.j2`` (``HOME/templates/<org_id>/`` or
+    #: ``HOME/templates/``); empty — the default 43/пр form.
+    template_dir: str = ""
     #: Suppliers whose overdue debt makes the warning of Правила 354 п.119 due.
     warning_suppliers: tuple[str, ...] = ()
     #: Total and living area of the premises, registered and actually living persons.
@@ -529,6 +553,13 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             "amount": format_rub(receipt.last_payment[1])},
         "warning_suppliers": list(receipt.warning_suppliers),
         "fiscal": receipt.fiscal,
+        "els": receipt.els,
+        "izhku": [{"service_name": n, "izhku": i} for n, i in receipt.izhku],
+        "instalments": [{"service_name": i.service_name, "supplier_name": i.supplier_name,
+                         "amount": format_rub(i.amount), "interest": format_rub(i.interest),
+                         "rate": _fmt_decimal(i.rate), "total": format_rub(i.amount + i.interest)}
+                        for i in receipt.instalments],
+        "duplicate_on": None if receipt.duplicate_on is None else receipt.duplicate_on.strftime("%d.%m.%Y"),
         "payees": [_payee_view(p) for p in receipt.payees],
         "pay_parts": _pay_parts(receipt),
         "agent": None if receipt.agent is None else receipt.agent.name,
@@ -551,11 +582,20 @@ def _view(receipt: Receipt) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=1)
-def _template() -> jinja2.Template:
-    """The receipt template; one Jinja2 environment per process."""
+@lru_cache(maxsize=16)
+def _template(folder: str = "") -> jinja2.Template:
+    """The receipt template, from ``folder`` (a workspace's or organization's own ``templates/``)
+    when it has ``receipt.html.j2``, else the default; one Jinja2 environment per folder and process.
+
+    An own template usually extends the default and overrides blocks:
+    ``{% extends "default/receipt.html.j2" %}{% block payer %}…{% endblock %}``.
+    """
+    default = jinja2.FileSystemLoader(TEMPLATES_DIR)
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"default": default}), default]
+    if folder:
+        loaders.insert(0, jinja2.FileSystemLoader(folder))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -570,7 +610,7 @@ def render_html(receipt: Receipt) -> str:
 
     Raises ``ValueError`` when a line's supplier is not among the payees.
     """
-    return _template().render(r=receipt, v=_view(receipt))
+    return _template(receipt.template_dir).render(r=receipt, v=_view(receipt))
 
 
 # --------------------------------------------------------------------------- PDF stack

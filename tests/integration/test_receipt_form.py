@@ -72,7 +72,13 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     fiscal.write_text("payment_id,agent,fn,fd,fp,issued_at,amount\n"
                       "p2,sber,9287440300123456,12345,1234567890,2026-09-12 14:30,234.56\n", encoding="utf-8")
     assert import_fiscal_file(ws, fiscal).accepted == 1
-    write_registers(ws, {"residents": RESIDENTS + "R5,A3,Сидорова Ольга Петровна,1972-01-01,permanent,2026-08-01,\n"})
+    write_registers(ws, {
+        "residents": RESIDENTS + "R5,A3,Сидорова Ольга Петровна,1972-01-01,permanent,2026-08-01,\n",
+        "gis_ids": "account_id,service_id,els,izhku,from\nA2,,75da533315,,2020-01-01\n"
+                   "A2,cold_water,75da533315,75da533315-01,2020-01-01\n",
+        "instalments": "account_id,supplier_id,service_id,period,amount,interest_rate,interest\n"
+                       "A2,VK,cold_water,2026-09,350.00,9.5,2.77\n",
+    })
     ingest(ws)
     run_close(ws, "2026-09")
     run_close(ws, "2026-10")
@@ -156,3 +162,28 @@ def test_where_to_pay_each_payee_its_amount_and_code(closed: Workspace) -> None:
     assert sums == sorted(due.values())
     for amount in due.values():
         assert f"к оплате {_rub(amount)} ₽" in text
+
+
+def test_a_duplicate_prints_what_the_original_printed(closed: Workspace) -> None:
+    from tests.conftest import run_billing
+
+    proc = run_billing("receipts", "print", "--period", "2026-09", "--account", "A1", "--account", "A3",
+                       home=closed.home)
+    assert "Дубликаты квитанций за 2026-09: 2" in proc.stdout
+    for account in ("A1", "A3"):
+        original = _text(closed.period_dir("2026-09") / "receipts" / f"{account}.pdf")
+        duplicate = _text(closed.home / "duplicates" / "2026-09" / f"{account}.pdf")
+        marks = [line for line in duplicate.splitlines() if line.startswith("ДУБЛИКАТ")]
+        assert len(marks) == 1 and "по данным закрытого периода" in marks[0]
+        assert duplicate.replace(marks[0] + "\n", "") == original
+    missing = run_billing("receipts", "print", "--period", "2026-09", "--account", "Z9", home=closed.home,
+                          check=False)
+    assert missing.returncode == 1 and "нет квитанции лицевого счёта Z9" in missing.stderr + missing.stdout
+
+
+def test_gis_identifiers_and_the_instalment(closed: Workspace) -> None:
+    text = _text(closed.period_dir("2026-09") / "receipts" / "A2.pdf")
+    assert "ЕЛС 75da533315" in text and "ИЖКУ: 75da533315-01 (Холодное водоснабжение)" in text
+    assert "Рассрочка платежа" in text
+    assert re.search(r"Холодное водоснабжение АО «Водоканал» 350,00 9,5 2,77 352,77", text)
+    assert "Рассрочка" not in _text(closed.period_dir("2026-10") / "receipts" / "A2.pdf")

@@ -330,3 +330,19 @@ def test_pool_from_threaded_caller(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert _pages(tmp_path / "batches" / "B000.pdf") == 4
     assert _pages(tmp_path / "batches" / "B001.pdf") == 4
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_organization_overrides_a_block_of_the_form(tmp_path: Path) -> None:
+    from pipeline.render.build import template_dir
+
+    own = tmp_path / "templates" / "uk"
+    own.mkdir(parents=True)
+    (own / "receipt.html.j2").write_text(
+        '{% extends "default/receipt.html.j2" %}{% block header %}<h1>ООО «УК Домовой» — счёт-извещение '
+        "{{ r.account_id }}</h1>{% endblock %}", encoding="utf-8")
+    assert template_dir(tmp_path / "templates", "uk") == str(own)
+    assert template_dir(tmp_path / "templates", "other") == ""  # no workspace-wide template either
+    html = render_html(replace(make_receipt(), template_dir=str(own)))
+    assert "ООО «УК Домовой» — счёт-извещение 1000001" in html
+    assert "Платёжный документ (квитанция)" not in html  # the block is replaced …
+    assert "Расчёт размера платы" in html and "Куда платить" in html  # … the rest is the default form
