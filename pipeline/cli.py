@@ -550,6 +550,12 @@ def bench(
     history: Annotated[int, typer.Option(
         "--history", min=0, max=120, metavar="МЕСЯЦЕВ",
         help="Замерить перенос из прежней системы: выгрузка за N месяцев и billing migrate load.")] = 0,
+    receipts: Annotated[int, typer.Option(
+        "--receipts", min=0, metavar="ЧИСЛО",
+        help="Замерить отрисовку N демо-квитанций: конвейер против простого цикла WeasyPrint.")] = 0,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, metavar="ЧИСЛО",
+        help="Процессов отрисовки для --receipts (по умолчанию — по числу ядер).")] = None,
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Отчёт одним объектом JSON в последней строке stdout.")] = False,
@@ -561,9 +567,13 @@ def bench(
     тех же строк начислений) или с --json — отчёт JSON одной строкой."""
     from pipeline import progress
     from pipeline.demo import bench_summary, run_bench, run_migration_bench, run_payment_bench
+    from pipeline.receipts_bench import receipts_bench, receipts_summary
 
     with progress.reporting():
-        if history:
+        if receipts:
+            report = receipts_bench(receipts, workers or os.cpu_count() or 1,
+                                    home=_ws(home).home if home else None, say=progress.stage)
+        elif history:
             report = run_migration_bench(accounts=accounts, months=history, ws=_ws(home) if home else None,
                                          say=progress.stage)
         elif payments:
@@ -573,6 +583,9 @@ def bench(
                                say=progress.stage, partition_accounts=partition_accounts)
     if as_json:
         _say(json.dumps(report, ensure_ascii=False))
+    elif receipts:
+        for line in receipts_summary(report):
+            _say(line)
     elif payments or history:
         _say(json.dumps(report, ensure_ascii=False, indent=1))
     else:

@@ -25,14 +25,21 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
     out = billing("demo", "--accounts", "60", "--months", "2", home=home).stdout
     assert "Период закрыт: 2026-12" in out and "Период закрыт: 2027-01" in out
 
-    for period in ("2026-12", "2027-01"):
+    # The demo prints the last month's receipts; an earlier month's come from its sealed tables.
+    assert "billing receipts print --period 2026-12" in out
+    assert not list((home / "periods" / "2026-12" / "receipts").glob("*.pdf"))
+    billing("receipts", "print", "--period", "2026-12", home=home)
+    # Organization payers get invoices (``ACCOUNT-YYYYMM-N.pdf``) with the receipts, not duplicates.
+    invoiced = {p.stem.split("-")[0] for p in (home / "periods" / "2027-01" / "invoices").glob("*.pdf")}
+    for period, where in (("2026-12", home / "duplicates" / "2026-12"),
+                          ("2027-01", home / "periods" / "2027-01" / "receipts")):
         folder = home / "periods" / period
         manifest = json.loads((folder / "manifest.json").read_text())
         charged = pl.read_parquet(folder / "charges.parquet")["account_id"].unique()
-        receipts = {p.stem for p in (folder / "receipts").glob("*.pdf")}
-        assert set(charged) <= receipts
+        receipts = {p.stem for p in where.glob("*.pdf")}
+        assert set(charged) <= receipts | invoiced and not receipts & invoiced
         assert manifest["row_counts"]["charges"] == pl.read_parquet(folder / "charges.parquet").height
-        assert (folder / "receipts" / "batches").is_dir()
+    assert (home / "periods" / "2027-01" / "receipts" / "batches").is_dir()
 
     # Closing a sealed period again is refused and changes nothing.
     before = {p: p.stat().st_mtime_ns for p in (home / "periods").rglob("*")}
