@@ -373,7 +373,7 @@ def profile_receipt(receipts: Sequence[Receipt], out_dir: Path, repeat: int = 1)
     from pipeline.render import receipts as rmod
 
     clock = time.process_time
-    engine = rmod._engine()
+    engine = rmod.pdf_engine()
     base_url = str(TEMPLATES_DIR) + os.sep
     qr_seconds = [0.0]
     real_qr = rmod.qr_data_uri
@@ -408,7 +408,7 @@ def profile_receipt(receipts: Sequence[Receipt], out_dir: Path, repeat: int = 1)
     rmod.qr_data_uri = timed_qr  # restored below
     wall = 0.0
     try:
-        with rmod._relaxed_gc():
+        with rmod.relaxed_gc():
             one(receipts[0])  # warm-up: template compile, font loading
             totals = dict.fromkeys(totals, 0.0)
             wall = time.perf_counter()

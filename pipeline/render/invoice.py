@@ -73,23 +73,28 @@ import csv
 import datetime as dt
 import io
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import polars as pl
 
 from pipeline.dates import Period
 from pipeline.errors import BillingError
 from pipeline.ingest.readers import decode_text, sniff_separator
 from pipeline.money import div_half_up_int, format_rub
-from pipeline.render.receipts import TEMPLATES_DIR, amount_in_words, check_pdf_stack, period_text
+from pipeline.render.receipts import (
+    TEMPLATES_DIR,
+    amount_in_words,
+    fmt_decimal,
+    pdf_engine,
+    period_text,
+    template,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from pipeline.close import CloseResult
@@ -512,22 +517,6 @@ def build_invoices(
 # --------------------------------------------------------------------------- HTML
 
 
-def _fmt_decimal(value: Decimal, min_places: int = 0) -> str:
-    """A Decimal the Russian way (copy of ``receipts._fmt_decimal``).
-
-    >>> _fmt_decimal(Decimal("4.745000")), _fmt_decimal(Decimal("52.2"), 2), _fmt_decimal(Decimal("12345"))
-    ('4,745', '52,20', '12\\xa0345')
-    """
-    if not value.is_finite():
-        raise ValueError(f"не число: {value}")
-    text = format(abs(value), "f")
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(min_places, "0")
-    sign = "-" if value < 0 and (int(whole) or frac.strip("0")) else ""
-    grouped = f"{int(whole):,}".replace(",", _NBSP)
-    return f"{sign}{grouped},{frac}" if frac else f"{sign}{grouped}"
-
-
 def _view(inv: Invoice) -> dict[str, Any]:
     """Everything the template prints, already formatted as text."""
     vat_rows = [{"label": f"В том числе НДС ({rate}{_NBSP}%):", "amount": format_rub(amount)}
@@ -547,9 +536,9 @@ def _view(inv: Invoice) -> dict[str, Any]:
             {
                 "n": i,
                 "name": ln.service_name,
-                "volume": "—" if ln.volume is None else _fmt_decimal(ln.volume),
+                "volume": "—" if ln.volume is None else fmt_decimal(ln.volume),
                 "unit": ln.unit or "—",
-                "price": "—" if ln.price is None else _fmt_decimal(ln.price, 2),
+                "price": "—" if ln.price is None else fmt_decimal(ln.price, 2),
                 "amount": format_rub(ln.amount_kop),
             }
             for i, ln in enumerate(inv.lines, start=1)
@@ -565,105 +554,17 @@ def _view(inv: Invoice) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=1)
-def _template() -> jinja2.Template:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        auto_reload=False,
-    )
-    return env.get_template(TEMPLATE_NAME)
-
-
 def render_invoice_html(invoice: Invoice) -> str:
     """The invoice (page 1) and its act (page 2) as one HTML page, Russian text."""
-    return _template().render(i=invoice, v=_view(invoice))
+    return template(TEMPLATE_NAME).render(i=invoice, v=_view(invoice))
 
 
 # --------------------------------------------------------------------------- PDF
 
-#: Copy of ``receipts._UA_CSS`` (private there): the small user-agent stylesheet covering
-#: ``receipts.UA_ELEMENTS``. ``tests/render/test_invoice.py`` checks the copy is identical.
-_UA_CSS = """
-[hidden], head, title, meta, style, script, template, link, base { display: none }
-html, body, article, section, header, footer, main, div, p, h1, h2, h3, ul, ol { display: block }
-li { display: list-item }
-table { display: table; box-sizing: border-box; border-spacing: 2px;
-        border-collapse: separate; text-indent: initial }
-caption { display: table-caption }
-colgroup { display: table-column-group }
-col { display: table-column }
-thead { display: table-header-group; vertical-align: middle }
-tbody { display: table-row-group; vertical-align: middle }
-tfoot { display: table-footer-group; vertical-align: middle }
-tr { display: table-row; vertical-align: inherit }
-td, th { display: table-cell; vertical-align: inherit; padding: 1px }
-b, strong, th, h1, h2, h3 { font-weight: bold }
-i, em { font-style: italic }
-small { font-size: smaller }
-sub { vertical-align: sub; font-size: smaller }
-sup { vertical-align: super; font-size: smaller }
-p, ul, ol { margin-top: 1em; margin-bottom: 1em }
-ul, ol { padding-left: 40px }
-ul { list-style-type: disc }
-ol { list-style-type: decimal }
-h1, h2, h3 { break-after: avoid; break-inside: avoid }
-br::before { content: "\\A"; white-space: pre-line }
-img { overflow: hidden }
-"""
-
-
-@dataclass
-class _Engine:
-    """Per-process WeasyPrint state for invoices, reused for every document."""
-
-    html_cls: Any
-    font_config: Any
-    css: Any
-
-    def layout(self, invoice: Invoice) -> Any:
-        html = self.html_cls(string=render_invoice_html(invoice), base_url=str(TEMPLATES_DIR) + os.sep)
-        return html.render(stylesheets=[self.css], font_config=self.font_config)
-
-
-@lru_cache(maxsize=1)
-def _engine() -> _Engine:
-    """The process's invoice engine, built on first use (stack check included)."""
-    check_pdf_stack()
-    from weasyprint import CSS, HTML
-    from weasyprint.text.fonts import FontConfiguration
-
-    font_config = FontConfiguration()
-    ua_css = CSS(string=_UA_CSS, font_config=font_config)
-
-    class _InvoiceHTML(HTML):
-        """HTML with the small UA stylesheet (private hook, WeasyPrint is pinned)."""
-
-        def _ua_stylesheets(self, *args: Any, **kwargs: Any) -> list[Any]:
-            return [ua_css]
-
-    css = CSS(filename=str(CSS_PATH), font_config=font_config)
-    return _Engine(_InvoiceHTML, font_config, css)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through ``<name>.pdf.tmp`` and ``os.replace`` (copy of the receipts helper)."""
-    tmp = path.with_suffix(".pdf.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def render_invoice_pdf(invoice: Invoice, path: Path) -> None:
     """Render one invoice with its act (2 pages or more) to ``path``, atomically, in this process."""
-    document = _engine().layout(invoice)
-    _write_atomic(Path(path), document.write_pdf)
+    document = pdf_engine(CSS_PATH).document(render_invoice_html(invoice))
+    write_atomic(Path(path), document.write_pdf)
 
 
 def render_invoices(invoices: Iterable[Invoice], out_dir: Path) -> int:

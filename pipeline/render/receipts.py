@@ -67,15 +67,20 @@ __all__ = [
     "MeterRow",
     "NormRow",
     "Payee",
+    "PdfEngine",
     "Receipt",
     "ReceiptLine",
     "RenderReport",
     "amount_in_words",
     "check_pdf_stack",
+    "fmt_decimal",
+    "pdf_engine",
     "period_text",
     "render_html",
     "render_pdf",
     "render_receipts",
+    "template",
+    "write_atomic",
 ]
 
 _LOG = logging.getLogger("pipeline.render")
@@ -339,14 +344,14 @@ class RenderReport:
 # --------------------------------------------------------------------------- HTML
 
 
-def _fmt_decimal(value: Decimal, min_places: int = 0) -> str:
+def fmt_decimal(value: Decimal, min_places: int = 0) -> str:
     """A Decimal the Russian way, trailing zeros dropped down to ``min_places``.
 
-    >>> _fmt_decimal(Decimal("4.745000")), _fmt_decimal(Decimal("52.2"), 2)
+    >>> fmt_decimal(Decimal("4.745000")), fmt_decimal(Decimal("52.2"), 2)
     ('4,745', '52,20')
-    >>> _fmt_decimal(Decimal("12345.5")), _fmt_decimal(Decimal("1E+1"))
+    >>> fmt_decimal(Decimal("12345.5")), fmt_decimal(Decimal("1E+1"))
     ('12\\xa0345,5', '10')
-    >>> _fmt_decimal(Decimal("-0.50")), _fmt_decimal(Decimal("-0.00"))
+    >>> fmt_decimal(Decimal("-0.50")), fmt_decimal(Decimal("-0.00"))
     ('-0,5', '0')
     """
     if not value.is_finite():
@@ -439,14 +444,14 @@ def _pay_parts(receipt: Receipt) -> list[dict[str, Any]]:
 
 def _meter_view(m: MeterRow) -> dict[str, Any]:
     def value(v: Decimal | None) -> str:
-        return "—" if v is None else _fmt_decimal(v)
+        return "—" if v is None else fmt_decimal(v)
 
     def day(d: date | None) -> str:
         return "—" if d is None else d.strftime("%d.%m.%Y")
 
     return {"service_name": m.service_name, "serial": m.serial, "prev_on": day(m.prev_on),
             "prev_value": value(m.prev_value), "curr_on": day(m.curr_on), "curr_value": value(m.curr_value),
-            "volume": "" if m.volume is None else _fmt_decimal(m.volume), "note": m.note}
+            "volume": "" if m.volume is None else fmt_decimal(m.volume), "note": m.note}
 
 
 def _check_balances(receipt: Receipt) -> None:
@@ -497,14 +502,14 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         grouped[line.supplier_id].append(line)
     _check_balances(receipt)
     def line_view(ln: ReceiptLine) -> dict[str, Any]:
-        volume = "—" if ln.volume is None else _fmt_decimal(ln.volume)
+        volume = "—" if ln.volume is None else fmt_decimal(ln.volume)
         amount = format_rub(ln.amount) if ln.amount or ln.volume is not None else ""
         return {
             "service_name": ln.service_name,
             "unit": ln.unit,
             "method_label": ln.method_label,
             "volume": volume,
-            "tariff": "—" if ln.tariff is None else _fmt_decimal(ln.tariff, 2),
+            "tariff": "—" if ln.tariff is None else fmt_decimal(ln.tariff, 2),
             "amount": format_rub(ln.amount),
             "vol_ind": "" if ln.soi else volume,
             "vol_soi": volume if ln.soi else "",
@@ -537,17 +542,17 @@ def _view(receipt: Receipt) -> dict[str, Any]:
     living = receipt.living
     return {
         "period_text": period_text(receipt.period),
-        "area": None if receipt.total_area is None else _fmt_decimal(receipt.total_area),
+        "area": None if receipt.total_area is None else fmt_decimal(receipt.total_area),
         "groups": groups,
         "lines_total": format_rub(sum(ln.amount for ln in receipt.lines)),
         "columns": columns,
         "living": living,
-        "living_area": None if receipt.living_area is None else _fmt_decimal(receipt.living_area),
+        "living_area": None if receipt.living_area is None else fmt_decimal(receipt.living_area),
         "norms": [{"service_name": n.service_name, "text": n.text, "soi": n.soi} for n in receipt.norms],
         "meters": [_meter_view(m) for m in receipt.meters],
         "building_meters": [_meter_view(m) for m in receipt.building_meters],
-        "house": [{"service_name": h.service_name, "unit": h.unit, "premises": _fmt_decimal(h.premises),
-                   "common": "—" if h.common is None else _fmt_decimal(h.common)} for h in receipt.house],
+        "house": [{"service_name": h.service_name, "unit": h.unit, "premises": fmt_decimal(h.premises),
+                   "common": "—" if h.common is None else fmt_decimal(h.common)} for h in receipt.house],
         "last_payment": None if receipt.last_payment is None else {
             "on": receipt.last_payment[0].strftime("%d.%m.%Y"),
             "amount": format_rub(receipt.last_payment[1])},
@@ -557,7 +562,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "izhku": [{"service_name": n, "izhku": i} for n, i in receipt.izhku],
         "instalments": [{"service_name": i.service_name, "supplier_name": i.supplier_name,
                          "amount": format_rub(i.amount), "interest": format_rub(i.interest),
-                         "rate": _fmt_decimal(i.rate), "total": format_rub(i.amount + i.interest)}
+                         "rate": fmt_decimal(i.rate), "total": format_rub(i.amount + i.interest)}
                         for i in receipt.instalments],
         "duplicate_on": None if receipt.duplicate_on is None else receipt.duplicate_on.strftime("%d.%m.%Y"),
         "payees": [_payee_view(p) for p in receipt.payees],
@@ -583,9 +588,9 @@ def _view(receipt: Receipt) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=16)
-def _template(folder: str = "") -> jinja2.Template:
-    """The receipt template, from ``folder`` (a workspace's or organization's own ``templates/``)
-    when it has ``receipt.html.j2``, else the default; one Jinja2 environment per folder and process.
+def template(name: str = TEMPLATE_NAME, folder: str = "") -> jinja2.Template:
+    """The template ``name``, from ``folder`` (a workspace's or organization's own ``templates/``)
+    when it has one, else the default; one Jinja2 environment per folder and process.
 
     An own template usually extends the default and overrides blocks:
     ``{% extends "default/receipt.html.j2" %}{% block payer %}…{% endblock %}``.
@@ -602,7 +607,7 @@ def _template(folder: str = "") -> jinja2.Template:
         undefined=jinja2.StrictUndefined,
         auto_reload=False,
     )
-    return env.get_template(TEMPLATE_NAME)
+    return env.get_template(name)
 
 
 def render_html(receipt: Receipt) -> str:
@@ -610,13 +615,12 @@ def render_html(receipt: Receipt) -> str:
 
     Raises ``ValueError`` when a line's supplier is not among the payees.
     """
-    return _template(receipt.template_dir).render(r=receipt, v=_view(receipt))
+    return template(TEMPLATE_NAME, receipt.template_dir).render(r=receipt, v=_view(receipt))
 
 
 # --------------------------------------------------------------------------- PDF stack
 
 _STACK_OK = False
-_ENGINE: _Engine | None = None
 _ENGINE_LOCK = threading.Lock()
 _CURRENT_ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar("pipeline_render_account", default="")
 
@@ -753,25 +757,39 @@ img { overflow: hidden }
 
 
 @dataclass
-class _Engine:
-    """Per-process WeasyPrint state: reused for every document the process renders."""
+class PdfEngine:
+    """Per-process WeasyPrint state for one stylesheet: reused for every document it renders.
+
+    One ``FontConfiguration``, the stylesheet parsed once and the small user-agent stylesheet
+    (:data:`_UA_CSS`) instead of WeasyPrint's full HTML one. Receipts and invoices each have
+    one (:func:`pdf_engine`).
+    """
 
     html_cls: Any
     font_config: Any
     css: Any
 
+    def document(self, html: str) -> Any:
+        """Lay out ``html`` (resources relative to the templates folder) into a document."""
+        page = self.html_cls(string=html, base_url=str(TEMPLATES_DIR) + os.sep)
+        return page.render(stylesheets=[self.css], font_config=self.font_config)
+
     def layout(self, receipt: Receipt) -> Any:
         """Lay out one receipt into a ``weasyprint.Document``."""
-        html = self.html_cls(string=render_html(receipt), base_url=str(TEMPLATES_DIR) + os.sep)
-        return html.render(stylesheets=[self.css], font_config=self.font_config)
+        return self.document(render_html(receipt))
 
 
-def _engine() -> _Engine:
-    """The process's :class:`_Engine`, built on first use (stack check included)."""
-    global _ENGINE
-    if _ENGINE is None:
+_ENGINES: dict[str, PdfEngine] = {}
+
+
+def pdf_engine(css_path: Path = CSS_PATH) -> PdfEngine:
+    """The process's :class:`PdfEngine` for ``css_path``, built on first use (stack check included)."""
+    key = str(css_path)
+    engine = _ENGINES.get(key)
+    if engine is None:
         with _ENGINE_LOCK:
-            if _ENGINE is None:
+            engine = _ENGINES.get(key)
+            if engine is None:
                 check_pdf_stack()
                 from weasyprint import CSS, HTML
                 from weasyprint.text.fonts import FontConfiguration
@@ -779,18 +797,23 @@ def _engine() -> _Engine:
                 font_config = FontConfiguration()
                 ua_css = CSS(string=_UA_CSS, font_config=font_config)
 
-                class _ReceiptHTML(HTML):
+                class _SmallUaHTML(HTML):
                     """HTML with the small UA stylesheet (private hook, WeasyPrint is pinned)."""
 
                     def _ua_stylesheets(self, *args: Any, **kwargs: Any) -> list[Any]:
                         return [ua_css]
 
-                css = CSS(filename=str(CSS_PATH), font_config=font_config)
-                _ENGINE = _Engine(_ReceiptHTML, font_config, css)
-    return _ENGINE
+                css = CSS(filename=key, font_config=font_config)
+                engine = _ENGINES[key] = PdfEngine(_SmallUaHTML, font_config, css)
+    return engine
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+def _engine() -> PdfEngine:
+    """The process's receipt engine."""
+    return pdf_engine(CSS_PATH)
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through ``<name>.pdf.tmp`` and ``os.replace``, so readers never see half a PDF."""
     tmp = path.with_suffix(".pdf.tmp")
     try:
@@ -808,7 +831,7 @@ def render_pdf(receipt: Receipt, path: Path) -> None:
     token = _CURRENT_ACCOUNT.set(receipt.account_id)
     try:
         document = engine.layout(receipt)
-        _write_atomic(path, document.write_pdf)
+        write_atomic(path, document.write_pdf)
     finally:
         _CURRENT_ACCOUNT.reset(token)
 
@@ -872,7 +895,7 @@ _GC_THRESHOLDS = (50_000, 10, 10)
 
 
 @contextlib.contextmanager
-def _relaxed_gc() -> Iterator[None]:
+def relaxed_gc() -> Iterator[None]:
     """Collect garbage less often for the duration (process-wide; restored afterwards)."""
     old = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLDS)
@@ -962,7 +985,7 @@ def _run_task(task: _Task) -> _TaskResult:
             try:
                 document = engine.layout(receipt)
                 path = task.out_dir / f"{receipt.account_id}.pdf"
-                _write_atomic(path, document.write_pdf)
+                write_atomic(path, document.write_pdf)
             finally:
                 _CURRENT_ACCOUNT.reset(token)
             if task.batches and receipt.paper:
@@ -1117,7 +1140,7 @@ def render_receipts(
     n_workers = min(n_workers, len(tasks))
     try:
         if n_workers <= 1:
-            with _relaxed_gc():
+            with relaxed_gc():
                 for task in tasks:
                     result = _run_task(task)
                     finisher.add(result)

@@ -18,7 +18,7 @@ import pytest
 from pipeline.close import OUTPUT_TABLES, close_in_parts, load_inputs
 from pipeline.close.partition import plan
 from pipeline.dates import Period, month_periods
-from pipeline.demo import _fresh_demo_home, _pay_and_import, late_news
+from pipeline.demo import _pay_and_import, fresh_demo_home, late_news
 from pipeline.ingest.registers import ingest, load_store
 from pipeline.sealed import read_table, table_files
 from pipeline.synth import generate_city
@@ -53,7 +53,7 @@ def _close_months(ws: Workspace, size: int) -> list[Path]:
 @pytest.fixture(scope="module")
 def closed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[Path]]:
     base = tmp_path_factory.mktemp("city")
-    ws = _fresh_demo_home(Workspace(base / "seed"))
+    ws = fresh_demo_home(Workspace(base / "seed"))
     generate_city(ws.home, accounts=1000, start=FIRST, months=MONTHS, seed=7)
     ingest(ws)
     regs = load_store(ws)

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.app import run_close
 from pipeline.close import OUTPUT_TABLES
-from pipeline.demo import _fresh_demo_home
+from pipeline.demo import fresh_demo_home
 from pipeline.ingest.registers import ingest
 from pipeline.sealed import read_table, table_files
 from pipeline.synth import generate_city
@@ -40,7 +40,7 @@ def _with_partitions(ws: Workspace, accounts: int) -> None:
 
 def _two_copies(tmp_path: Path) -> tuple[Workspace, Workspace]:
     """Two copies of one small city, ingested, set to close in 3 partitions."""
-    seed = _fresh_demo_home(Workspace(tmp_path / "seed"))
+    seed = fresh_demo_home(Workspace(tmp_path / "seed"))
     generate_city(seed.home, accounts=120, months=1, seed=11)
     ingest(seed)
     _with_partitions(seed, 40)  # this city's 4 buildings in 3 partitions

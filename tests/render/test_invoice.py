@@ -13,7 +13,6 @@ import pytest
 
 from pipeline.errors import BillingError
 from pipeline.render import invoice as invoice_mod
-from pipeline.render import receipts as receipts_mod
 from pipeline.render.invoice import (
     DEFAULT_VAT_RATES,
     Invoice,
@@ -303,10 +302,6 @@ def test_html_escapes_and_stays_inside_the_small_ua_stylesheet() -> None:
     assert "Оплатить до" not in html
     tags = set(re.findall(r"<([a-z][a-z0-9]*)", html))
     assert tags <= UA_ELEMENTS, tags - UA_ELEMENTS
-
-
-def test_ua_stylesheet_copy_is_identical_to_the_receipts_one() -> None:
-    assert invoice_mod._UA_CSS == receipts_mod._UA_CSS
 
 
 # --------------------------------------------------------------------------- PDF
