@@ -166,6 +166,11 @@ REGISTERS: dict[str, Register] = {
                 # norm, so a premise whose stove nobody entered is never overcharged.
                 Col("stove", "enum", "плита (gas — газовая, electric — электрическая)",
                     required=False, default="gas", choices=STOVES),
+                Col("living_area", "decimal", "жилая площадь", required=False, nullable=True, ge=0,
+                    **AREA),  # type: ignore[arg-type]
+                # Where the postman goes: print batches run by entrance, floor and flat.
+                Col("entrance", "int", "подъезд", required=False, nullable=True, ge=0, le=1000),
+                Col("floor", "int", "этаж", required=False, nullable=True, ge=-10, le=300),
             ),
             key=("premise_id",),
             required_file=True,

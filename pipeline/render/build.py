@@ -112,7 +112,9 @@ def build_receipts(
     ).group_by("account_id").len("residents")
     accounts = (
         regs["accounts"]
-        .join(regs["premises"].select("premise_id", "building_id", "number", "kind", "total_area"),
+        .join(regs["premises"].select("premise_id", "building_id", "number", "kind", "total_area",
+                                      *[c for c in ("living_area", "entrance", "floor")
+                                        if c in regs["premises"].columns]),
               on="premise_id")
         .join(regs["buildings"].select("building_id", pl.col("address").alias("b_address"),
                                        "manager_id"), on="building_id")
@@ -146,7 +148,7 @@ def build_receipts(
     instalments = _instalments(regs.get("instalments"), str(period), svc, orgs)
     absent_now = _absent_at(regs, period.last)
 
-    for acc in accounts.sort("building_id", "account_id").iter_rows(named=True):
+    for acc in _delivery_order(accounts).iter_rows(named=True):
         account_id = acc["account_id"]
         if account_id not in wanted or account_id in invoiced:
             continue
@@ -196,6 +198,7 @@ def build_receipts(
             izhku=izhku.get(account_id, ()),
             instalments=instalments.get(account_id, ()),
             warning_suppliers=_warning_suppliers(payees, warning_months),
+            living_area=acc.get("living_area"),
             living=None if acc["residents"] is None else max(
                 int(acc["residents"]) - absent_now.get(account_id, 0), 0),
             **totals,
@@ -250,6 +253,16 @@ def _recalc_sums(recalcs: pl.DataFrame) -> dict[str, dict[tuple[str, str], int]]
     for row in sums.iter_rows(named=True):
         out.setdefault(row["account_id"], {})[(row["supplier_id"], row["service_id"])] = row["amount_kop"]
     return out
+
+
+def _delivery_order(accounts: pl.DataFrame) -> pl.DataFrame:
+    """Accounts in the order a postman walks: building, entrance, floor, flat (numbers as
+    numbers: 2 before 10, then 10а), account; entrance and floor of ``premises`` when given."""
+    missing = [c for c in ("entrance", "floor") if c not in accounts.columns]
+    frame = accounts.with_columns(pl.lit(None, pl.Int64).alias(c) for c in missing)
+    return frame.with_columns(
+        pl.col("number").str.extract(r"^(\d+)").cast(pl.Int64).alias("_flat"),
+    ).sort("building_id", "entrance", "floor", "_flat", "number", "account_id", nulls_last=True).drop("_flat")
 
 
 def template_dir(templates: Path | None, org_id: str) -> str:

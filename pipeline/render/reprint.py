@@ -19,13 +19,13 @@ from pipeline.dates import Period
 from pipeline.ingest.registers import load_store
 from pipeline.render.build import collecting_agent, fiscal_texts, period_payments
 from pipeline.render.qr import load_qr_policy
-from pipeline.render.receipts import RenderReport, check_pdf_stack, render_receipts
+from pipeline.render.receipts import Receipt, RenderReport, check_pdf_stack, render_receipts
 from pipeline.sealed import read_internal, read_table
 from pipeline.settings import Receipts, load_section
 from pipeline.workspace import BillingError, Workspace
 from rules import read_rule_table, threshold
 
-__all__ = ["duplicates_dir", "reprint_receipts", "sealed_result"]
+__all__ = ["duplicates_dir", "reprint_receipts", "sealed_receipts", "sealed_result"]
 
 #: The sealed tables a receipt is built from.
 _TABLES = ("charges", "meter_volumes", "allocations", "balances", "service_balances", "debts",
@@ -55,30 +55,35 @@ def sealed_result(ws: Workspace, period: str) -> tuple[CloseResult, dict]:
     return result, manifest
 
 
-def reprint_receipts(ws: Workspace, period: str, accounts: list[str] | None = None,
-                     today: date | None = None, out_dir: Path | None = None) -> RenderReport:
-    """Duplicates of ``period``'s receipts (of ``accounts``, or all) in :func:`duplicates_dir`."""
+def sealed_receipts(ws: Workspace, period: str, duplicate_on: date | None = None) -> list[Receipt]:
+    """The receipts of the sealed ``period`` rebuilt from its tables, as its close built them
+    (marked as duplicates printed on ``duplicate_on`` when given)."""
     from pipeline.render.build import build_receipts
 
-    period = str(Period.parse(period))
-    check_pdf_stack()
     result, manifest = sealed_result(ws, period)
     regs = load_store(ws, manifest["store_version"])
     settings = load_section(ws.settings_path, Receipts)
-    services = read_rule_table(ws.rules, "services")
     thresholds = read_rule_table(ws.rules, "legal_thresholds")
+    return list(build_receipts(
+        result, regs, read_rule_table(ws.rules, "services"),
+        agent=collecting_agent(settings, regs["organizations"]), qr_policy=load_qr_policy(ws.rules),
+        warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
+        fiscal=fiscal_texts(ws, period_payments(result.allocations)),
+        duplicate_on=duplicate_on, templates=ws.home / "templates"))
+
+
+def reprint_receipts(ws: Workspace, period: str, accounts: list[str] | None = None,
+                     today: date | None = None, out_dir: Path | None = None) -> RenderReport:
+    """Duplicates of ``period``'s receipts (of ``accounts``, or all) in :func:`duplicates_dir`."""
+    period = str(Period.parse(period))
+    check_pdf_stack()
     wanted = set(accounts or [])
-    receipts = [
-        r for r in build_receipts(
-            result, regs, services, agent=collecting_agent(settings, regs["organizations"]),
-            qr_policy=load_qr_policy(ws.rules),
-            warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
-            fiscal=fiscal_texts(ws, period_payments(result.allocations)),
-            duplicate_on=today or date.today(), templates=ws.home / "templates")
-        if not wanted or r.account_id in wanted]
+    receipts = [r for r in sealed_receipts(ws, period, duplicate_on=today or date.today())
+                if not wanted or r.account_id in wanted]
     missing = sorted(wanted - {r.account_id for r in receipts})
     if missing:
         raise BillingError(f"В периоде {period} нет квитанции лицевого счёта {', '.join(missing)}.")
     out = out_dir or duplicates_dir(ws, period)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings = load_section(ws.settings_path, Receipts)
     return render_receipts(receipts, out, workers=settings.workers or None, batches=False)

@@ -73,6 +73,16 @@ def test_close_on_a_local_dask_cluster_matches_the_single_process_close(tmp_path
     assert sorted([*receipts, *invoiced]) == sorted(read_table(one, "balances")["account_id"].unique())
     made = json.loads((many / "manifest.json").read_text())["receipts"]
     assert made["count"] == len(receipts) and made["batches"] >= 4  # a print batch per building
+    # The cluster's PDFs are the bytes one process makes of the same receipts (a building each).
+    from pipeline.render.receipts import render_receipts
+    from pipeline.render.reprint import sealed_receipts
+
+    rebuilt = sealed_receipts(dask, PERIOD)
+    sample = [next(r for r in rebuilt if r.building_id == b) for b in sorted({r.building_id for r in rebuilt})]
+    render_receipts(sample, tmp_path / "single", workers=1, batches=False)
+    for r in sample:
+        assert (tmp_path / "single" / f"{r.account_id}.pdf").read_bytes() == \
+            (many / "receipts" / f"{r.account_id}.pdf").read_bytes(), r.account_id
     assert pl.read_parquet(many / "charges" / "part-0001.parquet").height > 0
 
 

@@ -346,3 +346,23 @@ def test_an_organization_overrides_a_block_of_the_form(tmp_path: Path) -> None:
     assert "ООО «УК Домовой» — счёт-извещение 1000001" in html
     assert "Платёжный документ (квитанция)" not in html  # the block is replaced …
     assert "Расчёт размера платы" in html and "Куда платить" in html  # … the rest is the default form
+
+
+def test_receipts_run_in_the_postmans_order() -> None:
+    import polars as pl
+
+    from pipeline.render.build import _delivery_order
+
+    accounts = pl.DataFrame({
+        "account_id": ["a10", "a2", "a1b", "a1", "b1", "x"],
+        "building_id": ["B1", "B1", "B1", "B1", "B0", "B1"],
+        "number": ["10", "2", "1", "1", "1", "2а"],
+        "entrance": [1, 1, 2, 1, None, 1],
+        "floor": [3, 1, 1, 1, None, 1],
+    })
+    assert _delivery_order(accounts)["account_id"].to_list() == ["b1", "a1", "a2", "x", "a10", "a1b"]
+
+
+def test_living_area_is_printed_when_known() -> None:
+    html = render_html(replace(make_receipt(), living_area=Decimal("38.2"), living=2))
+    assert "общая 54,3 м², жилая 38,2 м²" in html and "3 чел., проживает 2 чел." in html
