@@ -28,16 +28,19 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
     # The demo prints the last month's receipts; an earlier month's come from its sealed tables.
     assert "billing receipts print --period 2026-12" in out
     assert not list((home / "periods" / "2026-12" / "receipts").glob("*.pdf"))
-    billing("receipts", "print", "--period", "2026-12", home=home)
+    billing("receipts", "print", "--period", "2026-12", "--account", "1000000001", "--account", "1000000002",
+            home=home)
+    assert sorted(p.name for p in (home / "duplicates" / "2026-12").glob("*.pdf")) == [
+        "1000000001.pdf", "1000000002.pdf"]
     # Organization payers get invoices (``ACCOUNT-YYYYMM-N.pdf``) with the receipts, not duplicates.
-    invoiced = {p.stem.split("-")[0] for p in (home / "periods" / "2027-01" / "invoices").glob("*.pdf")}
-    for period, where in (("2026-12", home / "duplicates" / "2026-12"),
-                          ("2027-01", home / "periods" / "2027-01" / "receipts")):
+    folder = home / "periods" / "2027-01"
+    invoiced = {p.stem.split("-")[0] for p in (folder / "invoices").glob("*.pdf")}
+    charged = pl.read_parquet(folder / "charges.parquet")["account_id"].unique()
+    receipts = {p.stem for p in (folder / "receipts").glob("*.pdf")}
+    assert set(charged) <= receipts | invoiced and not receipts & invoiced
+    for period in ("2026-12", "2027-01"):
         folder = home / "periods" / period
         manifest = json.loads((folder / "manifest.json").read_text())
-        charged = pl.read_parquet(folder / "charges.parquet")["account_id"].unique()
-        receipts = {p.stem for p in where.glob("*.pdf")}
-        assert set(charged) <= receipts | invoiced and not receipts & invoiced
         assert manifest["row_counts"]["charges"] == pl.read_parquet(folder / "charges.parquet").height
     assert (home / "periods" / "2027-01" / "receipts" / "batches").is_dir()
 
