@@ -65,17 +65,9 @@ def demo_receipts(n: int, home: Path | None = None, say: Say = _quiet) -> list[R
     from pipeline.dates import Period
     from pipeline.demo import fresh_demo_home
     from pipeline.ingest.registers import ingest
-    from pipeline.render.build import (
-        build_receipts,
-        collecting_agent,
-        fiscal_texts,
-        period_payments,
-    )
-    from pipeline.render.qr import load_qr_policy
-    from pipeline.settings import Receipts, load_section
+    from pipeline.render.build import workspace_receipts
     from pipeline.synth import generate_city
     from pipeline.workspace import Workspace
-    from rules import threshold
 
     tmp = None
     if home is None:
@@ -91,15 +83,8 @@ def demo_receipts(n: int, home: Path | None = None, say: Say = _quiet) -> list[R
         inputs = load_inputs(ws, first)
         result = compute(inputs)
         regs = inputs.registers()
-        settings = load_section(ws.settings_path, Receipts)
-        receipts = list(islice(build_receipts(
-            result, regs, inputs.rules.services,
-            agent=collecting_agent(settings, regs["organizations"]),
-            qr_policy=load_qr_policy(ws.rules),
-            warning_months=threshold(inputs.rules.legal_thresholds, "warning_debt_months",
-                                     result.period.last),
-            fiscal=fiscal_texts(ws, period_payments(result.allocations)),
-        ), n))
+        receipts = list(islice(workspace_receipts(
+            ws, result, regs, inputs.rules.services, inputs.rules.legal_thresholds), n))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

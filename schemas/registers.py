@@ -17,6 +17,8 @@ import polars as pl
 from pandera.engines.polars_engine import Decimal as PaDecimal
 
 ColumnKind = Literal["id", "text", "int", "decimal", "date", "datetime", "bool", "enum"]
+#: Checks of a text column's form (``pipeline.ingest.requisites``).
+ColumnCheck = Literal["inn", "kpp", "bik", "account", "corr_account", "email", "els", "izhku", "period"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Col:
     gt: float | None = None
     le: float | None = None
     choices: tuple[str, ...] = ()
-    check: Literal["inn", "kpp", "bik", "account", "corr_account", "email", "els", "izhku"] | None = None
+    check: ColumnCheck | None = None
 
     @property
     def dtype(self) -> pl.DataType:
@@ -322,7 +324,7 @@ REGISTERS: dict[str, Register] = {
                 _id("account_id", "лицевой счёт"),
                 _id("supplier_id", "поставщик"),
                 Col("service_id", "text", "услуга", required=False, nullable=True),
-                Col("period", "text", "период ГГГГ-ММ"),
+                Col("period", "text", "период ГГГГ-ММ", check="period"),
                 Col("amount", "decimal", "сумма к оплате по рассрочке, руб.", scale=2, gt=0, le=100_000_000),
                 Col("interest_rate", "decimal", "проценты за рассрочку, % годовых", scale=4, ge=0, le=100,
                     required=False, default="0"),

@@ -133,7 +133,19 @@ def izhku_problem(value: str) -> str | None:
     return None if _IZHKU.match(value) else "ИЖКУ — ЕЛС, дефис и 2 цифры услуги, например 75da533315-01"
 
 
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def period_problem(value: str) -> str | None:
+    """Why ``value`` is not a billing period ``ГГГГ-ММ``, or ``None``.
+
+    >>> period_problem("2026-09") is None, period_problem("2026-9")
+    (True, 'период — ГГГГ-ММ, например 2026-09')
+    """
+    return None if _PERIOD.match(value) else "период — ГГГГ-ММ, например 2026-09"
+
+
 #: Column check name (``schemas.registers.Col.check``) → the check; ``account`` and
 #: ``corr_account`` are read together with the row's ``bik``.
 CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem, "email": email_problem,
-          "els": els_problem, "izhku": izhku_problem}
+          "els": els_problem, "izhku": izhku_problem, "period": period_problem}

@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
 from pipeline.methods import method_label
-from pipeline.money import kopecks_to_decimal_expr
+from pipeline.money import div_half_up_int, kopecks_to_decimal_expr
 from pipeline.render.invoice import build_invoices, load_vat_rates, organization_accounts, render_invoices
 from pipeline.render.qr import DEFAULT_QR_POLICY, QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
@@ -29,6 +29,7 @@ from pipeline.render.receipts import (
     Receipt,
     ReceiptLine,
     check_pdf_stack,
+    fmt_decimal,
     render_receipts,
 )
 from pipeline.settings import Receipts, load_section
@@ -49,20 +50,12 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
     settings = load_section(ws.settings_path, Receipts)
     workers = workers or settings.workers or None
     batches = settings.print_batches
-    policy = load_qr_policy(ws.rules)
     vat_rates = load_vat_rates(ws.rules)  # a bad vat_rates.csv is refused before the close starts
     regs = inputs.registers()
-    agent = collecting_agent(settings, regs["organizations"])
+    receipts = workspace_receipts(ws, result, regs, inputs.rules.services, inputs.rules.legal_thresholds)
 
     def render(tmp: Path) -> dict[str, Any]:
-        report = render_receipts(
-            build_receipts(result, regs, inputs.rules.services, agent=agent, qr_policy=policy,
-                           warning_months=threshold(inputs.rules.legal_thresholds, "warning_debt_months",
-                                                    result.period.last),
-                           fiscal=fiscal_texts(ws, period_payments(result.allocations)),
-                           templates=ws.home / "templates"),
-            tmp / "receipts", workers=workers, batches=batches,
-        )
+        report = render_receipts(receipts, tmp / "receipts", workers=workers, batches=batches)
         # Organization payers get an invoice and an act per supplier instead of a receipt.
         invoices = render_invoices(build_invoices(result, regs, inputs.rules.services, vat_rates),
                                    tmp / "invoices")
@@ -73,6 +66,24 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
         return out
 
     return render
+
+
+def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.DataFrame],
+                       services: pl.DataFrame, thresholds: pl.DataFrame,
+                       duplicate_on: date | None = None) -> Iterator[Receipt]:
+    """:func:`build_receipts` with the workspace's choices: the collecting agent and the QR
+    switches, the warning threshold, the fiscal receipts, its own templates. The close, the
+    duplicates and the receipts bench all build their receipts here.
+
+    The agent and the QR switches are checked at once (a bad setting stops before rendering).
+    """
+    agent = collecting_agent(load_section(ws.settings_path, Receipts), regs["organizations"])
+    policy = load_qr_policy(ws.rules)
+    return build_receipts(
+        result, regs, services, agent=agent, qr_policy=policy,
+        warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
+        fiscal=fiscal_texts(ws, period_payments(result.allocations)),
+        duplicate_on=duplicate_on, templates=ws.home / "templates")
 
 
 def collecting_agent(settings: Receipts, organizations: pl.DataFrame) -> Payee | None:
@@ -197,7 +208,8 @@ def build_receipts(
             els=els.get(account_id, ""),
             izhku=izhku.get(account_id, ()),
             instalments=instalments.get(account_id, ()),
-            warning_suppliers=_warning_suppliers(payees, warning_months),
+            warning_suppliers=_warning_suppliers(payees, lines_by_acc.get(account_id, []), svc,
+                                                 warning_months),
             living_area=acc.get("living_area"),
             living=None if acc["residents"] is None else max(
                 int(acc["residents"]) - absent_now.get(account_id, 0), 0),
@@ -226,8 +238,7 @@ def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: di
         excess = 0
         if (ln.get("coef_milli") or 1000) > 1000 and ln["volume_micro"] is not None:
             # 43/пр: the increase the coefficient caused, its own figure: the line less V × T.
-            plain = (ln["volume_micro"] * ln["price_kop"] * 2 + 1_000_000) // 2_000_000
-            excess = ln["amount_kop"] - plain
+            excess = ln["amount_kop"] - div_half_up_int(ln["volume_micro"] * ln["price_kop"], 1_000_000)
         out.append(ReceiptLine(
             service_name=service["name"], unit=service["unit"],
             method_label=method_label(ln["method"], ln["coef_milli"]), volume=volume,
@@ -356,15 +367,25 @@ def _absent_at(regs: dict[str, pl.DataFrame], day: date) -> dict[str, int]:
     return {r["account_id"]: r["away"] for r in joined.iter_rows(named=True)}
 
 
-def _warning_suppliers(payees: tuple[Payee, ...], months: int) -> tuple[str, ...]:
-    """Suppliers of utilities whose debt left from before the period exceeds ``months`` of this
-    period's charges: the ЕПД then carries the warning of Правила 354 п.119.
+#: Service kinds whose supply Правила 354 п.117–119 may restrict: utilities (not maintenance,
+#: capital repair, fixed fees or common-property resources), and never heating.
+_RESTRICTABLE = ("metered", "sewerage", "per_person")
+
+
+def _warning_suppliers(payees: tuple[Payee, ...], rows: list[dict], svc: dict[str, dict],
+                       months: int) -> tuple[str, ...]:
+    """Suppliers of restrictable utilities whose debt left from before the period exceeds
+    ``months`` of this period's charges: the ЕПД then carries the warning of Правила 354 п.119.
 
     A proxy of п.118 (debt over two months' charges by the norm), documented in docs/receipts.md;
-    the debtor rules per service and payer are issue 15's.
+    the debtor rules per service and payer (cold water in a block of flats among them) are
+    issue 15's.
     """
+    utilities = {ln["supplier_id"] for ln in rows if svc[ln["service_id"]].get("kind") in _RESTRICTABLE}
     out = []
     for p in payees:
+        if p.org_id not in utilities:
+            continue
         overdue = p.opening - p.paid
         if p.org_id and p.charged > 0 and overdue > months * p.charged:
             out.append(p.name)
@@ -386,8 +407,9 @@ class _Reference:
         serial = {r["meter_id"]: r["serial"] or r["meter_id"] for r in meters.iter_rows(named=True)}
         issues: dict[str, list[str]] = {}
         for r in result.reading_issues.iter_rows(named=True):
+            value = "—" if r["value"] is None else fmt_decimal(r["value"])
             issues.setdefault(r["meter_id"], []).append(
-                f"показание {_fmt(r['value'])} от {r['read_on']:%d.%m.%Y} не принято: {r['reason']}")
+                f"показание {value} от {r['read_on']:%d.%m.%Y} не принято: {r['reason']}")
         notes = {"meter": "по показаниям", "average": "по среднему (п.59 Правил 354)",
                  "norm": "по нормативу (п.60 Правил 354)"}
         self._meters: dict[str, list[MeterRow]] = {}
@@ -451,7 +473,7 @@ class _Reference:
             service = self.svc[ln["service_id"]]
             kind = service.get("kind")
             basis = _NORM_BASIS.get(kind or "", "на 1 чел. в месяц")
-            text = f"{_fmt(Decimal(ln['norm_micro']) / 1_000_000)} {service['unit']} {basis}"
+            text = f"{fmt_decimal(Decimal(ln['norm_micro']) / 1_000_000)} {service['unit']} {basis}"
             out.setdefault(ln["service_id"], NormRow(service["name"], text, kind == "common_property"))
         return tuple(out.values())
 
@@ -463,13 +485,6 @@ class _Reference:
 
     def house(self, building_id: str) -> tuple[HouseRow, ...]:
         return tuple(self._house.get(building_id, ()))
-
-
-def _fmt(value: Decimal | None) -> str:
-    if value is None:
-        return "—"
-    text = f"{value.normalize():f}"
-    return text.replace(".", ",")
 
 
 def _group(frame: pl.DataFrame, key: str) -> dict[str, list[dict]]:

@@ -49,6 +49,7 @@ from babel.dates import format_date
 from num2words import num2words
 
 from pipeline.dates import Period
+from pipeline.errors import BillingError
 from pipeline.money import format_rub, to_decimal
 from pipeline.render.qr import (
     DEFAULT_QR_POLICY,
@@ -615,7 +616,14 @@ def render_html(receipt: Receipt) -> str:
 
     Raises ``ValueError`` when a line's supplier is not among the payees.
     """
-    return template(TEMPLATE_NAME, receipt.template_dir).render(r=receipt, v=_view(receipt))
+    if not receipt.template_dir:
+        return template(TEMPLATE_NAME).render(r=receipt, v=_view(receipt))
+    try:  # an organization's own template: its mistakes are named, not a traceback
+        return template(TEMPLATE_NAME, receipt.template_dir).render(r=receipt, v=_view(receipt))
+    except jinja2.TemplateError as err:
+        where = getattr(err, "filename", None) or f"{receipt.template_dir}/{TEMPLATE_NAME}"
+        line = getattr(err, "lineno", None)
+        raise BillingError(f"Шаблон квитанции {where}{f', строка {line}' if line else ''}: {err}") from None
 
 
 # --------------------------------------------------------------------------- PDF stack

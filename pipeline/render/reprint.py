@@ -17,13 +17,12 @@ from pathlib import Path
 from pipeline.close import CloseResult
 from pipeline.dates import Period
 from pipeline.ingest.registers import load_store
-from pipeline.render.build import collecting_agent, fiscal_texts, period_payments
-from pipeline.render.qr import load_qr_policy
+from pipeline.render.build import workspace_receipts
 from pipeline.render.receipts import Receipt, RenderReport, check_pdf_stack, render_receipts
 from pipeline.sealed import read_internal, read_table
 from pipeline.settings import Receipts, load_section
 from pipeline.workspace import BillingError, Workspace
-from rules import read_rule_table, threshold
+from rules import read_rule_table
 
 __all__ = ["duplicates_dir", "reprint_receipts", "sealed_receipts", "sealed_result"]
 
@@ -58,18 +57,10 @@ def sealed_result(ws: Workspace, period: str) -> tuple[CloseResult, dict]:
 def sealed_receipts(ws: Workspace, period: str, duplicate_on: date | None = None) -> list[Receipt]:
     """The receipts of the sealed ``period`` rebuilt from its tables, as its close built them
     (marked as duplicates printed on ``duplicate_on`` when given)."""
-    from pipeline.render.build import build_receipts
-
     result, manifest = sealed_result(ws, period)
     regs = load_store(ws, manifest["store_version"])
-    settings = load_section(ws.settings_path, Receipts)
-    thresholds = read_rule_table(ws.rules, "legal_thresholds")
-    return list(build_receipts(
-        result, regs, read_rule_table(ws.rules, "services"),
-        agent=collecting_agent(settings, regs["organizations"]), qr_policy=load_qr_policy(ws.rules),
-        warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
-        fiscal=fiscal_texts(ws, period_payments(result.allocations)),
-        duplicate_on=duplicate_on, templates=ws.home / "templates"))
+    return list(workspace_receipts(ws, result, regs, read_rule_table(ws.rules, "services"),
+                                   read_rule_table(ws.rules, "legal_thresholds"), duplicate_on))
 
 
 def reprint_receipts(ws: Workspace, period: str, accounts: list[str] | None = None,

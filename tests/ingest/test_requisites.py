@@ -50,6 +50,13 @@ def test_account_key(account: str, bik: str | None, corr: bool, ok: bool) -> Non
     assert (account_problem(account, bik, corr=corr) is None) is ok
 
 
+def test_period_form() -> None:
+    from pipeline.ingest.requisites import period_problem
+
+    assert period_problem("2026-09") is None
+    assert period_problem("2026-9") == period_problem("2026-13") == "период — ГГГГ-ММ, например 2026-09"
+
+
 ORGS = """\
 org_id,name,inn,kpp,role,bank_name,bik,account,corr_account,address,phone
 UK1,ООО «УК Дом»,7707083893,770701001,management,ПАО Сбербанк,044525225,40702810200000000001,30101810400000000225,г. Энск,+7 000

@@ -108,7 +108,8 @@ def smtp_server(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
     box = Mailbox()
     port = _free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            authenticator=_authenticate, auth_required=True)
+                            authenticator=_authenticate, auth_required=True,
+                            ready_timeout=60)  # waits until the server answers; generous on a busy machine
     controller.start()
     try:
         yield box, port, cert

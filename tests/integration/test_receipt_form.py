@@ -23,7 +23,7 @@ from pipeline.app import run_close
 from pipeline.ingest.fiscal import import_fiscal_file
 from pipeline.ingest.payments import import_payment_file
 from pipeline.ingest.registers import ingest
-from pipeline.money import format_rub
+from pipeline.money import div_half_up_int, format_rub
 from pipeline.render.qr import parse_payload
 from pipeline.sealed import read_internal
 from pipeline.workspace import Workspace
@@ -99,7 +99,7 @@ def test_every_charge_line_prints_its_sealed_volume_tariff_and_amount(closed: Wo
             assert _rub(line["price_kop"]) in text
     # The coefficient's excess, its own figure: the line less volume × tariff.
     a2 = charges.filter((pl.col("account_id") == "A2") & (pl.col("method") == "norm_increased")).row(0, named=True)
-    plain = (a2["volume_micro"] * a2["price_kop"] * 2 + 1_000_000) // 2_000_000
+    plain = div_half_up_int(a2["volume_micro"] * a2["price_kop"], 1_000_000)
     text = _text(folder / "receipts" / "A2.pdf")
     assert _rub(a2["amount_kop"] - plain) in text and "с повышающим" in text
 

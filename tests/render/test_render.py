@@ -366,3 +366,25 @@ def test_receipts_run_in_the_postmans_order() -> None:
 def test_living_area_is_printed_when_known() -> None:
     html = render_html(replace(make_receipt(), living_area=Decimal("38.2"), living=2))
     assert "общая 54,3 м², жилая 38,2 м²" in html and "3 чел., проживает 2 чел." in html
+
+
+def test_a_broken_own_template_is_named(tmp_path: Path) -> None:
+    from pipeline.workspace import BillingError
+
+    (tmp_path / "receipt.html.j2").write_text(
+        '{% extends "default/receipt.html.j2" %}\n{% block header %}{{ v.no_such }}{% endblock %}',
+        encoding="utf-8")
+    with pytest.raises(BillingError, match=r"Шаблон квитанции .*receipt\.html\.j2: .*no_such"):
+        render_html(replace(make_receipt(), template_dir=str(tmp_path)))
+
+
+def test_the_debt_warning_names_only_suppliers_of_restrictable_utilities() -> None:
+    from pipeline.render.build import _warning_suppliers
+
+    svc = {"cold_water": {"kind": "metered"}, "maintenance": {"kind": "area"}, "heating": {"kind": "heating"}}
+    rows = [{"supplier_id": "voda", "service_id": "cold_water"}, {"supplier_id": "uk", "service_id": "maintenance"},
+            {"supplier_id": "ts", "service_id": "heating"}]
+    debtor = [_payee(org, org, charged=1_000, opening=5_000, paid=0) for org in ("voda", "uk", "ts")]
+    assert _warning_suppliers(tuple(debtor), rows, svc, 2) == ("voda",)
+    paid_up = [_payee("voda", "voda", charged=1_000, opening=5_000, paid=3_000)]
+    assert _warning_suppliers(tuple(paid_up), rows, svc, 2) == ()  # 2 000 left: not over 2 months
