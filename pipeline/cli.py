@@ -60,6 +60,14 @@ receipts_app = typer.Typer(help="Квитанции закрытых перио�
                            no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                            subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(receipts_app, name="receipts")
+export_app = typer.Typer(help="Выгрузки закрытого периода: банкам, почте, в ГИС ЖКХ, соцзащите.",
+                         no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                         subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(export_app, name="export")
+import_app = typer.Typer(help="Ответы получателей выгрузок: ГИС ЖКХ, соцзащита.",
+                         no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                         subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(import_app, name="import")
 
 
 HomeOpt = Annotated[
@@ -642,6 +650,73 @@ def _report_out(ws: Workspace, command: str, frame: Any, titles: dict[str, str],
     atomic_write_bytes(path, data)
     _audit(ws, command, inputs=inputs, outputs=[str(path)])
     _say(f"Записано строк: {frame.height} — {path}")
+
+
+#: ``billing export KIND``: the module of ``pipeline.export`` that builds its files.
+_EXPORTS = {
+    "banks": "Реестры начислений для банков и платёжных агентов",
+    "post": "Реестр квитанций для доставки Почтой России",
+    "gis": "Платёжные документы и показания для ГИС ЖКХ",
+    "welfare": "Реестр для органов социальной защиты",
+}
+
+
+def _export(kind: str, period: str, home: Path | None) -> None:
+    import importlib
+
+    from pipeline.export import sealed_manifest, write_exports
+
+    period = period_option(period, "--period")
+    ws = _ws(home).require()
+    sealed_manifest(ws, period)  # refuses an open or damaged period before building anything
+    module = importlib.import_module(f"pipeline.export.{kind}")
+    files = module.build_files(ws, period)
+    report = write_exports(ws, period, kind, files)
+    _audit(ws, f"export {kind}", inputs={"period": period},
+           outputs={"written": list(report.written), "unchanged": list(report.unchanged),
+                    "rows": report.rows, "total_kop": report.total_kop})
+    _say(f"{_EXPORTS[kind]} за {period}: {len(files)} файл(ов), записей {report.rows}, "
+         f"сумма {_rub(report.total_kop)} — {report.folder}")
+    for rel in report.written:
+        _say(f"  записан {rel}")
+    if report.unchanged:
+        _say(f"  уже были выгружены без изменений: {len(report.unchanged)}")
+
+
+@export_app.command("banks")
+def export_banks(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Реестры начислений закрытого периода для банков и агентов (по их форматам из настроек)."""
+    _export("banks", period, home)
+
+
+@export_app.command("post")
+def export_post(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Реестр бумажных квитанций для доставки почтой (CSV и XLSX), по индексу и адресу."""
+    _export("post", period, home)
+
+
+@export_app.command("gis")
+def export_gis(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Платёжные документы и показания приборов учёта для загрузки в ГИС ЖКХ (XML по схемам 16.3.0.0)."""
+    _export("gis", period, home)
+
+
+@export_app.command("welfare")
+def export_welfare(
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR, help=f"Период: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Реестр получателей льгот и субсидий для органов социальной защиты."""
+    _export("welfare", period, home)
 
 
 @report_app.command("osv")

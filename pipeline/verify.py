@@ -44,6 +44,9 @@ SELF_HASH = "manifest_sha256"
 CHAIN = "previous_manifest_sha256"
 #: Directories readers skip (``tables_only``): many small files nothing else reads back.
 BULKY_DIRS = ("receipts", "reports")
+#: Exports added after the seal (:mod:`pipeline.export`), checked against their own manifest.
+EXPORTS_DIR = "exports"
+EXPORTS_MANIFEST = "manifest.json"
 #: The verification cache, under ``store/``.
 CACHE_FILE = "verified.json"
 
@@ -161,12 +164,49 @@ def _verify_one(ws: Workspace, period: str, tables_only: bool, cache: _Cache,
         checked += 1
     for file in _present(folder, tables_only):
         rel = file.relative_to(folder).as_posix()
+        if PurePosixPath(rel).parts[0] == EXPORTS_DIR:
+            continue  # added after the seal, checked against their own manifest below
         if rel != MANIFEST and rel not in listed:
             raise BillingError(
                 f"Период {period} повреждён: файл {rel} не указан в {MANIFEST} — в закрытый период "
                 "ничего не добавляют; уберите файл или восстановите период из резервной копии."
             )
+    if not tables_only:
+        checked += _verify_exports(folder, period)
     return checked
+
+
+def _verify_exports(folder: Path, period: str) -> int:
+    """The files of ``exports/`` against the exports manifest (:mod:`pipeline.export`)."""
+    exports = folder / EXPORTS_DIR
+    if not exports.is_dir():
+        return 0
+    where = f"{EXPORTS_DIR}/{EXPORTS_MANIFEST}"
+    try:
+        listed = json.loads((exports / EXPORTS_MANIFEST).read_bytes()).get("files")
+    except FileNotFoundError:
+        listed = {}
+    except (OSError, ValueError, AttributeError) as err:
+        raise _broken(period, f"файл {where} не читается ({err})") from None
+    if not isinstance(listed, dict):
+        raise _broken(period, f"в файле {where} нет списка файлов")
+    for rel, entry in sorted(listed.items()):
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+            raise _broken(period, f"в файле {where} недопустимый путь «{rel}»")
+        file = exports.joinpath(*parts)
+        if not file.is_file():
+            raise _broken(period, f"файл выгрузки {EXPORTS_DIR}/{rel} отсутствует (он указан в {where})")
+        if sha256_file(file) != (entry or {}).get("sha256"):
+            raise _broken(period, f"файл выгрузки {EXPORTS_DIR}/{rel} не совпадает с {where}")
+    for file in sorted(p for p in exports.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = file.relative_to(exports).as_posix()
+        if file.name.startswith(".") and file.name.endswith(".tmp"):
+            continue  # an export being written right now (atomic_write_bytes' scratch)
+        if rel != EXPORTS_MANIFEST and rel not in listed:
+            raise BillingError(f"Период {period}: файл {EXPORTS_DIR}/{rel} не указан в {where} — "
+                               "выгрузки пишет только billing export; уберите файл.")
+    return len(listed)
 
 
 def _check_chain(ws: Workspace, period: str, expected: Any, sealed: list[str]) -> None:

@@ -1,0 +1,154 @@
+"""Exports of a sealed period: the files banks, the post, ГИС ЖКХ and social welfare read.
+
+Every ``billing export KIND --period P`` builds its files from the sealed tables and the
+registers snapshot the period's manifest names (never from today's registers), then hands
+them to :func:`write_exports`, which writes them into ``periods/P/exports/KIND/``:
+
+* each file atomically (a temporary name renamed in place);
+* listed in the exports manifest ``periods/P/exports/manifest.json`` with its SHA-256,
+  row count and control sum, so :mod:`pipeline.verify` checks exports like the tables;
+* **never rewritten**: a sealed period's exports may be added later, one kind at a time,
+  but a file once written stays. Exporting again with the same content is a no-op (the
+  builders are deterministic: no clock, no random identifiers); a different content under
+  an existing name is refused with the reason.
+
+The period's own ``manifest.json`` (sealed at the close) does not list ``exports/``; the
+exports manifest is append-only and is not chained like the period manifests (an edit to
+an export file is detected by its hash; an edit of the exports manifest itself is not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.verify import EXPORTS_DIR, EXPORTS_MANIFEST, check_sealed
+from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, sha256_file, workspace_lock
+
+__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "ExportFile", "ExportReport", "exports_dir",
+           "read_exports_manifest", "sealed_manifest", "write_exports"]
+
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One file of an export: its name inside ``exports/KIND/``, bytes and control figures."""
+
+    #: Relative name inside ``exports/KIND/`` (may hold a sub-folder: ``sber/xxx.txt``).
+    name: str
+    data: bytes
+    #: Records in the file (payers, documents, readings) — what its header or footer counts.
+    rows: int
+    #: Its control sum in kopecks (what its footer sums); 0 where it carries no money.
+    total_kop: int
+    #: Who reads it, in Russian (``Сбербанк``, ``Почта России``, ``ГИС ЖКХ``…).
+    recipient: str = ""
+    #: More figures worth keeping in the manifest (per file).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`write_exports` did."""
+
+    kind: str
+    folder: Path
+    written: tuple[str, ...]
+    #: Files already there with exactly these bytes (an export run again).
+    unchanged: tuple[str, ...]
+    rows: int
+    total_kop: int
+
+
+def exports_dir(ws: Workspace, period: str) -> Path:
+    return ws.period_dir(period) / EXPORTS_DIR
+
+
+def sealed_manifest(ws: Workspace, period: str) -> dict[str, Any]:
+    """The sealed period's manifest, its tables verified; a Russian refusal when not closed."""
+    path = ws.period_dir(period) / "manifest.json"
+    if period not in ws.sealed_periods() or not path.is_file():
+        raise BillingError(f"Период {period} не закрыт: выгрузки делаются только по закрытому периоду "
+                           f"(billing close --period {period}).")
+    check_sealed(ws, [period])
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def read_exports_manifest(ws: Workspace, period: str) -> dict[str, Any]:
+    """``{"files": {"KIND/NAME": {...}}}``; empty when nothing was exported yet."""
+    path = exports_dir(ws, period) / EXPORTS_MANIFEST
+    if not path.is_file():
+        return {"period": period, "files": {}}
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise BillingError(f"{path}: манифест выгрузок не читается ({err}); "
+                           "восстановите его из резервной копии.") from None
+    if not isinstance(data.get("files"), dict):
+        raise BillingError(f"{path}: в манифесте выгрузок нет списка файлов; "
+                           "восстановите его из резервной копии.")
+    return data
+
+
+def _check_name(kind: str, name: str) -> str:
+    rel = PurePosixPath(kind, name)
+    if (not name or rel.is_absolute() or ".." in rel.parts or any(p.startswith(".") for p in rel.parts)
+            or "\\" in name or len(rel.parts) > 3):
+        raise ValueError(f"недопустимое имя файла выгрузки «{name}»")
+    return rel.as_posix()
+
+
+def write_exports(ws: Workspace, period: str, kind: str, files: list[ExportFile],
+                  now: datetime | None = None) -> ExportReport:
+    """Write ``files`` into ``periods/P/exports/KIND/`` and list them in the exports manifest.
+
+    Under the workspace lock; ``period`` must be sealed. Refuses (before writing anything) a
+    file whose name exists with other bytes. Returns what was written and what was already
+    there unchanged.
+    """
+    sealed_manifest(ws, period)
+    names = [_check_name(kind, f.name) for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"выгрузка {kind}: имена файлов повторяются")
+    with workspace_lock(ws, f"export {kind}"):
+        folder = exports_dir(ws, period)
+        manifest = read_exports_manifest(ws, period)
+        listed: dict[str, Any] = manifest["files"]
+        written: list[str] = []
+        unchanged: list[str] = []
+        digests = [hashlib.sha256(f.data).hexdigest() for f in files]
+        for rel, digest in zip(names, digests, strict=True):
+            path = folder / rel
+            old = listed.get(rel)
+            if old is not None or path.exists():
+                same = old is not None and old.get("sha256") == digest and path.is_file() \
+                    and sha256_file(path) == digest
+                if not same:
+                    raise BillingError(
+                        f"Выгрузка за {period}: файл exports/{rel} уже записан и отличается от новой "
+                        "выгрузки. Выгрузки закрытого периода не переписываются: если данные для "
+                        "получателя изменились, это перерасчёт в следующем периоде; если изменились "
+                        "настройки выгрузки, выгрузите следующий период с новыми настройками.")
+        stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+        for f, rel, digest in zip(files, names, digests, strict=True):
+            if rel in listed:
+                unchanged.append(rel)
+                continue
+            atomic_write_bytes(folder / rel, f.data)
+            listed[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
+                           "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
+                           **({"extra": f.extra} if f.extra else {})}
+            written.append(rel)
+        if written:
+            manifest["period"] = period
+            manifest["files"] = dict(sorted(listed.items()))
+            atomic_write_bytes(folder / EXPORTS_MANIFEST,
+                               json.dumps(manifest, ensure_ascii=False, indent=1).encode())
+    return ExportReport(kind=kind, folder=folder / kind, written=tuple(written),
+                        unchanged=tuple(unchanged), rows=sum(f.rows for f in files),
+                        total_kop=sum(f.total_kop for f in files))
