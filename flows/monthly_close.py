@@ -27,7 +27,7 @@ from flows.cluster import partition_runner
 from pipeline import close as stages
 from pipeline import progress
 from pipeline.dates import Period
-from pipeline.render.build import receipts_step
+from pipeline.render.build import drop_receipt_cache, receipts_step
 from pipeline.render.receipts import check_pdf_stack
 from pipeline.workspace import Workspace, workspace_lock
 
@@ -66,6 +66,7 @@ def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool 
         progress.stage(f"{period}: начисления рассчитаны — строк {count(summary['charge_lines'])}"
                        + (f", частей {parts}" if parts > 1 else ""))
         if not dry_run:
+            drop_receipt_cache(ws, period)  # the sealed receipts are the record now
             progress.stage(f"{period}: период закрыт — " + _sealed_text(Path(summary["period_dir"])))
     return summary
 

@@ -6,6 +6,7 @@ non-zero balance. Lines keep the order of ``services.csv``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
@@ -55,7 +56,8 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
     receipts = workspace_receipts(ws, result, regs, inputs.rules.services, inputs.rules.legal_thresholds)
 
     def render(tmp: Path) -> dict[str, Any]:
-        report = render_receipts(receipts, tmp / "receipts", workers=workers, batches=batches)
+        report = render_receipts(receipts, tmp / "receipts", workers=workers, batches=batches,
+                                 cache=receipt_cache_dir(ws, str(result.period)))
         # Organization payers get an invoice and an act per supplier instead of a receipt.
         invoices = render_invoices(build_invoices(result, regs, inputs.rules.services, vat_rates),
                                    tmp / "invoices")
@@ -66,6 +68,21 @@ def receipts_step(ws: Workspace, inputs: CloseInputs, result: CloseResult, worke
         return out
 
     return render
+
+
+def receipt_cache_dir(ws: Workspace, period: str) -> Path:
+    """The receipts already laid out while ``period`` is being closed, by content hash.
+
+    A close that fails after rendering (or is run again after a register was mended) lays out
+    only the receipts whose content changed; once the period is sealed its receipts are the
+    record and the flow removes this folder (:func:`drop_receipt_cache`).
+    """
+    return ws.home / "cache" / "receipts" / period
+
+
+def drop_receipt_cache(ws: Workspace, period: str) -> None:
+    """Remove the period's receipt cache (after its seal)."""
+    shutil.rmtree(receipt_cache_dir(ws, period), ignore_errors=True)
 
 
 def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.DataFrame],

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import gc
+import hashlib
 import logging
 import math
 import multiprocessing
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -335,6 +338,8 @@ class RenderReport:
     seconds: float
     #: Folder the PDFs were written to.
     out_dir: Path
+    #: Receipts whose HTML was unchanged since an earlier run: copied from the cache, not laid out.
+    reused: int = 0
 
     @property
     def per_second(self) -> float:
@@ -844,6 +849,53 @@ def render_pdf(receipt: Receipt, path: Path) -> None:
         _CURRENT_ACCOUNT.reset(token)
 
 
+# --------------------------------------------------------------------------- content cache
+
+
+@lru_cache(maxsize=1)
+def _engine_key() -> bytes:
+    """What, besides a receipt's HTML, decides its PDF's bytes: the stylesheets and versions."""
+    import pydyf
+    import weasyprint
+
+    digest = hashlib.sha256()
+    for part in (weasyprint.__version__, pydyf.__version__, _UA_CSS, FONT_FAMILY):
+        digest.update(part.encode() + b"\0")
+    digest.update(CSS_PATH.read_bytes())
+    return digest.digest()
+
+
+def content_key(html: str) -> str:
+    """The receipt's content hash: its HTML (QR codes included, as data URIs) and the engine.
+
+    Two receipts with one key render to the same bytes (the PDF carries no clock: see
+    ``tests/flows/test_dask.py``), so a re-run may copy the earlier PDF instead of laying it out.
+    """
+    return hashlib.sha256(_engine_key() + html.encode()).hexdigest()
+
+
+def _cached(cache: Path, key: str) -> tuple[Path, int] | None:
+    """The cached PDF of ``key`` and its page count (kept in the name), if any."""
+    for path in (cache / key[:2]).glob(f"{key}-*.pdf"):
+        pages = path.stem.rpartition("-")[2]
+        if pages.isdigit():
+            return path, int(pages)
+    return None
+
+
+def _remember(cache: Path, key: str, pdf: Path, pages: int) -> None:
+    """Copy a freshly written ``pdf`` into the cache (atomically: a killed run leaves scratch only)."""
+    folder = cache / key[:2]
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
+    try:
+        shutil.copyfile(pdf, tmp)
+        os.replace(tmp, folder / f"{key}-{pages}.pdf")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 # --------------------------------------------------------------------------- batch run
 
 
@@ -857,6 +909,7 @@ class _Task:
     out_dir: Path
     batches: bool
     run_token: str
+    cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -877,6 +930,7 @@ class _TaskResult:
     count: int
     parts: tuple[_Part, ...]
     logs: tuple[tuple[int, str], ...]
+    reused: int = 0
 
 
 class _Collector(logging.Handler):
@@ -983,21 +1037,37 @@ def _run_task(task: _Task) -> _TaskResult:
     A batch is the receipts' PDFs concatenated with pypdf (≈5 ms a page) rather than
     the laid-out pages written a second time by WeasyPrint (≈30 ms a page); the
     documents need not stay in memory either.
+
+    With ``task.cache``, a receipt whose :func:`content_key` is in the cache is copied from
+    it instead of being laid out; a receipt laid out is added to the cache.
     """
     engine = _engine()
     singles: list[tuple[Path, str, list[None]]] = []
     written: list[Path] = []
+    reused = 0
     try:
         for receipt in task.receipts:
             token = _CURRENT_ACCOUNT.set(receipt.account_id)
             try:
-                document = engine.layout(receipt)
+                html = render_html(receipt)
                 path = task.out_dir / f"{receipt.account_id}.pdf"
-                write_atomic(path, document.write_pdf)
+                key = content_key(html) if task.cache is not None else ""
+                hit = _cached(task.cache, key) if task.cache is not None else None
+                if hit is not None:
+                    source, n_pages = hit
+                    write_atomic(path, functools.partial(shutil.copyfile, source))
+                    reused += 1
+                else:
+                    document = engine.document(html)
+                    write_atomic(path, document.write_pdf)
+                    n_pages = len(document.pages)
+                    del document
+                    if task.cache is not None:
+                        _remember(task.cache, key, path, n_pages)
             finally:
                 _CURRENT_ACCOUNT.reset(token)
             if task.batches and receipt.paper:
-                singles.append((path, receipt.account_id, [None] * len(document.pages)))
+                singles.append((path, receipt.account_id, [None] * n_pages))
         parts: list[_Part] = []
         if task.batches and singles:
             from pypdf import PdfWriter
@@ -1029,7 +1099,7 @@ def _run_task(task: _Task) -> _TaskResult:
     if _COLLECTOR is not None:
         logs = tuple(_COLLECTOR.records)
         _COLLECTOR.records.clear()
-    return _TaskResult(task.building_id, len(task.receipts), tuple(parts), logs)
+    return _TaskResult(task.building_id, len(task.receipts), tuple(parts), logs, reused)
 
 
 class _Batches:
@@ -1065,7 +1135,8 @@ def _check_id(kind: str, value: str) -> None:
 
 
 def _plan(
-    receipts: Iterable[Receipt], out_dir: Path, batches: bool, workers: int, run_token: str
+    receipts: Iterable[Receipt], out_dir: Path, batches: bool, workers: int, run_token: str,
+    cache: Path | None = None,
 ) -> tuple[list[_Task], dict[str, int]]:
     """Split the run into tasks; also return the number of chunks per building."""
     by_building: dict[str, list[Receipt]] = {}
@@ -1086,12 +1157,13 @@ def _plan(
             chunks[building] = n_chunks
             for i in range(n_chunks):
                 part = tuple(items[i * size : (i + 1) * size])
-                tasks.append(_Task(building, i, part, out_dir, True, run_token))
+                tasks.append(_Task(building, i, part, out_dir, True, run_token, cache))
     else:
         flat = [r for items in by_building.values() for r in items]
         size = max(1, min(_UNBATCHED_CHUNK, math.ceil(len(flat) / (workers * 4))))
         for i in range(0, len(flat), size):
-            tasks.append(_Task("", i // size, tuple(flat[i : i + size]), out_dir, False, run_token))
+            tasks.append(_Task("", i // size, tuple(flat[i : i + size]), out_dir, False, run_token,
+                               cache))
     tasks.sort(key=lambda t: -len(t.receipts))  # biggest first: better balance at the tail
     return tasks, chunks
 
@@ -1106,6 +1178,7 @@ def render_receipts(
     out_dir: Path,
     workers: int | None = None,
     batches: bool = True,
+    cache: Path | None = None,
 ) -> RenderReport:
     """Render one PDF per account, ``out_dir / f"{account_id}.pdf"``, plus print batches.
 
@@ -1127,6 +1200,11 @@ def render_receipts(
     safe file names; duplicate accounts are refused. Batch files left by an
     earlier run into the same ``out_dir`` are not removed.
 
+    ``cache``: a folder of PDFs by :func:`content_key` (``<key[:2]>/<key>-<pages>.pdf``): a
+    receipt whose HTML an earlier run already laid out is copied from there, so a re-run (a
+    close that failed after rendering, a region closed again after one register was mended)
+    lays out only the receipts whose content changed. The caller owns the folder's lifetime.
+
     As with any ``forkserver``/``spawn`` pool, a script calling this must guard
     its entry point with ``if __name__ == "__main__":`` (workers import the main
     module). Do not call it from two threads of one process at once.
@@ -1137,14 +1215,14 @@ def render_receipts(
     if n_workers < 1:
         raise ValueError(f"workers должно быть ≥ 1, получено {n_workers}")
     run_token = uuid.uuid4().hex[:8]
-    tasks, chunks = _plan(receipts, out_dir, batches, n_workers, run_token)
+    tasks, chunks = _plan(receipts, out_dir, batches, n_workers, run_token, cache)
     check_pdf_stack()
     out_dir.mkdir(parents=True, exist_ok=True)
     batch_dir = out_dir / "batches"
     if batches and tasks:
         batch_dir.mkdir(exist_ok=True)
     finisher = _Batches(batch_dir, chunks)
-    count = 0
+    count = reused = 0
     n_workers = min(n_workers, len(tasks))
     try:
         if n_workers <= 1:
@@ -1153,6 +1231,7 @@ def render_receipts(
                     result = _run_task(task)
                     finisher.add(result)
                     count += result.count
+                    reused += result.reused
         else:
             context = multiprocessing.get_context("forkserver")
             with ProcessPoolExecutor(n_workers, context, initializer=_init_worker,
@@ -1164,6 +1243,7 @@ def render_receipts(
                         _relog(result)
                         finisher.add(result)
                         count += result.count
+                        reused += result.reused
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -1174,7 +1254,8 @@ def render_receipts(
         raise
     seconds = time.perf_counter() - started
     _LOG.info(
-        "квитанции: %d PDF, %d пачек за %.1f с (%.1f квит./с), %s",
-        count, finisher.written, seconds, count / seconds if seconds else 0.0, out_dir,
+        "квитанции: %d PDF (%d без изменений взяты из кэша), %d пачек за %.1f с (%.1f квит./с), %s",
+        count, reused, finisher.written, seconds, count / seconds if seconds else 0.0, out_dir,
     )  # fmt: skip
-    return RenderReport(count=count, batches=finisher.written, seconds=seconds, out_dir=out_dir)
+    return RenderReport(count=count, batches=finisher.written, seconds=seconds, out_dir=out_dir,
+                        reused=reused)
