@@ -70,7 +70,7 @@ def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
     for name in RULE_TABLES:
         if not (ws.rules / f"{name}.csv").is_file():
             _empty_view(con, name, empty[name])
-    for name in ("payments", "imported_files"):
+    for name in ("payments", "imported_files", "agent_settlements"):
         path = ws.store / f"{name}.parquet"
         if path.is_file():
             readable.append(path)
@@ -102,6 +102,7 @@ def empty_schemas() -> dict[str, pl.Schema]:
     imported files and the sealed tables (as :mod:`schemas.outputs` declares them)."""
     import polars as pl
 
+    from pipeline.ingest.onec import SETTLEMENTS_SCHEMA
     from pipeline.ingest.payments import FILES_SCHEMA, STORE_SCHEMA
 
     schemas: dict[str, pl.Schema] = {
@@ -110,6 +111,7 @@ def empty_schemas() -> dict[str, pl.Schema]:
     }
     schemas["payments"] = STORE_SCHEMA
     schemas["imported_files"] = FILES_SCHEMA
+    schemas["agent_settlements"] = SETTLEMENTS_SCHEMA
     schemas.update((name, empty_output(name).schema) for name in OUTPUT_TABLES)
     return schemas
 

@@ -63,7 +63,7 @@ from pipeline.money import format_rub, parse_fixed, parse_rubles
 from pipeline.settings import PAYMENT_FORMATS
 from pipeline.workspace import BillingError, IncompleteFileError, atomic_write_bytes
 
-FORMATS = PAYMENT_FORMATS
+FORMATS = tuple(f for f in PAYMENT_FORMATS if f != "1c")  # the 1С statement: pipeline.ingest.onec
 
 MARKER = "[!]"
 #: Fields before the variable part: date … period.
@@ -139,9 +139,21 @@ class _Line:
     reading_problems: list[tuple[str, str, str]] = field(default_factory=list)
 
 
+#: The first line of a 1С «Клиент-банк» exchange file (pipeline.ingest.onec reads it).
+ONEC_FIRST_LINE = "1CClientBankExchange"
+
+
+def is_statement(data: bytes) -> bool:
+    """Whether ``data`` starts with the line ``1CClientBankExchange`` (BOM and blanks allowed)."""
+    head = data[:64].removeprefix(b"\xef\xbb\xbf").lstrip()
+    n = len(ONEC_FIRST_LINE)
+    return head.startswith(ONEC_FIRST_LINE.encode()) and head[n:n + 1] in (b"", b"\r", b"\n", b" ", b"\t")
+
+
 def detect_format(name: str, data: bytes) -> str:
     """Tell an agent CSV from a Sber/VTB payment register by its content (and name).
 
+    ``1c`` for a 1С statement (first line ``1CClientBankExchange``);
     ``csv`` when the first line names ``payment_id`` and ``account_id``; a register
     when the first line (after ``#`` comments) starts with a ``DD-MM-YYYY;`` date or is
     a footer. A register is ``vtb`` when the file name carries a ``VTB``/``ВТБ``
@@ -153,6 +165,8 @@ def detect_format(name: str, data: bytes) -> str:
     >>> detect_format("p.csv", b"payment_id,paid_on,account_id,amount,period,agent\\n")
     'csv'
     """
+    if is_statement(data):  # a bank statement in the 1С exchange format (pipeline.ingest.onec)
+        return "1c"
     text, _ = _decode(name, data)
     lines = [ln.strip() for ln in text.split("\n")]
     meaningful = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -164,7 +178,8 @@ def detect_format(name: str, data: bytes) -> str:
             return "vtb" if _vtb_name(name) else "sber"
     raise BillingError(
         f"{name}: неизвестный формат файла платежей: ожидается CSV агента (столбцы payment_id, "
-        f"account_id, …) или реестр платежей Сбербанка/ВТБ (строки «ДД-ММ-ГГГГ;ЧЧ-ММ-СС;…», итог «=…»)"
+        f"account_id, …), реестр платежей Сбербанка/ВТБ (строки «ДД-ММ-ГГГГ;ЧЧ-ММ-СС;…», итог «=…») "
+        f"или выписка банка в формате 1С (первая строка «1CClientBankExchange»)"
     )
 
 

@@ -4,7 +4,10 @@ exactly once.
 Formats: the Sberbank and VTB nightly registers (:mod:`pipeline.ingest.bank_formats`,
 footer checked against the body, or the whole file is refused) and a plain CSV
 for other agents (payment_id, paid_on, account_id, amount, period, agent and an
-optional refund_of). The format is detected or named with ``--format``.
+optional refund_of), and bank statements of our settlement accounts in the 1С exchange
+format (:mod:`pipeline.ingest.onec`: payments matched by their purpose text, the agents'
+daily transfers kept apart as settlements and reconciled). The format is detected or
+named with ``--format``.
 
 Exactly once:
 
@@ -142,6 +145,9 @@ class PaymentImport:
     rejects_path: Path | None
     #: The first suspense rows of the file (up to :data:`SUSPENSE_SHOWN`), for the summary.
     suspense_rows: tuple[SuspenseRow, ...] = ()
+    #: What else the import says (Russian lines): a 1С statement's agent settlements and
+    #: their reconciliation, documents that are not payments, control-sum warnings.
+    notes: tuple[str, ...] = ()
 
 
 #: How many suspense payments an import's summary names; the rest are counted.
@@ -235,8 +241,12 @@ def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = No
 
     data = path.read_bytes()
     fmt = fmt or bank_formats.detect_format(path.name, data)
+    if fmt == "1c":  # matched against the workspace's registers: see import_payment_file
+        raise BillingError(f"{path.name}: выписка банка в формате 1С загружается командой "
+                           f"billing payments import (ей нужны реестры рабочей папки)")
     if fmt not in bank_formats.FORMATS:
-        raise BillingError(f"Неизвестный формат «{fmt}»: допустимы {', '.join(bank_formats.FORMATS)}")
+        known = ", ".join((*bank_formats.FORMATS, "1c"))
+        raise BillingError(f"Неизвестный формат «{fmt}»: допустимы {known}")
     if agent is not None and not agent.strip():
         raise BillingError("--agent: укажите имя платёжного агента (например post)")
     if fmt != "csv" and agent is not None and agent != fmt:
@@ -408,7 +418,20 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
     if files.filter((pl.col("sha256") == digest) & pl.col("reverted_at").is_null()).height:
         return PaymentImport(path.name, digest, fmt or "", True, 0, 0, 0, 0, 0, 0, None)
 
-    fmt, incoming, readings, rejects = read_payment_file(path, fmt, agent)
+    from pipeline.ingest import onec
+
+    statement = None
+    if fmt == onec.FORMAT or (fmt is None and onec.is_statement(path.read_bytes())):
+        if agent is not None and agent != onec.AGENT:
+            raise BillingError(f"{path.name}: выписка 1С сама называет агента («{onec.AGENT}») — загрузите "
+                               f"её без --agent")
+        paid = pl.concat([load_payments(ws).select("agent", "paid_on", "amount"),
+                          load_suspense(ws).select("agent", "paid_on", "amount")])
+        statement = onec.read_statement(ws, path.name, path.read_bytes(), paid)
+        fmt, incoming, readings, rejects = (onec.FORMAT, statement.incoming,
+                                            pl.DataFrame(schema=READINGS_SCHEMA), statement.rejects)
+    else:
+        fmt, incoming, readings, rejects = read_payment_file(path, fmt, agent)
     if _stamp(path) != before:
         raise IncompleteFileError(
             f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
@@ -425,6 +448,8 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
         path.name, today or date.today(),
     )
     rejects = pl.concat([rejects, more_rejects]).sort("row")
+    if statement is not None:  # the payer and the purpose in the reason of a suspense payment
+        suspense = onec.explain_suspense(suspense, statement.explain)
     progress.stage(f"{path.name}: проверен — принято {progress.count_text(accepted.height)}, "
                    f"невыясненных {progress.count_text(suspense.height)}, "
                    f"повторных {progress.count_text(duplicates.height)}")
@@ -439,7 +464,8 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
                   for r in suspense.sort(ROW).head(SUSPENSE_SHOWN).iter_rows(named=True))
     result = PaymentImport(path.name, digest, fmt, False, accepted.height, accepted_kop,
                            suspense.height, duplicates.height, int(rejects["row"].n_unique()),
-                           readings.height, rejects_path, shown)
+                           readings.height, rejects_path, shown,
+                           statement.notes if statement is not None else ())
     # Payments, suspense and readings first, the file list last: a kill in between
     # re-imports the file next time, and the known payment ids make that a no-op.
     if accepted.height:
@@ -456,6 +482,8 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
         write_parquet_atomic(pl.concat([known, fresh]).unique(
             ["agent", "payment_id", "meter_serial", "resource"], keep="first", maintain_order=True),
             ws.store / "bank_readings.parquet")
+    if statement is not None:  # the agents' transfers: settlements, not payments
+        onec.store_settlements(ws, statement.settlements, path.name, digest, now)
     record = pl.DataFrame([{
         "sha256": digest, "file": path.name, "format": fmt, "imported_at": now,
         "accepted": result.accepted, "accepted_kop": accepted_kop, "suspense": result.suspense,
@@ -639,6 +667,9 @@ def revert_payment_file(ws: Workspace, target: str | Path) -> PaymentRevert:
                              ws.store / "bank_readings.parquet")
     if mine.height:
         write_parquet_atomic(stored.filter(pl.col("file_sha256").ne_missing(digest)), payments_path(ws))
+    from pipeline.ingest.onec import drop_settlements
+
+    drop_settlements(ws, digest)  # a 1С statement's agent transfers
     files = load_imported_files(ws)
     write_parquet_atomic(files.with_columns(
         pl.when((pl.col("sha256") == digest) & pl.col("reverted_at").is_null())
@@ -690,6 +721,8 @@ def import_inbox(ws: Workspace, now: datetime | None = None, *,
                         "rejected": result.rejected}
                 if result.suspense:
                     info["suspense_list"] = suspense_lines(result)
+                if result.notes:
+                    info["notes"] = list(result.notes)
             except IncompleteFileError as err:
                 waiting = str(err)
             except BillingError as err:
