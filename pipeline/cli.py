@@ -208,7 +208,8 @@ def _print_close(s: dict, dry_run: bool) -> None:
 def payments_import(
     files: Annotated[list[Path], typer.Argument(metavar="ФАЙЛ", help="Файлы реестров платежей.")],
     fmt: Annotated[str | None, typer.Option(
-        "--format", metavar="ФОРМАТ", help="Формат: sber, vtb или csv (по умолчанию определяется сам).")
+        "--format", metavar="ФОРМАТ", help="Формат: sber, vtb, csv или 1c — выписка банка в формате 1С "
+        "(по умолчанию определяется сам).")
     ] = None,
     agent: Annotated[str | None, typer.Option(
         "--agent", metavar="ИМЯ", help="Платёжный агент файла CSV без столбца agent (и строк с пустым "
@@ -236,6 +237,8 @@ def payments_import(
              + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
              + (f", показаний счётчиков {r.readings}" if r.readings else "")
              + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+        for line in r.notes:
+            _say(f"  {line}")
         for line in suspense_lines(r, _home_hint(home)):
             _say(f"  {line}")
 
@@ -564,6 +567,9 @@ def bench(
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, metavar="ЧИСЛО",
         help="Процессов отрисовки для --receipts (по умолчанию — по числу ядер).")] = None,
+    exports: Annotated[bool, typer.Option(
+        "--exports", help="Замерить выгрузки (банки, почта, ГИС ЖКХ, соцзащита) закрытого месяца "
+        "города из --accounts счетов против голой записи CSV.")] = False,
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Отчёт одним объектом JSON в последней строке stdout.")] = False,
@@ -578,7 +584,11 @@ def bench(
     from pipeline.receipts_bench import receipts_bench, receipts_summary
 
     with progress.reporting():
-        if receipts:
+        if exports:
+            from pipeline.export.bench import exports_bench
+
+            report = exports_bench(accounts, ws=_ws(home) if home else None, say=progress.stage)
+        elif receipts:
             report = receipts_bench(receipts, workers or os.cpu_count() or 1,
                                     home=_ws(home).home if home else None, say=progress.stage)
         elif history:
@@ -591,6 +601,11 @@ def bench(
                                say=progress.stage, partition_accounts=partition_accounts)
     if as_json:
         _say(json.dumps(report, ensure_ascii=False))
+    elif exports:
+        from pipeline.export.bench import exports_summary
+
+        for line in exports_summary(report):
+            _say(line)
     elif receipts:
         for line in receipts_summary(report):
             _say(line)
@@ -717,6 +732,77 @@ def export_welfare(
 ) -> None:
     """Реестр получателей льгот и субсидий для органов социальной защиты."""
     _export("welfare", period, home)
+
+
+@import_app.command("gis-payments")
+def import_gis_payments(
+    file: Annotated[Path, typer.Argument(
+        metavar="ФАЙЛ",
+        help="XML извещений о приёме платежей (importNotificationsOfOrderExecutionRequest).")],
+    days: Annotated[int, typer.Option(
+        "--days", metavar="ДНЕЙ", help="Допустимое расхождение дат платежа в ГИС и у нас, дней.")] = 0,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", metavar="ИМЯ",
+        help="Сверять только с платежами этого агента (банка-отправителя).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="КАТАЛОГ", help="Куда записать отчёт (по умолчанию HOME/reconciliation/gis/ИМЯ/).")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Сверить извещения ГИС ЖКХ о платежах с загруженными платежами (платежи не добавляются)."""
+    from pipeline.ingest.gis import reconcile_payments
+
+    ws = _ws(home).require()
+    r = reconcile_payments(ws, file.resolve(), days=days, agent=agent, out=out.resolve() if out else None)
+    _audit(ws, "import gis-payments", inputs={"file": str(file), "days": days, "agent": agent},
+           outputs={"notices": r.notices, "notices_kop": r.notices_kop, "counts": r.counts,
+                    "files": [str(r.csv_path), str(r.xlsx_path)]})
+    for line in r.lines():
+        _say(line)
+
+
+@import_app.command("gis-readings")
+def import_gis_readings_cmd(
+    file: Annotated[Path, typer.Argument(
+        metavar="ФАЙЛ", help="XML показаний из ГИС ЖКХ (exportMeteringDeviceHistoryResult или "
+        "importMeteringDeviceValuesRequest).")],
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить показания, внесённые жителями в ГИС ЖКХ; повторная загрузка ничего не меняет."""
+    from pipeline.ingest.gis import import_gis_readings
+
+    ws = _ws(home).require()
+    r = import_gis_readings(ws, file.resolve())
+    _audit(ws, "import gis-readings", inputs={"file": str(file), "sha256": r.sha256},
+           outputs={"read": r.read, "accepted": r.accepted, "duplicates": r.duplicates,
+                    "rejected": r.rejected})
+    _say(r.line())
+
+
+@import_app.command("welfare")
+def import_welfare(
+    file: Annotated[Path, typer.Argument(
+        metavar="ФАЙЛ", help="Ответ соцзащиты (CSV или XLSX): период, лицевой счёт и/или код гражданина, "
+        "услуга, суммы ЕДК и субсидий.")],
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить ответ органа соцзащиты (ЕДК и субсидии) для графы льгот ЕПД; повторная загрузка
+    ничего не меняет."""
+    from pipeline.ingest.welfare import import_welfare_file
+
+    ws = _ws(home).require()
+    r = import_welfare_file(ws, file.resolve())
+    _audit(ws, "import welfare", inputs={"file": str(file), "sha256": r.sha256},
+           outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop, "duplicates": r.duplicates,
+                    "rejected": r.rejected, "receipt_periods": list(r.receipt_periods),
+                    "already_imported": r.already_imported})
+    if r.already_imported:
+        _say(f"{r.file}: уже загружен ранее — пропущен.")
+        return
+    _say(f"{r.file}: принято сумм {r.accepted} на {_rub(r.accepted_kop)}"
+         + (f" (в квитанции за {', '.join(r.receipt_periods)})" if r.receipt_periods else "")
+         + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
+         + (f", отклонено строк {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
 
 
 @report_app.command("osv")

@@ -416,7 +416,8 @@ def _migrate_a_year(ws: Workspace, first: Period, seed: int, say: Say) -> None:
 
 
 def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say,
-              partition_accounts: int | None = None) -> dict[str, Any]:
+              partition_accounts: int | None = None,
+              prepare: Callable[[Workspace], None] | None = None) -> dict[str, Any]:
     """Generate, ingest and close ``months`` periods without PDFs; measure every stage.
 
     The close runs as ``billing close`` does, in partitions of ``partition_accounts``
@@ -427,7 +428,8 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say,
     main output (:class:`pipeline.bench.StageClock`). After the first month's close the
     bare join of the same month's charge lines (:func:`pipeline.bench.bare_charge_join`)
     runs on the same loaded registers; ``ratio`` is the first close (load + compute +
-    seal) over it.
+    seal) over it. ``prepare(ws)`` runs after the city is written, before the ingest (more
+    registers for a bench of its own, e.g. the exports').
     """
     from pipeline.bench import StageClock, bare_charge_join, peak_rss_mb
     from pipeline.close import close_in_parts, load_inputs
@@ -458,6 +460,8 @@ def run_bench(accounts: int, months: int, ws: Workspace | None, say: Say,
     try:
         step("generate_city", partial(generate_city, ws.home, accounts=accounts, start=first,
                                       months=months), lambda city: int(city.accounts))
+        if prepare is not None:
+            prepare(ws)
         step("ingest", partial(ingest, ws), lambda result: sum(result.loaded.values()))
         for period in month_periods(first, months):
             if period != first:

@@ -28,9 +28,9 @@ from typing import Any, TypeVar, cast
 from pipeline.errors import BillingError
 
 #: Formats of payment files (parsers in :mod:`pipeline.ingest.bank_formats`).
-PAYMENT_FORMATS = ("sber", "vtb", "csv")
+PAYMENT_FORMATS = ("sber", "vtb", "csv", "1c")
 #: Formats whose registers end with a checked footer line.
-FOOTER_FORMATS = ("sber", "vtb")
+FOOTER_FORMATS = ("sber", "vtb", "1c")
 #: How the nightly import tells that an inbox file is complete.
 COMPLETE_RULES = ("footer", "settle", "done")
 
@@ -86,12 +86,16 @@ class Close:
 class Receipts:
     """``[receipts]``: rendering processes (0 — one per core), print batches per building and
     whom the receipt's QR codes pay: each payee, or one collecting agent (``agent``, an
-    ``org_id`` of the organizations register) for the whole amount."""
+    ``org_id`` of the organizations register) for the whole amount. ``benefits``: how the
+    welfare body's amounts (``billing import welfare``) show in the ЕПД's benefits column —
+    ``info`` (information only, the default: monetised benefits are paid to the person) or
+    ``discount`` (deducted from the amount to pay)."""
 
     workers: int = 0
     print_batches: bool = True
     pay_to: str = "payees"
     agent: str = ""
+    benefits: str = "info"
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,54 @@ class Inbox:
     """
 
     settle_seconds: int = 120
-    complete: tuple[tuple[str, str], ...] = (("sber", "footer"), ("vtb", "footer"), ("csv", "settle"))
+    complete: tuple[tuple[str, str], ...] = (("sber", "footer"), ("vtb", "footer"), ("csv", "settle"),
+                                            ("1c", "footer"))
+
+
+#: Layouts of the charge registers ``billing export banks`` writes (:mod:`pipeline.export.banks`).
+BANK_LAYOUTS = ("sber", "csv")
+#: Fields a ``sber``-layout line may be made of, in the order ``columns`` names them.
+BANK_COLUMNS = ("account", "els", "payer", "address", "period", "amount", "meters", "services",
+                "marker", "empty")
+#: Placeholders of an agent's ``file_name`` rule.
+BANK_NAME_FIELDS = ("inn", "account", "seq", "mm", "yy", "yyyy", "period", "pay_mm", "pay_yy",
+                    "pay_yyyy", "code")
+
+
+@dataclass(frozen=True)
+class BankAgent:
+    """One ``[[banks.agents]]`` entry: a bank or paying agent that takes a charge register.
+
+    ``code`` is the agent as its payments come back (``sber``, ``post``…) and the folder of
+    its files; ``org_id`` the organization (organizations register) whose contract the
+    register serves — its ИНН and settlement account go into the file name. Everything about
+    the layout is a setting because each contract fixes its own (exchange-formats.md §2.1).
+    """
+
+    code: str
+    layout: str = "sber"
+    name: str = ""
+    org_id: str = ""
+    #: "" — the layout's default rule (``sber``: ``{inn}_{account}_{seq}_{mm}{yy}.txt``).
+    file_name: str = ""
+    sequence: int = 1
+    #: Service ids the agent collects for; empty — every service.
+    services: tuple[str, ...] = ()
+    separator: str = ";"
+    decimal: str = ","
+    amounts: str = "rubles"
+    columns: tuple[str, ...] = ("account", "els", "payer", "address", "period", "amount", "meters")
+    #: Longest text field (payer, address), characters; 0 — no limit.
+    max_text: int = 200
+    #: Whether organization payers (who get invoices, not receipts) are listed.
+    organizations: bool = False
+
+
+@dataclass(frozen=True)
+class Banks:
+    """``[banks]`` with ``[[banks.agents]]``: who gets a charge register of a sealed period."""
+
+    agents: tuple[BankAgent, ...] = ()
 
 
 #: A check of one value: (test, what is allowed — the end of the message).
@@ -176,6 +227,8 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "print_batches": (lambda v: True, "нужно true или false"),
         "pay_to": (lambda v: v in ("payees", "agent"), "нужно payees или agent"),
         "agent": (lambda v: True, "нужен код организации (org_id)"),
+        "benefits": (lambda v: v in ("info", "discount"),
+                     "нужно info (справочно) или discount (вычесть из суммы к оплате)"),
     },
     "smtp": {
         "host": (lambda v: True, "нужно имя сервера"),
@@ -249,6 +302,8 @@ S = TypeVar("S")
 _SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalculation": Recalculation,
                               "ingest": Ingest, "close": Close, "receipts": Receipts, "smtp": Smtp,
                               "lock": Lock, "schedule": Schedule, "inbox": Inbox, "migration": Migration}
+# Read by ``billing export banks`` alone (load_section); not yet a field of Settings.
+_SECTIONS["banks"] = Banks
 _NAMES = {kind: name for name, kind in _SECTIONS.items()}
 
 
@@ -275,6 +330,8 @@ def _parse_section(kind: type[S], data: Mapping[str, Any], path: Path | str) -> 
     name = _NAMES[kind]
     if kind is Inbox:
         return cast(S, _inbox(data.get(name, {}), path))
+    if kind is Banks:
+        return cast(S, _banks(data.get(name, {}), path))
     return cast(S, _section(kind, name, data.get(name, {})))
 
 
@@ -339,9 +396,87 @@ def _inbox(table: Any, path: Path | str) -> Inbox:
                                f"и не шаблон имени файла (например \"post-*.csv\")")
         if rule == "footer" and key not in FOOTER_FORMATS:
             raise BillingError(f"{where}.complete, {key}: правило footer — только для реестров sber и "
-                               f"vtb (итоговая строка есть только у них); выберите settle или done")
+                               f"vtb и выписок 1c (итоговая строка или КонецФайла есть только у них); "
+                               f"выберите settle или done")
         complete[key] = rule
     return Inbox(settle, tuple(complete.items()))
+
+
+_BANK_CHECKS: dict[str, Check] = {
+    "code": (lambda v: bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v)),
+             "нужен код агента из латинских букв, цифр, «_» или «-», например sber"),
+    "layout": (lambda v: v in BANK_LAYOUTS, f"допустимо {' или '.join(BANK_LAYOUTS)}"),
+    "name": (lambda v: True, "нужно название банка или агента"),
+    "org_id": (lambda v: True, "нужен код организации (org_id)"),
+    "file_name": (lambda v: _bank_name_rule_ok(v),
+                  "нужно правило имени файла из полей {" + "}, {".join(BANK_NAME_FIELDS)
+                  + "} без «/», например \"{inn}_{account}_{seq}_{mm}{yy}.txt\""),
+    "sequence": (lambda v: 1 <= v <= 999, "нужен номер реестра 1–999"),
+    "services": (lambda v: all(isinstance(s, str) and s for s in v), "нужен список кодов услуг"),
+    "separator": (lambda v: v in (";", "|", "\t"), "допустимо \";\", \"|\" или \"\\t\""),
+    "decimal": (lambda v: v in (",", "."), "допустимо \",\" или \".\""),
+    "amounts": (lambda v: v in ("rubles", "kopecks"), "допустимо rubles или kopecks"),
+    "columns": (lambda v: _bank_columns_ok(v),
+                f"нужен список полей из {', '.join(BANK_COLUMNS)}: account и amount — ровно по "
+                "одному разу, meters и services — не больше одного раза"),
+    "max_text": (lambda v: v >= 0, "нужно целое число знаков ≥ 0 (0 — без ограничения)"),
+    "organizations": (lambda v: True, "нужно true или false"),
+}
+
+
+def _bank_name_rule_ok(rule: str) -> bool:
+    import string
+
+    if any(ch in rule for ch in "/\\") or rule.startswith("."):
+        return False
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(rule) if f is not None]
+    except ValueError:
+        return False
+    return all(n in BANK_NAME_FIELDS for n in names)
+
+
+def _bank_columns_ok(columns: Any) -> bool:
+    return (all(isinstance(c, str) and c in BANK_COLUMNS for c in columns)
+            and columns.count("account") == 1 and columns.count("amount") == 1
+            and columns.count("meters") <= 1 and columns.count("services") <= 1)
+
+
+def _banks(table: Any, path: Path | str) -> Banks:
+    """``[banks]``: the list ``[[banks.agents]]``, each entry checked like a section."""
+    where = f"{path}, [banks]"
+    if not isinstance(table, dict):
+        raise BillingError(f"{where}: ожидается раздел настроек")
+    _refuse_unknown("banks", table, ["agents"])
+    entries = table.get("agents", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise BillingError(f"{where} agents: ожидается список [[banks.agents]]")
+    names = [f.name for f in fields(BankAgent)]
+    agents: list[BankAgent] = []
+    for number, entry in enumerate(entries, start=1):
+        section = f"banks.agents № {number}"
+        _refuse_unknown(section, entry, names)
+        if "code" not in entry:
+            raise BillingError(f"settings.toml [{section}]: не указан code — код банка или агента "
+                               "(как его платежи приходят обратно, например sber)")
+        values: dict[str, Any] = {}
+        for name in names:
+            if name not in entry:
+                continue
+            value, default = entry[name], getattr(BankAgent, name, "")
+            if isinstance(default, tuple):  # lists of text: services, columns
+                if not isinstance(value, list) or not _BANK_CHECKS[name][0](value):
+                    raise BillingError(f"settings.toml [{section}] {name} = {value!r}: "
+                                       f"{_BANK_CHECKS[name][1]}")
+                values[name] = tuple(value)
+            else:
+                values[name] = _value(section, name, value, default, _BANK_CHECKS[name])
+        agents.append(BankAgent(**values))
+    codes = [a.code for a in agents]
+    twice = sorted({c for c in codes if codes.count(c) > 1})
+    if twice:
+        raise BillingError(f"{where}: агент {twice[0]} указан дважды — у каждого агента свой code")
+    return Banks(tuple(agents))
 
 
 def is_name_pattern(key: str) -> bool:

@@ -23,7 +23,7 @@ import polars as pl
 from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects, missing_columns, parse_table
 from pipeline.ingest.readers import decode_text, read_table, sniff_separator
 from pipeline.workspace import BillingError
-from schemas.registers import Register
+from schemas.registers import Col, Register
 from schemas.rules import LEGAL_THRESHOLDS, RULE_TABLES
 
 ELECTRICITY_NORMS_EMPTY = pl.DataFrame(schema={
@@ -369,3 +369,102 @@ def load_electricity_norms(rules_dir: Path, known: set[str], norms: pl.DataFrame
         "service_id", "from", "rooms", "persons", "stove",
         (pl.col("value") * 1_000_000).cast(pl.Int64).alias("norm_micro"), "source", "source_row",
     ).sort("service_id", "from", "rooms", "persons", "stove")
+
+
+# --------------------------------------------------------------------------- social welfare
+
+#: How a category's share of a charge is counted: the beneficiaries' own share of the
+#: household (charge × entitled / registered) or the whole household's charge.
+WELFARE_SCOPES = ("person", "household")
+#: ``service_id`` of a row that stands for every service without a row of its own.
+WELFARE_ANY_SERVICE = "*"
+WELFARE_FILE = "welfare_categories.csv"
+
+#: ``rules/welfare_categories.csv``: the social support categories and their rules, dated
+#: (law.md §8.1). Optional: without the file no category is known. Not in ``RULE_TABLES``
+#: (read by its own loader, like ``vat_rates.csv``), so ``billing ingest`` does not check it;
+#: the welfare export and import do, all or nothing.
+WELFARE_CATEGORIES = Register(
+    "welfare_categories",
+    "Категории мер социальной поддержки",
+    (
+        Col("category", "id", "код категории (как в benefits.category)"),
+        Col("service_id", "id", "услуга (* — все услуги без своей строки)"),
+        Col("from", "date", "действует с"),
+        Col("to", "date", "действует по", required=False, nullable=True),
+        Col("title", "text", "наименование категории", required=False, nullable=True),
+        Col("percent", "decimal", "размер компенсации, %", scale=2, ge=0, le=100),
+        Col("scope", "enum", "на кого (person — доля льготника, household — вся семья)",
+            choices=WELFARE_SCOPES, required=False, default="person"),
+        Col("area_1", "decimal", "норма площади одиноко проживающему, м²", scale=2, ge=0, le=10_000,
+            required=False, nullable=True),
+        Col("area_2", "decimal", "норма площади на семью из двух, м²", scale=2, ge=0, le=10_000,
+            required=False, nullable=True),
+        Col("area_per_person", "decimal", "норма площади на человека при 3 и более, м²", scale=2,
+            ge=0, le=10_000, required=False, nullable=True),
+        Col("within_norm", "bool", "объём — не выше норматива потребления", required=False,
+            default="true"),
+        Col("source", "text", "основание", required=False, nullable=True),
+        Col("confidence", "text", "достоверность", required=False, nullable=True),
+    ),
+    key=("category", "service_id", "from"),
+    date_order=(("from", "to"),),
+)
+
+WELFARE_CATEGORIES_EMPTY = pl.DataFrame(schema={
+    "category": pl.String, "service_id": pl.String, "from": pl.Date, "to": pl.Date,
+    "title": pl.String, "percent_bp": pl.Int64, "scope": pl.String, "area_1_centi": pl.Int64,
+    "area_2_centi": pl.Int64, "area_per_person_centi": pl.Int64, "within_norm": pl.Boolean,
+    "source": pl.String, "confidence": pl.String, "source_row": pl.Int64,
+})
+
+
+def welfare_categories(rules_dir: Path) -> pl.DataFrame:
+    """``welfare_categories.csv`` of ``rules_dir``, checked whole (one bad row stops).
+
+    Columns: category, service_id (``*`` = any service without its own row), from, to,
+    title, percent_bp (percent × 100), scope (person|household), area_1_centi,
+    area_2_centi, area_per_person_centi (the social norm of area by household size, m² ×
+    100; null = no area norm), within_norm (volume capped at the consumption norm), source,
+    confidence, source_row. A missing file is an empty table (no category known).
+    """
+    path = rules_dir / WELFARE_FILE
+    if not path.is_file():
+        return WELFARE_CATEGORIES_EMPTY
+    spec = WELFARE_CATEGORIES
+    try:
+        ragged = ragged_rows(path, spec)
+        raw = read_table(path) if not ragged.height else None
+    except BillingError as err:
+        raise BillingError(rule_errors_message(
+            _problem(WELFARE_FILE, None, None, None, str(err).removeprefix(f"{WELFARE_FILE}: ")))) from None
+    if raw is None:
+        raise BillingError(rule_errors_message(ragged))
+    missing = missing_columns(raw, spec)
+    if missing:
+        raise BillingError(rule_errors_message(_problem(
+            WELFARE_FILE, 1, ", ".join(missing), None, "нет обязательного столбца в заголовке")))
+    good, rejects = parse_table(raw, spec, WELFARE_FILE)
+    wrong = good.filter(pl.col("to").is_not_null() & (pl.col("to") < pl.col("from")))
+    rejects = pl.concat([rejects, wrong.select(
+        pl.lit(WELFARE_FILE).alias("file"), pl.col("source_row").alias("row"), pl.lit("to").alias("column"),
+        pl.col("to").cast(pl.String).alias("value"),
+        pl.lit("дата окончания раньше даты начала").alias("reason")).cast(REJECT_SCHEMA)])
+    if rejects.height:
+        raise BillingError(rule_errors_message(rejects))
+    centi = {c: (pl.col(c) * 100).cast(pl.Int64).alias(f"{c}_centi") for c in ("area_1", "area_2",
+                                                                            "area_per_person")}
+    return good.select(
+        "category", "service_id", "from", "to", "title",
+        (pl.col("percent") * 100).cast(pl.Int64).alias("percent_bp"), "scope", *centi.values(),
+        "within_norm", "source", "confidence", "source_row",
+    ).sort("category", "service_id", "from")
+
+
+def welfare_categories_on(table: pl.DataFrame, on: date) -> pl.DataFrame:
+    """The rows of :func:`welfare_categories` in force on ``on``: per (category, service_id)
+    the row with the latest ``from`` not after ``on``, unless its ``to`` is before ``on``."""
+    return (table.filter(pl.col("from") <= on).sort("from")
+            .group_by("category", "service_id", maintain_order=True).last()
+            .filter(pl.col("to").is_null() | (pl.col("to") >= on))
+            .sort("category", "service_id"))

@@ -114,6 +114,15 @@ DELIVERY = ("paper", "email", "email_only")
 #: Kitchen stove of a premise: the electricity norm differs (law.md §1.3).
 STOVES = ("gas", "electric")
 
+#: How a meter's reading goes to ГИС ЖКХ: ``OneRateDeviceValue`` (water, heat, gas: with the
+#: resource's НСИ 2 reference) or ``ElectricDeviceValue`` (electricity, tariff T1).
+GIS_VALUE_KINDS = ("one_rate", "electric")
+
+#: ГИС ЖКХ dictionary references (``gis_nsi.kind``): a charge's service type — housing (НСИ 50),
+#: additional (НСИ 1) or municipal (НСИ 51) service; penalties (НСИ 329); a meter's
+#: resource (НСИ 2).
+GIS_NSI_KINDS = ("housing", "additional", "municipal", "penalty", "resource")
+
 REGISTERS: dict[str, Register] = {
     r.name: r
     for r in [
@@ -147,6 +156,9 @@ REGISTERS: dict[str, Register] = {
                 Col("total_area", "decimal", "общая площадь", **AREA, gt=0),  # type: ignore[arg-type]
                 Col("common_area", "decimal", "площадь общего имущества", required=False,
                     nullable=True, ge=0, **AREA),  # type: ignore[arg-type]
+                # The post's register sorts by it (pipeline.export.post); empty = the leading
+                # six digits of ``address`` when it starts with them.
+                Col("post_index", "text", "почтовый индекс (6 цифр)", required=False, nullable=True),
             ),
             key=("building_id",),
             required_file=True,
@@ -196,6 +208,14 @@ REGISTERS: dict[str, Register] = {
                 Col("email", "text", "e-mail", required=False, nullable=True, check="email"),
                 Col("delivery", "enum", "доставка квитанции", choices=DELIVERY, required=False,
                     default="paper"),
+                # An agreement on repaying the debt (flag of the social welfare register,
+                # law.md §8.2–8.3): in force through this day; empty = none.
+                Col("repayment_agreement_until", "date", "соглашение о погашении долга действует по",
+                    required=False, nullable=True),
+                # An organization payer's details: its invoices name the buyer, its bank
+                # payments are matched by ИНН (pipeline.ingest.onec).
+                Col("payer_inn", "text", "ИНН плательщика", required=False, nullable=True, check="inn"),
+                Col("payer_kpp", "text", "КПП плательщика", required=False, nullable=True, check="kpp"),
             ),
             key=("account_id",),
             required_file=True,
@@ -295,12 +315,19 @@ REGISTERS: dict[str, Register] = {
             "Льготы",
             (
                 _id("person_id", "код гражданина"),
+                # The beneficiaries of social support (issue 14): the category is a code of
+                # rules/welfare_categories.csv (rules.welfare_categories).
                 Col("category", "text", "категория льготы"),
                 Col("from", "date", "действует с"),
                 Col("to", "date", "действует по", required=False, nullable=True),
+                # Empty = the account the person is registered on (residents) in the period.
+                _id("account_id", "лицевой счёт (пусто — по регистрации)", required=False,
+                    nullable=True),
+                Col("document", "text", "документ о праве на льготу", required=False, nullable=True),
             ),
             key=("person_id", "category", "from"),
-            refs=(Ref("person_id", "residents", "person_id"),),
+            refs=(Ref("person_id", "residents", "person_id"),
+                  Ref("account_id", "accounts", "account_id")),
             date_order=(("from", "to"),),
         ),
         Register(
@@ -312,10 +339,51 @@ REGISTERS: dict[str, Register] = {
                 Col("els", "text", "ЕЛС", check="els"),
                 Col("izhku", "text", "ИЖКУ", required=False, nullable=True, check="izhku"),
                 Col("from", "date", "действует с"),
+                # AccountGuid: the only account identifier ГИС takes in a payment document.
+                Col("account_guid", "text", "GUID лицевого счёта в ГИС ЖКХ (AccountGuid)",
+                    required=False, nullable=True),
             ),
             key=("account_id", "service_id", "from"),
             refs=(Ref("account_id", "accounts", "account_id"),),
-            notes=("ЕЛС и ИЖКУ присваивает ГИС ЖКХ; в квитанции печатаются действующие на конец периода.",),
+            notes=("ЕЛС и ИЖКУ присваивает ГИС ЖКХ; в квитанции печатаются действующие на конец периода.",
+                   "GUID лицевого счёта нужен для выгрузки платёжных документов в ГИС ЖКХ "
+                   "(billing export gis); без него счёт не выгружается и попадает в отчёт "
+                   "gis/пропущено.csv."),
+        ),
+        Register(
+            "gis_meter_ids",
+            "Идентификаторы приборов учёта в ГИС ЖКХ",
+            (
+                _id("meter_id", "прибор учёта"),
+                Col("device_guid", "text", "GUID прибора учёта в ГИС ЖКХ (MeteringDeviceRootGUID)"),
+                Col("value_kind", "enum", "вид показаний", required=False, default="one_rate",
+                    choices=GIS_VALUE_KINDS),
+                Col("from", "date", "действует с"),
+            ),
+            key=("meter_id", "from"),
+            refs=(Ref("meter_id", "meters", "meter_id"),),
+            notes=("Показания прибора без GUID не выгружаются в ГИС ЖКХ и попадают в отчёт "
+                   "gis/пропущено.csv.",),
+        ),
+        Register(
+            "gis_nsi",
+            "Справочники ГИС ЖКХ для услуг",
+            (
+                Col("kind", "enum", "вид записи", choices=GIS_NSI_KINDS),
+                _id("service_id", "услуга", required=False, nullable=True),
+                _id("supplier_id", "поставщик (пусто — для всех)", required=False, nullable=True),
+                Col("code", "text", "код записи справочника ГИС ЖКХ"),
+                Col("guid", "text", "GUID записи справочника ГИС ЖКХ"),
+                Col("name", "text", "наименование в справочнике", required=False, nullable=True),
+                Col("from", "date", "действует с"),
+            ),
+            key=("kind", "service_id", "supplier_id", "from"),
+            refs=(Ref("service_id", "services", "service_id"),
+                  Ref("supplier_id", "organizations", "org_id")),
+            needs=(("kind", ("housing", "additional", "municipal", "resource"), "service_id"),),
+            notes=("Строка поставщика важнее общей (пустой supplier_id). Услуга с начислением, "
+                   "но без записи справочника, не выгружается: её платёжный документ попадает "
+                   "в отчёт gis/пропущено.csv.",),
         ),
         Register(
             "instalments",

@@ -74,7 +74,7 @@ csv = "done"
     assert s.heating == Heating(payment="in_season", season_months=(1, 2, 12))
     assert s.lock.wait_seconds == 5.0 and isinstance(s.lock.wait_seconds, float)
     assert s.ingest.max_removed_share == 1.0 and isinstance(s.ingest.max_removed_share, float)
-    assert s.inbox == Inbox(0, (("sber", "footer"), ("vtb", "footer"), ("csv", "done"),
+    assert s.inbox == Inbox(0, (("sber", "footer"), ("vtb", "footer"), ("csv", "done"), ("1c", "footer"),
                                 ("post-*.csv", "settle")))
     assert load_section(path, Lock) == Lock(5.0)
     assert load_section(path, Receipts) == Receipts()
@@ -105,7 +105,7 @@ csv = "done"
     ("[inbox]\nsettle_seconds = -1", "[inbox] settle_seconds: ожидается целое число секунд не меньше 0"),
     ('[inbox.complete]\ncsv = "footer"', "правило footer — только для реестров sber и vtb"),
     ('[inbox.complete]\ncsv = "later"', "правило «later» неизвестно — допустимы footer, settle, done"),
-    ('[inbox.complete]\nxls = "done"', "«xls» — не формат (sber, vtb, csv)"),
+    ('[inbox.complete]\nxls = "done"', "«xls» — не формат (sber, vtb, csv, 1c)"),
     ("readings = 5", "[readings]: ожидается раздел настроек"),
 ])
 def test_a_bad_value_is_named_with_its_section_key_and_value(tmp_path: Path, text: str,

@@ -28,6 +28,7 @@ from pipeline.calc.charges import HeatingPolicy
 from pipeline.calc.due import due_date
 from pipeline.dates import Period
 from pipeline.ids import Codes, dictionary, frames_of, map_frames
+from pipeline.ingest.gis import load_gis_readings, with_gis_readings
 from pipeline.ingest.payments import load_bank_readings, load_payments, payments_path, read_payments
 from pipeline.ingest.registers import current_version, load_store
 from pipeline.sealed import read_internal, read_periods, scan_table, table_files
@@ -272,9 +273,11 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     payments = payments.select("payment_id", "agent", "account_id", "paid_on", "period", "refund_of",
                                (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"))
     store_regs = regs
-    regs = {**regs, "readings": _with_bank_readings(
+    # Register, migrated history, bank registers and ГИС ЖКХ (billing import gis-readings):
+    # the register wins on the same meter and day, then the bank, then ГИС.
+    regs = {**regs, "readings": with_gis_readings(_with_bank_readings(
         {**regs, "readings": _with_history_readings(ws, regs["readings"], regs["meters"])},
-        load_bank_readings(ws))}
+        load_bank_readings(ws)), load_gis_readings(ws))}
 
     averaged = _read_sealed(ws, "meter_volumes", ["meter_id", "period", "method", "volume"])
     if averaged is None:

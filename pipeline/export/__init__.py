@@ -29,9 +29,13 @@ from typing import Any
 from pipeline.verify import EXPORTS_DIR, EXPORTS_MANIFEST, check_sealed
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, sha256_file, workspace_lock
 
-__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "ExportFile", "ExportReport", "exports_dir",
+__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "ExportFile", "ExportReport", "exports_dir",
            "read_exports_manifest", "sealed_manifest", "write_exports"]
 
+
+
+#: ``ExportFile.extra`` key: the name of the file whose records this one repeats.
+SAME_ROWS_AS = "same_rows_as"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class ExportFile:
     total_kop: int
     #: Who reads it, in Russian (``Сбербанк``, ``Почта России``, ``ГИС ЖКХ``…).
     recipient: str = ""
-    #: More figures worth keeping in the manifest (per file).
+    #: More figures worth keeping in the manifest (per file). ``extra[SAME_ROWS_AS]`` names the
+    #: file this one repeats in another form (an XLSX beside its CSV): its records count once.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,6 +154,7 @@ def write_exports(ws: Workspace, period: str, kind: str, files: list[ExportFile]
             manifest["files"] = dict(sorted(listed.items()))
             atomic_write_bytes(folder / EXPORTS_MANIFEST,
                                json.dumps(manifest, ensure_ascii=False, indent=1).encode())
+    counted = [f for f in files if SAME_ROWS_AS not in f.extra]  # an XLSX twin is counted once
     return ExportReport(kind=kind, folder=folder / kind, written=tuple(written),
-                        unchanged=tuple(unchanged), rows=sum(f.rows for f in files),
-                        total_kop=sum(f.total_kop for f in files))
+                        unchanged=tuple(unchanged), rows=sum(f.rows for f in counted),
+                        total_kop=sum(f.total_kop for f in counted))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +32,7 @@ from pipeline.render.receipts import (
     ReceiptLine,
     check_pdf_stack,
     fmt_decimal,
+    period_text,
     render_receipts,
 )
 from pipeline.settings import Receipts, load_section
@@ -89,17 +91,20 @@ def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.Da
                        services: pl.DataFrame, thresholds: pl.DataFrame,
                        duplicate_on: date | None = None) -> Iterator[Receipt]:
     """:func:`build_receipts` with the workspace's choices: the collecting agent and the QR
-    switches, the warning threshold, the fiscal receipts, its own templates. The close, the
-    duplicates and the receipts bench all build their receipts here.
+    switches, the warning threshold, the fiscal receipts, the welfare body's amounts and how
+    they are given (``[receipts] benefits``), its own templates. The close, the duplicates and
+    the receipts bench all build their receipts here.
 
     The agent and the QR switches are checked at once (a bad setting stops before rendering).
     """
-    agent = collecting_agent(load_section(ws.settings_path, Receipts), regs["organizations"])
+    settings = load_section(ws.settings_path, Receipts)
+    agent = collecting_agent(settings, regs["organizations"])
     policy = load_qr_policy(ws.rules)
     return build_receipts(
         result, regs, services, agent=agent, qr_policy=policy,
         warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
         fiscal=fiscal_texts(ws, period_payments(result.allocations)),
+        welfare=welfare_amounts(ws, str(result.period)), benefits=settings.benefits,
         duplicate_on=duplicate_on, templates=ws.home / "templates")
 
 
@@ -129,8 +134,15 @@ def build_receipts(
     result: CloseResult, regs: dict[str, pl.DataFrame], services: pl.DataFrame, *,
     agent: Payee | None = None, qr_policy: QrPolicy | None = None, warning_months: int = 2,
     fiscal: dict[str, str] | None = None, duplicate_on: date | None = None,
-    templates: Path | None = None,
+    templates: Path | None = None, welfare: pl.DataFrame | None = None, benefits: str = "info",
 ) -> Iterator[Receipt]:
+    """One :class:`Receipt` per account with something to say, in delivery order.
+
+    ``welfare``: the welfare body's amounts shown on these receipts (account_id, service_id —
+    null for all services —, kind, period, amount_kop: :func:`welfare_amounts`); ``benefits``:
+    ``info`` prints them in the benefits column, ``discount`` also deducts them from the
+    amount to pay (:func:`_apply_benefits`).
+    """
     period = result.period
     orgs = {r["org_id"]: r for r in regs["organizations"].iter_rows(named=True)}
     svc = {r["service_id"]: r for r in services.iter_rows(named=True)}
@@ -175,12 +187,19 @@ def build_receipts(
     els, izhku = _gis_ids(regs.get("gis_ids"), period.last, svc)
     instalments = _instalments(regs.get("instalments"), str(period), svc, orgs)
     absent_now = _absent_at(regs, period.last)
+    welfare_by_acc = _group(welfare, "account_id") if welfare is not None else {}
 
     for acc in _delivery_order(accounts).iter_rows(named=True):
         account_id = acc["account_id"]
         if account_id not in wanted or account_id in invoiced:
             continue
-        lines = _charge_lines(lines_by_acc.get(account_id, []), recalc_sums.get(account_id, {}), svc) + tuple(
+        grants = welfare_by_acc.get(account_id, [])
+        by_service: dict[str, int] = {}
+        for g in grants:
+            if g["service_id"] is not None:
+                by_service[g["service_id"]] = by_service.get(g["service_id"], 0) + g["amount_kop"]
+        lines = _charge_lines(lines_by_acc.get(account_id, []), recalc_sums.get(account_id, {}), svc,
+                              by_service) + tuple(
             # ЖК 155 ч.14: penalties are their own line, per supplier.
             ReceiptLine(service_name="Пени", unit="",
                         method_label="ЖК РФ ст.155 ч.14.1" if p["scheme"] == "capital_repair"
@@ -191,6 +210,9 @@ def build_receipts(
         payees = tuple(_payee(b, orgs) for b in bal_by_acc.get(account_id, []))
         totals = {k: sum(getattr(p, k) for p in payees)
                   for k in ("opening", "charged", "recalculated", "paid", "penalty", "closing")}
+        granted = sum(g["amount_kop"] for g in grants)
+        if benefits == "discount" and granted:
+            payees = _apply_benefits(lines, payees, granted)
         manager = orgs.get(acc["manager_id"], {})
         place = "кв." if acc["kind"] == "residential" else "пом."
         yield Receipt(
@@ -230,6 +252,11 @@ def build_receipts(
             living_area=acc.get("living_area"),
             living=None if acc["residents"] is None else max(
                 int(acc["residents"]) - absent_now.get(account_id, 0), 0),
+            benefits=granted,
+            discount=sum(p.discount for p in payees),
+            benefits_deducted=benefits == "discount",
+            benefits_note=_benefits_note(grants, str(period), sum(p.discount for p in payees),
+                                         benefits == "discount"),
             **totals,
         )
 
@@ -240,12 +267,14 @@ _NORM_METHODS = ("norm", "norm_increased", "heating", "common_property")
 _NORM_BASIS = {"heating": "на 1 м² в месяц", "common_property": "на 1 м² общего имущества в месяц"}
 
 
-def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: dict[str, dict]
-                  ) -> tuple[ReceiptLine, ...]:
+def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: dict[str, dict],
+                  benefits: dict[str, int] | None = None) -> tuple[ReceiptLine, ...]:
     """The account's charge lines in print order, each recalculation of a service on its first
-    line (a service recalculated without a charge this month gets a line of its own)."""
+    line (a service recalculated without a charge this month gets a line of its own), and the
+    welfare amount of a service (``benefits``: service → kopecks) on the service's first line."""
     out: list[ReceiptLine] = []
     placed: set[tuple[str, str]] = set()
+    granted = dict(benefits or {})
     for ln in rows:
         service = svc[ln["service_id"]]
         key = (ln["supplier_id"], ln["service_id"])
@@ -260,15 +289,61 @@ def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: di
             service_name=service["name"], unit=service["unit"],
             method_label=method_label(ln["method"], ln["coef_milli"]), volume=volume,
             tariff=Decimal(ln["price_kop"]) / 100, amount=ln["amount_kop"], supplier_id=ln["supplier_id"],
-            soi=service.get("kind") == "common_property", excess=excess, recalculated=recalculated))
+            soi=service.get("kind") == "common_property", excess=excess, recalculated=recalculated,
+            benefit=granted.pop(ln["service_id"], 0)))
     for (supplier, service_id), amount in recalcs.items():
         if (supplier, service_id) not in placed:
             service = svc.get(service_id, {"name": service_id, "unit": "", "kind": ""})
             out.append(ReceiptLine(service_name=service["name"], unit=service["unit"],
                                    method_label="перерасчёт", volume=None, tariff=None, amount=0,
                                    supplier_id=supplier,
-                                   soi=service.get("kind") == "common_property", recalculated=amount))
+                                   soi=service.get("kind") == "common_property", recalculated=amount,
+                                   benefit=granted.pop(service_id, 0)))
     return tuple(out)
+
+
+def _apply_benefits(lines: tuple[ReceiptLine, ...], payees: tuple[Payee, ...], granted: int
+                    ) -> tuple[Payee, ...]:
+    """The payees with the welfare amounts deducted (``[receipts] benefits = "discount"``).
+
+    A service's amount is deducted from the amount due to the supplier of its line, at most
+    that amount due (a benefit for water never pays the heating); the amounts for all
+    services (and for a service without a line this month) from the payees in print order,
+    each at most what is still due to it. What exceeds the debt is shown, not deducted.
+    """
+    out: list[Payee] = []
+    by_line = {p.org_id: sum(ln.benefit for ln in lines if ln.supplier_id == p.org_id) for p in payees}
+    left = granted - sum(ln.benefit for ln in lines)
+    for p in payees:
+        due = max(p.closing, 0)
+        own = min(by_line[p.org_id], due)
+        shared = min(max(left, 0), due - own)
+        left -= shared
+        out.append(replace(p, discount=own + shared))
+    return tuple(out)
+
+
+def _benefits_note(grants: list[dict], period: str, discount: int, deducted: bool) -> str:
+    """The ЕПД's line explaining the benefits column: kinds, the answer's period, the mode."""
+    if not grants:
+        return ""
+    from pipeline.ingest.welfare import KINDS
+    from pipeline.money import rubles_text
+
+    sums: dict[str, int] = {}
+    for g in grants:
+        sums[g["kind"]] = sums.get(g["kind"], 0) + g["amount_kop"]
+    kinds = ", ".join(f"{KINDS.get(k, k)} {rubles_text(v)}" for k, v in sorted(sums.items()))
+    periods = sorted({g["period"] for g in grants})
+    when = ", ".join(period_text(p) for p in periods)
+    total = sum(sums.values())
+    text = f"Льготы и субсидии по ответу органа соцзащиты за {when}: {kinds}"
+    if not deducted:
+        return text + " — справочно: выплачиваются получателю, сумму к оплате не уменьшают."
+    if discount == total:
+        return text + f" — вычтены из суммы к оплате ({rubles_text(discount)})."
+    return text + (f" — из суммы к оплате вычтено {rubles_text(discount)}: не больше долга перед "
+                   f"получателем за услугу.")
 
 
 def _recalc_sums(recalcs: pl.DataFrame) -> dict[str, dict[tuple[str, str], int]]:
@@ -371,6 +446,13 @@ def fiscal_texts(ws: Workspace, payments: pl.DataFrame) -> dict[str, str]:
 
     frame = payments.with_columns(kopecks_to_decimal_expr("amount_kop").alias("amount"))
     return {r["account_id"]: fiscal_line(r) for r in last_fiscal_receipts(ws, frame).iter_rows(named=True)}
+
+
+def welfare_amounts(ws: Workspace, period: str) -> pl.DataFrame:
+    """The welfare body's amounts shown on the receipts of ``period`` (``billing import welfare``)."""
+    from pipeline.ingest.welfare import receipt_welfare
+
+    return receipt_welfare(ws, period)
 
 
 def _absent_at(regs: dict[str, pl.DataFrame], day: date) -> dict[str, int]:

@@ -140,6 +140,9 @@ class ReceiptLine:
     excess: int = 0
     #: Recalculations of this service in the period, kopecks (on the service's first line).
     recalculated: int = 0
+    #: ЕДК and subsidies of this service by the welfare body's answer, kopecks (on the
+    #: service's first line; ``billing import welfare``): the ЕПД's benefits column.
+    benefit: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,11 +240,13 @@ class Payee:
     penalty: int
     #: Balance at period end, kopecks: debt > 0, advance < 0.
     closing: int
+    #: Benefits deducted from the amount due (``[receipts] benefits = "discount"``), kopecks.
+    discount: int = 0
 
     @property
     def to_pay(self) -> int:
-        """Amount due to this payee, kopecks: the closing debt, 0 for an advance."""
-        return max(self.closing, 0)
+        """Amount due to this payee, kopecks: the closing debt less deducted benefits, 0 for an advance."""
+        return max(self.closing - self.discount, 0)
 
 
 @dataclass(frozen=True)
@@ -319,11 +324,21 @@ class Receipt:
     #: Total and living area of the premises, registered and actually living persons.
     living_area: Decimal | None = None
     living: int | None = None
+    #: ЕДК and subsidies of the welfare body's answer shown on this receipt, kopecks (the
+    #: lines' ``benefit`` plus amounts for all services); ``discount``: the part deducted from
+    #: the amount to pay (the payees' ``discount``; 0 with ``[receipts] benefits = "info"``);
+    #: ``benefits_deducted``: the region gives benefits as a discount; ``benefits_note``: the
+    #: printed explanation.
+    benefits: int = 0
+    discount: int = 0
+    benefits_deducted: bool = False
+    benefits_note: str = ""
 
     @property
     def to_pay(self) -> int:
-        """Total amount due, kopecks: the closing debt, 0 when there is an advance."""
-        return max(self.closing, 0)
+        """Total amount due, kopecks: the closing debt less the deducted benefits, 0 when there is
+        an advance."""
+        return max(self.closing - self.discount, 0)
 
 
 @dataclass(frozen=True)
@@ -410,6 +425,7 @@ def _payee_view(payee: Payee) -> dict[str, Any]:
         "closing": format_rub(payee.closing),
         "to_pay": format_rub(payee.to_pay),
         "advance": format_rub(-payee.closing) if payee.closing < 0 else None,
+        "discount": format_rub(payee.discount) if payee.discount else None,
     }
 
 
@@ -481,6 +497,11 @@ def _check_balances(receipt: Receipt) -> None:
                     "%s: поле %s квитанции (%s) ≠ сумме по получателям (%s)",
                     where, name, format_rub(getattr(receipt, name)), format_rub(by_payees),
                 )  # fmt: skip
+    if receipt.payees and sum(p.discount for p in receipt.payees) != receipt.discount:
+        _LOG.warning("%s: вычет льгот %s ≠ сумме вычетов по получателям", where, format_rub(receipt.discount))
+    if receipt.discount > receipt.benefits:
+        _LOG.warning("%s: вычет льгот %s больше самих льгот %s", where, format_rub(receipt.discount),
+                     format_rub(receipt.benefits))
     if receipt.recalculations and sum(r.amount for r in receipt.recalculations) != receipt.recalculated:
         _LOG.warning("%s: сумма перерасчётов по строкам ≠ перерасчёту %s",
                      where, format_rub(receipt.recalculated))
@@ -507,6 +528,12 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             )
         grouped[line.supplier_id].append(line)
     _check_balances(receipt)
+    deducted = receipt.benefits_deducted
+
+    def line_total(ln: ReceiptLine) -> int:
+        """The line's «Итого»: charge and recalculation, less its benefit where benefits are a discount."""
+        return ln.amount + ln.recalculated - (ln.benefit if deducted else 0)
+
     def line_view(ln: ReceiptLine) -> dict[str, Any]:
         volume = "—" if ln.volume is None else fmt_decimal(ln.volume)
         amount = format_rub(ln.amount) if ln.amount or ln.volume is not None else ""
@@ -523,7 +550,8 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             "charge_soi": amount if ln.soi else "",
             "excess": format_rub(ln.excess) if ln.excess else "",
             "recalculated": format_rub(ln.recalculated) if ln.recalculated else "",
-            "total": format_rub(ln.amount + ln.recalculated),
+            "benefit": format_rub(ln.benefit) if ln.benefit else "",
+            "total": format_rub(line_total(ln)),
         }
 
     groups = [
@@ -536,6 +564,8 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         if lines
     ]
     soi_total = sum(ln.amount for ln in receipt.lines if ln.soi)
+    # Benefits for all services (or a service without a line this month): a row of their own.
+    other_benefits = receipt.benefits - sum(ln.benefit for ln in receipt.lines)
     lines_recalc = sum(ln.recalculated for ln in receipt.lines)
     columns = {
         "ind": format_rub(sum(ln.amount for ln in receipt.lines if not ln.soi)),
@@ -543,7 +573,9 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "excess": format_rub(sum(ln.excess for ln in receipt.lines)) if any(ln.excess for ln in receipt.lines)
         else "",
         "recalculated": format_rub(lines_recalc) if lines_recalc else "",
-        "total": format_rub(sum(ln.amount + ln.recalculated for ln in receipt.lines)),
+        "benefit": format_rub(receipt.benefits) if receipt.benefits else "",
+        "total": format_rub(sum(line_total(ln) for ln in receipt.lines)
+                            - (other_benefits if deducted else 0)),
     }
     living = receipt.living
     return {
@@ -564,6 +596,8 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             "amount": format_rub(receipt.last_payment[1])},
         "warning_suppliers": list(receipt.warning_suppliers),
         "fiscal": receipt.fiscal,
+        "other_benefits": format_rub(other_benefits) if other_benefits else None,
+        "benefits_note": receipt.benefits_note,
         "els": receipt.els,
         "izhku": [{"service_name": n, "izhku": i} for n, i in receipt.izhku],
         "instalments": [{"service_name": i.service_name, "supplier_name": i.supplier_name,

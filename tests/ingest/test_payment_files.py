@@ -186,7 +186,7 @@ def test_done_marker_rule_and_patterns(ws: Workspace) -> None:
 def test_settings_of_the_inbox_are_checked(ws: Workspace) -> None:
     settings = ws.home / "settings.toml"
     text = settings.read_text(encoding="utf-8")
-    assert inbox_rules(ws).complete == {"sber": "footer", "vtb": "footer", "csv": "settle"}
+    assert inbox_rules(ws).complete == {"sber": "footer", "vtb": "footer", "csv": "settle", "1c": "footer"}
     for bad, message in (('csv = "footer"', "правило footer — только для реестров sber и vtb"),
                          ('csv = "later"', "правило «later» неизвестно"),
                          ('xls = "done"', "«xls» — не формат")):

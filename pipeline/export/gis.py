@@ -1,0 +1,708 @@
+"""ГИС ЖКХ: a sealed period's payment documents and accepted meter readings as XML messages.
+
+``billing export gis --period P`` writes into ``periods/P/exports/gis/``:
+
+* ``pd/importPaymentDocumentRequest_P_NNNN.xml`` — the period's payment documents (ПД), one
+  per account with charges or a balance, as the body of the bills service's
+  ``importPaymentDocumentRequest`` (operation ``importPaymentDocumentData``);
+* ``readings/importMeteringDeviceValuesRequest_P_NNNN.xml`` — the meter readings the close
+  accepted for the period (device-metering service, ``importMeteringDeviceValuesRequest``);
+* ``пропущено.csv`` — every account and meter left out, with the reason (a missing ГИС
+  identifier, a service not mapped to a ГИС dictionary, a payee without bank details).
+
+Every message is validated against the official schemas (package 16.3.0.0,
+:mod:`pipeline.export.gis_schema`) before anything is written: an invalid one is a
+:class:`BillingError` naming the account or meter and the schema's complaint. Messages are
+split by the limits of ``rules/gis_gkh.toml`` (documents or readings per message: the
+schemas' ``maxOccurs``; bytes: UNVERIFIED). The SOAP envelope, the ``RequestHeader``, the
+XAdES signature and the transport are not made here: these are the files an operator
+uploads or a signing gateway sends (docs/exports.md).
+
+Identifiers: the account's ``AccountGuid`` from ``gis_ids.account_guid``; the meter's
+``MeteringDeviceRootGUID`` from ``gis_meter_ids``; services', penalties' and resources'
+dictionary entries (НСИ 50/1/51, 329, 2) from ``gis_nsi`` — each the row in force on the
+period's last day. ``TransportGUID`` and the message GUIDs are ``uuid5`` of stable keys (the
+period with the account, meter, supplier or message number), so the same sealed period
+gives the same bytes.
+
+Money: integer kopecks written as rubles with two decimals (``-12.30``), never a float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+import uuid
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.dates import Period
+from pipeline.errors import BillingError
+from pipeline.export import ExportFile
+from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
+from pipeline.workspace import Workspace
+
+__all__ = ["LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files", "load_limits",
+           "read_frames"]
+
+LIMITS_FILE = "gis_gkh.toml"
+RECIPIENT = "ГИС ЖКХ"
+
+#: Namespace of every uuid5 this export derives (TransportGUID, message GUIDs).
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://dom.gosuslugi.ru/billing-export")
+
+#: Fixed ``base:version`` of each request (README of the schema package).
+PD_VERSION = "11.2.0.16"
+READINGS_VERSION = "10.0.1.1"
+
+#: The schemas' ``maxOccurs``: PaymentDocument per importPaymentDocumentRequest, and
+#: MeteringDevicesValues per importMeteringDeviceValuesRequest.
+SCHEMA_MAX_DOCUMENTS = 500
+SCHEMA_MAX_READINGS = 1000
+
+_NS = "http://dom.gosuslugi.ru/schema/integration/"
+_PD_OPEN = (
+    f'<?xml version="1.0" encoding="UTF-8"?>\n<bills:importPaymentDocumentRequest Id="signed-data" '
+    f'base:version="{PD_VERSION}" xmlns:bills="{_NS}bills/" xmlns:base="{_NS}base/" '
+    f'xmlns:bills-base="{_NS}bills-base/" xmlns:account-base="{_NS}account-base/" '
+    f'xmlns:payments-base="{_NS}payments-base/" xmlns:nsi-base="{_NS}nsi-base/">'
+)
+_PD_CLOSE = "</bills:importPaymentDocumentRequest>\n"
+_MD_OPEN = (
+    f'<?xml version="1.0" encoding="UTF-8"?>\n<dm:importMeteringDeviceValuesRequest Id="signed-data" '
+    f'base:version="{READINGS_VERSION}" xmlns:dm="{_NS}device-metering/" xmlns:base="{_NS}base/" '
+    f'xmlns:mdb="{_NS}metering-device-base/" xmlns:nsi-base="{_NS}nsi-base/">'
+)
+_MD_CLOSE = "</dm:importMeteringDeviceValuesRequest>\n"
+
+#: base:GUIDType.
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_GUID_PATTERN = GUID_RE.pattern
+
+#: gis_nsi.kind of a charge → the ChargeInfo element.
+CHARGE_ELEMENTS = {"housing": "HousingService", "additional": "AdditionalService",
+                   "municipal": "MunicipalService"}
+#: A charge line's method → ``determiningMethod`` of its volume (N норматив, M прибор, O иное).
+DETERMINING = {"meter": "M", "norm": "N", "norm_increased": "N", "heating": "N", "average": "O"}
+#: Penalty scheme → the ``Cause`` of its PenaltiesAndCourtCosts line.
+PENALTY_CAUSE = {"standard": "Пени по ч. 14 ст. 155 ЖК РФ",
+                 "capital_repair": "Пени по ч. 14.1 ст. 155 ЖК РФ"}
+
+SKIPPED_NAME = "пропущено.csv"
+SKIPPED_HEADER = ("что", "лицевой счёт", "прибор учёта", "сумма к оплате, руб.", "причина")
+
+
+# ------------------------------------------------------------------ limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``rules/gis_gkh.toml`` ``[limits]``: how big one message may be."""
+
+    #: PaymentDocument per message: the bills schema's maxOccurs (500).
+    documents_per_message: int = SCHEMA_MAX_DOCUMENTS
+    #: MeteringDevicesValues per message: the device-metering schema's maxOccurs (1000).
+    readings_per_message: int = SCHEMA_MAX_READINGS
+    #: Bytes of one message body; UNVERIFIED (the schemas set none; ГИС's ≈10 MB less a margin).
+    max_bytes: int = 8_000_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.documents_per_message <= SCHEMA_MAX_DOCUMENTS:
+            problems.append(f"documents_per_message = {self.documents_per_message}: допустимо 1–"
+                            f"{SCHEMA_MAX_DOCUMENTS} (maxOccurs схемы)")
+        if not 1 <= self.readings_per_message <= SCHEMA_MAX_READINGS:
+            problems.append(f"readings_per_message = {self.readings_per_message}: допустимо 1–"
+                            f"{SCHEMA_MAX_READINGS} (maxOccurs схемы)")
+        if self.max_bytes < 2000:
+            problems.append(f"max_bytes = {self.max_bytes}: меньше 2000 байт не вместит и одного документа")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def load_limits(rules_dir: Path) -> Limits:
+    """``rules_dir / gis_gkh.toml`` as :class:`Limits` (absent: the defaults)."""
+    path = rules_dir / LIMITS_FILE
+    if not path.is_file():
+        return Limits()
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh).get("limits", {})
+    except tomllib.TOMLDecodeError as err:
+        raise BillingError(f"{path}: ошибка разбора TOML: {err}") from None
+    unknown = sorted(set(raw) - {f.name for f in fields(Limits)})
+    if unknown:
+        raise BillingError(f"{path}: неизвестные параметры [limits]: {', '.join(unknown)}")
+    try:
+        return Limits(**raw)
+    except (TypeError, ValueError) as err:
+        raise BillingError(f"{path}: {err}") from None
+
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class GisFrames:
+    """What the export reads: sealed tables (engine integers) and the registers snapshot."""
+
+    #: account_id, service_id, supplier_id, method, volume_micro, price_kop, amount_kop, line_to
+    charges: pl.DataFrame
+    recalculations: pl.DataFrame  # account_id, service_id, supplier_id, amount_kop, reason
+    penalties: pl.DataFrame  # account_id, supplier_id, amount_kop, scheme
+    #: account_id, supplier_id, opening_kop, charged_kop, recalculated_kop, paid_kop, penalty_kop,
+    #: closing_kop
+    balances: pl.DataFrame
+    meter_volumes: pl.DataFrame  # meter_id, service_id, method, prev_read_on, curr_read_on, curr_value_micro
+    organizations: pl.DataFrame
+    gis_ids: pl.DataFrame
+    gis_meter_ids: pl.DataFrame
+    gis_nsi: pl.DataFrame
+    services: pl.DataFrame  # service_id, name, kind
+
+
+def read_frames(ws: Workspace, period: str) -> GisFrames:
+    """The sealed ``period``'s tables and the registers snapshot its manifest names."""
+    from pipeline.ingest.registers import load_store
+    from pipeline.sealed import read_internal
+    from rules import read_rule_table
+
+    folder = ws.period_dir(period)
+    manifest_path = folder / "manifest.json"
+    if period not in ws.sealed_periods() or not manifest_path.is_file():
+        raise BillingError(f"Период {period} не закрыт: выгрузки делаются только по закрытому периоду "
+                           f"(billing close --period {period}).")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    regs = load_store(ws, manifest["store_version"],
+                      names=("organizations", "gis_ids", "gis_meter_ids", "gis_nsi"))
+    return GisFrames(
+        charges=read_internal(folder, "charges", ["account_id", "service_id", "supplier_id", "method",
+                                                  "volume", "tariff", "amount", "line_to"]),
+        recalculations=read_internal(folder, "recalculations",
+                                     ["account_id", "service_id", "supplier_id", "amount", "reason"]),
+        penalties=read_internal(folder, "penalties", ["account_id", "supplier_id", "amount", "scheme"]),
+        balances=read_internal(folder, "balances", ["account_id", "supplier_id", "opening", "charged",
+                                                    "recalculated", "paid", "penalty", "closing"]),
+        meter_volumes=read_internal(folder, "meter_volumes", ["meter_id", "service_id", "method",
+                                                              "prev_read_on", "curr_read_on",
+                                                              "curr_value"]),
+        organizations=regs["organizations"], gis_ids=regs["gis_ids"],
+        gis_meter_ids=regs["gis_meter_ids"], gis_nsi=regs["gis_nsi"],
+        services=read_rule_table(ws.rules, "services").select("service_id", "name", "kind"),
+    )
+
+
+def build_files(ws: Workspace, period: str) -> list[ExportFile]:
+    """The ГИС ЖКХ files of the sealed ``period`` (``billing export gis``)."""
+    p = str(Period.parse(period))
+    return gis_files(Period.parse(p), read_frames(ws, p), load_limits(ws.rules))
+
+
+# ------------------------------------------------------------------ expressions
+
+
+def _esc(e: pl.Expr) -> pl.Expr:
+    return (e.str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True)
+            .str.replace_all(">", "&gt;", literal=True))
+
+
+def _tag(name: str, e: pl.Expr) -> pl.Expr:
+    """``<name>e</name>``; null when ``e`` is null (an optional element left out)."""
+    return pl.concat_str([pl.lit(f"<{name}>"), e, pl.lit(f"</{name}>")])
+
+
+def _scaled(col: str, scale: int, digits: int) -> pl.Expr:
+    """Integer ``col`` holding value × 10^scale as a decimal text with ``digits`` fraction digits
+    (``digits`` ≥ ``scale``; exact, no float)."""
+    c = pl.col(col)
+    a = c.abs()
+    unit = 10 ** scale
+    frac = (a % unit).cast(pl.String).str.zfill(scale) + "0" * (digits - scale)
+    return pl.concat_str([pl.when(c < 0).then(pl.lit("-")).otherwise(pl.lit("")),
+                          (a // unit).cast(pl.String), pl.lit("."), frac])
+
+
+def _money(col: str) -> pl.Expr:
+    """Kopecks → rubles with two decimals (``1234`` → ``12.34``)."""
+    return _scaled(col, 2, 2)
+
+
+def _reading(col: str) -> pl.Expr:
+    """Micro-units → ``mdb:MeteringValueType`` (``\\d{1,15}(\\.\\d{1,7})?``: no trailing zeros)."""
+    c = pl.col(col)
+    frac = (c % 1_000_000).cast(pl.String).str.zfill(6).str.strip_chars_end("0")
+    whole = (c // 1_000_000).cast(pl.String)
+    return pl.when(frac == "").then(whole).otherwise(pl.concat_str([whole, pl.lit("."), frac]))
+
+
+def _guids(keys: pl.Series) -> pl.Series:
+    """uuid5 (RFC 4122, SHA-1) of each key in :data:`NAMESPACE`: deterministic TransportGUIDs.
+
+    The same values as ``uuid.uuid5(NAMESPACE, key)``, computed directly (about five times faster
+    than building a ``uuid.UUID`` per key; a million documents need a million of them).
+    """
+    ns = NAMESPACE.bytes
+    out = []
+    for key in keys.to_list():
+        h = bytearray(hashlib.sha1(ns + key.encode()).digest()[:16])  # RFC 4122 uuid5
+        h[6] = (h[6] & 0x0F) | 0x50
+        h[8] = (h[8] & 0x3F) | 0x80
+        x = h.hex()
+        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return pl.Series(keys.name, out, pl.String)
+
+
+def _in_force(frame: pl.DataFrame, day: Any, by: list[str]) -> pl.DataFrame:
+    """The rows of a dated register in force on ``day``: the latest ``from`` ≤ day per ``by``."""
+    return (frame.filter(pl.col("from") <= day).sort("from")
+            .group_by(by, maintain_order=True).last())
+
+
+def _nsi_ref(prefix: str = "") -> pl.Expr:
+    """``nsi-base:Code``, ``GUID`` and optional ``Name`` of the ``{prefix}code/guid/name`` columns."""
+    return pl.concat_str([_tag("nsi-base:Code", _esc(pl.col(f"{prefix}code"))),
+                          _tag("nsi-base:GUID", pl.col(f"{prefix}guid")),
+                          _tag("nsi-base:Name", _esc(pl.col(f"{prefix}name")))], ignore_nulls=True)
+
+
+def _skip(frame: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
+    return frame.select(pl.col("account_id"), reason.alias("reason"))
+
+
+# ------------------------------------------------------------------ payment documents
+
+
+def _nsi(frames: GisFrames, day: Any) -> pl.DataFrame:
+    nsi = frames.gis_nsi.with_columns(
+        pl.col("guid").str.strip_chars(), pl.col("code").str.strip_chars())
+    return _in_force(nsi, day, ["kind", "service_id", "supplier_id"])
+
+
+def _service_nsi(nsi: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
+    """Each (service, supplier) of ``lines`` with its dictionary entry: the supplier's own row,
+    else the row for every supplier; ``nsi_kind`` null when there is none."""
+    rows = nsi.filter(pl.col("kind").is_in(list(CHARGE_ELEMENTS))).with_columns(
+        pl.col("kind").replace_strict(list(CHARGE_ELEMENTS), list(range(len(CHARGE_ELEMENTS))),
+                                      return_dtype=pl.Int64).alias("kind_order")).sort("kind_order")
+    cols = ["kind", "code", "guid", "name"]
+    own = rows.filter(pl.col("supplier_id").is_not_null()).group_by(
+        "service_id", "supplier_id", maintain_order=True).first().select(
+        "service_id", "supplier_id", *[pl.col(c).alias(f"own_{c}") for c in cols])
+    every = rows.filter(pl.col("supplier_id").is_null()).group_by(
+        "service_id", maintain_order=True).first().select(
+        "service_id", *[pl.col(c).alias(f"any_{c}") for c in cols])
+    pairs = lines.select("service_id", "supplier_id").unique()
+    out = pairs.join(own, on=["service_id", "supplier_id"], how="left").join(
+        every, on="service_id", how="left")
+    use_own = pl.col("own_kind").is_not_null()
+    return out.select("service_id", "supplier_id", *[
+        pl.when(use_own).then(pl.col(f"own_{c}")).otherwise(pl.col(f"any_{c}")).alias(
+            "nsi_kind" if c == "kind" else f"nsi_{c}") for c in cols])
+
+
+def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(documents, payees, skipped).
+
+    documents: account_id, xml (one ``bills:PaymentDocument``), total_kop, suppliers (list);
+    payees: supplier_id, payee_key, bik, account; skipped: account_id, reason, total_kop.
+    """
+    day = period.last
+    svc = frames.services.select("service_id", pl.col("name").alias("service_name"),
+                                 pl.col("kind").alias("service_kind"))
+    nsi = _nsi(frames, day)
+    # --- charge lines per (account, service, supplier)
+    ch = frames.charges.sort("account_id", "service_id", "supplier_id", "line_to")
+    charged = ch.group_by("account_id", "service_id", "supplier_id", maintain_order=True).agg(
+        pl.col("amount_kop").sum().alias("charged_kop"),
+        pl.col("volume_micro").filter(pl.col("method") != "fixed").sum().alias("volume_micro"),
+        (pl.col("method") != "fixed").any().alias("has_volume"),
+        pl.col("price_kop").last(), pl.col("method").last())
+    rc = frames.recalculations.filter(pl.col("amount_kop") != 0).sort(
+        "account_id", "service_id", "supplier_id", "reason").group_by(
+        "account_id", "service_id", "supplier_id", maintain_order=True).agg(
+        pl.col("amount_kop").sum().alias("recalc_kop"),
+        pl.col("reason").fill_null("перерасчёт").unique(maintain_order=True).str.join("; ").alias("reason"))
+    lines = charged.join(rc, on=["account_id", "service_id", "supplier_id"], how="full", coalesce=True,
+                         nulls_equal=True).with_columns(
+        pl.col("charged_kop").fill_null(0), pl.col("recalc_kop").fill_null(0),
+        pl.col("price_kop").fill_null(0), pl.col("has_volume").fill_null(False),
+    ).with_columns((pl.col("charged_kop") + pl.col("recalc_kop")).alias("payable_kop"))
+    lines = lines.join(_service_nsi(nsi, lines), on=["service_id", "supplier_id"], how="left",
+                       nulls_equal=True).join(svc, on="service_id", how="left")
+    # --- penalties per (account, supplier, scheme)
+    pen = frames.penalties.filter(pl.col("amount_kop") != 0).with_columns(
+        pl.col("scheme").fill_null("standard")).group_by("account_id", "supplier_id", "scheme").agg(
+        pl.col("amount_kop").sum()).sort("account_id", "supplier_id", "scheme")
+    pnsi = nsi.filter(pl.col("kind") == "penalty")
+    p_own = pnsi.filter(pl.col("supplier_id").is_not_null()).group_by("supplier_id").first().select(
+        "supplier_id", pl.col("code").alias("o_code"), pl.col("guid").alias("o_guid"),
+        pl.col("name").alias("o_name"))
+    p_any = pnsi.filter(pl.col("supplier_id").is_null()).head(1).select(
+        pl.col("code").alias("a_code"), pl.col("guid").alias("a_guid"), pl.col("name").alias("a_name"))
+    pen = pen.join(p_own, on="supplier_id", how="left")
+    pen = (pen.join(p_any, how="cross") if p_any.height else pen.with_columns(
+        pl.lit(None, pl.String).alias("a_code"), pl.lit(None, pl.String).alias("a_guid"),
+        pl.lit(None, pl.String).alias("a_name")))
+    own = pl.col("o_code").is_not_null()
+    pen = pen.with_columns(*[pl.when(own).then(pl.col(f"o_{c}")).otherwise(pl.col(f"a_{c}")).alias(c)
+                             for c in ("code", "guid", "name")])
+    # --- balances per account and per payee
+    bal = frames.balances
+    acc = bal.group_by("account_id").agg(
+        (pl.col("opening_kop") - pl.col("paid_kop")).sum().alias("debt_kop"),
+        pl.col("paid_kop").sum(), pl.col("closing_kop").sum())
+    # A document for every account with a charge line or a non-zero balance figure (an account
+    # whose balances are all zero and that has no line this period gets none).
+    live = bal.filter(pl.any_horizontal(pl.col(c) != 0 for c in (
+        "opening_kop", "charged_kop", "recalculated_kop", "paid_kop", "penalty_kop", "closing_kop")))
+    docs_ids = pl.concat([lines.select("account_id"), live.select("account_id")]).unique()
+    # --- payees: suppliers with a figure on a document
+    orgs = frames.organizations.select(pl.col("org_id").alias("supplier_id"),
+                                       pl.col("name").alias("org_name"),
+                                       "bik", "account")
+    used = pl.concat([lines.select("account_id", "supplier_id"), pen.select("account_id", "supplier_id"),
+                      live.select("account_id", "supplier_id")]).filter(
+        pl.col("supplier_id").is_not_null() & (pl.col("supplier_id") != "")).unique()
+    payees = used.select("supplier_id").unique().sort("supplier_id").join(orgs, on="supplier_id", how="left")
+    payees = payees.with_columns(_guids(payees.select(pl.concat_str(
+        [pl.lit(f"{period}/payee/"), pl.col("supplier_id")]).alias("payee_key")).to_series()))
+    # --- the account's AccountGuid
+    ids = _in_force(frames.gis_ids.filter(pl.col("account_guid").is_not_null()
+                                          & (pl.col("account_guid").str.strip_chars() != "")),
+                    day, ["account_id"]).select("account_id", pl.col("account_guid").str.strip_chars())
+    docs = docs_ids.join(ids, on="account_id", how="left")
+    # --- reasons to leave a document out
+    bad_guid = ~pl.col("guid").str.contains(_GUID_PATTERN)
+    skipped = pl.concat([
+        _skip(docs.filter(pl.col("account_guid").is_null()), pl.lit(
+            "нет GUID лицевого счёта в ГИС ЖКХ (реестр gis_ids, столбец account_guid)")),
+        _skip(docs.filter(~pl.col("account_guid").str.contains(_GUID_PATTERN)), pl.concat_str([
+            pl.lit("GUID лицевого счёта «"), pl.col("account_guid"),
+            pl.lit("» неверного вида (нужно 8-4-4-4-12 шестнадцатеричных знаков; реестр gis_ids)")])),
+        _skip(lines.filter(pl.col("nsi_kind").is_null()
+                           & ((pl.col("charged_kop") != 0) | (pl.col("recalc_kop") != 0))), pl.concat_str([
+            pl.lit("услуга «"), pl.col("service_name").fill_null(pl.col("service_id")),
+            pl.lit("» поставщика "), pl.col("supplier_id").fill_null("—"),
+            pl.lit(" не сопоставлена со справочником ГИС ЖКХ (реестр gis_nsi)")])),
+        _skip(lines.filter(pl.col("nsi_kind").is_not_null()).rename({"nsi_guid": "guid"}).filter(bad_guid),
+              pl.concat_str([pl.lit("GUID записи справочника для услуги «"),
+                             pl.col("service_name").fill_null(pl.col("service_id")),
+                             pl.lit("» неверного вида (реестр gis_nsi)")])),
+        _skip(pen.filter(pl.col("code").is_null()), pl.concat_str([
+            pl.lit("пени поставщика "), pl.col("supplier_id").fill_null("—"),
+            pl.lit(": нет записи справочника ГИС ЖКХ (НСИ 329; реестр gis_nsi, kind = penalty)")])),
+        _skip(pen.filter(pl.col("code").is_not_null()).filter(bad_guid), pl.lit(
+            "GUID записи справочника для пени неверного вида (реестр gis_nsi, kind = penalty)")),
+        _skip(used.join(payees.filter(pl.col("bik").is_null() | pl.col("account").is_null()),
+                        on="supplier_id"), pl.concat_str([
+            pl.lit("у получателя платежа «"), pl.col("org_name").fill_null(pl.col("supplier_id")),
+            pl.lit("» не указаны БИК или расчётный счёт (реестр организаций)")])),
+        _skip(docs_ids.join(used, on="account_id", how="anti"), pl.lit(
+            "в документе нет получателя платежа (только нераспределённый аванс)")),
+    ]).unique(maintain_order=True)
+    # --- ChargeInfo blocks
+    element = pl.col("nsi_kind").replace_strict(CHARGE_ELEMENTS, default=None)
+    recalc = pl.when(pl.col("recalc_kop") != 0).then(pl.concat_str([
+        pl.lit("<bills:PaymentRecalculation>"),
+        _tag("bills:recalculationReason", _esc(pl.col("reason").fill_null("перерасчёт").str.slice(0, 500))),
+        _tag("bills:sum", _money("recalc_kop")), pl.lit("</bills:PaymentRecalculation>")]))
+    volume_type = pl.when(pl.col("service_kind") == "common_property").then(pl.lit("O")).otherwise(
+        pl.lit("I"))
+    has_volume = pl.col("has_volume") & pl.col("volume_micro").is_not_null()
+    consumption_ms = pl.when(has_volume).then(pl.concat_str([
+        pl.lit('<bills:Consumption><bills:Volume type="'), volume_type, pl.lit('"'),
+        pl.concat_str([pl.lit(' determiningMethod="'),
+                       pl.col("method").replace_strict(DETERMINING, default=None),
+                       pl.lit('"')]).fill_null(""),
+        pl.lit(">"), _scaled("volume_micro", 6, 7), pl.lit("</bills:Volume></bills:Consumption>")]))
+    consumption_as = pl.when(has_volume).then(pl.concat_str([
+        pl.lit('<bills:Consumption><bills:Volume type="'), volume_type, pl.lit('">'),
+        _scaled("volume_micro", 6, 7), pl.lit("</bills:Volume></bills:Consumption>")]))
+    tail = (pl.when(pl.col("nsi_kind") == "municipal").then(pl.concat_str([recalc, consumption_ms],
+                                                                          ignore_nulls=True))
+            .when(pl.col("nsi_kind") == "additional").then(pl.concat_str([consumption_as, recalc],
+                                                                          ignore_nulls=True))
+            .otherwise(recalc.fill_null("")))
+    lines = lines.filter(pl.col("nsi_kind").is_not_null()).join(
+        payees.select("supplier_id", "payee_key"), on="supplier_id", how="left")
+    charge_xml = pl.concat_str([
+        pl.lit("<bills:ChargeInfo><bills:"), element, pl.lit("><bills:ServiceType>"), _nsi_ref("nsi_"),
+        pl.lit("</bills:ServiceType>"), _tag("bills:Rate", _scaled("price_kop", 2, 6)),
+        _tag("bills:TotalPayable", _money("payable_kop")),
+        _tag("bills:AccountingPeriodTotal", _money("charged_kop")),
+        _tag("bills:PaymentInformationKey", pl.col("payee_key")), tail,
+        pl.lit("</bills:"), element, pl.lit("></bills:ChargeInfo>")], ignore_nulls=True)
+    svc_order = frames.services.with_row_index("order").select("service_id", "order")
+    charges_xml = lines.join(svc_order, on="service_id", how="left").sort(
+        "account_id", "order", "service_id", "supplier_id", nulls_last=True).group_by(
+        "account_id", maintain_order=True).agg(
+        charge_xml.str.join("").alias("charge_xml"), pl.col("payable_kop").sum().alias("charges_kop"))
+    pen = pen.filter(pl.col("code").is_not_null()).join(payees.select("supplier_id", "payee_key"),
+                                                       on="supplier_id", how="left")
+    pen_xml = pen.group_by("account_id", maintain_order=True).agg(pl.concat_str([
+        pl.lit("<bills:PenaltiesAndCourtCosts><bills:ServiceType>"), _nsi_ref(),
+        pl.lit("</bills:ServiceType>"),
+        _tag("bills:Cause", pl.col("scheme").replace_strict(PENALTY_CAUSE,
+                                                            default=PENALTY_CAUSE["standard"])),
+        _tag("bills:TotalPayable", _money("amount_kop")),
+        _tag("bills:PaymentInformationKey", pl.col("payee_key")),
+        pl.lit("</bills:PenaltiesAndCourtCosts>")], ignore_nulls=True).str.join("").alias("pen_xml"),
+        pl.col("amount_kop").sum().alias("pen_kop"))
+    # --- per-payee details
+    per_payee = bal.filter(pl.col("supplier_id").is_not_null() & (pl.col("supplier_id") != "")).join(
+        used, on=["account_id", "supplier_id"], how="semi").join(
+        payees.select("supplier_id", "payee_key"), on="supplier_id").with_columns(
+        (pl.col("charged_kop") + pl.col("recalculated_kop") + pl.col("penalty_kop")).alias("period_kop"),
+        (pl.col("opening_kop") - pl.col("paid_kop")).alias("debt_kop"),
+    ).sort("account_id", "supplier_id")
+    details_xml = per_payee.group_by("account_id", maintain_order=True).agg(pl.concat_str([
+        pl.lit("<bills:DetailsPaymentInformation>"), _tag("bills:PaymentInformationKey", pl.col("payee_key")),
+        _tag("bills:TotalPayableByPaymentInformation", _money("period_kop")),
+        _tag("bills:DebtPreviousPeriodsOrAdvanceBillingPeriod", _money("debt_kop")),
+        _tag("bills:TotalPayableWithDebtAndAdvance", _money("closing_kop")),
+        pl.lit("</bills:DetailsPaymentInformation>")]).str.join("").alias("details_xml"))
+    suppliers = used.sort("supplier_id").group_by("account_id").agg(pl.col("supplier_id").alias("suppliers"))
+    # --- the documents
+    docs = (docs.join(skipped.select("account_id").unique(), on="account_id", how="anti")
+            .join(charges_xml, on="account_id", how="left").join(pen_xml, on="account_id", how="left")
+            .join(acc, on="account_id", how="left").join(details_xml, on="account_id", how="left")
+            .join(suppliers, on="account_id", how="left")
+            .with_columns(pl.col("charges_kop").fill_null(0), pl.col("pen_kop").fill_null(0),
+                          pl.col("debt_kop").fill_null(0), pl.col("paid_kop").fill_null(0))
+            .with_columns((pl.col("charges_kop") + pl.col("debt_kop") + pl.col("pen_kop")).alias("total_kop"),
+                          pl.when(pl.col("debt_kop") < 0).then(-pl.col("debt_kop")).alias("advance_kop"))
+            .sort("account_id"))
+    docs = docs.with_columns(_guids(docs.select(pl.concat_str(
+        [pl.lit(f"{period}/pd/"), pl.col("account_id")]).alias("doc_key")).to_series()))
+    number = pl.concat_str([pl.col("account_id"), pl.lit(f"-{period}")])
+    xml = pl.concat_str([
+        pl.lit("<bills:PaymentDocument>"), _tag("account-base:AccountGuid", pl.col("account_guid")),
+        _tag("bills-base:PaymentDocumentNumber", pl.when(number.str.len_chars() <= 30).then(_esc(number))),
+        pl.col("charge_xml"), pl.col("pen_xml"),
+        _tag("bills:TotalPayableByChargeInfo", _money("charges_kop")),
+        _tag("bills:DebtPreviousPeriods", pl.when(pl.col("debt_kop") > 0).then(_money("debt_kop"))),
+        _tag("bills:AdvanceBllingPeriod", pl.when(pl.col("advance_kop").is_not_null()).then(
+            _money("advance_kop"))),
+        _tag("bills:TotalPayableByPDWithDebtAndAdvance", _money("total_kop")),
+        _tag("bills:TotalByPenaltiesAndCourtCosts", pl.when(pl.col("pen_kop") != 0).then(_money("pen_kop"))),
+        _tag("bills:PaidCash", pl.when(pl.col("paid_kop") != 0).then(_money("paid_kop"))),
+        _tag("base:TransportGUID", pl.col("doc_key")), pl.col("details_xml"),
+        pl.lit("</bills:PaymentDocument>")], ignore_nulls=True)
+    docs = docs.select("account_id", xml.alias("xml"), "total_kop", "suppliers")
+    # a skipped document's figure: what it would have asked to pay (the balances' closing)
+    full = (docs_ids.join(frames.charges.group_by("account_id").agg(pl.col("amount_kop").sum().alias("c")),
+                          on="account_id", how="left")
+            .join(acc.select("account_id", "closing_kop"), on="account_id", how="left")
+            .select("account_id", pl.coalesce("closing_kop", "c", pl.lit(0)).alias("total_kop")))
+    skipped = skipped.join(full, on="account_id", how="left").sort("account_id", maintain_order=True)
+    return docs, payees, skipped
+
+
+def _parts(sizes: list[int], per_message: int, max_bytes: int, overhead: int,
+           names: list[str], what: str) -> list[int]:
+    """The message number (0-based) of each item, filled greedily in order."""
+    out: list[int] = []
+    part = count = used = 0
+    budget = max_bytes - overhead
+    for size, name in zip(sizes, names, strict=True):
+        if size > budget:
+            raise BillingError(f"{what} {name}: {size} байт — больше предела одного сообщения ГИС ЖКХ "
+                               f"(max_bytes = {max_bytes} в rules/{LIMITS_FILE}, за вычетом заголовка "
+                               f"{overhead} байт); увеличьте max_bytes.")
+        if count and (count == per_message or used + size > budget):
+            part, count, used = part + 1, 0, 0
+        out.append(part)
+        count += 1
+        used += size
+    return out
+
+
+def _validate(name: str, files: list[ExportFile], keys: list[list[str]], item: str, what: str) -> None:
+    """Validate every message (in parallel where it can); the first invalid one is refused."""
+    bad = invalid_messages(name, [f.data for f in files])
+    for index in bad[:1]:
+        _check(name, files[index].data, item, keys[index], what)
+
+
+def _check(name: str, data: bytes, item: str, keys: list[str], what: str) -> None:
+    """Validate one message; an invalid one is a Russian refusal naming the item at fault."""
+    problem = validation_error(name, data)
+    if problem is None:
+        return
+    found = first_error(name, data)
+    culprit = _culprit(found[1], item, keys) if found else None
+    raise BillingError(f"ГИС ЖКХ: сообщение не соответствует схеме ({name}, пакет 16.3.0.0)"
+                       + (f", {what} {culprit}" if culprit else "") + f": {problem}. "
+                       "Файлы не записаны.")
+
+
+def _culprit(where: tuple[Any, Any] | None, item: str, keys: list[str]) -> str | None:
+    """The key of the ``item`` element (PaymentDocument, MeteringDevicesValues) that holds the
+    element of the first complaint."""
+    if where is None or where[1] is None:
+        return None
+    root, elem = where
+    items = [c for c in root if isinstance(c.tag, str) and c.tag.endswith("}" + item)]
+    for index, child in enumerate(items):
+        if any(e is elem for e in child.iter()):
+            return keys[index] if index < len(keys) else None
+    return None
+
+
+def _pd_messages(period: Period, docs: pl.DataFrame, payees: pl.DataFrame, limits: Limits
+                 ) -> list[ExportFile]:
+    if not docs.height:
+        return []
+    head = (f"{_PD_OPEN}<base:Month>{period.month}</base:Month><base:Year>{period.year}</base:Year>")
+    payinfo = {r["supplier_id"]: (
+        f"<bills:PaymentInformation><payments-base:BankBIK>{r['bik']}</payments-base:BankBIK>"
+        f"<payments-base:operatingAccountNumber>{r['account']}</payments-base:operatingAccountNumber>"
+        f"<base:TransportGUID>{r['payee_key']}</base:TransportGUID></bills:PaymentInformation>")
+        for r in payees.filter(pl.col("bik").is_not_null() & pl.col("account").is_not_null()).iter_rows(
+            named=True)}
+    overhead = len(head.encode()) + len(_PD_CLOSE) + sum(len(v.encode()) for v in payinfo.values())
+    accounts = docs["account_id"].to_list()
+    parts = _parts(docs["xml"].str.len_bytes().to_list(), limits.documents_per_message, limits.max_bytes,
+                   overhead, accounts, "Платёжный документ лицевого счёта")
+    docs = docs.with_columns(pl.Series("part", parts, pl.Int64))
+    grouped = docs.group_by("part", maintain_order=True).agg(
+        pl.col("xml").str.join(""), pl.col("total_kop").sum(), pl.len().alias("rows"),
+        pl.col("suppliers").list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
+        .alias("suppliers"),
+        pl.col("account_id"))
+    out, keys = [], []
+    for g in grouped.iter_rows(named=True):
+        n = g["part"] + 1
+        text = head + "".join(payinfo[s] for s in g["suppliers"] if s in payinfo) + g["xml"] + _PD_CLOSE
+        data = text.encode()
+        keys.append(g["account_id"])
+        out.append(ExportFile(
+            f"pd/importPaymentDocumentRequest_{period}_{n:04d}.xml", data, rows=g["rows"],
+            total_kop=g["total_kop"], recipient=RECIPIENT,
+            extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/pd/message/{n}")),
+                   "request": "importPaymentDocumentRequest", "schema": "ГИС ЖКХ 16.3.0.0"}))
+    _validate("bills", out, keys, "PaymentDocument", "лицевой счёт")
+    return out
+
+
+# ------------------------------------------------------------------ meter readings
+
+
+def _readings(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(readings: meter_id, xml; skipped: meter_id, reason) of the readings accepted in the period."""
+    day = period.last
+    mv = frames.meter_volumes.filter(
+        (pl.col("method") == "meter") & pl.col("curr_read_on").is_not_null()
+        & pl.col("curr_value_micro").is_not_null()
+        & (pl.col("prev_read_on").is_null() | (pl.col("curr_read_on") > pl.col("prev_read_on")))
+    ).sort("meter_id", "curr_read_on").unique(["meter_id"], keep="last", maintain_order=True)
+    ids = _in_force(frames.gis_meter_ids.filter(pl.col("device_guid").is_not_null()), day,
+                    ["meter_id"]).select("meter_id", pl.col("device_guid").str.strip_chars(), "value_kind")
+    nsi = _nsi(frames, day).filter(pl.col("kind") == "resource").sort(
+        pl.col("supplier_id").is_not_null()).group_by("service_id", maintain_order=True).first().select(
+        "service_id", "code", "guid", "name")
+    svc = frames.services.select("service_id", pl.col("name").alias("service_name"))
+    rows = mv.join(ids, on="meter_id", how="left").join(nsi, on="service_id", how="left").join(
+        svc, on="service_id", how="left").with_columns(pl.col("value_kind").fill_null("one_rate"))
+    one_rate = pl.col("value_kind") == "one_rate"
+    reason = (pl.when(pl.col("device_guid").is_null())
+              .then(pl.lit("нет GUID прибора учёта в ГИС ЖКХ (реестр gis_meter_ids)"))
+              .when(~pl.col("device_guid").str.contains(_GUID_PATTERN))
+              .then(pl.concat_str([pl.lit("GUID прибора учёта «"), pl.col("device_guid"),
+                                   pl.lit("» неверного вида (реестр gis_meter_ids)")]))
+              .when(one_rate & pl.col("code").is_null())
+              .then(pl.concat_str([pl.lit("ресурс услуги «"), pl.col("service_name").fill_null(
+                  pl.col("service_id")), pl.lit("» не сопоставлен со справочником ГИС ЖКХ (НСИ 2; "
+                                                "реестр gis_nsi, kind = resource)")]))
+              .when(one_rate & ~pl.col("guid").str.contains(_GUID_PATTERN))
+              .then(pl.lit("GUID записи справочника ресурса неверного вида (реестр gis_nsi)")))
+    rows = rows.with_columns(reason.alias("reason"))
+    skipped = rows.filter(pl.col("reason").is_not_null()).select("meter_id", "reason")
+    rows = rows.filter(pl.col("reason").is_null())
+    rows = rows.with_columns(_guids(rows.select(pl.concat_str([
+        pl.lit(f"{period}/reading/"), pl.col("meter_id"), pl.lit("/"),
+        pl.col("curr_read_on").cast(pl.String)]).alias("t")).to_series()))
+    tail = pl.concat_str([
+        _tag("dm:DateValue", pl.col("curr_read_on").cast(pl.String)), _tag("base:TransportGUID", pl.col("t")),
+        pl.lit(f"<dm:Period><base:Year>{period.year}</base:Year><base:Month>{period.month}</base:Month>"
+               "</dm:Period></dm:CurrentValue>")])
+    value = pl.when(one_rate).then(pl.concat_str([
+        pl.lit("<dm:OneRateDeviceValue><dm:CurrentValue><mdb:MunicipalResource>"), _nsi_ref(),
+        pl.lit("</mdb:MunicipalResource>"), _tag("mdb:MeteringValue", _reading("curr_value_micro")), tail,
+        pl.lit("</dm:OneRateDeviceValue>")])).otherwise(pl.concat_str([
+            pl.lit("<dm:ElectricDeviceValue><dm:CurrentValue>"),
+            _tag("mdb:MeteringValueT1", _reading("curr_value_micro")), tail,
+            pl.lit("</dm:ElectricDeviceValue>")]))
+    xml = pl.concat_str([pl.lit("<dm:MeteringDevicesValues>"),
+                         _tag("dm:MeteringDeviceRootGUID", pl.col("device_guid")), value,
+                         pl.lit("</dm:MeteringDevicesValues>")])
+    return rows.select("meter_id", xml.alias("xml")), skipped
+
+
+def _md_messages(period: Period, readings: pl.DataFrame, limits: Limits) -> list[ExportFile]:
+    if not readings.height:
+        return []
+    overhead = len(_MD_OPEN.encode()) + len(_MD_CLOSE)
+    meters = readings["meter_id"].to_list()
+    parts = _parts(readings["xml"].str.len_bytes().to_list(), limits.readings_per_message,
+                   limits.max_bytes, overhead, meters, "Показания прибора учёта")
+    grouped = readings.with_columns(pl.Series("part", parts, pl.Int64)).group_by(
+        "part", maintain_order=True).agg(pl.col("xml").str.join(""), pl.len().alias("rows"),
+                                         pl.col("meter_id"))
+    out, keys = [], []
+    for g in grouped.iter_rows(named=True):
+        n = g["part"] + 1
+        data = (_MD_OPEN + g["xml"] + _MD_CLOSE).encode()
+        keys.append(g["meter_id"])
+        out.append(ExportFile(
+            f"readings/importMeteringDeviceValuesRequest_{period}_{n:04d}.xml", data, rows=g["rows"],
+            total_kop=0, recipient=RECIPIENT,
+            extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/readings/message/{n}")),
+                   "request": "importMeteringDeviceValuesRequest", "schema": "ГИС ЖКХ 16.3.0.0"}))
+    _validate("device-metering", out, keys, "MeteringDevicesValues", "прибор учёта")
+    return out
+
+
+# ------------------------------------------------------------------ the export
+
+
+def _report(skipped_docs: pl.DataFrame, skipped_meters: pl.DataFrame) -> ExportFile:
+    docs = skipped_docs.group_by("account_id", maintain_order=True).agg(
+        pl.col("reason").str.join("; "), pl.col("total_kop").first().fill_null(0).cast(pl.Int64))
+    kop = pl.col("total_kop")
+    rubles = pl.concat_str([pl.when(kop < 0).then(pl.lit("-")).otherwise(pl.lit("")),
+                            (kop.abs() // 100).cast(pl.String), pl.lit(","),
+                            (kop.abs() % 100).cast(pl.String).str.zfill(2)])
+    what, account, meter, amount, reason = SKIPPED_HEADER
+    table = pl.concat([
+        docs.select(pl.lit("платёжный документ").alias(what),
+                    pl.col("account_id").cast(pl.String).alias(account), pl.lit("").alias(meter),
+                    rubles.alias(amount), pl.col("reason").alias(reason)),
+        skipped_meters.select(pl.lit("показания").alias(what), pl.lit("").alias(account),
+                              pl.col("meter_id").cast(pl.String).alias(meter), pl.lit("").alias(amount),
+                              pl.col("reason").cast(pl.String).alias(reason)),
+    ])
+    data = "\ufeff".encode() + table.write_csv(separator=";", line_terminator="\r\n").encode()
+    rows = docs.height + skipped_meters.height
+    # Its sum is not the file's control sum (nothing in it is sent): kept as a figure of its own.
+    return ExportFile(SKIPPED_NAME, data, rows=rows, total_kop=0, recipient=RECIPIENT,
+                      extra={"documents": docs.height, "meters": skipped_meters.height,
+                             "left_out_kop": int(docs["total_kop"].sum() or 0)})
+
+
+def gis_files(period: Period, frames: GisFrames, limits: Limits | None = None) -> list[ExportFile]:
+    """The ГИС ЖКХ files of ``period`` from ``frames`` (pure: the same frames, the same bytes).
+
+    Payment-document messages, reading messages and the report of what was left out; every
+    message validated against its schema (:class:`BillingError` when one is not).
+    """
+    limits = limits or Limits()
+    docs, payees, skipped_docs = _documents(period, frames)
+    readings, skipped_meters = _readings(period, frames)
+    return [*_pd_messages(period, docs, payees, limits), *_md_messages(period, readings, limits),
+            _report(skipped_docs, skipped_meters)]
