@@ -690,7 +690,8 @@ def _export(kind: str, period: str, home: Path | None) -> None:
     _audit(ws, f"export {kind}", inputs={"period": period},
            outputs={"written": list(report.written), "unchanged": list(report.unchanged),
                     "rows": report.rows, "total_kop": report.total_kop})
-    _say(f"{_EXPORTS[kind]} за {period}: {len(files)} файл(ов), записей {report.rows}, "
+    count = len(report.written) + len(report.unchanged)
+    _say(f"{_EXPORTS[kind]} за {period}: {count} файл(ов), записей {report.rows}, "
          f"сумма {_rub(report.total_kop)} — {report.folder}")
     for rel in report.written:
         _say(f"  записан {rel}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -108,53 +109,61 @@ def _check_name(kind: str, name: str) -> str:
     return rel.as_posix()
 
 
-def write_exports(ws: Workspace, period: str, kind: str, files: list[ExportFile],
+def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportFile],
                   now: datetime | None = None) -> ExportReport:
     """Write ``files`` into ``periods/P/exports/KIND/`` and list them in the exports manifest.
 
-    Under the workspace lock; ``period`` must be sealed. Refuses (before writing anything) a
-    file whose name exists with other bytes. Returns what was written and what was already
-    there unchanged.
+    Under the workspace lock; ``period`` must be sealed. ``files`` may be a generator: each file
+    is written as it comes (a region's export is not held in memory at once). A file whose name
+    exists with other bytes, or any failure on the way, removes what this run wrote and raises:
+    the exports of the period are then as they were. Returns what was written and what was
+    already there unchanged.
     """
     sealed_manifest(ws, period)
-    names = [_check_name(kind, f.name) for f in files]
-    if len(set(names)) != len(names):
-        raise ValueError(f"выгрузка {kind}: имена файлов повторяются")
     with workspace_lock(ws, f"export {kind}"):
         folder = exports_dir(ws, period)
         manifest = read_exports_manifest(ws, period)
         listed: dict[str, Any] = manifest["files"]
+        stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         written: list[str] = []
         unchanged: list[str] = []
-        digests = [hashlib.sha256(f.data).hexdigest() for f in files]
-        for rel, digest in zip(names, digests, strict=True):
-            path = folder / rel
-            old = listed.get(rel)
-            if old is not None or path.exists():
-                same = old is not None and old.get("sha256") == digest and path.is_file() \
-                    and sha256_file(path) == digest
-                if not same:
+        seen: set[str] = set()
+        rows = total = 0
+        added: dict[str, Any] = {}
+        try:
+            for f in files:
+                rel = _check_name(kind, f.name)
+                if rel in seen:
+                    raise ValueError(f"выгрузка {kind}: имя файла {f.name} повторяется")
+                seen.add(rel)
+                if SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
+                    rows, total = rows + f.rows, total + f.total_kop
+                digest = hashlib.sha256(f.data).hexdigest()
+                path = folder / rel
+                old = listed.get(rel)
+                if old is not None or path.exists():
+                    if old is not None and old.get("sha256") == digest and path.is_file() \
+                            and sha256_file(path) == digest:
+                        unchanged.append(rel)
+                        continue
                     raise BillingError(
                         f"Выгрузка за {period}: файл exports/{rel} уже записан и отличается от новой "
                         "выгрузки. Выгрузки закрытого периода не переписываются: если данные для "
                         "получателя изменились, это перерасчёт в следующем периоде; если изменились "
                         "настройки выгрузки, выгрузите следующий период с новыми настройками.")
-        stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-        for f, rel, digest in zip(files, names, digests, strict=True):
-            if rel in listed:
-                unchanged.append(rel)
-                continue
-            atomic_write_bytes(folder / rel, f.data)
-            listed[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
-                           "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
-                           **({"extra": f.extra} if f.extra else {})}
-            written.append(rel)
-        if written:
+                atomic_write_bytes(path, f.data)
+                written.append(rel)
+                added[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
+                              "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
+                              **({"extra": f.extra} if f.extra else {})}
+        except BaseException:
+            for rel in written:  # new files only: nothing listed before is ever touched
+                (folder / rel).unlink(missing_ok=True)
+            raise
+        if added:
             manifest["period"] = period
-            manifest["files"] = dict(sorted(listed.items()))
+            manifest["files"] = dict(sorted({**listed, **added}.items()))
             atomic_write_bytes(folder / EXPORTS_MANIFEST,
                                json.dumps(manifest, ensure_ascii=False, indent=1).encode())
-    counted = [f for f in files if SAME_ROWS_AS not in f.extra]  # an XLSX twin is counted once
     return ExportReport(kind=kind, folder=folder / kind, written=tuple(written),
-                        unchanged=tuple(unchanged), rows=sum(f.rows for f in counted),
-                        total_kop=sum(f.total_kop for f in counted))
+                        unchanged=tuple(unchanged), rows=rows, total_kop=total)

@@ -120,14 +120,15 @@ def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda 
         for kind in KINDS:
             module = importlib.import_module(f"pipeline.export.{kind}")
             wall, cpu = time.perf_counter(), cpu_seconds()
-            files = module.build_files(ws, period)
-            report = write_exports(ws, period, kind, files)
+            report = write_exports(ws, period, kind, module.build_files(ws, period))
             seconds = time.perf_counter() - wall
+            names = [*report.written, *report.unchanged]
+            size = sum((report.folder.parent / n).stat().st_size for n in names)
             row = {"kind": kind, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds() - cpu, 2),
-                   "files": len(files), "rows": report.rows, "bytes": sum(len(f.data) for f in files),
+                   "files": len(names), "rows": report.rows, "bytes": size,
                    "peak_rss_mb": round(peak_rss_mb()), "ratio": round(seconds / bare, 1) if bare else None}
             rows.append(row)
-            say(f"выгрузка {kind}: {seconds:.1f} с, файлов {len(files)}, записей {report.rows}, "
+            say(f"выгрузка {kind}: {seconds:.1f} с, файлов {len(names)}, записей {report.rows}, "
                 f"{row['ratio']} × голого CSV")
         return {"accounts": accounts, "period": period, "close_seconds": closed.get("close_seconds"),
                 "bare_csv_seconds": round(bare, 3), "exports": rows}

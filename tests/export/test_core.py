@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -65,3 +66,14 @@ def test_open_period_and_bad_names_refused(sealed: Workspace) -> None:
         write_exports(sealed, "2026-09", "banks", _files())
     with pytest.raises(ValueError, match="недопустимое имя"):
         write_exports(sealed, PERIOD, "banks", [ExportFile("../x", b"", 0, 0)])
+
+
+def test_a_failure_midway_removes_what_the_run_wrote(sealed: Workspace) -> None:
+    def files() -> Iterator[ExportFile]:
+        yield ExportFile("first.txt", b"1", rows=1, total_kop=1)
+        raise BillingError("сбой посреди выгрузки (тест)")
+
+    with pytest.raises(BillingError, match="тест"):
+        write_exports(sealed, PERIOD, "gis", files())
+    assert not (exports_dir(sealed, PERIOD) / "gis" / "first.txt").exists()
+    assert verify_period(sealed, PERIOD) > 0

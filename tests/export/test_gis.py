@@ -82,7 +82,7 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def files(sealed: Workspace) -> list:
-    return build_files(sealed, PERIOD)
+    return list(build_files(sealed, PERIOD))
 
 
 def _docs(data: bytes) -> list[ET.Element]:
@@ -161,7 +161,7 @@ def test_missing_account_guid_goes_to_the_report(files: list) -> None:
 
 
 def test_written_once_and_deterministic(sealed: Workspace, files: list) -> None:
-    again = build_files(sealed, PERIOD)
+    again = list(build_files(sealed, PERIOD))
     assert [f.data for f in again] == [f.data for f in files]
     report = write_exports(sealed, PERIOD, "gis", files)
     assert f"gis/{SKIPPED_NAME}" in report.written
@@ -309,3 +309,18 @@ def test_an_invalid_message_is_refused_naming_the_account() -> None:
         pl.when(pl.col("account_id") == "X2").then(10 ** 13).otherwise(pl.col("opening_kop")).alias("opening_kop"))
     with pytest.raises(BillingError, match=r"лицевой счёт X2: .*Файлы не записаны"):
         gis_files(Period(2026, 8), replace(frames, balances=huge))
+
+
+def test_built_a_slice_of_accounts_at_a_time_the_same_documents(sealed: Workspace,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.export import gis
+
+    frames = read_frames(sealed, PERIOD)
+    whole = gis_files(Period.parse(PERIOD), frames, Limits(documents_per_message=1))
+    monkeypatch.setattr(gis, "CHUNK_MESSAGES", 1)  # one account a slice: a message per slice
+    sliced = gis_files(Period.parse(PERIOD), frames, Limits(documents_per_message=1))
+    assert [(f.name, f.data) for f in sliced] == [(f.name, f.data) for f in whole]
+    sampled = gis_files(Period.parse(PERIOD), frames, Limits(documents_per_message=1, validate="sample"))
+    assert [f.data for f in sampled] == [f.data for f in whole]
+    with pytest.raises(ValueError, match="validate"):
+        Limits(validate="none")
