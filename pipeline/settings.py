@@ -192,10 +192,45 @@ class Banks:
     agents: tuple[BankAgent, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExportWelfare:
+    """``[export_welfare]``: the layout of the register social welfare takes (UNVERIFIED per region).
+
+    ``encoding``: of the CSV (a letter it lacks is written as ``?`` and counted); ``separator``:
+    one character; ``decimal_comma``: ``48,73`` rather than ``48.73``; ``name``: the file name
+    without extension, ``{period}`` → ``202608``; ``text_limit``: the longest text cell, longer
+    ones cut (0 = no limit); ``recipient``: who reads it.
+    """
+
+    encoding: str = "cp1251"
+    separator: str = ";"
+    decimal_comma: bool = True
+    name: str = "uszn_{period}"
+    text_limit: int = 0
+    recipient: str = "УСЗН"
+
+
+def _encoding_known(name: str) -> bool:
+    try:
+        "".encode(name)
+    except LookupError:
+        return False
+    return True
+
+
 #: A check of one value: (test, what is allowed — the end of the message).
 Check = tuple[Callable[[Any], bool], str]
 
 _CHECKS: dict[str, dict[str, Check]] = {
+    "export_welfare": {
+        "encoding": (_encoding_known, "нужна известная кодировка, например cp1251 или utf-8"),
+        "separator": (lambda v: len(v) == 1 and v not in "\"\r\n", "нужен один символ, например \";\""),
+        "decimal_comma": (lambda v: True, "нужно true или false"),
+        "name": (lambda v: bool(v.strip()) and not any(c in v for c in "/\\") and not v.startswith("."),
+                 "не годится для имени файла"),
+        "text_limit": (lambda v: v >= 0, "нужно целое число ≥ 0 (0 — без ограничения)"),
+        "recipient": (lambda v: True, "нужен текст"),
+    },
     "readings": {
         "window_start_day": (lambda v: 1 <= v <= 31, "нужен день месяца 1–31"),
         "window_end_day": (lambda v: 1 <= v <= 31, "нужен день месяца 1–31"),
@@ -304,6 +339,7 @@ _SECTIONS: dict[str, type] = {"readings": Readings, "heating": Heating, "recalcu
                               "lock": Lock, "schedule": Schedule, "inbox": Inbox, "migration": Migration}
 # Read by ``billing export banks`` alone (load_section); not yet a field of Settings.
 _SECTIONS["banks"] = Banks
+_SECTIONS["export_welfare"] = ExportWelfare  # read by ``billing export welfare`` alone
 _NAMES = {kind: name for name, kind in _SECTIONS.items()}
 
 

@@ -40,14 +40,12 @@ first day (no agreement register exists: empty = none).
 Files: ``welfare/<name>.csv`` and ``welfare/<name>.xlsx`` with a footer row ``ИТОГО``
 (rows and the sums of every money column). The regional layouts are UNVERIFIED
 (exchange-formats.md §5.3): encoding, separator, decimal comma, file name and a text
-length limit are settings ``[export_welfare]`` of settings.toml (:class:`WelfareSettings`).
+length limit are settings ``[export_welfare]`` of settings.toml (:class:`ExportWelfare`).
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -59,10 +57,11 @@ from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import div_half_up
 from pipeline.sealed import read_internal
+from pipeline.settings import ExportWelfare, load_section
 from pipeline.workspace import BillingError, Workspace
 from rules import WELFARE_ANY_SERVICE, read_rule_table, welfare_categories, welfare_categories_on
 
-__all__ = ["MONEY", "TITLES", "WelfareSettings", "beneficiaries_in", "build_files", "load_welfare_settings",
+__all__ = ["MONEY", "TITLES", "beneficiaries_in", "build_files",
            "welfare_csv", "welfare_rows", "welfare_xlsx"]
 
 RECIPIENT = "УСЗН"
@@ -70,54 +69,6 @@ RECIPIENT = "УСЗН"
 SUPERSCRIPTS = {ord("²"): "2", ord("³"): "3"}
 SECTION = "export_welfare"
 FOOTER = "ИТОГО"
-
-
-@dataclass(frozen=True)
-class WelfareSettings:
-    """``[export_welfare]`` of settings.toml: the layout the region's body takes (UNVERIFIED).
-
-    ``encoding``: of the CSV (``cp1251``; a letter it lacks is written as ``?`` and counted);
-    ``separator``: one character (``;``); ``decimal_comma``: ``48,73`` rather than ``48.73``;
-    ``name``: the file name without extension, ``{period}`` → ``202608``; ``text_limit``:
-    the longest text cell, longer ones cut (0 = no limit); ``recipient``: who reads it.
-    """
-
-    encoding: str = "cp1251"
-    separator: str = ";"
-    decimal_comma: bool = True
-    name: str = "uszn_{period}"
-    text_limit: int = 0
-    recipient: str = RECIPIENT
-
-
-def load_welfare_settings(data: dict[str, Any]) -> WelfareSettings:
-    """The section from a parsed settings.toml; a bad key or value is a Russian refusal."""
-    table = data.get(SECTION, {})
-    where = f"settings.toml [{SECTION}]"
-    if not isinstance(table, dict):
-        raise BillingError(f"{where}: ожидается раздел настроек")
-    names = {f.name: f for f in fields(WelfareSettings)}
-    unknown = [k for k in table if k not in names]
-    if unknown:
-        raise BillingError(f"{where}: неизвестный ключ «{unknown[0]}» — допустимы {', '.join(names)}")
-    defaults = WelfareSettings()
-    for key, value in table.items():
-        want = type(getattr(defaults, key))
-        if type(value) is not want:
-            kind = "текст" if want is str else "число" if want is int else "true или false"
-            raise BillingError(f"{where}: {key} = {value!r} — нужен {kind}")
-    out = WelfareSettings(**table)
-    try:
-        "".encode(out.encoding)
-    except LookupError:
-        raise BillingError(f"{where}: неизвестная кодировка «{out.encoding}»") from None
-    if len(out.separator) != 1 or out.separator in "\"\r\n":
-        raise BillingError(f"{where}: separator должен быть одним символом (например \";\")")
-    if out.text_limit < 0:
-        raise BillingError(f"{where}: text_limit не может быть отрицательным")
-    if not out.name.strip() or any(c in out.name for c in "/\\") or out.name.startswith("."):
-        raise BillingError(f"{where}: name = «{out.name}» не годится для имени файла")
-    return out
 
 
 #: The columns of both files, in order, with their Russian titles.
@@ -365,7 +316,7 @@ def _decimal_frame(rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([body, footer], how="diagonal_relaxed").select(list(TITLES))
 
 
-def welfare_csv(rows: pl.DataFrame, settings: WelfareSettings) -> tuple[bytes, int]:
+def welfare_csv(rows: pl.DataFrame, settings: ExportWelfare) -> tuple[bytes, int]:
     """The CSV bytes and the count of letters the encoding lacks (written as ``?``)."""
     frame = _decimal_frame(rows)
     texts = [c for c, t in frame.schema.items() if t == pl.String]
@@ -410,8 +361,7 @@ def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     if period not in ws.sealed_periods() or not path.is_file():
         raise BillingError(f"Период {period} не закрыт: реестр для соцзащиты делается только по "
                            f"закрытому периоду (billing close --period {period}).")
-    with open(ws.settings_path, "rb") as fh:
-        settings = load_welfare_settings(tomllib.load(fh))
+    settings = load_section(ws.settings_path, ExportWelfare)
     manifest = json.loads(path.read_text(encoding="utf-8"))
     p = Period.parse(period)
     regs = load_store(ws, manifest["store_version"],

@@ -19,15 +19,14 @@ from pipeline.export import write_exports
 from pipeline.export.welfare import (
     MONEY,
     TITLES,
-    WelfareSettings,
     beneficiaries_in,
     build_files,
-    load_welfare_settings,
     welfare_csv,
 )
 from pipeline.ingest.payments import import_payment_file
 from pipeline.ingest.registers import ingest
 from pipeline.sealed import read_table
+from pipeline.settings import ExportWelfare, load_section
 from pipeline.workspace import BillingError, Workspace, init_workspace
 from rules import welfare_categories, welfare_categories_on
 from tests.conftest import TOWN, write_registers
@@ -164,9 +163,14 @@ def test_cyrillic_long_and_empty_fields_in_cp1251_and_the_workbook(sealed: Works
 
 
 def test_settings_cut_long_texts_and_bad_settings_are_refused(sealed: Workspace, tmp_path: Path) -> None:
-    settings = load_welfare_settings({"export_welfare": {"text_limit": 20, "encoding": "utf-8",
-                                                         "separator": "\t", "decimal_comma": False}})
-    assert settings == WelfareSettings("utf-8", "\t", False, "uszn_{period}", 20)
+    path = tmp_path / "settings.toml"
+
+    def load(text: str) -> ExportWelfare:
+        path.write_text(f"[export_welfare]\n{text}\n", encoding="utf-8")
+        return load_section(path, ExportWelfare)
+
+    settings = load('text_limit = 20\nencoding = "utf-8"\nseparator = "\\t"\ndecimal_comma = false')
+    assert settings == ExportWelfare("utf-8", "\t", False, "uszn_{period}", 20)
     from pipeline.export import welfare
 
     rows = welfare.welfare_rows(  # the same frames as build_files reads, through the pure function
@@ -175,12 +179,11 @@ def test_settings_cut_long_texts_and_bad_settings_are_refused(sealed: Workspace,
     assert lost == 0 and "Əliyeva Gülnarə Раши\t" in data.decode()
     first = data.decode().splitlines()[1].split("\t")
     assert first[6] == "Справка МСЭ; бессроч" and "." in first[16]  # decimal point
-    for bad, message in [({"codepage": "x"}, "неизвестный ключ «codepage»"),
-                         ({"encoding": "koi9"}, "неизвестная кодировка"),
-                         ({"separator": ";;"}, "одним символом"), ({"text_limit": "5"}, "нужен число"),
-                         ({"name": "../x"}, "не годится")]:
+    for bad, message in [('codepage = "x"', "codepage"), ('encoding = "koi9"', "известная кодировка"),
+                         ('separator = ";;"', "один символ"), ('text_limit = "5"', "text_limit"),
+                         ('name = "../x"', "не годится")]:
         with pytest.raises(BillingError, match=message):
-            load_welfare_settings({"export_welfare": bad})
+            load(bad)
 
 
 def _frames(ws: Workspace) -> tuple:
