@@ -43,14 +43,13 @@ Everything is read from the sealed tables and the registers snapshot of the peri
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 
 import polars as pl
 
 from pipeline.dates import Period
-from pipeline.export import ExportFile
+from pipeline.export import ExportFile, sealed_manifest
 from pipeline.ingest.registers import load_store
 from pipeline.sealed import read_internal
 from pipeline.settings import BankAgent, Banks, load_section
@@ -91,17 +90,13 @@ class BankFrames:
 def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     """The registers of every agent in ``[[banks.agents]]`` for the sealed ``period``."""
     period = str(Period.parse(period))
-    path = ws.period_dir(period) / "manifest.json"
-    if period not in ws.sealed_periods() or not path.is_file():
-        raise BillingError(f"Период {period} не закрыт: реестры для банков выгружаются только по "
-                           f"закрытому периоду (billing close --period {period}).")
+    manifest = sealed_manifest(ws, period)
     agents = load_section(ws.settings_path, Banks).agents
     if not agents:
         raise BillingError(
             "settings.toml: не указан ни один банк или агент для реестров начислений — добавьте раздел "
             "[[banks.agents]] (code = \"sber\", layout = \"sber\", org_id = \"<org_id получателя>\"); "
             "см. docs/exports.md, «Банки и агенты»")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
     frames = load_frames(ws, period, manifest["store_version"])
     return [f for agent in agents for f in register_for(agent, period, frames)]
 

@@ -31,7 +31,6 @@ Money: integer kopecks written as rubles with two decimals (``-12.30``), never a
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tomllib
 import uuid
@@ -44,13 +43,12 @@ import polars as pl
 
 from pipeline.dates import Period
 from pipeline.errors import BillingError
-from pipeline.export import ExportFile
+from pipeline.export import ExportFile, sealed_manifest
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
 from pipeline.workspace import Workspace
 
-__all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files", "iter_gis_files",
-           "load_limits",
-           "read_frames"]
+__all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files",
+           "iter_gis_files", "load_limits", "read_frames"]
 
 LIMITS_FILE = "gis_gkh.toml"
 RECIPIENT = "ГИС ЖКХ"
@@ -181,11 +179,7 @@ def read_frames(ws: Workspace, period: str) -> GisFrames:
     from rules import read_rule_table
 
     folder = ws.period_dir(period)
-    manifest_path = folder / "manifest.json"
-    if period not in ws.sealed_periods() or not manifest_path.is_file():
-        raise BillingError(f"Период {period} не закрыт: выгрузки делаются только по закрытому периоду "
-                           f"(billing close --period {period}).")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = sealed_manifest(ws, period)
     regs = load_store(ws, manifest["store_version"],
                       names=("organizations", "gis_ids", "gis_meter_ids", "gis_nsi"))
     return GisFrames(

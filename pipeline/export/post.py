@@ -24,19 +24,18 @@ CSV (``payment_id;paid_on;account_id;amount;period;agent``, agent = the post's c
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import polars as pl
 
 from pipeline.dates import Period
-from pipeline.export import SAME_ROWS_AS, ExportFile
+from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
 from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.sealed import read_internal
 from pipeline.tables import excel_csv_bytes
-from pipeline.workspace import BillingError, Workspace
+from pipeline.workspace import Workspace
 
 __all__ = ["RECIPIENT", "TITLES", "build_files", "post_csv", "post_index_expr", "post_rows", "post_xlsx"]
 
@@ -129,11 +128,7 @@ def post_xlsx(rows: pl.DataFrame, created: datetime) -> bytes:
 def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     """The post's register of the sealed ``period``: its CSV and XLSX."""
     folder = ws.period_dir(period)
-    path = folder / "manifest.json"
-    if period not in ws.sealed_periods() or not path.is_file():
-        raise BillingError(f"Период {period} не закрыт: реестр для почты делается только по закрытому "
-                           f"периоду (billing close --period {period}).")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = sealed_manifest(ws, period)
     regs = load_store(ws, manifest["store_version"], names=("accounts", "premises", "buildings"))
     rows = post_rows(regs["accounts"], regs["premises"], regs["buildings"],
                      read_internal(folder, "charges"), read_internal(folder, "balances"))

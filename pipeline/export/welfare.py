@@ -45,14 +45,13 @@ length limit are settings ``[export_welfare]`` of settings.toml (:class:`ExportW
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from pipeline.dates import Period
-from pipeline.export import SAME_ROWS_AS, ExportFile
+from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
 from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import div_half_up
@@ -357,12 +356,8 @@ def welfare_xlsx(rows: pl.DataFrame, created: datetime) -> bytes:
 def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     """The welfare register of the sealed ``period``: its CSV and XLSX."""
     folder = ws.period_dir(period)
-    path = folder / "manifest.json"
-    if period not in ws.sealed_periods() or not path.is_file():
-        raise BillingError(f"Период {period} не закрыт: реестр для соцзащиты делается только по "
-                           f"закрытому периоду (billing close --period {period}).")
+    manifest = sealed_manifest(ws, period)
     settings = load_section(ws.settings_path, ExportWelfare)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
     p = Period.parse(period)
     regs = load_store(ws, manifest["store_version"],
                       names=("accounts", "premises", "buildings", "residents", "benefits"))

@@ -271,8 +271,9 @@ def _vtb_name(name: str) -> bool:
     return bool(tokens & {"vtb", "втб"})
 
 
-def _parse_date(text: str) -> date | None:
-    m = _DATE_RE.match(text)
+def parse_dmy(text: str) -> date | None:
+    """``ДД.ММ.ГГГГ`` (also with ``-`` or ``/``) as a date; None when it is not one."""
+    m = _DATE_RE.match(text.strip())
     if not m:
         return None
     try:
@@ -312,7 +313,7 @@ def _parse_footer(name: str, row: int, line: str) -> dict[str, Any]:
             raise bad(label, text) from None
     order_date = None
     if fields[5]:
-        order_date = _parse_date(fields[5])
+        order_date = parse_dmy(fields[5])
         if order_date is None:
             raise bad("дата платёжного поручения", fields[5])
     return {
@@ -355,7 +356,7 @@ def _parse_line(row: int, line: str) -> _Line:
         problems.append(("услуги", ";".join(services),
                          "блок услуг должен состоять из троек «код;название;сумма»"))
 
-    paid_on = _parse_date(fields[0])
+    paid_on = parse_dmy(fields[0])
     if paid_on is None:
         problems.append(("дата", fields[0], "дата платежа должна быть в виде ДД-ММ-ГГГГ"))
     paid_time = _parse_time(fields[1]) if fields[1] else None

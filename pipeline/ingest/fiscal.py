@@ -71,7 +71,7 @@ import polars as pl
 
 from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects
 from pipeline.ingest.payments import check_csv_complete, load_payments, load_suspense
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, read_table
+from pipeline.ingest.readers import FORMULA_CELLS, ROW, file_stamp, header_key, read_store_table, read_table
 from pipeline.ingest.registers import write_rejects
 from pipeline.workspace import (
     BillingError,
@@ -175,27 +175,14 @@ def fiscal_files_path(ws: Workspace) -> Path:
     return ws.store / "fiscal_files.parquet"
 
 
-def _load(path: Path, schema: pl.Schema) -> pl.DataFrame:
-    if not path.is_file():
-        return pl.DataFrame(schema=schema)
-    frame = pl.read_parquet(path)
-    missing = [c for c in schema if c not in frame.columns]
-    return frame.with_columns(pl.lit(None, schema[c]).alias(c) for c in missing).select(
-        list(schema)).cast(schema)
-
-
 def load_fiscal(ws: Workspace) -> pl.DataFrame:
     """The stored fiscal receipts (:data:`FISCAL_SCHEMA`; empty when none)."""
-    return _load(fiscal_path(ws), FISCAL_SCHEMA)
+    return read_store_table(fiscal_path(ws), FISCAL_SCHEMA)
 
 
 def load_fiscal_files(ws: Workspace) -> pl.DataFrame:
     """One row per import run of a fiscal file (:data:`FISCAL_FILES_SCHEMA`)."""
-    return _load(fiscal_files_path(ws), FISCAL_FILES_SCHEMA)
-
-
-def _header_key(name: str) -> str:
-    return " ".join(name.lower().replace("ё", "е").split())
+    return read_store_table(fiscal_files_path(ws), FISCAL_FILES_SCHEMA)
 
 
 def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
@@ -207,7 +194,7 @@ def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
     for name in raw.columns:
         if name in (ROW, FORMULA_CELLS):
             continue
-        target = HEADER_ALIASES.get(_header_key(name))
+        target = HEADER_ALIASES.get(header_key(name))
         if target is None:
             continue
         if target in found:
@@ -390,11 +377,6 @@ def classify_fiscal(good: pl.DataFrame, payments: pl.DataFrame, suspense: pl.Dat
     return accepted, duplicates, rejects
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
 @locked("payments fiscal")
 def import_fiscal_file(ws: Workspace, path: Path, agent: str | None = None) -> FiscalImport:
     """Import one file of fiscal receipts; see the module docstring for the rules.
@@ -406,7 +388,7 @@ def import_fiscal_file(ws: Workspace, path: Path, agent: str | None = None) -> F
     """
     if not path.is_file():
         raise BillingError(f"Файл чеков не найден: {path}")
-    before = _stamp(path)
+    before = file_stamp(path)
     digest = sha256_file(path)
     files = load_fiscal_files(ws)
     if files.filter((pl.col("sha256") == digest) & (pl.col("rejected") == 0)).height:
@@ -415,7 +397,7 @@ def import_fiscal_file(ws: Workspace, path: Path, agent: str | None = None) -> F
     if path.suffix.lower() == ".csv":
         check_csv_complete(path.name, path.read_bytes())
     raw = _with_agent(canonical_columns(read_table(path), path.name), path.name, agent)
-    if _stamp(path) != before:
+    if file_stamp(path) != before:
         raise IncompleteFileError(
             f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
             f"загрузите его, когда он будет полностью получен")

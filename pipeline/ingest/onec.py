@@ -59,7 +59,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.ingest.bank_formats import ONEC_FIRST_LINE, is_statement
+from pipeline.ingest.bank_formats import ONEC_FIRST_LINE, is_statement, parse_dmy
 from pipeline.ingest.parse import REJECT_SCHEMA
 from pipeline.money import parse_rubles, rubles_text
 from pipeline.workspace import BillingError, IncompleteFileError, Workspace, write_parquet_atomic
@@ -122,7 +122,6 @@ SETTLEMENTS_SCHEMA = pl.Schema({
 })
 
 _MARKERS = ("СекцияРасчСчет", "КонецРасчСчет", "КонецДокумента", "КонецФайла")
-_DATE_RE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})$")
 _WORD = "0-9A-Za-zА-Яа-яЁё"
 _LS_RE = re.compile(
     rf"(?<![{_WORD}])(?:л\s*/\s*с(?:ч[её]?т?)?|л\.\s*с\.?|лс|лиц(?:евой|евому|евого|\.)?\s*сч(?:[её]т[ау]?|\.)?)"
@@ -326,7 +325,7 @@ def _document(name: str, d: dict[str, Any], problems: list[tuple[str, int, str, 
             if required:
                 bad(key, None, f"нет даты ({key})")
             return None
-        parsed = _parse_date(value)
+        parsed = parse_dmy(value)
         if parsed is None:
             bad(key, value, "дата должна быть в виде ДД.ММ.ГГГГ")
         return parsed
@@ -349,16 +348,6 @@ def _document(name: str, d: dict[str, Any], problems: list[tuple[str, int, str, 
         "payee_account": get("ПолучательСчет", "ПолучательРасчСчет"),
         "purpose": get("НазначениеПлатежа"),
     }
-
-
-def _parse_date(text: str) -> date | None:
-    m = _DATE_RE.match(text.strip())
-    if not m:
-        return None
-    try:
-        return date(int(m[3]), int(m[2]), int(m[1]))
-    except ValueError:
-        return None
 
 
 def payment_id(doc_date: date, number: str, amount_kop: int, payer_account: str | None) -> str:

@@ -440,3 +440,29 @@ def _clean_text(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(
         pl.col(c).cast(pl.String).str.strip_chars().replace("", None) for c in frame.columns
     )
+
+
+# --------------------------------------------------------------------------- side files' store
+
+
+def read_store_table(path: Path, schema: pl.Schema) -> pl.DataFrame:
+    """A store table in ``schema``: empty when the file is not there yet; a column an older
+    file lacks is null (the side-file imports: fiscal receipts, welfare answers)."""
+    if not path.is_file():
+        return pl.DataFrame(schema=schema)
+    frame = pl.read_parquet(path)
+    missing = [c for c in schema if c not in frame.columns]
+    return frame.with_columns(pl.lit(None, schema[c]).alias(c) for c in missing).select(
+        list(schema)).cast(schema)
+
+
+def header_key(name: str) -> str:
+    """A column header as its aliases are looked up: lower case, ё → е, single spaces."""
+    return " ".join(name.lower().replace("ё", "е").split())
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time: an import compares them before and after reading a file
+    (a file still being written is refused, not half imported)."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

@@ -57,7 +57,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects
 from pipeline.ingest.payments import check_csv_complete
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, read_table
+from pipeline.ingest.readers import FORMULA_CELLS, ROW, file_stamp, header_key, read_store_table, read_table
 from pipeline.ingest.registers import load_store, write_rejects
 from pipeline.workspace import (
     BillingError,
@@ -192,27 +192,14 @@ def welfare_files_path(ws: Workspace) -> Path:
     return ws.store / "welfare_files.parquet"
 
 
-def _load(path: Path, schema: pl.Schema) -> pl.DataFrame:
-    if not path.is_file():
-        return pl.DataFrame(schema=schema)
-    frame = pl.read_parquet(path)
-    missing = [c for c in schema if c not in frame.columns]
-    return frame.with_columns(pl.lit(None, schema[c]).alias(c) for c in missing).select(
-        list(schema)).cast(schema)
-
-
 def load_welfare(ws: Workspace) -> pl.DataFrame:
     """The stored welfare amounts (:data:`WELFARE_SCHEMA`; empty when none)."""
-    return _load(welfare_path(ws), WELFARE_SCHEMA)
+    return read_store_table(welfare_path(ws), WELFARE_SCHEMA)
 
 
 def load_welfare_files(ws: Workspace) -> pl.DataFrame:
     """One row per import run of a welfare answer (:data:`WELFARE_FILES_SCHEMA`)."""
-    return _load(welfare_files_path(ws), WELFARE_FILES_SCHEMA)
-
-
-def _header_key(name: str) -> str:
-    return " ".join(name.lower().replace("ё", "е").split())
+    return read_store_table(welfare_files_path(ws), WELFARE_FILES_SCHEMA)
 
 
 def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
@@ -226,7 +213,7 @@ def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
     for name in raw.columns:
         if name in (ROW, FORMULA_CELLS):
             continue
-        target = HEADER_ALIASES.get(_header_key(name))
+        target = HEADER_ALIASES.get(header_key(name))
         if target is None:
             continue
         if target in found:
@@ -448,11 +435,6 @@ def receipt_periods(periods: list[str], sealed: list[str]) -> dict[str, str]:
     return out
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
 @locked("import welfare")
 def import_welfare_file(ws: Workspace, path: Path) -> WelfareImport:
     """Import one answer of the welfare body; see the module docstring for the rules.
@@ -463,7 +445,7 @@ def import_welfare_file(ws: Workspace, path: Path) -> WelfareImport:
     """
     if not path.is_file():
         raise BillingError(f"Файл ответа соцзащиты не найден: {path}")
-    before = _stamp(path)
+    before = file_stamp(path)
     digest = sha256_file(path)
     files = load_welfare_files(ws)
     if files.filter((pl.col("sha256") == digest) & (pl.col("rejected") == 0)).height:
@@ -472,7 +454,7 @@ def import_welfare_file(ws: Workspace, path: Path) -> WelfareImport:
     if path.suffix.lower() == ".csv":
         check_csv_complete(path.name, path.read_bytes())
     raw = canonical_columns(read_table(path), path.name)
-    if _stamp(path) != before:
+    if file_stamp(path) != before:
         raise IncompleteFileError(
             f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
             f"загрузите его, когда он будет полностью получен")
