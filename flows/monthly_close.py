@@ -27,6 +27,7 @@ from flows.cluster import partition_runner
 from pipeline import close as stages
 from pipeline import progress
 from pipeline.dates import Period
+from pipeline.export import export_after_close
 from pipeline.render.build import drop_receipt_cache, receipts_step
 from pipeline.render.receipts import check_pdf_stack
 from pipeline.workspace import Workspace, workspace_lock
@@ -68,6 +69,12 @@ def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool 
         if not dry_run:
             drop_receipt_cache(ws, period)  # the sealed receipts are the record now
             progress.stage(f"{period}: период закрыт — " + _sealed_text(Path(summary["period_dir"])))
+            kinds = ws.typed_settings().close.exports
+            if kinds:  # after the seal: a failed export is reported, the close stands
+                summary["exports"] = export_after_close(ws, period, kinds)
+                progress.stage(f"{period}: выгрузки — " + ", ".join(
+                    f"{k}: {'не выполнена' if 'error' in v else 'файлов ' + str(v['files'])}"
+                    for k, v in summary["exports"].items()))
     return summary
 
 

@@ -82,4 +82,11 @@ def close_summary_lines(s: dict[str, Any], dry_run: bool) -> list[str]:
         lines.append(f"  показаний не принято: {s['reading_issues']} (таблица reading_issues)")
     if s.get("period_dir"):
         lines.append(f"  результаты: {s['period_dir']}")
+    for kind, done in (s.get("exports") or {}).items():  # [close] exports, made after the seal
+        if "error" in done:
+            lines.append(f"  выгрузка {kind} не выполнена: {done['error']} — период закрыт; после "
+                         f"исправления: billing export {kind} --period {s['period']}")
+        else:
+            lines.append(f"  выгрузка {kind}: файлов {done['files']}, записей {done['rows']} — "
+                         f"{done['folder']}")
     return lines

@@ -331,6 +331,10 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
         text = text.replace('payment = "even"', f'payment = "{heating}"', 1)
     # The city's ЕИРЦ collects for every supplier as their paying agent: one QR code a receipt.
     text = text.replace('pay_to = "payees"\nagent = ""', 'pay_to = "agent"\nagent = "eirc"', 1)
+    # After each seal: the charge registers for the bank and the post, the post's delivery list.
+    text = text.replace("exports = []", 'exports = ["banks", "post"]', 1)
+    text += ('\n[[banks.agents]]\ncode = "sber"\nlayout = "sber"\norg_id = "eirc"\n'
+             '\n[[banks.agents]]\ncode = "post"\nlayout = "csv"\n')
     settings.write_text(text, encoding="utf-8")
     say(f"Демо: синтетический город в {ws.home}")
     city = generate_city(ws.home, accounts=accounts, start=first, months=months, seed=seed)
@@ -375,6 +379,8 @@ def run_demo(ws: Workspace, accounts: int, months: int, start: str = DEMO_START,
         if len(periods) > 1:
             say(f"  квитанции прошлых месяцев — по закрытым данным: billing receipts print --period "
                 f"{periods[0]} --home {ws.home}")
+    say(f"  выгрузки для банка и почты: {ws.period_dir(str(last))}/exports/ (реестры начислений, "
+        "реестр доставки; ГИС ЖКХ и соцзащита — billing export gis|welfare)")
     say(f"  отклонённые строки: {ws.rejects}")
     say(f"  журнал операций: {ws.audit}/log.jsonl")
     say("Попробуйте:")

@@ -80,6 +80,13 @@ class Close:
     """
 
     partition_accounts: int = 250_000
+    #: Exports made right after the seal (``billing export KIND`` for each; docs/exports.md).
+    #: One that fails does not undo the close: it is reported and can be run again by hand.
+    exports: tuple[str, ...] = ()
+
+
+#: What ``billing export`` writes (and ``[close] exports`` may name).
+EXPORT_KINDS = ("banks", "post", "gis", "welfare")
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,8 @@ _CHECKS: dict[str, dict[str, Check]] = {
     },
     "heating": {
         "payment": (lambda v: v in ("even", "in_season"), "допустимо «even» или «in_season»"),
-        "season_months": (lambda v: all(1 <= m <= 12 for m in v), f"{_MONTH} в списке"),
+        "season_months": (lambda v: all(isinstance(m, int) and 1 <= m <= 12 for m in v),
+                          f"{_MONTH} в списке"),
         "true_up_month": (lambda v: 1 <= v <= 12, _MONTH),
     },
     "recalculation": {
@@ -252,6 +260,9 @@ _CHECKS: dict[str, dict[str, Check]] = {
     },
     "close": {
         "partition_accounts": (lambda v: v >= 1, "нужно целое число лицевых счетов ≥ 1"),
+        "exports": (lambda v: all(isinstance(k, str) and k in EXPORT_KINDS for k in v)
+                    and len(set(v)) == len(v),
+                    f"нужен список выгрузок без повторов из {', '.join(EXPORT_KINDS)}"),
     },
     "migration": {
         "tolerance_kop": (lambda v: v >= 0, "нужно целое число копеек ≥ 0"),
@@ -395,7 +406,7 @@ def _value(section: str, key: str, value: Any, default: Any, check: Check) -> An
     """``value`` of the default's type passing ``check``, else a stop naming section, key, value."""
     test, allowed = check
     if isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ok = isinstance(value, list) and not any(isinstance(v, bool) for v in value)  # items: by the check
     elif isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):  # an integer is a number too: wait_seconds = 900

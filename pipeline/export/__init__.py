@@ -30,8 +30,8 @@ from typing import Any
 from pipeline.verify import EXPORTS_DIR, EXPORTS_MANIFEST, check_sealed
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, sha256_file, workspace_lock
 
-__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "ExportFile", "ExportReport", "exports_dir",
-           "read_exports_manifest", "sealed_manifest", "write_exports"]
+__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "ExportFile", "ExportReport",
+           "export_after_close", "exports_dir", "read_exports_manifest", "sealed_manifest", "write_exports"]
 
 
 
@@ -167,3 +167,25 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
                                json.dumps(manifest, ensure_ascii=False, indent=1).encode())
     return ExportReport(kind=kind, folder=folder / kind, written=tuple(written),
                         unchanged=tuple(unchanged), rows=rows, total_kop=total)
+
+
+def export_after_close(ws: Workspace, period: str, kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The exports ``[close] exports`` names, made right after ``period`` was sealed.
+
+    Each is ``billing export KIND`` (:func:`write_exports` of its ``build_files``). One that
+    fails is reported (``{"error": …}``) and the others still run: the period is sealed
+    whatever an export does, and a failed export can be run again by hand.
+    """
+    import importlib
+
+    done: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        try:
+            module = importlib.import_module(f"pipeline.export.{kind}")
+            report = write_exports(ws, period, kind, module.build_files(ws, period))
+        except (BillingError, ValueError) as err:
+            done[kind] = {"error": str(err)}
+            continue
+        done[kind] = {"files": len(report.written) + len(report.unchanged), "rows": report.rows,
+                      "total_kop": report.total_kop, "folder": str(report.folder)}
+    return done

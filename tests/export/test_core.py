@@ -77,3 +77,18 @@ def test_a_failure_midway_removes_what_the_run_wrote(sealed: Workspace) -> None:
         write_exports(sealed, PERIOD, "gis", files())
     assert not (exports_dir(sealed, PERIOD) / "gis" / "first.txt").exists()
     assert verify_period(sealed, PERIOD) > 0
+
+
+def test_close_makes_the_exports_of_its_settings_and_survives_a_failed_one(town: Workspace) -> None:
+    from pipeline.app import close_summary_lines
+
+    settings = town.settings_path
+    settings.write_text(settings.read_text(encoding="utf-8").replace(
+        "exports = []", 'exports = ["banks", "post"]'), encoding="utf-8")
+    ingest(town)
+    summary = run_close(town, PERIOD, receipts=False)
+    assert "не указан ни один банк" in summary["exports"]["banks"]["error"]  # no [[banks.agents]]
+    assert summary["exports"]["post"]["files"] == 2 and summary["exports"]["post"]["rows"] == 3
+    assert (exports_dir(town, PERIOD) / "post").is_dir() and verify_period(town, PERIOD) > 2
+    text = "\n".join(close_summary_lines(summary, dry_run=False))
+    assert "выгрузка banks не выполнена" in text and "billing export banks --period 2026-08" in text
