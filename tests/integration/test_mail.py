@@ -106,11 +106,19 @@ def smtp_server(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     box = Mailbox()
-    port = _free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            authenticator=_authenticate, auth_required=True,
-                            ready_timeout=60)  # waits until the server answers; generous on a busy machine
-    controller.start()
+    # aiosmtpd needs a port number (it cannot be given 0): a free one is picked, and picked again
+    # if another process took it between the check and the bind.
+    for attempt in range(5):
+        port = _free_port()
+        controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=context,
+                                require_starttls=True, authenticator=_authenticate, auth_required=True,
+                                ready_timeout=60)  # waits until the server answers; generous when busy
+        try:
+            controller.start()
+            break
+        except (OSError, RuntimeError):
+            if attempt == 4:
+                raise
     try:
         yield box, port, cert
     finally:
