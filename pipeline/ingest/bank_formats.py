@@ -65,6 +65,18 @@ from pipeline.workspace import BillingError, IncompleteFileError, atomic_write_b
 
 FORMATS = tuple(f for f in PAYMENT_FORMATS if f != "1c")  # the 1С statement: pipeline.ingest.onec
 
+#: What a payment file becomes before it meets the store (amount in kopecks).
+INCOMING_SCHEMA = pl.Schema({
+    "payment_id": pl.String(),
+    "agent": pl.String(),
+    "paid_on": pl.Date(),
+    "account_id": pl.String(),
+    "amount_kop": pl.Int64(),
+    "period": pl.String(),
+    "refund_of": pl.String(),
+    "source_row": pl.Int64(),
+})
+
 MARKER = "[!]"
 #: Fields before the variable part: date … period.
 FIXED_FIELDS = 9

@@ -37,6 +37,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.ingest.parse import REJECT_SCHEMA
+from pipeline.ingest.readers import read_store_table
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, locked, write_parquet_atomic
 
 
@@ -555,13 +556,7 @@ def gis_readings_path(ws: Workspace) -> Path:
 
 def load_gis_readings(ws: Workspace) -> pl.DataFrame:
     """The readings loaded from ГИС ЖКХ (``store/gis_readings.parquet``; empty when none)."""
-    path = gis_readings_path(ws)
-    if not path.is_file():
-        return pl.DataFrame(schema=GIS_READINGS_SCHEMA)
-    frame = pl.read_parquet(path)
-    missing = [c for c in GIS_READINGS_SCHEMA if c not in frame.columns]
-    return frame.with_columns(pl.lit(None, GIS_READINGS_SCHEMA[c]).alias(c) for c in missing).select(
-        list(GIS_READINGS_SCHEMA)).cast(GIS_READINGS_SCHEMA)
+    return read_store_table(gis_readings_path(ws), GIS_READINGS_SCHEMA)
 
 
 def with_gis_readings(readings: pl.DataFrame, gis: pl.DataFrame) -> pl.DataFrame:

@@ -59,7 +59,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.ingest.bank_formats import ONEC_FIRST_LINE, is_statement, parse_dmy
+from pipeline.ingest.bank_formats import INCOMING_SCHEMA, ONEC_FIRST_LINE, is_statement, parse_dmy
 from pipeline.ingest.parse import REJECT_SCHEMA
 from pipeline.money import parse_rubles, rubles_text
 from pipeline.workspace import BillingError, IncompleteFileError, Workspace, write_parquet_atomic
@@ -87,17 +87,6 @@ DOCUMENTS_SCHEMA = pl.Schema({
 
 PROBLEMS_SCHEMA = pl.Schema({**REJECT_SCHEMA, "doc_row": pl.Int64()})
 
-#: What a statement's payments become before they meet the store (as payments.INCOMING_SCHEMA).
-INCOMING_SCHEMA = pl.Schema({
-    "payment_id": pl.String(),
-    "agent": pl.String(),
-    "paid_on": pl.Date(),
-    "account_id": pl.String(),
-    "amount_kop": pl.Int64(),
-    "period": pl.String(),
-    "refund_of": pl.String(),
-    "source_row": pl.Int64(),
-})
 
 SETTLEMENTS_SCHEMA = pl.Schema({
     "settlement_id": pl.String(),

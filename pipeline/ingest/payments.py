@@ -58,6 +58,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from pipeline.ingest.bank_formats import INCOMING_SCHEMA
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
 from pipeline.ingest.readers import ROW, decode_text, read_table, sniff_separator
 from pipeline.ingest.registers import load_store, write_rejects
@@ -115,17 +116,6 @@ READINGS_SCHEMA = pl.Schema({
     "source_file": pl.String(),
 })
 
-#: What a payment file becomes before it meets the store (amount in kopecks).
-INCOMING_SCHEMA = pl.Schema({
-    "payment_id": pl.String(),
-    "agent": pl.String(),
-    "paid_on": pl.Date(),
-    "account_id": pl.String(),
-    "amount_kop": pl.Int64(),
-    "period": pl.String(),
-    "refund_of": pl.String(),
-    "source_row": pl.Int64(),
-})
 
 
 @dataclass(frozen=True)
