@@ -28,6 +28,7 @@ from pipeline import close as stages
 from pipeline import progress
 from pipeline.dates import Period
 from pipeline.export import export_after_close
+from pipeline.export.checks import check_export_settings
 from pipeline.render.build import drop_receipt_cache, receipts_step
 from pipeline.render.receipts import check_pdf_stack
 from pipeline.workspace import Workspace, workspace_lock
@@ -53,6 +54,8 @@ def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool 
     with workspace_lock(ws, command):
         if receipts and not dry_run:
             check_pdf_stack()  # before anything is computed: a missing library is named at once
+        # The exports made after the seal: their settings are checked now, not after the seal.
+        check_export_settings(ws, ws.typed_settings().close.exports)
         inputs = step(load_inputs, home, period)
         count = progress.count_text
         accounts = inputs.regs["accounts"].height

@@ -26,8 +26,12 @@ in the layout the agent takes:
 What an account is asked to pay is what its receipt shows as «Итого к оплате»: the sum of its
 closing balances over the suppliers (``balances``), or over the services the agent collects for
 (``service_balances``, when ``services`` is set), **never negative**: an account with an advance
-is listed with 0 (it may still pay and send readings; the advance stays on its balance). Organization
-payers (invoices, not receipts) are left out unless ``organizations = true``.
+is listed with 0 (it may still pay and send readings; the advance stays on its balance). Where the
+region gives benefits as a discount (``[receipts] benefits = "discount"``) the welfare amounts the
+receipt deducts come off it, to the kopeck (:mod:`pipeline.export.amounts`: the payees' discounts;
+with ``services`` set, their parts on the lines of those services; a ``services`` block shows each
+balance less its line's part). Organization payers (invoices, not receipts) are left out unless
+``organizations = true``.
 
 Text fields (payer, address; the meter serial's separators too) are made safe for one line: CR,
 LF and TAB become spaces, the separator becomes ``,``, the marker ``[!]`` becomes ``(!)``, runs
@@ -44,19 +48,20 @@ Everything is read from the sealed tables and the registers snapshot of the peri
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from pipeline.dates import Period
 from pipeline.export import ExportFile, sealed_manifest
+from pipeline.export.amounts import Discounts, account_to_pay, load_discounts
 from pipeline.ingest.registers import load_store
 from pipeline.sealed import read_internal
 from pipeline.settings import BankAgent, Banks, load_section
 from pipeline.workspace import BillingError, Workspace
 
 __all__ = ["DEFAULT_NAMES", "RESOURCE_LABELS", "BankFrames", "account_rows", "build_files", "csv_register",
-           "file_name", "load_frames", "meter_rows", "register_for", "sber_register"]
+           "file_name", "listed_agents", "load_frames", "meter_rows", "register_for", "sber_register"]
 
 #: The file-name rule of a layout when the agent names none. ``sber``: ИНН_РС_НОМЕР_ММГГ.txt
 #: (the СберБизнес help page; whether ММГГ is the charge month or the month of payment is
@@ -85,20 +90,28 @@ class BankFrames:
     services: pl.DataFrame
     #: org_id, inn, account (for the file name).
     organizations: pl.DataFrame
+    #: The welfare amounts the receipts deduct (``[receipts] benefits = "discount"``); none by default.
+    discounts: Discounts = field(default_factory=Discounts.none)
 
 
 def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     """The registers of every agent in ``[[banks.agents]]`` for the sealed ``period``."""
     period = str(Period.parse(period))
     manifest = sealed_manifest(ws, period)
+    agents = listed_agents(ws)
+    frames = load_frames(ws, period, manifest["store_version"])
+    return [f for agent in agents for f in register_for(agent, period, frames)]
+
+
+def listed_agents(ws: Workspace) -> tuple[BankAgent, ...]:
+    """``[[banks.agents]]`` of settings.toml, checked; a Russian refusal when none is listed."""
     agents = load_section(ws.settings_path, Banks).agents
     if not agents:
         raise BillingError(
             "settings.toml: не указан ни один банк или агент для реестров начислений — добавьте раздел "
             "[[banks.agents]] (code = \"sber\", layout = \"sber\", org_id = \"<org_id получателя>\"); "
             "см. docs/exports.md, «Банки и агенты»")
-    frames = load_frames(ws, period, manifest["store_version"])
-    return [f for agent in agents for f in register_for(agent, period, frames)]
+    return agents
 
 
 def load_frames(ws: Workspace, period: str, store_version: str) -> BankFrames:
@@ -119,6 +132,7 @@ def load_frames(ws: Workspace, period: str, store_version: str) -> BankFrames:
                                          "prev_value", "curr_value"]), regs["meters"]),
         services=services,
         organizations=regs["organizations"].select("org_id", "inn", "account"),
+        discounts=load_discounts(ws, period),
     )
 
 
@@ -175,7 +189,7 @@ def register_for(agent: BankAgent, period: str, frames: BankFrames) -> list[Expo
                            extra={"layout": "csv"}),
                 ExportFile(f"{stem}_control.csv", control, rows=0, total_kop=0, recipient=recipient,
                            extra={"control_of": name, "rows": rows, "total_kop": total})]
-    data = sber_register(agent, period, lines, frames.meters, frames.service_balances, frames.services)
+    data = sber_register(agent, period, lines, frames.meters, _less_discounts(frames), frames.services)
     return [ExportFile(name, data, rows=lines.height, total_kop=int(lines["amount_kop"].sum()),
                        recipient=recipient, extra={"layout": "sber"})]
 
@@ -183,16 +197,32 @@ def register_for(agent: BankAgent, period: str, frames: BankFrames) -> list[Expo
 def _lines(agent: BankAgent, frames: BankFrames) -> pl.DataFrame:
     """One row per listed account: the account's fields and ``amount_kop`` (≥ 0), by account."""
     if agent.services:
-        owed = frames.service_balances.filter(pl.col("service_id").is_in(list(agent.services)))
+        chosen = pl.col("service_id").is_in(list(agent.services))
+        owed = frames.service_balances.filter(chosen)
+        off = frames.discounts.lines.filter(chosen)
     else:
-        owed = frames.balances
-    totals = owed.group_by("account_id").agg(pl.col("closing_kop").sum())
+        owed, off = frames.balances, frames.discounts.payees
+    # The receipt's «к оплате»: Σ closing less the deducted benefits, never negative.
+    totals = account_to_pay(owed, off)
     accounts = frames.accounts
     if not agent.organizations:
         accounts = accounts.filter(pl.col("payer_kind") != "organization")
     return (totals.join(accounts, on="account_id", how="inner")
-            .with_columns(pl.max_horizontal(pl.col("closing_kop"), pl.lit(0)).alias("amount_kop"))
+            .rename({"to_pay_kop": "amount_kop"}).drop("discount_kop")
             .sort("account_id"))
+
+
+def _less_discounts(frames: BankFrames) -> pl.DataFrame:
+    """``service_balances`` with each line's part of the deducted benefits taken off (a
+    ``services`` block shows what the receipt asks per service), in the sealed order."""
+    off = frames.discounts.lines
+    if not off.height:
+        return frames.service_balances
+    keys = ["account_id", "service_id", "supplier_id"]
+    return frames.service_balances.join(off, on=keys, how="left", nulls_equal=True,
+                                        maintain_order="left").with_columns(
+        (pl.col("closing_kop") - pl.col("discount_kop").fill_null(0)).alias("closing_kop")
+    ).drop("discount_kop")
 
 
 def file_name(agent: BankAgent, period: str, organizations: pl.DataFrame) -> str:

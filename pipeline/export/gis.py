@@ -26,6 +26,14 @@ period with the account, meter, supplier or message number), so the same sealed 
 gives the same bytes.
 
 Money: integer kopecks written as rubles with two decimals (``-12.30``), never a float.
+
+Benefits given as a discount (``[receipts] benefits = "discount"``): the document asks what
+the receipt asks (:mod:`pipeline.export.amounts`). Each service's part of the deduction is its
+``ServiceCharge/MoneyDiscount`` («Льготы, субсидии, скидки») and comes off its
+``TotalPayable``; each payee's comes off its ``TotalPayableByPaymentInformation`` and
+``TotalPayableWithDebtAndAdvance``; the document's total comes off
+``TotalPayableByPDWithDebtAndAdvance`` and stands in ``SubsidiesCompensationSocialSupport``.
+With ``"info"`` none of these is written and the amounts are the balances'.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import re
 import tomllib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.errors import BillingError
 from pipeline.export import ExportFile, sealed_manifest
+from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
 from pipeline.workspace import Workspace
 
@@ -170,6 +179,10 @@ class GisFrames:
     gis_meter_ids: pl.DataFrame
     gis_nsi: pl.DataFrame
     services: pl.DataFrame  # service_id, name, kind
+    #: The welfare amounts the receipts deduct (``[receipts] benefits = "discount"``), per payee
+    #: (account_id, supplier_id, discount_kop) and per line (… service_id …); none by default.
+    payee_discounts: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=PAYEE_SCHEMA))
+    line_discounts: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LINE_SCHEMA))
 
 
 def read_frames(ws: Workspace, period: str) -> GisFrames:
@@ -182,6 +195,7 @@ def read_frames(ws: Workspace, period: str) -> GisFrames:
     manifest = sealed_manifest(ws, period)
     regs = load_store(ws, manifest["store_version"],
                       names=("organizations", "gis_ids", "gis_meter_ids", "gis_nsi"))
+    discounts = load_discounts(ws, period)
     return GisFrames(
         charges=read_internal(folder, "charges", ["account_id", "service_id", "supplier_id", "method",
                                                   "volume", "tariff", "amount", "line_to"]),
@@ -196,6 +210,7 @@ def read_frames(ws: Workspace, period: str) -> GisFrames:
         organizations=regs["organizations"], gis_ids=regs["gis_ids"],
         gis_meter_ids=regs["gis_meter_ids"], gis_nsi=regs["gis_nsi"],
         services=read_rule_table(ws.rules, "services").select("service_id", "name", "kind"),
+        payee_discounts=discounts.payees, line_discounts=discounts.lines,
     )
 
 
@@ -333,7 +348,9 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
                          nulls_equal=True).with_columns(
         pl.col("charged_kop").fill_null(0), pl.col("recalc_kop").fill_null(0),
         pl.col("price_kop").fill_null(0), pl.col("has_volume").fill_null(False),
-    ).with_columns((pl.col("charged_kop") + pl.col("recalc_kop")).alias("payable_kop"))
+    ).join(frames.line_discounts, on=["account_id", "service_id", "supplier_id"], how="left",
+           nulls_equal=True).with_columns(pl.col("discount_kop").fill_null(0)).with_columns(
+        (pl.col("charged_kop") + pl.col("recalc_kop") - pl.col("discount_kop")).alias("payable_kop"))
     lines = lines.join(_service_nsi(nsi, lines), on=["service_id", "supplier_id"], how="left",
                        nulls_equal=True).join(svc, on="service_id", how="left")
     # --- penalties per (account, supplier, scheme)
@@ -355,9 +372,11 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
                              for c in ("code", "guid", "name")])
     # --- balances per account and per payee
     bal = frames.balances
+    bal = bal.join(frames.payee_discounts, on=["account_id", "supplier_id"], how="left", nulls_equal=True,
+                   maintain_order="left").with_columns(pl.col("discount_kop").fill_null(0))
     acc = bal.group_by("account_id").agg(
         (pl.col("opening_kop") - pl.col("paid_kop")).sum().alias("debt_kop"),
-        pl.col("paid_kop").sum(), pl.col("closing_kop").sum())
+        pl.col("paid_kop").sum(), pl.col("closing_kop").sum(), pl.col("discount_kop").sum())
     # A document for every account with a charge line or a non-zero balance figure (an account
     # whose balances are all zero and that has no line this period gets none).
     live = bal.filter(pl.any_horizontal(pl.col(c) != 0 for c in (
@@ -425,6 +444,10 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
     consumption_as = pl.when(has_volume).then(pl.concat_str([
         pl.lit('<bills:Consumption><bills:Volume type="'), volume_type, pl.lit('">'),
         _scaled("volume_micro", 6, 7), pl.lit("</bills:Volume></bills:Consumption>")]))
+    # ServiceCharge opens each service's own elements (after the base's PaymentInformationKey).
+    service_charge = pl.when(pl.col("discount_kop") > 0).then(pl.concat_str([
+        pl.lit("<bills:ServiceCharge>"), _tag("bills:MoneyDiscount", _money("discount_kop")),
+        pl.lit("</bills:ServiceCharge>")]))
     tail = (pl.when(pl.col("nsi_kind") == "municipal").then(pl.concat_str([recalc, consumption_ms],
                                                                           ignore_nulls=True))
             .when(pl.col("nsi_kind") == "additional").then(pl.concat_str([consumption_as, recalc],
@@ -437,13 +460,14 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
         pl.lit("</bills:ServiceType>"), _tag("bills:Rate", _scaled("price_kop", 2, 6)),
         _tag("bills:TotalPayable", _money("payable_kop")),
         _tag("bills:AccountingPeriodTotal", _money("charged_kop")),
-        _tag("bills:PaymentInformationKey", pl.col("payee_key")), tail,
+        _tag("bills:PaymentInformationKey", pl.col("payee_key")), service_charge, tail,
         pl.lit("</bills:"), element, pl.lit("></bills:ChargeInfo>")], ignore_nulls=True)
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
     charges_xml = lines.join(svc_order, on="service_id", how="left").sort(
         "account_id", "order", "service_id", "supplier_id", nulls_last=True).group_by(
         "account_id", maintain_order=True).agg(
-        charge_xml.str.join("").alias("charge_xml"), pl.col("payable_kop").sum().alias("charges_kop"))
+        charge_xml.str.join("").alias("charge_xml"), pl.col("payable_kop").sum().alias("charges_kop"),
+        pl.col("discount_kop").sum().alias("line_discount_kop"))
     pen = pen.filter(pl.col("code").is_not_null()).join(payees.select("supplier_id", "payee_key"),
                                                        on="supplier_id", how="left")
     pen_xml = pen.group_by("account_id", maintain_order=True).agg(pl.concat_str([
@@ -459,14 +483,16 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
     per_payee = bal.filter(pl.col("supplier_id").is_not_null() & (pl.col("supplier_id") != "")).join(
         used, on=["account_id", "supplier_id"], how="semi").join(
         payees.select("supplier_id", "payee_key"), on="supplier_id").with_columns(
-        (pl.col("charged_kop") + pl.col("recalculated_kop") + pl.col("penalty_kop")).alias("period_kop"),
+        (pl.col("charged_kop") + pl.col("recalculated_kop") + pl.col("penalty_kop")
+         - pl.col("discount_kop")).alias("period_kop"),
         (pl.col("opening_kop") - pl.col("paid_kop")).alias("debt_kop"),
+        (pl.col("closing_kop") - pl.col("discount_kop")).alias("payable_kop"),
     ).sort("account_id", "supplier_id")
     details_xml = per_payee.group_by("account_id", maintain_order=True).agg(pl.concat_str([
         pl.lit("<bills:DetailsPaymentInformation>"), _tag("bills:PaymentInformationKey", pl.col("payee_key")),
         _tag("bills:TotalPayableByPaymentInformation", _money("period_kop")),
         _tag("bills:DebtPreviousPeriodsOrAdvanceBillingPeriod", _money("debt_kop")),
-        _tag("bills:TotalPayableWithDebtAndAdvance", _money("closing_kop")),
+        _tag("bills:TotalPayableWithDebtAndAdvance", _money("payable_kop")),
         pl.lit("</bills:DetailsPaymentInformation>")]).str.join("").alias("details_xml"))
     suppliers = used.sort("supplier_id").group_by("account_id").agg(pl.col("supplier_id").alias("suppliers"))
     # --- the documents
@@ -475,8 +501,11 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
             .join(acc, on="account_id", how="left").join(details_xml, on="account_id", how="left")
             .join(suppliers, on="account_id", how="left")
             .with_columns(pl.col("charges_kop").fill_null(0), pl.col("pen_kop").fill_null(0),
-                          pl.col("debt_kop").fill_null(0), pl.col("paid_kop").fill_null(0))
-            .with_columns((pl.col("charges_kop") + pl.col("debt_kop") + pl.col("pen_kop")).alias("total_kop"),
+                          pl.col("debt_kop").fill_null(0), pl.col("paid_kop").fill_null(0),
+                          pl.col("discount_kop").fill_null(0), pl.col("line_discount_kop").fill_null(0))
+            # A payee's discount its lines do not carry (no line this month) comes off the total.
+            .with_columns((pl.col("charges_kop") + pl.col("debt_kop") + pl.col("pen_kop")
+                           - (pl.col("discount_kop") - pl.col("line_discount_kop"))).alias("total_kop"),
                           pl.when(pl.col("debt_kop") < 0).then(-pl.col("debt_kop")).alias("advance_kop"))
             .sort("account_id"))
     docs = docs.with_columns(_guids(docs.select(pl.concat_str(
@@ -493,14 +522,17 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
         _tag("bills:TotalPayableByPDWithDebtAndAdvance", _money("total_kop")),
         _tag("bills:TotalByPenaltiesAndCourtCosts", pl.when(pl.col("pen_kop") != 0).then(_money("pen_kop"))),
         _tag("bills:PaidCash", pl.when(pl.col("paid_kop") != 0).then(_money("paid_kop"))),
+        _tag("bills:SubsidiesCompensationSocialSupport",
+             pl.when(pl.col("discount_kop") > 0).then(_money("discount_kop"))),
         _tag("base:TransportGUID", pl.col("doc_key")), pl.col("details_xml"),
         pl.lit("</bills:PaymentDocument>")], ignore_nulls=True)
     docs = docs.select("account_id", xml.alias("xml"), "total_kop", "suppliers")
     # a skipped document's figure: what it would have asked to pay (the balances' closing)
     full = (docs_ids.join(frames.charges.group_by("account_id").agg(pl.col("amount_kop").sum().alias("c")),
                           on="account_id", how="left")
-            .join(acc.select("account_id", "closing_kop"), on="account_id", how="left")
-            .select("account_id", pl.coalesce("closing_kop", "c", pl.lit(0)).alias("total_kop")))
+            .join(acc.select("account_id", (pl.col("closing_kop") - pl.col("discount_kop")).alias("due")),
+                  on="account_id", how="left")
+            .select("account_id", pl.coalesce("due", "c", pl.lit(0)).alias("total_kop")))
     skipped = skipped.join(full, on="account_id", how="left").sort("account_id", maintain_order=True)
     return docs, payees, skipped
 
@@ -708,7 +740,8 @@ CHUNK_MESSAGES = 20
 
 def _slices(frames: GisFrames, size: int) -> Iterator[GisFrames]:
     """``frames`` cut into slices of at most ``size`` accounts, in account order."""
-    per_account = ("charges", "recalculations", "penalties", "balances", "gis_ids")
+    per_account = ("charges", "recalculations", "penalties", "balances", "gis_ids", "payee_discounts",
+                   "line_discounts")
     ids = pl.concat([getattr(frames, n).select(pl.col("account_id").cast(pl.String)) for n in per_account[:4]]
                     ).unique().sort("account_id")
     if ids.height <= size:

@@ -16,7 +16,9 @@ Two files, the same rows and a footer row ``ИТОГО`` (the count of receipts 
 sum to pay): ``post/pochta_<period>.csv`` (UTF-8 with BOM, ``;``, decimal comma — what
 Russian Excel opens; UTF-8 keeps every letter of a payer's name, which cp1251 may not) and
 ``post/pochta_<period>.xlsx`` (numbers stay numbers). The amount to pay is the receipt's:
-the account's closing balance over all its suppliers, 0 for an advance.
+the account's closing balance over all its suppliers, 0 for an advance, less the welfare amounts
+the receipt deducts where benefits are a discount (``[receipts] benefits = "discount"``,
+:mod:`pipeline.export.amounts`).
 
 The post's payment file comes back through ``billing payments import`` as a plain agent
 CSV (``payment_id;paid_on;account_id;amount;period;agent``, agent = the post's code).
@@ -30,6 +32,7 @@ import polars as pl
 
 from pipeline.dates import Period
 from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
+from pipeline.export.amounts import account_to_pay, load_discounts
 from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import kopecks_to_decimal_expr
@@ -63,10 +66,12 @@ def post_index_expr(index: pl.Expr, address: pl.Expr) -> pl.Expr:
 
 
 def post_rows(accounts: pl.DataFrame, premises: pl.DataFrame, buildings: pl.DataFrame,
-              charges: pl.DataFrame, balances: pl.DataFrame) -> pl.DataFrame:
+              charges: pl.DataFrame, balances: pl.DataFrame, discounts: pl.DataFrame | None = None
+              ) -> pl.DataFrame:
     """The register's rows (no footer): frames as the registers snapshot and the sealed
     internal tables hold them (``charges``: account_id; ``balances``: account_id,
-    closing_kop). Columns of :data:`TITLES` plus ``to_pay_kop``."""
+    closing_kop; ``discounts``: account_id, discount_kop — the payees' deducted benefits,
+    :attr:`pipeline.export.amounts.Discounts.payees`). Columns of :data:`TITLES` plus ``to_pay_kop``."""
     charged = charges.select("account_id").unique()
     wanted = pl.concat([charged, balances.select("account_id").unique()]).unique()
     acc = accounts.select(
@@ -75,7 +80,7 @@ def post_rows(accounts: pl.DataFrame, premises: pl.DataFrame, buildings: pl.Data
         (pl.col("delivery") if "delivery" in accounts.columns else pl.lit("paper")).alias("delivery"))
     # Organization payers with charges get an invoice (pipeline.render.invoice), not a receipt.
     invoiced = acc.filter(pl.col("payer_kind") == "organization").join(charged, on="account_id")
-    due = balances.group_by("account_id").agg(pl.col("closing_kop").sum())
+    due = account_to_pay(balances, discounts).select("account_id", "to_pay_kop")
     prem = premises.select(
         "premise_id", "building_id", "number", "kind",
         *[(pl.col(c) if c in premises.columns else pl.lit(None, pl.Int64)).cast(pl.Int64).alias(c)
@@ -98,7 +103,7 @@ def post_rows(accounts: pl.DataFrame, premises: pl.DataFrame, buildings: pl.Data
         pl.col("building_id").alias("batch"),
         pl.when(pl.col("kind") == "residential").then(pl.lit("кв. ")).otherwise(pl.lit("пом. "))
         .add(pl.col("number")).alias("flat"),
-        pl.max_horizontal(pl.col("closing_kop").fill_null(0), pl.lit(0)).alias("to_pay_kop"),
+        pl.col("to_pay_kop").fill_null(0),
     ).sort("post_index", "address", "building_id", "entrance", "floor", "_flat", "number", "account_id",
            nulls_last=True)
     return out.with_row_index("n", offset=1).select(
@@ -131,7 +136,8 @@ def build_files(ws: Workspace, period: str) -> list[ExportFile]:
     manifest = sealed_manifest(ws, period)
     regs = load_store(ws, manifest["store_version"], names=("accounts", "premises", "buildings"))
     rows = post_rows(regs["accounts"], regs["premises"], regs["buildings"],
-                     read_internal(folder, "charges"), read_internal(folder, "balances"))
+                     read_internal(folder, "charges"), read_internal(folder, "balances"),
+                     load_discounts(ws, period).payees)
     last = Period.parse(period).last
     created = datetime(last.year, last.month, last.day)
     total = int(rows["to_pay_kop"].sum() or 0)

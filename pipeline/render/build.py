@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
+from pipeline.export.amounts import payee_discounts
 from pipeline.methods import method_label
 from pipeline.money import div_half_up_int, kopecks_to_decimal_expr
 from pipeline.render.invoice import build_invoices, load_vat_rates, organization_accounts, render_invoices
@@ -304,23 +305,14 @@ def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: di
 
 def _apply_benefits(lines: tuple[ReceiptLine, ...], payees: tuple[Payee, ...], granted: int
                     ) -> tuple[Payee, ...]:
-    """The payees with the welfare amounts deducted (``[receipts] benefits = "discount"``).
-
-    A service's amount is deducted from the amount due to the supplier of its line, at most
-    that amount due (a benefit for water never pays the heating); the amounts for all
-    services (and for a service without a line this month) from the payees in print order,
-    each at most what is still due to it. What exceeds the debt is shown, not deducted.
-    """
-    out: list[Payee] = []
-    by_line = {p.org_id: sum(ln.benefit for ln in lines if ln.supplier_id == p.org_id) for p in payees}
-    left = granted - sum(ln.benefit for ln in lines)
-    for p in payees:
-        due = max(p.closing, 0)
-        own = min(by_line[p.org_id], due)
-        shared = min(max(left, 0), due - own)
-        left -= shared
-        out.append(replace(p, discount=own + shared))
-    return tuple(out)
+    """The payees with the welfare amounts deducted (``[receipts] benefits = "discount"``): the
+    rule of :func:`pipeline.export.amounts.payee_discounts`, which the exports share (their
+    «к оплате» is the receipt's to the kopeck)."""
+    by_line: dict[str, int] = {}
+    for ln in lines:
+        by_line[ln.supplier_id] = by_line.get(ln.supplier_id, 0) + ln.benefit
+    discounts = payee_discounts([(p.org_id, p.closing) for p in payees], by_line, granted)
+    return tuple(replace(p, discount=d) for p, d in zip(payees, discounts, strict=True))
 
 
 def _benefits_note(grants: list[dict], period: str, discount: int, deducted: bool) -> str:

@@ -83,11 +83,14 @@ def test_close_makes_the_exports_of_its_settings_and_survives_a_failed_one(town:
     from pipeline.app import close_summary_lines
 
     settings = town.settings_path
+    # The agent's contract organization is not registered: found only by the export, after the
+    # seal (settings alone — none listed, a bad value — are checked before the close).
     settings.write_text(settings.read_text(encoding="utf-8").replace(
-        "exports = []", 'exports = ["banks", "post"]'), encoding="utf-8")
+        "exports = []", 'exports = ["banks", "post"]') + '\n[[banks.agents]]\ncode = "sber"\norg_id = "NOPE"\n',
+        encoding="utf-8")
     ingest(town)
     summary = run_close(town, PERIOD, receipts=False)
-    assert "не указан ни один банк" in summary["exports"]["banks"]["error"]  # no [[banks.agents]]
+    assert "организации «NOPE» нет в реестре организаций" in summary["exports"]["banks"]["error"]
     assert summary["exports"]["post"]["files"] == 2 and summary["exports"]["post"]["rows"] == 3
     assert (exports_dir(town, PERIOD) / "post").is_dir() and verify_period(town, PERIOD) > 2
     text = "\n".join(close_summary_lines(summary, dry_run=False))
