@@ -68,6 +68,11 @@ import_app = typer.Typer(help="Ответы получателей выгруз�
                          no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
                          subcommand_metavar=SUBCOMMAND_METAVAR)
 app.add_typer(import_app, name="import")
+collect_app = typer.Typer(help="Работа с должниками: предупреждения, ограничение, судебный приказ, "
+                          "претензии.",
+                          no_args_is_help=True, options_metavar=OPTIONS_METAVAR,
+                          subcommand_metavar=SUBCOMMAND_METAVAR)
+app.add_typer(collect_app, name="collect")
 
 
 HomeOpt = Annotated[
@@ -412,17 +417,74 @@ def statement(
         "--until", metavar=DAY_METAVAR, help=f"Дата расчёта (для суда — дата решения): {DAY_FORMS}.")],
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="КАТАЛОГ", help="Каталог (по умолчанию HOME/statements).")] = None,
+    supplier: Annotated[str | None, typer.Option(
+        "--supplier", metavar="ПОСТАВЩИК",
+        help="Взыскатель: код поставщика (без него — отдельный расчёт на каждого поставщика).")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Расчёт задолженности и пени для суда (PDF и XLSX) по закрытым периодам."""
+    """Расчёт задолженности и пени для суда (PDF и XLSX) по закрытым периодам, на одного взыскателя."""
     day = day_option(until, "--until")
-    from pipeline.penalties.court import account_statement
+    from pipeline.penalties.court import StatementFiles, account_statement, account_statements
 
     ws = _ws(home).require()
-    pdf, xlsx = account_statement(ws, account, day, out)
-    _audit(ws, "statement", inputs={"account": account, "until": until},
-           outputs=[str(pdf), str(xlsx)])
-    _say(f"Расчёт задолженности и пени: {pdf}\n                            {xlsx}")
+    if supplier is not None:
+        pdf, xlsx = account_statement(ws, account, day, out, supplier_id=supplier)
+        files = [StatementFiles(supplier, pdf, xlsx)]
+    else:
+        files = account_statements(ws, account, day, out)
+    _audit(ws, "statement", inputs={"account": account, "until": until, "supplier": supplier},
+           outputs=[str(p) for f in files for p in (f.pdf, f.xlsx)])
+    lines = []
+    if supplier is None and len(files) > 1:
+        lines.append(f"Долги нескольким поставщикам ({', '.join(f.supplier_id for f in files)}): "
+                     "расчёт для суда — отдельный на каждого взыскателя.")
+    for f in files:
+        lines.append(f"Расчёт задолженности и пени ({f.supplier_id}): {f.pdf}\n"
+                     f"{' ' * 30}{f.xlsx}")
+    _say("\n".join(lines))
+
+
+@app.command()
+def extract(
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт.")],
+    period: Annotated[str, typer.Option(
+        "--period", metavar=PERIOD_METAVAR, help=f"Первый (или единственный) период: {PERIOD_FORMS}.")],
+    to: Annotated[str | None, typer.Option(
+        "--to", metavar=PERIOD_METAVAR, help=f"Последний период диапазона: {PERIOD_FORMS}.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="КАТАЛОГ", help="Каталог (по умолчанию HOME/statements).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Выписка по лицевому счёту (PDF) за закрытые периоды: помесячно, по поставщикам."""
+    first = period_option(period, "--period")
+    last = period_option(to, "--to") if to is not None else None
+    from pipeline.render.extract import write_extract
+
+    ws = _ws(home).require()
+    path = write_extract(ws, account, first, last, out)
+    _audit(ws, "extract", inputs={"account": account, "period": first, "to": last}, outputs=[str(path)])
+    _say(f"Выписка по лицевому счёту: {path}")
+
+
+@app.command()
+def nodebt(
+    account: Annotated[str, typer.Argument(metavar="СЧЁТ", help="Лицевой счёт.")],
+    period: Annotated[str | None, typer.Option(
+        "--period", metavar=PERIOD_METAVAR,
+        help=f"Закрытый период, на конец которого выдаётся справка (по умолчанию последний): {PERIOD_FORMS}.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="КАТАЛОГ", help="Каталог (по умолчанию HOME/statements).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Справка об отсутствии задолженности (PDF) на конец закрытого периода."""
+    chosen = period_option(period, "--period") if period is not None else None
+    from pipeline.render.extract import write_nodebt
+
+    ws = _ws(home).require()
+    path = write_nodebt(ws, account, chosen, out)
+    _audit(ws, "nodebt", inputs={"account": account, "period": chosen}, outputs=[str(path)])
+    _say(f"Справка об отсутствии задолженности: {path}")
 
 
 @app.command()
@@ -806,6 +868,191 @@ def import_welfare(
          + (f", отклонено строк {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
 
 
+CollectOnOpt = Annotated[str | None, typer.Option(
+    "--on", metavar=DAY_METAVAR,
+    help=f"День, на который выполняется шаг (по умолчанию сегодня): {DAY_FORMS}.")]
+
+
+def _collect_on(on: str | None) -> Any:
+    return day_option(on, "--on") if on else None
+
+
+@collect_app.command("list")
+def collect_list_cmd(
+    period: Annotated[str | None, typer.Option(
+        "--period", metavar=PERIOD_METAVAR,
+        help=f"Закрытый период (по умолчанию последний): {PERIOD_FORMS}.")] = None,
+    stage: Annotated[str | None, typer.Option(
+        "--stage", metavar="СТАДИЯ", help="Показать только дела этой стадии (debtor, warned, restriction, "
+        "court, order_issued, order_cancelled, lawsuit, enforcement, claim, arbitration).")] = None,
+    supplier: Annotated[str | None, typer.Option(
+        "--supplier", metavar="ПОСТАВЩИК", help="Показать только дела этого поставщика (org_id).")] = None,
+    on: CollectOnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Найти новых должников по закрытому периоду, обновить долг по делам, закрыть погашенные; показать дела.
+
+    Должник — по правилам rules/collection.csv: коммунальные услуги — долг больше 2 месячных начислений по
+    нормативу (п.118 Правил 354), содержание, капремонт и организации — сумма и срок долга.
+    """
+    from pipeline.collect.cases import STAGES
+    from pipeline.collect.summary import CASE_TITLES, SUMMARY_TITLES, case_table, summary_table
+    from pipeline.collect.workflow import collect_list
+    from pipeline.tables import render_table
+
+    if stage and stage not in STAGES:
+        raise typer.BadParameter(f"допустимо: {', '.join(STAGES)}", param_hint="--stage")
+    ws = _ws(home).require()
+    r = collect_list(ws, period_option(period, "--period") if period else None, _collect_on(on))
+    _say(f"Период {r.period}, на {r.on:%d.%m.%Y}: новых дел {r.opened}, погашено {r.paid}, приостановлено "
+         f"{r.paused}, возобновлено {r.resumed}, долг изменился по {r.updated}")
+    for problem in r.problems:
+        _say(f"  Внимание: {problem}")
+    shown = case_table(r.cases, stage, supplier, r.service_names)
+    if shown.height:
+        _say(render_table(shown, CASE_TITLES))
+    else:
+        _say("Дел нет.")
+    _say("Итоги по стадиям:")
+    _say(render_table(summary_table(r.cases), SUMMARY_TITLES))
+
+
+@collect_app.command("warn")
+def collect_warn_cmd(
+    period: Annotated[str | None, typer.Option(
+        "--period", metavar=PERIOD_METAVAR,
+        help=f"Закрытый период долга (по умолчанию последний): {PERIOD_FORMS}.")] = None,
+    account: Annotated[list[str] | None, typer.Option(
+        "--account", metavar="СЧЁТ", help="Только эти лицевые счета (можно несколько раз).")] = None,
+    send: Annotated[bool, typer.Option(
+        "--send", help="Отправить предупреждения по e-mail тем, у кого он указан.")] = False,
+    on: CollectOnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Предупреждения (п.119 Правил 354) по делам граждан на стадии «должник выявлен» — PDF.
+
+    PDF — для вручения под подпись или письма; с --send — ещё и по e-mail.
+
+    День --on — день доставки предупреждения: с него отсчитываются дни на погашение (20).
+    """
+    from pipeline.collect.workflow import collect_warn
+
+    ws = _ws(home).require()
+    r = collect_warn(ws, period_option(period, "--period") if period else None, account or None,
+                     _collect_on(on), send)
+    _say(f"Предупреждений составлено: {len(r.documents)}"
+         + (f", отправлено по e-mail: {len(r.sent)}" if send else ""))
+    for case_id, path in r.documents.items():
+        _say(f"  {case_id}: {path}" + (f" → {r.sent[case_id]}" if case_id in r.sent else ""))
+    for case_id, why in r.skipped.items():
+        _say(f"  {case_id}: пропущено — {why}")
+
+
+@collect_app.command("restrict")
+def collect_restrict_cmd(
+    supplier: Annotated[str | None, typer.Option(
+        "--supplier", metavar="ПОСТАВЩИК", help="Только этот поставщик (org_id).")] = None,
+    on: CollectOnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Списки на ограничение и приостановление услуг для поставщиков (CSV и XLSX).
+
+    В списки попадают дела, по которым после предупреждения прошли дни на погашение. Отопление и
+    холодная вода в многоквартирном доме не ограничиваются (п.122 Правил 354).
+    """
+    from pipeline.collect.workflow import collect_restrict
+
+    ws = _ws(home).require()
+    r = collect_restrict(ws, _collect_on(on), supplier)
+    if not r.files:
+        _say("Дел для ограничения нет.")
+    for sup, paths in r.files.items():
+        count = r.rows.filter(r.rows["supplier_id"] == sup).height
+        _say(f"Поставщик {sup}: строк {count} — " + ", ".join(str(p) for p in paths))
+
+
+def _package_said(r: Any) -> None:
+    kinds = {"court": "Заявление о вынесении судебного приказа с расчётом", "claim": "Претензия",
+             "arbitration": "Исковое заявление в арбитражный суд с расчётом"}
+    _say(f"{kinds[r.kind]} по делу {r.case_id}: {r.path}")
+    _say(f"  долг {_rub(r.debt_kop)}, пени {_rub(r.penalty_kop)}"
+         + (f", госпошлина {_rub(r.duty_kop)}" if r.duty_kop else ""))
+
+
+CaseOpt = Annotated[str, typer.Option("--case", metavar="ДЕЛО", help="Номер дела (billing collect list).")]
+
+
+@collect_app.command("court")
+def collect_court_cmd(
+    case: CaseOpt,
+    court: Annotated[str | None, typer.Option(
+        "--court", metavar="СУД", help="Суд, как он пишется в шапке заявления (по умолчанию — строка "
+        "для заполнения).")] = None,
+    on: CollectOnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Пакет для суда одним PDF: гражданин — заявление о вынесении судебного приказа (ГПК 124), организация —
+    исковое заявление в арбитражный суд; с расчётом задолженности и пени.
+
+    Не раньше, чем пройдут дни на погашение после предупреждения (гражданин) или претензии (организация).
+    """
+    from pipeline.collect.workflow import collect_court
+
+    ws = _ws(home).require()
+    _package_said(collect_court(ws, case, _collect_on(on), court))
+
+
+@collect_app.command("claim")
+def collect_claim_cmd(case: CaseOpt, on: CollectOnOpt = None, home: HomeOpt = None) -> None:
+    """Претензия организации-должнику (30 дней на оплату до иска, АПК 4 ч.5)."""
+    from pipeline.collect.workflow import collect_claim
+
+    ws = _ws(home).require()
+    _package_said(collect_claim(ws, case, _collect_on(on)))
+
+
+@collect_app.command("arbitration")
+def collect_arbitration_cmd(
+    case: CaseOpt,
+    court: Annotated[str | None, typer.Option("--court", metavar="СУД", help="Арбитражный суд.")] = None,
+    on: CollectOnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Исковое заявление в арбитражный суд с расчётом (то же, что billing collect court для организации)."""
+    from pipeline.collect.cases import case_row, read_store
+    from pipeline.collect.workflow import collect_court
+
+    ws = _ws(home).require()
+    if case_row(read_store(ws)[0], case)["payer_kind"] != "organization":
+        raise BillingError(f"Дело {case} — гражданина: для него billing collect court (судебный приказ).")
+    _package_said(collect_court(ws, case, _collect_on(on), court))
+
+
+@collect_app.command("record")
+def collect_record_cmd(
+    case: CaseOpt,
+    event: Annotated[str, typer.Option(
+        "--event", metavar="СОБЫТИЕ", help="order_issued — приказ вынесен, order_cancelled — отменён, "
+        "claim_filed — иск подан, enforcement — исполнительное производство, paid — погашено, "
+        "closed — закрыто.")],
+    on: Annotated[str, typer.Option("--on", metavar=DAY_METAVAR, help=f"Дата события: {DAY_FORMS}.")],
+    reason: Annotated[str | None, typer.Option(
+        "--reason", metavar="ТЕКСТ", help="Основание, комментарий.")] = None,
+    number: Annotated[str | None, typer.Option(
+        "--number", metavar="НОМЕР", help="Номер приказа, дела, листа.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Записать ответ суда или окончание дела (с датой; всё записывается в журнал дела)."""
+    from pipeline.collect.cases import RECORDED, STAGE_NAMES, STATUS_NAMES
+    from pipeline.collect.workflow import collect_record
+
+    if event not in RECORDED:
+        raise typer.BadParameter(f"допустимо: {', '.join(RECORDED)}", param_hint="--event")
+    ws = _ws(home).require()
+    done = collect_record(ws, case, event, day_option(on, "--on"), reason, number)
+    _say(f"Дело {case}: {STAGE_NAMES[done['stage']]}, {STATUS_NAMES[done['status']]} ({on})")
+
+
 @report_app.command("osv")
 def report_osv(
     period: ReportPeriodOpt,
@@ -984,8 +1231,8 @@ def _audit_failure(error: BaseException) -> None:
     if ws is None or not ws.audit.is_dir():
         return
     words = [a for a in sys.argv[1:3] if not a.startswith("-")]
-    command = " ".join(words[:2] if words[:1] in (["payments"], ["report"], ["migrate"]) else words[:1]) \
-        or "billing"
+    groups = (["payments"], ["report"], ["migrate"], ["collect"], ["receipts"], ["export"], ["import"])
+    command = " ".join(words[:2] if words[:1] in groups else words[:1]) or "billing"
     with contextlib.suppress(OSError):
         _audit(ws, command, status="error", argv=sys.argv[1:],
                error=str(error) if isinstance(error, BillingError) else repr(error))

@@ -171,6 +171,8 @@ EXAMPLES: dict[str, list[dict[str, str]]] = {
          "guid": "0b7a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c24", "name": "Холодная вода", "from": "2020-01-01"}],
     "instalments": [{"account_id": "1000000001", "supplier_id": "vodokanal", "service_id": "cold_water",
                      "period": "2026-08", "amount": "350.00", "interest_rate": "9.5", "interest": "2.77"}],
+    "repayment_agreements": [{"account_id": "1000000001", "supplier_id": "vodokanal", "from": "2026-11-01",
+                              "to": "2027-04-30", "broken_on": ""}],
     "payments": [{"payment_id": "sber-0001", "paid_on": "2026-09-05", "account_id": "1000000001",
                   "amount": "1500.00", "period": "2026-08", "agent": "sber", "refund_of": ""}],
 }
@@ -291,6 +293,7 @@ CHECK_TEXT = {
     "els": "10 латинских букв и цифр (присваивает ГИС ЖКХ)",
     "izhku": "ЕЛС, дефис и 2 цифры услуги, например 75da533315-01",
     "period": "ГГГГ-ММ, например 2026-09",
+    "ogrn": "13 цифр (ОГРНИП — 15), контрольная цифра проверяется",
 }
 
 

@@ -18,7 +18,8 @@ from pandera.engines.polars_engine import Decimal as PaDecimal
 
 ColumnKind = Literal["id", "text", "int", "decimal", "date", "datetime", "bool", "enum"]
 #: Checks of a text column's form (``pipeline.ingest.requisites``).
-ColumnCheck = Literal["inn", "kpp", "bik", "account", "corr_account", "email", "els", "izhku", "period"]
+ColumnCheck = Literal[
+    "inn", "kpp", "bik", "account", "corr_account", "email", "els", "izhku", "period", "ogrn"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ REGISTERS: dict[str, Register] = {
                     check="corr_account"),
                 Col("address", "text", "адрес", required=False, nullable=True),
                 Col("phone", "text", "телефон", required=False, nullable=True),
+                # A claimant's ОГРН for court documents (ГПК 124 ч.2 п.2; pipeline/penalties/parties.py).
+                Col("ogrn", "text", "ОГРН", required=False, nullable=True, check="ogrn"),
             ),
             key=("org_id",),
             required_file=True,
@@ -216,6 +219,12 @@ REGISTERS: dict[str, Register] = {
                 # payments are matched by ИНН (pipeline.ingest.onec).
                 Col("payer_inn", "text", "ИНН плательщика", required=False, nullable=True, check="inn"),
                 Col("payer_kpp", "text", "КПП плательщика", required=False, nullable=True, check="kpp"),
+                # A person payer's details a court order names (ГПК 124 ч.2 п.3); empty = not known,
+                # the court statement then says «сведения не известны» (docs/statements.md).
+                Col("payer_birth_date", "date", "дата рождения плательщика", required=False, nullable=True),
+                Col("payer_birth_place", "text", "место рождения плательщика", required=False, nullable=True),
+                Col("payer_document", "text", "идентификатор плательщика (СНИЛС, паспорт)", required=False,
+                    nullable=True),
             ),
             key=("account_id",),
             required_file=True,
@@ -401,6 +410,22 @@ REGISTERS: dict[str, Register] = {
             ),
             key=("account_id", "supplier_id", "service_id", "period"),
             refs=(Ref("account_id", "accounts", "account_id"), Ref("supplier_id", "organizations", "org_id")),
+        ),
+        # Правила 354 п.118: a kept agreement on repaying the debt stops its collection case
+        # (pipeline/collect, docs/collection.md); a broken one (broken_on) lets it continue.
+        Register(
+            "repayment_agreements",
+            "Соглашения о погашении задолженности",
+            (
+                _id("account_id", "лицевой счёт"),
+                _id("supplier_id", "поставщик (пусто — все поставщики)", required=False, nullable=True),
+                Col("from", "date", "соглашение с"),
+                Col("to", "date", "соглашение по"),
+                Col("broken_on", "date", "нарушено (не оплачено в срок) с", required=False, nullable=True),
+            ),
+            key=("account_id", "supplier_id", "from"),
+            refs=(Ref("account_id", "accounts", "account_id"), Ref("supplier_id", "organizations", "org_id")),
+            date_order=(("from", "to"),),
         ),
         Register(
             "outages",

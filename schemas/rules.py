@@ -242,3 +242,56 @@ RULE_TABLES["legal_thresholds"] = Register(
     key=("threshold", "from"),
     required_file=True,
 )
+
+# Debt collection (pipeline/collect, docs/collection.md): who is a debtor, the warning days
+# and what may be restricted, per service (``*`` = any other) and payer kind (law.md §6).
+COLLECTION_THRESHOLDS = ("norm_months", "amount")
+COLLECTION_RESTRICTION = ("allowed", "never", "not_in_block_of_flats")
+
+RULE_TABLES["collection"] = Register(
+    "collection",
+    "Работа с должниками",
+    (
+        Col("service", "id", "услуга (* — любая без своей строки)"),
+        Col("payer_kind", "enum", "вид плательщика", choices=("person", "organization")),
+        Col("from", "date", "действует с"),
+        Col("threshold", "enum", "порог: norm_months — месяцев начислений по нормативу (п.118), "
+            "amount — сумма и срок долга", choices=COLLECTION_THRESHOLDS),
+        Col("months", "int", "месяцев начислений по нормативу", required=False, nullable=True,
+            ge=1, le=120),
+        Col("amount", "decimal", "долг больше, руб.", scale=2, required=False, nullable=True, ge=0,
+            le=100_000_000),
+        Col("age_days", "int", "просрочка не меньше, дней", required=False, nullable=True, ge=0,
+            le=3660),
+        Col("warning_days", "int", "дней на погашение после предупреждения (претензии)", ge=0,
+            le=366),
+        Col("restriction", "enum", "ограничение услуги", choices=COLLECTION_RESTRICTION),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("service", "payer_kind", "from"),
+)
+
+#: ``general`` — a claim in a court of general jurisdiction (НК 333.19 п.1 пп.1), ``arbitration``
+#: — in an arbitration court (НК 333.21 п.1 пп.1), ``order`` — an application for a court order
+#: (a share of the ``general`` fee, with a minimum).
+STATE_DUTY_COURTS = ("general", "arbitration", "order")
+
+RULE_TABLES["state_duty"] = Register(
+    "state_duty",
+    "Государственная пошлина",
+    (
+        Col("court", "enum", "вид: general, arbitration — иск; order — судебный приказ",
+            choices=STATE_DUTY_COURTS),
+        Col("from", "date", "действует с"),
+        Col("above", "decimal", "цена иска больше, руб.", scale=2, ge=0, le=1_000_000_000_000),
+        Col("base", "decimal", "пошлина, руб.", scale=2, ge=0, le=1_000_000_000),
+        Col("percent", "decimal", "плюс процент суммы сверх «above» (order: процент пошлины по иску)",
+            scale=4, ge=0, le=100),
+        Col("min", "decimal", "не меньше, руб.", scale=2, required=False, nullable=True, ge=0,
+            le=1_000_000_000),
+        Col("max", "decimal", "не больше, руб.", scale=2, required=False, nullable=True, ge=0,
+            le=1_000_000_000),
+        Col("source", "text", "основание", required=False, nullable=True),
+    ),
+    key=("court", "from", "above"),
+)

@@ -36,6 +36,7 @@ import re
 
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
 from stdnum.ru import inn as stdnum_inn
+from stdnum.ru import ogrn as stdnum_ogrn
 
 __all__ = [
     "CHECKS",
@@ -46,6 +47,7 @@ __all__ = [
     "inn_problem",
     "izhku_problem",
     "kpp_problem",
+    "ogrn_problem",
 ]
 
 _KPP = re.compile(r"^\d{4}[0-9A-Z]{2}\d{3}$")
@@ -145,7 +147,29 @@ def period_problem(value: str) -> str | None:
     return None if _PERIOD.match(value) else "период — ГГГГ-ММ, например 2026-09"
 
 
+def ogrn_problem(value: str) -> str | None:
+    """Why ``value`` is not an ОГРН (13 digits) or ОГРНИП (15), or ``None``.
+
+    >>> ogrn_problem("1027700132195") is None
+    True
+    >>> ogrn_problem("1027700132196")
+    'неверная контрольная цифра ОГРН'
+    """
+    if not _DIGITS.match(value):
+        return "ОГРН должен состоять из цифр"
+    try:
+        stdnum_ogrn.validate(value)
+    except InvalidLength:
+        return "в ОГРН должно быть 13 цифр (ОГРНИП — 15)"
+    except InvalidChecksum:
+        return "неверная контрольная цифра ОГРН"
+    except ValidationError:
+        return "неверный ОГРН"
+    return None
+
+
 #: Column check name (``schemas.registers.Col.check``) → the check; ``account`` and
 #: ``corr_account`` are read together with the row's ``bik``.
 CHECKS = {"inn": inn_problem, "kpp": kpp_problem, "bik": bik_problem, "email": email_problem,
-          "els": els_problem, "izhku": izhku_problem, "period": period_problem}
+          "els": els_problem, "izhku": izhku_problem, "period": period_problem,
+          "ogrn": ogrn_problem}

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.close import CloseInputs, CloseResult
+from pipeline.collect.texts import warning_texts
 from pipeline.export.amounts import payee_discounts
 from pipeline.methods import method_label
 from pipeline.money import div_half_up_int, kopecks_to_decimal_expr
@@ -106,7 +107,9 @@ def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.Da
         warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
         fiscal=fiscal_texts(ws, period_payments(result.allocations)),
         welfare=welfare_amounts(ws, str(result.period)), benefits=settings.benefits,
-        duplicate_on=duplicate_on, templates=ws.home / "templates")
+        duplicate_on=duplicate_on, templates=ws.home / "templates",
+        collection_warnings=warning_texts(ws, str(result.period)) if (
+            ws.store / "collection" / "cases.parquet").is_file() else None)
 
 
 def collecting_agent(settings: Receipts, organizations: pl.DataFrame) -> Payee | None:
@@ -136,6 +139,7 @@ def build_receipts(
     agent: Payee | None = None, qr_policy: QrPolicy | None = None, warning_months: int = 2,
     fiscal: dict[str, str] | None = None, duplicate_on: date | None = None,
     templates: Path | None = None, welfare: pl.DataFrame | None = None, benefits: str = "info",
+    collection_warnings: dict[str, str] | None = None,
 ) -> Iterator[Receipt]:
     """One :class:`Receipt` per account with something to say, in delivery order.
 
@@ -248,8 +252,10 @@ def build_receipts(
             els=els.get(account_id, ""),
             izhku=izhku.get(account_id, ()),
             instalments=instalments.get(account_id, ()),
-            warning_suppliers=_warning_suppliers(payees, lines_by_acc.get(account_id, []), svc,
-                                                 warning_months),
+            # With debt collection cases kept (pipeline/collect), their п.119 text replaces the proxy.
+            warning_suppliers=() if collection_warnings is not None else _warning_suppliers(
+                payees, lines_by_acc.get(account_id, []), svc, warning_months),
+            warning_text=(collection_warnings or {}).get(account_id, ""),
             living_area=acc.get("living_area"),
             living=None if acc["residents"] is None else max(
                 int(acc["residents"]) - absent_now.get(account_id, 0), 0),

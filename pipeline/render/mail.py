@@ -137,7 +137,9 @@ def _message(smtp: Smtp, period: str, row: dict, pdf: bytes, due_date: str | Non
     return msg
 
 
-def _connect(smtp: Smtp) -> smtplib.SMTP:
+def connect(smtp: Smtp) -> smtplib.SMTP:
+    """A logged-in connection to ``[smtp]`` (starttls | ssl | none; the password from the
+    environment variable ``password_env``, ASCII only). Also used by the collection warnings."""
     context = ssl.create_default_context(cafile=smtp.ca_file or None)
     server: smtplib.SMTP
     if smtp.security == "ssl":
@@ -212,7 +214,7 @@ def send_receipts(ws: Workspace, period: str, now: datetime | None = None) -> Se
                      "sha256": hashlib.sha256(pdf).hexdigest(), "attempt": attempts.get(account, 0) + 1}
             try:
                 if server is None:
-                    server = _connect(smtp)
+                    server = connect(smtp)
                 server.send_message(msg)
             except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as err:
                 # This message only (the recipient, or its content): the next one goes on.

@@ -321,6 +321,9 @@ class Receipt:
     template_dir: str = ""
     #: Suppliers whose overdue debt makes the warning of Правила 354 п.119 due.
     warning_suppliers: tuple[str, ...] = ()
+    #: The п.119 warning of an open debt collection case (``pipeline.collect.texts``); it
+    #: replaces the ``warning_suppliers`` proxy.
+    warning_text: str = ""
     #: Total and living area of the premises, registered and actually living persons.
     living_area: Decimal | None = None
     living: int | None = None
@@ -595,6 +598,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
             "on": receipt.last_payment[0].strftime("%d.%m.%Y"),
             "amount": format_rub(receipt.last_payment[1])},
         "warning_suppliers": list(receipt.warning_suppliers),
+        "warning_text": receipt.warning_text,
         "fiscal": receipt.fiscal,
         "other_benefits": format_rub(other_benefits) if other_benefits else None,
         "benefits_note": receipt.benefits_note,

@@ -255,7 +255,9 @@ def test_court_statement_for_an_account(august: Workspace, tmp_path: Path) -> No
     close(august, "2026-09")
     pay(august, tmp_path, "p1,2026-10-20,A1,1000.00,2026-08,sber,\n")
     close(august, "2026-10")
-    pdf, xlsx = account_statement(august, "A1", date(2026, 12, 31), tmp_path / "out")
+    # One claimant per statement (issue 15): the heat supplier's debt of A1.
+    pdf, xlsx = account_statement(august, "A1", date(2026, 12, 31), tmp_path / "out", supplier_id="TS")
+    assert pdf.name == "A1-TS-penalty-2026-12-31.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
     text = "\n".join(str(c.value) for ws_ in load_workbook(xlsx).worksheets
                      for row in ws_.iter_rows() for c in row if c.value is not None)

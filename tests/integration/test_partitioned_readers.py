@@ -27,7 +27,7 @@ from pipeline.dates import Period
 from pipeline.explain import explain_account
 from pipeline.ingest.payments import import_payment_file, revert_payment_file
 from pipeline.ingest.registers import ingest, load_store
-from pipeline.penalties.court import account_statement
+from pipeline.penalties.court import account_statements
 from pipeline.reports import account_card, osv, read_sealed
 from pipeline.sealed import table_files
 from pipeline.verify import verify_all, verify_period
@@ -158,31 +158,32 @@ def test_statement_is_the_same(shapes: tuple[Workspace, Workspace], monkeypatch:
                                tmp_path: Path) -> None:
     import pipeline.penalties.court as court
 
-    seen: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    seen: list[list[tuple[pl.DataFrame, pl.DataFrame]]] = [[], []]
+    shape = [0]
 
     def capture(account_id: str, buckets: pl.DataFrame, payments: pl.DataFrame, *args: Any
                 ) -> tuple[Path, Path]:
-        seen.append((buckets, payments))
+        seen[shape[0]].append((buckets, payments))
         return tmp_path / "x.pdf", tmp_path / "x.xlsx"
 
     with monkeypatch.context() as m:
         m.setattr(court, "write_statement", capture)
         for account in ACCOUNTS:
-            for ws in shapes:
-                account_statement(ws, account, date(2027, 3, 31))
-    for (buckets, payments), (parted_buckets, parted_payments) in zip(seen[::2], seen[1::2], strict=True):
+            for i, ws in enumerate(shapes):
+                shape[0] = i
+                account_statements(ws, account, date(2027, 3, 31))  # one statement per supplier
+    for (buckets, payments), (parted_buckets, parted_payments) in zip(seen[0], seen[1], strict=True):
         assert buckets.height
         assert_frame_equal(parted_buckets, buckets)
         # Payments of one day come in no fixed order (the statement sorts them itself).
         assert_frame_equal(parted_payments.sort(pl.all()), payments.sort(pl.all()))
-    assert any(p.height for _, p in seen)  # payments reach the statement (A1, A2, A4)
-    # The workbook itself, end to end.
+    assert any(p.height for _, p in seen[0])  # payments reach the statement (A1, A2, A4)
+    # The workbooks themselves, end to end.
     from openpyxl import load_workbook
 
-    books = [load_workbook(account_statement(ws, "A4", date(2027, 3, 31), tmp_path / ws.home.name)[1])
+    cells = [[c.value for f in account_statements(ws, "A4", date(2027, 3, 31), tmp_path / ws.home.name)
+              for sheet in load_workbook(f.xlsx).worksheets for row in sheet.iter_rows() for c in row]
              for ws in shapes]
-    cells = [[[c.value for c in row] for sheet in book.worksheets for row in sheet.iter_rows()]
-             for book in books]
     assert cells[0] and cells[1] == cells[0]
 
 

@@ -103,13 +103,15 @@ def test_periods_iso_and_month_year() -> None:
 
 
 def test_statement_takes_both_forms(town: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.penalties.court import StatementFiles
+
     seen: list[date] = []
 
-    def fake_statement(ws: Workspace, account: str, day: date, out: Path | None) -> tuple[Path, Path]:
+    def fake_statements(ws: Workspace, account: str, day: date, out: Path | None) -> list[StatementFiles]:
         seen.append(day)
-        return ws.home / "s.pdf", ws.home / "s.xlsx"
+        return [StatementFiles("UK1", ws.home / "s.pdf", ws.home / "s.xlsx")]
 
-    monkeypatch.setattr("pipeline.penalties.court.account_statement", fake_statement)
+    monkeypatch.setattr("pipeline.penalties.court.account_statements", fake_statements)
     for until in ("2026-11-30", "30.11.2026"):
         res = CliRunner().invoke(app, ["statement", "A1", "--until", until, "--home", str(town.home)])
         assert res.exit_code == 0, res.output

@@ -199,11 +199,12 @@ def test_the_court_statement_is_the_same(both: tuple[Workspace, Workspace], tmp_
     """The debt and penalty statement for a court, over the migrated months and the next one."""
     from openpyxl import load_workbook
 
-    from pipeline.penalties.court import account_statement
+    from pipeline.penalties.court import account_statements
 
     def cells(ws: Workspace, out: Path) -> list[list[object]]:
-        _, xlsx = account_statement(ws, "A3", date(2026, 9, 30), out)
-        return [[c.value for c in row] for sheet in load_workbook(xlsx).worksheets for row in sheet.iter_rows()]
+        # One statement per claimant (issue 15), all of them.
+        return [[c.value for c in row] for files in account_statements(ws, "A3", date(2026, 9, 30), out)
+                for sheet in load_workbook(files.xlsx).worksheets for row in sheet.iter_rows()]
 
     ours, theirs = cells(both[0], tmp_path / "a"), cells(both[1], tmp_path / "b")
     assert len(ours) > 40  # 22 months of debts with their penalty
