@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -109,15 +111,38 @@ def _check_name(kind: str, name: str) -> str:
     return rel.as_posix()
 
 
+#: Files hashed and written at once by :func:`write_exports`' threads (hashing, the copy into the
+#: page cache and the fsync release the GIL, so a large export's disk waits overlap with making
+#: its next files).
+WRITER_THREADS = 4
+
+
+def _put(path: Path, period: str, rel: str, data: bytes, old: dict[str, Any] | None) -> tuple[str, str]:
+    """One file of :func:`write_exports`: ``("written"|"unchanged", sha256)``; a Russian refusal when
+    the name is taken by other bytes."""
+    digest = hashlib.sha256(data).hexdigest()
+    if old is not None or path.exists():
+        if old is not None and old.get("sha256") == digest and path.is_file() and sha256_file(path) == digest:
+            return "unchanged", digest
+        raise BillingError(
+            f"Выгрузка за {period}: файл exports/{rel} уже записан и отличается от новой "
+            "выгрузки. Выгрузки закрытого периода не переписываются: если данные для "
+            "получателя изменились, это перерасчёт в следующем периоде; если изменились "
+            "настройки выгрузки, выгрузите следующий период с новыми настройками.")
+    atomic_write_bytes(path, data)
+    return "written", digest
+
+
 def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportFile],
                   now: datetime | None = None) -> ExportReport:
     """Write ``files`` into ``periods/P/exports/KIND/`` and list them in the exports manifest.
 
     Under the workspace lock; ``period`` must be sealed. ``files`` may be a generator: each file
-    is written as it comes (a region's export is not held in memory at once). A file whose name
-    exists with other bytes, or any failure on the way, removes what this run wrote and raises:
-    the exports of the period are then as they were. Returns what was written and what was
-    already there unchanged.
+    is written as it comes (a region's export is not held in memory at once; up to
+    ``2 × WRITER_THREADS`` files are being hashed and written while the next are made). A file
+    whose name exists with other bytes, or any failure on the way, removes what this run wrote
+    and raises: the exports of the period are then as they were. Returns what was written and
+    what was already there unchanged, in the order of ``files``.
     """
     sealed_manifest(ws, period)
     with workspace_lock(ws, f"export {kind}"):
@@ -130,36 +155,41 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
         seen: set[str] = set()
         rows = total = 0
         added: dict[str, Any] = {}
-        try:
-            for f in files:
-                rel = _check_name(kind, f.name)
-                if rel in seen:
-                    raise ValueError(f"выгрузка {kind}: имя файла {f.name} повторяется")
-                seen.add(rel)
-                if SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
-                    rows, total = rows + f.rows, total + f.total_kop
-                digest = hashlib.sha256(f.data).hexdigest()
-                path = folder / rel
-                old = listed.get(rel)
-                if old is not None or path.exists():
-                    if old is not None and old.get("sha256") == digest and path.is_file() \
-                            and sha256_file(path) == digest:
-                        unchanged.append(rel)
-                        continue
-                    raise BillingError(
-                        f"Выгрузка за {period}: файл exports/{rel} уже записан и отличается от новой "
-                        "выгрузки. Выгрузки закрытого периода не переписываются: если данные для "
-                        "получателя изменились, это перерасчёт в следующем периоде; если изменились "
-                        "настройки выгрузки, выгрузите следующий период с новыми настройками.")
-                atomic_write_bytes(path, f.data)
-                written.append(rel)
-                added[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
-                              "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
-                              **({"extra": f.extra} if f.extra else {})}
-        except BaseException:
-            for rel in written:  # new files only: nothing listed before is ever touched
-                (folder / rel).unlink(missing_ok=True)
-            raise
+        pending: deque[tuple[str, ExportFile, Future[tuple[str, str]]]] = deque()
+
+        def settle() -> None:
+            rel, f, job = pending.popleft()
+            outcome, digest = job.result()
+            if outcome == "unchanged":
+                unchanged.append(rel)
+                return
+            written.append(rel)
+            added[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
+                          "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
+                          **({"extra": f.extra} if f.extra else {})}
+
+        with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="export-writer") as pool:
+            try:
+                for f in files:
+                    rel = _check_name(kind, f.name)
+                    if rel in seen:
+                        raise ValueError(f"выгрузка {kind}: имя файла {f.name} повторяется")
+                    seen.add(rel)
+                    if SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
+                        rows, total = rows + f.rows, total + f.total_kop
+                    pending.append((rel, f, pool.submit(_put, folder / rel, period, rel, f.data,
+                                                             listed.get(rel))))
+                    if len(pending) > 2 * WRITER_THREADS:
+                        settle()
+                while pending:
+                    settle()
+            except BaseException:
+                for rel, _, job in pending:  # let every file in flight land, then take back this run's
+                    if not job.cancel() and job.exception() is None and job.result()[0] == "written":
+                        written.append(rel)
+                for rel in written:  # new files only: nothing listed before is ever touched
+                    (folder / rel).unlink(missing_ok=True)
+                raise
         if added:
             manifest["period"] = period
             manifest["files"] = dict(sorted({**listed, **added}.items()))

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,47 @@ def _bare(ws: Workspace, period: str) -> float:
     return time.perf_counter() - started
 
 
-def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda _: None) -> dict[str, Any]:
-    """Close one month of an ``accounts``-account city and time every export of it."""
+def _tree_cpu(own: Callable[[], float]) -> float:
+    """CPU seconds of this process, its children and the ``forkserver``'s finished workers (a pool's
+    workers are the forkserver's children: :func:`pipeline.bench.cpu_seconds` misses them until it
+    exits). Linux ``/proc``; elsewhere only ``own()``."""
+    import os
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    extra = 0.0
+    if pid:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            extra = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            extra = 0.0
+    return own() + extra
+
+
+def _gis_with(ws: Workspace, period: str, mode: str) -> Any:
+    """The ГИС ЖКХ files as ``billing export gis`` makes them, but validated as ``mode`` says."""
+    from dataclasses import replace
+
+    from pipeline.dates import Period
+    from pipeline.export.gis import iter_gis_files, load_limits, read_frames
+
+    limits = replace(load_limits(ws.rules), validate=mode)
+    return iter_gis_files(Period.parse(period), read_frames(ws, period), limits)
+
+
+def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda _: None,
+                  gis_modes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Close one month of an ``accounts``-account city and time every export of it.
+
+    ``gis_modes``: the ГИС ЖКХ export again with each of these ``[limits] validate`` modes
+    (``all``, ``shapes``, ``sample``), written beside the first (``exports/gis-MODE/``), each a
+    row of its own; the ``gis`` row is the workspace's own setting (``validate`` in the row).
+    """
     from pipeline.bench import cpu_seconds, peak_rss_mb
     from pipeline.demo import run_bench
     from pipeline.export import write_exports
+    from pipeline.export.gis import load_limits
 
     tmp = None
     if ws is None:
@@ -117,16 +154,23 @@ def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda 
         bare = min(_bare(ws, period) for _ in range(3))
         say(f"голый CSV остатков: {bare:.2f} с")
         rows: list[dict[str, Any]] = []
-        for kind in KINDS:
-            module = importlib.import_module(f"pipeline.export.{kind}")
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            report = write_exports(ws, period, kind, module.build_files(ws, period))
+        runs: list[tuple[str, Callable[[], Any]]] = [
+            (kind, partial(importlib.import_module(f"pipeline.export.{kind}").build_files, ws, period))
+            for kind in KINDS]
+        runs[KINDS.index("gis") + 1:KINDS.index("gis") + 1] = [
+            (f"gis-{mode}", partial(_gis_with, ws, period, mode)) for mode in gis_modes]
+        for kind, make in runs:
+            wall, cpu = time.perf_counter(), _tree_cpu(cpu_seconds)
+            report = write_exports(ws, period, kind, make())
             seconds = time.perf_counter() - wall
             names = [*report.written, *report.unchanged]
             size = sum((report.folder.parent / n).stat().st_size for n in names)
-            row = {"kind": kind, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds() - cpu, 2),
+            used = _tree_cpu(cpu_seconds) - cpu
+            row = {"kind": kind, "seconds": round(seconds, 2), "cpu_seconds": round(used, 2),
                    "files": len(names), "rows": report.rows, "bytes": size,
                    "peak_rss_mb": round(peak_rss_mb()), "ratio": round(seconds / bare, 1) if bare else None}
+            if kind.startswith("gis"):
+                row["validate"] = kind[4:] or load_limits(ws.rules).validate
             rows.append(row)
             say(f"выгрузка {kind}: {seconds:.1f} с, файлов {len(names)}, записей {report.rows}, "
                 f"{row['ratio']} × голого CSV")
@@ -142,7 +186,8 @@ def exports_summary(report: dict[str, Any]) -> list[str]:
     lines = [f"Выгрузки закрытого месяца: лицевых счетов {report['accounts']}, "
              f"голый CSV остатков {report['bare_csv_seconds']} с"]
     for row in report["exports"]:
-        lines.append(f"  {row['kind']:<8} {row['seconds']:>7.1f} с (ЦП {row['cpu_seconds']:.1f} с), "
+        mode = f" (проверка по схеме: {row['validate']})" if "validate" in row else ""
+        lines.append(f"  {row['kind']:<10} {row['seconds']:>7.1f} с (ЦП {row['cpu_seconds']:.1f} с){mode}, "
                      f"{row['ratio']} × голого, файлов {row['files']}, записей {row['rows']}, "
                      f"{row['bytes'] / 1e6:.1f} МБ, пик памяти {row['peak_rss_mb']} МБ")
     return lines

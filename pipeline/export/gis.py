@@ -10,13 +10,21 @@
 * ``пропущено.csv`` — every account and meter left out, with the reason (a missing ГИС
   identifier, a service not mapped to a ГИС dictionary, a payee without bank details).
 
-Every message is validated against the official schemas (package 16.3.0.0,
-:mod:`pipeline.export.gis_schema`) before anything is written: an invalid one is a
-:class:`BillingError` naming the account or meter and the schema's complaint. Messages are
-split by the limits of ``rules/gis_gkh.toml`` (documents or readings per message: the
-schemas' ``maxOccurs``; bytes: UNVERIFIED). The SOAP envelope, the ``RequestHeader``, the
-XAdES signature and the transport are not made here: these are the files an operator
-uploads or a signing gateway sends (docs/exports.md).
+Messages are validated against the official schemas (package 16.3.0.0,
+:mod:`pipeline.export.gis_schema`) as ``[limits] validate`` says (default ``sample``: the first
+of every :data:`CHUNK_MESSAGES`; ``shapes``; ``all``): an invalid one is a :class:`BillingError`
+naming the account or meter and the schema's complaint, and whatever the run wrote is taken
+back. Messages are split by the limits of ``rules/gis_gkh.toml`` (documents or readings per
+message: the schemas' ``maxOccurs``; bytes: UNVERIFIED).
+
+Speed (a region of a million accounts, docs/benchmarks.md): the documents are built by Polars
+string expressions a slice of accounts at a time, each slice a task of a ``forkserver`` process
+pool (:func:`iter_gis_files`), its messages handed over as UTF-8 bytes; the text is the
+schemas' own with the request's namespace as the default one (``<PaymentDocument>``, not
+``<bills:PaymentDocument>``) and without a payee's zero debt (docs/exports.md).
+
+The SOAP envelope, the ``RequestHeader``, the XAdES signature and the transport are not made
+here: these are the files an operator uploads or a signing gateway sends (docs/exports.md).
 
 Identifiers: the account's ``AccountGuid`` from ``gis_ids.account_guid``; the meter's
 ``MeteringDeviceRootGUID`` from ``gis_meter_ids``; services', penalties' and resources'
@@ -39,10 +47,15 @@ With ``"info"`` none of these is written and the amounts are the balances'.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import multiprocessing
+import os
 import re
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +67,7 @@ from pipeline.errors import BillingError
 from pipeline.export import ExportFile, sealed_manifest
 from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
+from pipeline.pool import die_with
 from pipeline.workspace import Workspace
 
 __all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files",
@@ -76,18 +90,18 @@ SCHEMA_MAX_READINGS = 1000
 
 _NS = "http://dom.gosuslugi.ru/schema/integration/"
 _PD_OPEN = (
-    f'<?xml version="1.0" encoding="UTF-8"?>\n<bills:importPaymentDocumentRequest Id="signed-data" '
-    f'base:version="{PD_VERSION}" xmlns:bills="{_NS}bills/" xmlns:base="{_NS}base/" '
+    f'<?xml version="1.0" encoding="UTF-8"?>\n<importPaymentDocumentRequest Id="signed-data" '
+    f'base:version="{PD_VERSION}" xmlns="{_NS}bills/" xmlns:base="{_NS}base/" '
     f'xmlns:bills-base="{_NS}bills-base/" xmlns:account-base="{_NS}account-base/" '
-    f'xmlns:payments-base="{_NS}payments-base/" xmlns:nsi-base="{_NS}nsi-base/">'
+    f'xmlns:payments-base="{_NS}payments-base/" xmlns:nsi="{_NS}nsi-base/">'
 )
-_PD_CLOSE = "</bills:importPaymentDocumentRequest>\n"
+_PD_CLOSE = "</importPaymentDocumentRequest>\n"
 _MD_OPEN = (
-    f'<?xml version="1.0" encoding="UTF-8"?>\n<dm:importMeteringDeviceValuesRequest Id="signed-data" '
-    f'base:version="{READINGS_VERSION}" xmlns:dm="{_NS}device-metering/" xmlns:base="{_NS}base/" '
-    f'xmlns:mdb="{_NS}metering-device-base/" xmlns:nsi-base="{_NS}nsi-base/">'
+    f'<?xml version="1.0" encoding="UTF-8"?>\n<importMeteringDeviceValuesRequest Id="signed-data" '
+    f'base:version="{READINGS_VERSION}" xmlns="{_NS}device-metering/" xmlns:base="{_NS}base/" '
+    f'xmlns:mdb="{_NS}metering-device-base/" xmlns:nsi="{_NS}nsi-base/">'
 )
-_MD_CLOSE = "</dm:importMeteringDeviceValuesRequest>\n"
+_MD_CLOSE = "</importMeteringDeviceValuesRequest>\n"
 
 #: base:GUIDType.
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -101,6 +115,10 @@ DETERMINING = {"meter": "M", "norm": "N", "norm_increased": "N", "heating": "N",
 #: Penalty scheme → the ``Cause`` of its PenaltiesAndCourtCosts line.
 PENALTY_CAUSE = {"standard": "Пени по ч. 14 ст. 155 ЖК РФ",
                  "capital_repair": "Пени по ч. 14.1 ст. 155 ЖК РФ"}
+
+#: ``[limits] validate``: every message; the first message of every task and each document (or
+#: reading) of a shape not seen before in the run; the first message of every task.
+VALIDATE_MODES = ("all", "shapes", "sample")
 
 SKIPPED_NAME = "пропущено.csv"
 SKIPPED_HEADER = ("что", "лицевой счёт", "прибор учёта", "сумма к оплате, руб.", "причина")
@@ -119,10 +137,12 @@ class Limits:
     readings_per_message: int = SCHEMA_MAX_READINGS
     #: Bytes of one message body; UNVERIFIED (the schemas set none; ГИС's ≈10 MB less a margin).
     max_bytes: int = 8_000_000
-    #: Which messages are checked against the schema while exporting: ``all``, or ``sample``
-    #: (the first message of every :data:`CHUNK_MESSAGES`: a region's export in minutes, not an
-    #: hour; ГИС checks every message again on upload). The tests check every message.
-    validate: str = "all"
+    #: Which messages are checked against the schema while exporting (:data:`VALIDATE_MODES`):
+    #: ``sample`` (default: the first message of every :data:`CHUNK_MESSAGES`, so that a region of a
+    #: million accounts is exported within a minute; ГИС checks every message again on upload),
+    #: ``shapes`` (that, and every document or reading whose shape — its elements without their
+    #: values — was not checked before in the run) or ``all``. The tests check every message.
+    validate: str = "sample"
 
     def __post_init__(self) -> None:
         problems = []
@@ -132,8 +152,8 @@ class Limits:
         if not 1 <= self.readings_per_message <= SCHEMA_MAX_READINGS:
             problems.append(f"readings_per_message = {self.readings_per_message}: допустимо 1–"
                             f"{SCHEMA_MAX_READINGS} (maxOccurs схемы)")
-        if self.validate not in ("all", "sample"):
-            problems.append(f"validate = {self.validate!r}: допустимо \"all\" или \"sample\"")
+        if self.validate not in VALIDATE_MODES:
+            problems.append(f"validate = {self.validate!r}: допустимо \"all\", \"shapes\" или \"sample\"")
         if self.max_bytes < 2000:
             problems.append(f"max_bytes = {self.max_bytes}: меньше 2000 байт не вместит и одного документа")
         if problems:
@@ -281,10 +301,10 @@ def _in_force(frame: pl.DataFrame, day: Any, by: list[str]) -> pl.DataFrame:
 
 
 def _nsi_ref(prefix: str = "") -> pl.Expr:
-    """``nsi-base:Code``, ``GUID`` and optional ``Name`` of the ``{prefix}code/guid/name`` columns."""
-    return pl.concat_str([_tag("nsi-base:Code", _esc(pl.col(f"{prefix}code"))),
-                          _tag("nsi-base:GUID", pl.col(f"{prefix}guid")),
-                          _tag("nsi-base:Name", _esc(pl.col(f"{prefix}name")))], ignore_nulls=True)
+    """``nsi:Code``, ``GUID`` and optional ``Name`` of the ``{prefix}code/guid/name`` columns."""
+    return pl.concat_str([_tag("nsi:Code", _esc(pl.col(f"{prefix}code"))),
+                          _tag("nsi:GUID", pl.col(f"{prefix}guid")),
+                          _tag("nsi:Name", _esc(pl.col(f"{prefix}name")))], ignore_nulls=True)
 
 
 def _skip(frame: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
@@ -429,25 +449,25 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
     # --- ChargeInfo blocks
     element = pl.col("nsi_kind").replace_strict(CHARGE_ELEMENTS, default=None)
     recalc = pl.when(pl.col("recalc_kop") != 0).then(pl.concat_str([
-        pl.lit("<bills:PaymentRecalculation>"),
-        _tag("bills:recalculationReason", _esc(pl.col("reason").fill_null("перерасчёт").str.slice(0, 500))),
-        _tag("bills:sum", _money("recalc_kop")), pl.lit("</bills:PaymentRecalculation>")]))
+        pl.lit("<PaymentRecalculation>"),
+        _tag("recalculationReason", _esc(pl.col("reason").fill_null("перерасчёт").str.slice(0, 500))),
+        _tag("sum", _money("recalc_kop")), pl.lit("</PaymentRecalculation>")]))
     volume_type = pl.when(pl.col("service_kind") == "common_property").then(pl.lit("O")).otherwise(
         pl.lit("I"))
     has_volume = pl.col("has_volume") & pl.col("volume_micro").is_not_null()
     consumption_ms = pl.when(has_volume).then(pl.concat_str([
-        pl.lit('<bills:Consumption><bills:Volume type="'), volume_type, pl.lit('"'),
+        pl.lit('<Consumption><Volume type="'), volume_type, pl.lit('"'),
         pl.concat_str([pl.lit(' determiningMethod="'),
                        pl.col("method").replace_strict(DETERMINING, default=None),
                        pl.lit('"')]).fill_null(""),
-        pl.lit(">"), _scaled("volume_micro", 6, 7), pl.lit("</bills:Volume></bills:Consumption>")]))
+        pl.lit(">"), _scaled("volume_micro", 6, 7), pl.lit("</Volume></Consumption>")]))
     consumption_as = pl.when(has_volume).then(pl.concat_str([
-        pl.lit('<bills:Consumption><bills:Volume type="'), volume_type, pl.lit('">'),
-        _scaled("volume_micro", 6, 7), pl.lit("</bills:Volume></bills:Consumption>")]))
+        pl.lit('<Consumption><Volume type="'), volume_type, pl.lit('">'),
+        _scaled("volume_micro", 6, 7), pl.lit("</Volume></Consumption>")]))
     # ServiceCharge opens each service's own elements (after the base's PaymentInformationKey).
     service_charge = pl.when(pl.col("discount_kop") > 0).then(pl.concat_str([
-        pl.lit("<bills:ServiceCharge>"), _tag("bills:MoneyDiscount", _money("discount_kop")),
-        pl.lit("</bills:ServiceCharge>")]))
+        pl.lit("<ServiceCharge>"), _tag("MoneyDiscount", _money("discount_kop")),
+        pl.lit("</ServiceCharge>")]))
     tail = (pl.when(pl.col("nsi_kind") == "municipal").then(pl.concat_str([recalc, consumption_ms],
                                                                           ignore_nulls=True))
             .when(pl.col("nsi_kind") == "additional").then(pl.concat_str([consumption_as, recalc],
@@ -455,30 +475,41 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
             .otherwise(recalc.fill_null("")))
     lines = lines.filter(pl.col("nsi_kind").is_not_null()).join(
         payees.select("supplier_id", "payee_key"), on="supplier_id", how="left")
+    # What is the same for every line of a (service, supplier) is made once per pair and joined.
+    pair = ["service_id", "supplier_id"]
+    constant = lines.select(*pair, "nsi_kind", "nsi_code", "nsi_guid", "nsi_name", "payee_key").unique(
+        pair, maintain_order=True).select(
+        *pair, pl.concat_str([pl.lit("<ChargeInfo><"), element, pl.lit("><ServiceType>"), _nsi_ref("nsi_"),
+                              pl.lit("</ServiceType><Rate>")]).alias("_open"),
+        pl.concat_str([pl.lit("</AccountingPeriodTotal>"),
+                       _tag("PaymentInformationKey", pl.col("payee_key"))], ignore_nulls=True).alias("_key"),
+        pl.concat_str([pl.lit("</"), element, pl.lit("></ChargeInfo>")]).alias("_close"))
+    lines = lines.join(constant, on=pair, how="left", nulls_equal=True)
+    # Rate, TotalPayable and AccountingPeriodTotal are never null (filled with 0 above).
     charge_xml = pl.concat_str([
-        pl.lit("<bills:ChargeInfo><bills:"), element, pl.lit("><bills:ServiceType>"), _nsi_ref("nsi_"),
-        pl.lit("</bills:ServiceType>"), _tag("bills:Rate", _scaled("price_kop", 2, 6)),
-        _tag("bills:TotalPayable", _money("payable_kop")),
-        _tag("bills:AccountingPeriodTotal", _money("charged_kop")),
-        _tag("bills:PaymentInformationKey", pl.col("payee_key")), service_charge, tail,
-        pl.lit("</bills:"), element, pl.lit("></bills:ChargeInfo>")], ignore_nulls=True)
+        pl.col("_open"), _scaled("price_kop", 2, 6), pl.lit("</Rate><TotalPayable>"), _money("payable_kop"),
+        pl.lit("</TotalPayable><AccountingPeriodTotal>"), _money("charged_kop"), pl.col("_key"),
+        service_charge, tail, pl.col("_close")], ignore_nulls=True)
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
+    # Each expression is evaluated on the whole column first and only then joined per account:
+    # inside ``agg`` Polars would evaluate it group by group (several times slower).
     charges_xml = lines.join(svc_order, on="service_id", how="left").sort(
-        "account_id", "order", "service_id", "supplier_id", nulls_last=True).group_by(
-        "account_id", maintain_order=True).agg(
-        charge_xml.str.join("").alias("charge_xml"), pl.col("payable_kop").sum().alias("charges_kop"),
+        "account_id", "order", "service_id", "supplier_id", nulls_last=True).with_columns(
+        charge_xml.alias("charge_xml")).group_by("account_id", maintain_order=True).agg(
+        pl.col("charge_xml").str.join(""), pl.col("payable_kop").sum().alias("charges_kop"),
         pl.col("discount_kop").sum().alias("line_discount_kop"))
     pen = pen.filter(pl.col("code").is_not_null()).join(payees.select("supplier_id", "payee_key"),
                                                        on="supplier_id", how="left")
-    pen_xml = pen.group_by("account_id", maintain_order=True).agg(pl.concat_str([
-        pl.lit("<bills:PenaltiesAndCourtCosts><bills:ServiceType>"), _nsi_ref(),
-        pl.lit("</bills:ServiceType>"),
-        _tag("bills:Cause", pl.col("scheme").replace_strict(PENALTY_CAUSE,
-                                                            default=PENALTY_CAUSE["standard"])),
-        _tag("bills:TotalPayable", _money("amount_kop")),
-        _tag("bills:PaymentInformationKey", pl.col("payee_key")),
-        pl.lit("</bills:PenaltiesAndCourtCosts>")], ignore_nulls=True).str.join("").alias("pen_xml"),
-        pl.col("amount_kop").sum().alias("pen_kop"))
+    pen_xml = pen.with_columns(pl.concat_str([
+        pl.lit("<PenaltiesAndCourtCosts><ServiceType>"), _nsi_ref(),
+        pl.lit("</ServiceType>"),
+        _tag("Cause", pl.col("scheme").replace_strict(PENALTY_CAUSE,
+                                                      default=PENALTY_CAUSE["standard"])),
+        _tag("TotalPayable", _money("amount_kop")),
+        _tag("PaymentInformationKey", pl.col("payee_key")),
+        pl.lit("</PenaltiesAndCourtCosts>")], ignore_nulls=True).alias("pen_xml")).group_by(
+        "account_id", maintain_order=True).agg(pl.col("pen_xml").str.join(""),
+                                               pl.col("amount_kop").sum().alias("pen_kop"))
     # --- per-payee details
     per_payee = bal.filter(pl.col("supplier_id").is_not_null() & (pl.col("supplier_id") != "")).join(
         used, on=["account_id", "supplier_id"], how="semi").join(
@@ -488,12 +519,15 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
         (pl.col("opening_kop") - pl.col("paid_kop")).alias("debt_kop"),
         (pl.col("closing_kop") - pl.col("discount_kop")).alias("payable_kop"),
     ).sort("account_id", "supplier_id")
-    details_xml = per_payee.group_by("account_id", maintain_order=True).agg(pl.concat_str([
-        pl.lit("<bills:DetailsPaymentInformation>"), _tag("bills:PaymentInformationKey", pl.col("payee_key")),
-        _tag("bills:TotalPayableByPaymentInformation", _money("period_kop")),
-        _tag("bills:DebtPreviousPeriodsOrAdvanceBillingPeriod", _money("debt_kop")),
-        _tag("bills:TotalPayableWithDebtAndAdvance", _money("payable_kop")),
-        pl.lit("</bills:DetailsPaymentInformation>")]).str.join("").alias("details_xml"))
+    # A payee's zero debt is left out (minOccurs="0"), as the document's own DebtPreviousPeriods.
+    details_xml = per_payee.with_columns(pl.concat_str([
+        pl.lit("<DetailsPaymentInformation>"), _tag("PaymentInformationKey", pl.col("payee_key")),
+        _tag("TotalPayableByPaymentInformation", _money("period_kop")),
+        _tag("DebtPreviousPeriodsOrAdvanceBillingPeriod",
+             pl.when(pl.col("debt_kop") != 0).then(_money("debt_kop"))),
+        _tag("TotalPayableWithDebtAndAdvance", _money("payable_kop")),
+        pl.lit("</DetailsPaymentInformation>")], ignore_nulls=True).alias("details_xml")).group_by(
+        "account_id", maintain_order=True).agg(pl.col("details_xml").str.join(""))
     suppliers = used.sort("supplier_id").group_by("account_id").agg(pl.col("supplier_id").alias("suppliers"))
     # --- the documents
     docs = (docs.join(skipped.select("account_id").unique(), on="account_id", how="anti")
@@ -512,20 +546,20 @@ def _documents(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.Data
         [pl.lit(f"{period}/pd/"), pl.col("account_id")]).alias("doc_key")).to_series()))
     number = pl.concat_str([pl.col("account_id"), pl.lit(f"-{period}")])
     xml = pl.concat_str([
-        pl.lit("<bills:PaymentDocument>"), _tag("account-base:AccountGuid", pl.col("account_guid")),
+        pl.lit("<PaymentDocument>"), _tag("account-base:AccountGuid", pl.col("account_guid")),
         _tag("bills-base:PaymentDocumentNumber", pl.when(number.str.len_chars() <= 30).then(_esc(number))),
         pl.col("charge_xml"), pl.col("pen_xml"),
-        _tag("bills:TotalPayableByChargeInfo", _money("charges_kop")),
-        _tag("bills:DebtPreviousPeriods", pl.when(pl.col("debt_kop") > 0).then(_money("debt_kop"))),
-        _tag("bills:AdvanceBllingPeriod", pl.when(pl.col("advance_kop").is_not_null()).then(
+        _tag("TotalPayableByChargeInfo", _money("charges_kop")),
+        _tag("DebtPreviousPeriods", pl.when(pl.col("debt_kop") > 0).then(_money("debt_kop"))),
+        _tag("AdvanceBllingPeriod", pl.when(pl.col("advance_kop").is_not_null()).then(
             _money("advance_kop"))),
-        _tag("bills:TotalPayableByPDWithDebtAndAdvance", _money("total_kop")),
-        _tag("bills:TotalByPenaltiesAndCourtCosts", pl.when(pl.col("pen_kop") != 0).then(_money("pen_kop"))),
-        _tag("bills:PaidCash", pl.when(pl.col("paid_kop") != 0).then(_money("paid_kop"))),
-        _tag("bills:SubsidiesCompensationSocialSupport",
+        _tag("TotalPayableByPDWithDebtAndAdvance", _money("total_kop")),
+        _tag("TotalByPenaltiesAndCourtCosts", pl.when(pl.col("pen_kop") != 0).then(_money("pen_kop"))),
+        _tag("PaidCash", pl.when(pl.col("paid_kop") != 0).then(_money("paid_kop"))),
+        _tag("SubsidiesCompensationSocialSupport",
              pl.when(pl.col("discount_kop") > 0).then(_money("discount_kop"))),
         _tag("base:TransportGUID", pl.col("doc_key")), pl.col("details_xml"),
-        pl.lit("</bills:PaymentDocument>")], ignore_nulls=True)
+        pl.lit("</PaymentDocument>")], ignore_nulls=True)
     docs = docs.select("account_id", xml.alias("xml"), "total_kop", "suppliers")
     # a skipped document's figure: what it would have asked to pay (the balances' closing)
     full = (docs_ids.join(frames.charges.group_by("account_id").agg(pl.col("amount_kop").sum().alias("c")),
@@ -556,12 +590,24 @@ def _parts(sizes: list[int], per_message: int, max_bytes: int, overhead: int,
     return out
 
 
-def _validate(name: str, files: list[ExportFile], keys: list[list[str]], item: str, what: str,
-              sample: bool = False) -> None:
-    """Validate every message (``sample``: the first one only); the first invalid one is refused."""
-    bad = invalid_messages(name, [f.data for f in files[:1 if sample else None]])
+@dataclass(frozen=True)
+class _Body:
+    """One message as a worker makes it: its bytes, the keys of its items (account or meter, for a
+    refusal naming the one at fault) and its figures; numbered and named by the caller."""
+
+    data: bytes
+    rows: int
+    total_kop: int
+
+
+def _validate(name: str, bodies: list[_Body], keys: list[list[str]], item: str, what: str,
+              mode: str) -> None:
+    """Validate the messages ``mode`` says (``all``; ``sample`` and ``shapes``: the first one only);
+    the first invalid one is refused, naming the item at fault."""
+    checked = bodies if mode == "all" else bodies[:1]
+    bad = invalid_messages(name, [b.data for b in checked])
     for index in bad[:1]:
-        _check(name, files[index].data, item, keys[index], what)
+        _check(name, bodies[index].data, item, keys[index], what)
 
 
 def _check(name: str, data: bytes, item: str, keys: list[str], what: str) -> None:
@@ -589,48 +635,56 @@ def _culprit(where: tuple[Any, Any] | None, item: str, keys: list[str]) -> str |
     return None
 
 
-def _pd_messages(period: Period, docs: pl.DataFrame, payees: pl.DataFrame, limits: Limits,
-                 first: int = 0) -> list[ExportFile]:
-    """The messages of ``docs``, numbered from ``first + 1``."""
+def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str], close: str) -> list[bytes]:
+    """Each part's ``xml`` (consecutive items) joined between its head and ``close``: UTF-8 bytes
+    straight from Polars, never a Python ``str`` of megabytes decoded and encoded again."""
+    xml = items["xml"].cast(pl.Binary).to_list()
+    tail = close.encode()
+    out, start = [], 0
+    for part, head in enumerate(heads):
+        end = start
+        while end < len(parts) and parts[end] == part:
+            end += 1
+        out.append(b"".join([head.encode(), *xml[start:end], tail]))
+        start = end
+    return out
+
+
+def _pd_bodies(period: Period, docs: pl.DataFrame, payees: pl.DataFrame,
+               limits: Limits) -> tuple[list[_Body], list[list[str]]]:
+    """The messages of ``docs`` (and the accounts in each)."""
     if not docs.height:
-        return []
+        return [], []
     head = (f"{_PD_OPEN}<base:Month>{period.month}</base:Month><base:Year>{period.year}</base:Year>")
     payinfo = {r["supplier_id"]: (
-        f"<bills:PaymentInformation><payments-base:BankBIK>{r['bik']}</payments-base:BankBIK>"
+        f"<PaymentInformation><payments-base:BankBIK>{r['bik']}</payments-base:BankBIK>"
         f"<payments-base:operatingAccountNumber>{r['account']}</payments-base:operatingAccountNumber>"
-        f"<base:TransportGUID>{r['payee_key']}</base:TransportGUID></bills:PaymentInformation>")
+        f"<base:TransportGUID>{r['payee_key']}</base:TransportGUID></PaymentInformation>")
         for r in payees.filter(pl.col("bik").is_not_null() & pl.col("account").is_not_null()).iter_rows(
             named=True)}
     overhead = len(head.encode()) + len(_PD_CLOSE) + sum(len(v.encode()) for v in payinfo.values())
     accounts = docs["account_id"].to_list()
     parts = _parts(docs["xml"].str.len_bytes().to_list(), limits.documents_per_message, limits.max_bytes,
                    overhead, accounts, "Платёжный документ лицевого счёта")
-    docs = docs.with_columns(pl.Series("part", parts, pl.Int64))
-    grouped = docs.group_by("part", maintain_order=True).agg(
-        pl.col("xml").str.join(""), pl.col("total_kop").sum(), pl.len().alias("rows"),
+    grouped = docs.with_columns(pl.Series("part", parts, pl.Int64)).group_by("part", maintain_order=True).agg(
+        pl.col("total_kop").sum(), pl.len().alias("rows"),
         pl.col("suppliers").list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
         .alias("suppliers"),
         pl.col("account_id"))
-    out, keys = [], []
-    for g in grouped.iter_rows(named=True):
-        n = first + g["part"] + 1
-        text = head + "".join(payinfo[s] for s in g["suppliers"] if s in payinfo) + g["xml"] + _PD_CLOSE
-        data = text.encode()
-        keys.append(g["account_id"])
-        out.append(ExportFile(
-            f"pd/importPaymentDocumentRequest_{period}_{n:04d}.xml", data, rows=g["rows"],
-            total_kop=g["total_kop"], recipient=RECIPIENT,
-            extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/pd/message/{n}")),
-                   "request": "importPaymentDocumentRequest", "schema": "ГИС ЖКХ 16.3.0.0"}))
-    _validate("bills", out, keys, "PaymentDocument", "лицевой счёт", limits.validate == "sample")
-    return out
+    heads = [head + "".join(payinfo[s] for s in suppliers if s in payinfo)
+             for suppliers in grouped["suppliers"].to_list()]
+    datas = _join_messages(docs, parts, heads, _PD_CLOSE)
+    bodies = [_Body(data, rows, total) for data, rows, total in
+              zip(datas, grouped["rows"].to_list(), grouped["total_kop"].to_list(), strict=True)]
+    return bodies, grouped["account_id"].to_list()
 
 
 # ------------------------------------------------------------------ meter readings
 
 
-def _readings(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(readings: meter_id, xml; skipped: meter_id, reason) of the readings accepted in the period."""
+def _reading_rows(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, skipped: meter_id, reason) of the readings accepted in the period, in meter order;
+    the XML of ``rows`` is :func:`_reading_xml`'s."""
     day = period.last
     mv = frames.meter_volumes.filter(
         (pl.col("method") == "meter") & pl.col("curr_read_on").is_not_null()
@@ -659,50 +713,47 @@ def _readings(period: Period, frames: GisFrames) -> tuple[pl.DataFrame, pl.DataF
               .then(pl.lit("GUID записи справочника ресурса неверного вида (реестр gis_nsi)")))
     rows = rows.with_columns(reason.alias("reason"))
     skipped = rows.filter(pl.col("reason").is_not_null()).select("meter_id", "reason")
-    rows = rows.filter(pl.col("reason").is_null())
+    rows = rows.filter(pl.col("reason").is_null()).select(
+        "meter_id", "curr_read_on", "curr_value_micro", "device_guid", "value_kind", "code", "guid", "name")
+    return rows, skipped
+
+
+def _reading_xml(period: Period, rows: pl.DataFrame) -> pl.DataFrame:
+    """meter_id, xml (one ``MeteringDevicesValues``) of :func:`_reading_rows`' rows."""
+    one_rate = pl.col("value_kind") == "one_rate"
     rows = rows.with_columns(_guids(rows.select(pl.concat_str([
         pl.lit(f"{period}/reading/"), pl.col("meter_id"), pl.lit("/"),
         pl.col("curr_read_on").cast(pl.String)]).alias("t")).to_series()))
     tail = pl.concat_str([
-        _tag("dm:DateValue", pl.col("curr_read_on").cast(pl.String)), _tag("base:TransportGUID", pl.col("t")),
-        pl.lit(f"<dm:Period><base:Year>{period.year}</base:Year><base:Month>{period.month}</base:Month>"
-               "</dm:Period></dm:CurrentValue>")])
+        _tag("DateValue", pl.col("curr_read_on").cast(pl.String)), _tag("base:TransportGUID", pl.col("t")),
+        pl.lit(f"<Period><base:Year>{period.year}</base:Year><base:Month>{period.month}</base:Month>"
+               "</Period></CurrentValue>")])
     value = pl.when(one_rate).then(pl.concat_str([
-        pl.lit("<dm:OneRateDeviceValue><dm:CurrentValue><mdb:MunicipalResource>"), _nsi_ref(),
+        pl.lit("<OneRateDeviceValue><CurrentValue><mdb:MunicipalResource>"), _nsi_ref(),
         pl.lit("</mdb:MunicipalResource>"), _tag("mdb:MeteringValue", _reading("curr_value_micro")), tail,
-        pl.lit("</dm:OneRateDeviceValue>")])).otherwise(pl.concat_str([
-            pl.lit("<dm:ElectricDeviceValue><dm:CurrentValue>"),
+        pl.lit("</OneRateDeviceValue>")])).otherwise(pl.concat_str([
+            pl.lit("<ElectricDeviceValue><CurrentValue>"),
             _tag("mdb:MeteringValueT1", _reading("curr_value_micro")), tail,
-            pl.lit("</dm:ElectricDeviceValue>")]))
-    xml = pl.concat_str([pl.lit("<dm:MeteringDevicesValues>"),
-                         _tag("dm:MeteringDeviceRootGUID", pl.col("device_guid")), value,
-                         pl.lit("</dm:MeteringDevicesValues>")])
-    return rows.select("meter_id", xml.alias("xml")), skipped
+            pl.lit("</ElectricDeviceValue>")]))
+    xml = pl.concat_str([pl.lit("<MeteringDevicesValues>"),
+                         _tag("MeteringDeviceRootGUID", pl.col("device_guid")), value,
+                         pl.lit("</MeteringDevicesValues>")])
+    return rows.select("meter_id", xml.alias("xml"))
 
 
-def _md_messages(period: Period, readings: pl.DataFrame, limits: Limits) -> list[ExportFile]:
+def _md_bodies(readings: pl.DataFrame, limits: Limits) -> tuple[list[_Body], list[list[str]]]:
+    """The messages of ``readings`` (meter_id, xml) and the meters in each."""
     if not readings.height:
-        return []
+        return [], []
     overhead = len(_MD_OPEN.encode()) + len(_MD_CLOSE)
     meters = readings["meter_id"].to_list()
     parts = _parts(readings["xml"].str.len_bytes().to_list(), limits.readings_per_message,
                    limits.max_bytes, overhead, meters, "Показания прибора учёта")
     grouped = readings.with_columns(pl.Series("part", parts, pl.Int64)).group_by(
-        "part", maintain_order=True).agg(pl.col("xml").str.join(""), pl.len().alias("rows"),
-                                         pl.col("meter_id"))
-    out, keys = [], []
-    for g in grouped.iter_rows(named=True):
-        n = g["part"] + 1
-        data = (_MD_OPEN + g["xml"] + _MD_CLOSE).encode()
-        keys.append(g["meter_id"])
-        out.append(ExportFile(
-            f"readings/importMeteringDeviceValuesRequest_{period}_{n:04d}.xml", data, rows=g["rows"],
-            total_kop=0, recipient=RECIPIENT,
-            extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/readings/message/{n}")),
-                   "request": "importMeteringDeviceValuesRequest", "schema": "ГИС ЖКХ 16.3.0.0"}))
-    _validate("device-metering", out, keys, "MeteringDevicesValues", "прибор учёта",
-              limits.validate == "sample")
-    return out
+        "part", maintain_order=True).agg(pl.len().alias("rows"), pl.col("meter_id"))
+    datas = _join_messages(readings, parts, [_MD_OPEN] * grouped.height, _MD_CLOSE)
+    bodies = [_Body(data, rows, 0) for data, rows in zip(datas, grouped["rows"].to_list(), strict=True)]
+    return bodies, grouped["meter_id"].to_list()
 
 
 # ------------------------------------------------------------------ the export
@@ -732,53 +783,183 @@ def _report(skipped_docs: pl.DataFrame, skipped_meters: pl.DataFrame) -> ExportF
                              "left_out_kop": int(docs["total_kop"].sum() or 0)})
 
 
-#: Messages whose documents are built at once: a document is ≈ 12 KB of XML, so a region's
-#: export is made (and written, :func:`pipeline.export.write_exports`) a slice of accounts at a
-#: time instead of holding gigabytes.
+#: Messages whose documents are built at once (one task of the pool): a document is ≈ 8 KB of
+#: XML, so a region's export is made (and written, :func:`pipeline.export.write_exports`) a slice
+#: of accounts at a time instead of holding gigabytes. A message never spans two slices.
 CHUNK_MESSAGES = 20
+
+
+def _account_ids(frames: GisFrames) -> pl.DataFrame:
+    return pl.concat([getattr(frames, n).select(pl.col("account_id").cast(pl.String))
+                      for n in ("charges", "recalculations", "penalties", "balances")]
+                     ).unique().sort("account_id")
 
 
 def _slices(frames: GisFrames, size: int) -> Iterator[GisFrames]:
     """``frames`` cut into slices of at most ``size`` accounts, in account order."""
     per_account = ("charges", "recalculations", "penalties", "balances", "gis_ids", "payee_discounts",
                    "line_discounts")
-    ids = pl.concat([getattr(frames, n).select(pl.col("account_id").cast(pl.String)) for n in per_account[:4]]
-                    ).unique().sort("account_id")
+    ids = _account_ids(frames)
     if ids.height <= size:
         yield frames
         return
-    chunk = ids.with_row_index("n").select("account_id", (pl.col("n") // size).cast(pl.Int64).alias("_chunk"))
-    parts = {n: getattr(frames, n).with_columns(pl.col("account_id").cast(pl.String)).join(
-        chunk, on="account_id", how="inner").partition_by("_chunk", as_dict=True, include_key=False)
-        for n in per_account}
+    # each row's slice by a binary search among the slices' first accounts (no join of a million ids);
+    # a row of an account with no document (a gis_ids row only) lands in a slice that ignores it
+    bounds = ids["account_id"].gather(list(range(0, ids.height, size)))
+    parts = {}
+    for n in per_account:
+        frame = getattr(frames, n).with_columns(pl.col("account_id").cast(pl.String))
+        chunk = (bounds.search_sorted(frame["account_id"], side="right") - 1).cast(pl.Int64).alias("_chunk")
+        parts[n] = frame.with_columns(chunk).partition_by("_chunk", as_dict=True, include_key=False)
     empty = {n: getattr(frames, n).clear().with_columns(pl.col("account_id").cast(pl.String))
              for n in per_account}
+    # a slice carries only what its documents read (the meters are the readings' tasks')
+    light = {"meter_volumes": frames.meter_volumes.clear(), "gis_meter_ids": frames.gis_meter_ids.clear()}
     for c in range((ids.height + size - 1) // size):
-        yield replace(frames, **{n: parts[n].get((c,), empty[n]) for n in per_account})
+        yield replace(frames, **light, **{n: parts[n].get((c,), empty[n]) for n in per_account})
 
 
-def gis_files(period: Period, frames: GisFrames, limits: Limits | None = None) -> list[ExportFile]:
-    """The ГИС ЖКХ files of ``period`` from ``frames`` (pure: the same frames, the same bytes)."""
-    return list(iter_gis_files(period, frames, limits))
+#: ``validate = "shapes"``: the shapes this process has validated in the export run named by the
+#: key (a run's tasks share a worker process's set; another run starts afresh).
+_SEEN_SHAPES: dict[str, set[int]] = {}
 
 
-def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = None) -> Iterator[ExportFile]:
-    """:func:`gis_files` one by one, as they are made (what ``billing export gis`` writes).
+def _new_shapes(items: pl.DataFrame, run: str) -> pl.DataFrame:
+    """The items (``xml`` column) of a shape not validated yet in ``run`` by this process, one each.
 
-    Payment-document messages (built :data:`CHUNK_MESSAGES` messages' accounts at a time),
-    reading messages and the report of what was left out; every message validated against its
-    schema (``validate = "sample"``: one of each slice; :class:`BillingError` when one is not).
+    A shape is the item's markup with every text value taken out (``<a>1</a><b>x</b>`` →
+    ``<a></a><b></b>``): which elements, attributes and in what order — what the builder's
+    optional parts decide."""
+    seen = _SEEN_SHAPES.setdefault(run, set())
+    if len(_SEEN_SHAPES) > 1:  # one run at a time per process: forget the earlier ones
+        for other in [r for r in _SEEN_SHAPES if r != run]:
+            del _SEEN_SHAPES[other]
+    shape = pl.col("xml").str.replace_all(r">[^<]+<", "><").hash().alias("_shape")
+    shapes = items.with_columns(shape).unique("_shape", keep="first", maintain_order=True).filter(
+        ~pl.col("_shape").is_in(list(seen)))
+    seen.update(shapes["_shape"].to_list())
+    return shapes.drop("_shape")
+
+
+def _pd_task(period: Period, part: GisFrames, limits: Limits,
+             run: str = "") -> tuple[list[_Body], pl.DataFrame]:
+    """One slice of accounts: its payment-document messages, validated, and what it left out."""
+    docs, payees, skipped = _documents(period, part)
+    bodies, keys = _pd_bodies(period, docs, payees, limits)
+    _validate("bills", bodies, keys, "PaymentDocument", "лицевой счёт", limits.validate)
+    if limits.validate == "shapes":
+        extra, extra_keys = _pd_bodies(period, _new_shapes(docs, run), payees, limits)
+        _validate("bills", extra, extra_keys, "PaymentDocument", "лицевой счёт", "all")
+    return bodies, skipped
+
+
+def _md_task(period: Period, rows: pl.DataFrame, limits: Limits, run: str = "") -> tuple[list[_Body], None]:
+    """One slice of accepted readings: its messages, validated."""
+    readings = _reading_xml(period, rows)
+    bodies, keys = _md_bodies(readings, limits)
+    _validate("device-metering", bodies, keys, "MeteringDevicesValues", "прибор учёта", limits.validate)
+    if limits.validate == "shapes":
+        extra, extra_keys = _md_bodies(_new_shapes(readings, run), limits)
+        _validate("device-metering", extra, extra_keys, "MeteringDevicesValues", "прибор учёта", "all")
+    return bodies, None
+
+
+Task = tuple[Callable[..., Any], tuple[Any, ...]]
+_POLARS_THREADS = "POLARS_MAX_THREADS"
+
+
+def _in_order(tasks: Iterator[Task], workers: int) -> Iterator[Any]:
+    """Each task's result, in the tasks' order; run by a ``forkserver`` pool of ``workers``
+    processes (safe beside Polars' threads), at most ``2 × workers`` results ahead of the
+    consumer, or here with one worker."""
+    if workers <= 1:
+        for fn, args in tasks:
+            yield fn(*args)
+        return
+    context = multiprocessing.get_context("forkserver")
+    # One Polars thread a worker: the pool is the parallelism, and a Polars pool in every worker
+    # only spins beside the others on the same cores. Polars reads this when it is imported, so
+    # it holds for a forkserver started now (one an earlier pool of this process started keeps
+    # its own); this process's Polars pool is running already and stays as it is.
+    saved = os.environ.get(_POLARS_THREADS)
+    os.environ[_POLARS_THREADS] = "1"
+    try:
+        with ProcessPoolExecutor(workers, context, initializer=die_with,
+                                 initargs=(os.getpid(),)) as pool:
+            pending: deque[Future[Any]] = deque()
+            try:
+                for fn, args in tasks:
+                    pending.append(pool.submit(fn, *args))
+                    if len(pending) > 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        if saved is None:
+            os.environ.pop(_POLARS_THREADS, None)
+        else:
+            os.environ[_POLARS_THREADS] = saved
+
+
+def default_workers() -> int:
+    """The processes a large export uses: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def gis_files(period: Period, frames: GisFrames, limits: Limits | None = None,
+              workers: int = 1) -> list[ExportFile]:
+    """The ГИС ЖКХ files of ``period`` from ``frames`` (pure: the same frames, the same bytes,
+    whatever ``workers``)."""
+    return list(iter_gis_files(period, frames, limits, workers))
+
+
+def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = None,
+                   workers: int | None = None) -> Iterator[ExportFile]:
+    """:func:`gis_files` one by one, in order, as they are made (what ``billing export gis`` writes).
+
+    Payment-document messages (:data:`CHUNK_MESSAGES` messages' accounts a task), reading
+    messages (as many readings a task) and the report of what was left out; each message
+    validated against its schema as ``limits.validate`` says (``sample``: the first of each
+    task; :class:`BillingError` when one is not valid). With more than one slice of accounts the
+    tasks run in a process pool of ``workers`` (default: :func:`default_workers`); as with any
+    ``forkserver`` pool a script calling this must guard its entry point with
+    ``if __name__ == "__main__":``.
     """
     limits = limits or Limits()
+    size = limits.documents_per_message * CHUNK_MESSAGES
+    rows, skipped_meters = _reading_rows(period, frames)
+    run = uuid.uuid4().hex  # names this run's shapes seen (validate = "shapes"); not in any output
+    pd_tasks: Iterator[Task] = ((_pd_task, (period, part, limits, run)) for part in _slices(frames, size))
+    step = limits.readings_per_message * CHUNK_MESSAGES
+    md_tasks: Iterator[Task] = ((_md_task, (period, rows.slice(start, step), limits, run))
+                                for start in range(0, rows.height, step))
+    if _account_ids(frames).height <= size:
+        workers = 1  # one slice: no pool to start
     skipped: list[pl.DataFrame] = []
-    first = 0
-    for part in _slices(frames, limits.documents_per_message * CHUNK_MESSAGES):
-        docs, payees, skipped_docs = _documents(period, part)
-        skipped.append(skipped_docs)
-        files = _pd_messages(period, docs, payees, limits, first)
-        del docs
-        first += len(files)
-        yield from files
-    readings, skipped_meters = _readings(period, frames)
-    yield from _md_messages(period, readings, limits)
+    pd = md = 0
+    for bodies, left_out in _in_order(itertools.chain(pd_tasks, md_tasks),
+                                      default_workers() if workers is None else workers):
+        if left_out is not None:
+            skipped.append(left_out)
+        for body in bodies:
+            if left_out is not None:
+                pd += 1
+                yield ExportFile(
+                    f"pd/importPaymentDocumentRequest_{period}_{pd:04d}.xml", body.data, rows=body.rows,
+                    total_kop=body.total_kop, recipient=RECIPIENT,
+                    extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/pd/message/{pd}")),
+                           "request": "importPaymentDocumentRequest", "schema": "ГИС ЖКХ 16.3.0.0"})
+            else:
+                md += 1
+                yield ExportFile(
+                    f"readings/importMeteringDeviceValuesRequest_{period}_{md:04d}.xml", body.data,
+                    rows=body.rows, total_kop=0, recipient=RECIPIENT,
+                    extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/readings/message/{md}")),
+                           "request": "importMeteringDeviceValuesRequest", "schema": "ГИС ЖКХ 16.3.0.0"})
     yield _report(pl.concat(skipped), skipped_meters)

@@ -134,9 +134,9 @@ def invalid_messages(name: str, messages: list[bytes]) -> list[int]:
     """The indexes of the ``messages`` not valid against schema ``name`` (empty: all valid).
 
     Checked by libxml2 when lxml is installed, else by ``xmlschema``; one by one in this
-    process. (libxml2 keeps the GIL, so threads do not help; a process pool could share the
-    work between cores, but ``spawn`` re-imports an unguarded ``__main__`` script and ``fork``
-    is unsafe under Polars' threads, so none is used.)
+    process. (libxml2 keeps the GIL, so threads do not help: the export shares the work between
+    cores by validating each slice's messages in the ``forkserver`` pool worker that made them,
+    :func:`pipeline.export.gis.iter_gis_files`.)
     """
     if fast_schema(name) is None:
         return [i for i, m in enumerate(messages) if first_error(name, m) is not None]

@@ -54,6 +54,7 @@ from num2words import num2words
 from pipeline.dates import Period
 from pipeline.errors import BillingError
 from pipeline.money import format_rub, to_decimal
+from pipeline.pool import die_with
 from pipeline.render.qr import (
     DEFAULT_QR_POLICY,
     QrPayee,
@@ -1005,43 +1006,10 @@ def relaxed_gc() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _die_with(main_pid: int) -> None:
-    """End this worker as soon as the process that started the pool is gone.
-
-    A killed close must leave no worker behind still writing PDFs into the abandoned
-    staging folder. The pool's workers are children of the forkserver, not of the
-    close, and each holds both ends of the pool's queues, so neither a parent-death
-    signal nor an end-of-file reaches them: a daemon thread waits on a pidfd of the
-    close (exact, no pid reuse; Linux ≥ 5.3) or, elsewhere, polls for it.
-    """
-    import select
-    import threading
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(main_pid)
-        except (AttributeError, OSError):
-            fd = None
-        if fd is not None:
-            select.select([fd], [], [])
-        else:
-            while True:
-                try:
-                    os.kill(main_pid, 0)
-                except ProcessLookupError:
-                    break
-                except PermissionError:
-                    pass
-                time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-close", daemon=True).start()
-
-
 def _init_worker(main_pid: int) -> None:
     """Pool initializer: build FontConfiguration + CSS once, route logs to the parent."""
     global _COLLECTOR
-    _die_with(main_pid)
+    die_with(main_pid)
     _COLLECTOR = _Collector()
     _LOG.addHandler(_COLLECTOR)
     _LOG.setLevel(logging.INFO)

@@ -324,3 +324,55 @@ def test_built_a_slice_of_accounts_at_a_time_the_same_documents(sealed: Workspac
     assert [f.data for f in sampled] == [f.data for f in whole]
     with pytest.raises(ValueError, match="validate"):
         Limits(validate="none")
+
+
+# ------------------------------------------------------------------ speed: pool, shapes, shorter text
+
+
+def test_a_process_pool_gives_the_same_files_as_one_process(sealed: Workspace,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.export import gis
+
+    frames = read_frames(sealed, PERIOD)
+    limits = Limits(documents_per_message=1, readings_per_message=1)
+    monkeypatch.setattr(gis, "CHUNK_MESSAGES", 1)  # a task per message: several tasks, so a pool
+    here = gis_files(Period.parse(PERIOD), frames, limits, workers=1)
+    pooled = gis_files(Period.parse(PERIOD), frames, limits, workers=2)
+    assert len([f for f in here if f.name.startswith("pd/")]) == 2
+    assert [(f.name, f.data, f.rows, f.total_kop, f.extra) for f in pooled] == [
+        (f.name, f.data, f.rows, f.total_kop, f.extra) for f in here]
+
+
+def test_shapes_validates_each_new_document_shape_not_only_the_first_message() -> None:
+    frames = _frames()
+    huge = frames.balances.with_columns(  # X2's own shape (no penalty, no recalculated water) is bad
+        pl.when(pl.col("account_id") == "X2").then(10 ** 13).otherwise(pl.col("opening_kop")).alias("opening_kop"))
+    bad = replace(frames, balances=huge)
+    one_each = Limits(documents_per_message=1, validate="sample")
+    assert [f.name[-8:] for f in gis_files(Period(2026, 8), bad, one_each) if f.name.startswith("pd/")] == [
+        "0001.xml", "0002.xml"]  # sample: X2's message, the second of its task, is not checked
+    with pytest.raises(BillingError, match=r"лицевой счёт X2: .*Файлы не записаны"):
+        gis_files(Period(2026, 8), bad, replace(one_each, validate="shapes"))
+    with pytest.raises(BillingError, match=r"лицевой счёт X2"):
+        gis_files(Period(2026, 8), bad, replace(one_each, validate="all"))
+    # valid frames: the three modes write the same bytes
+    out = {m: [f.data for f in gis_files(Period(2026, 8), frames, replace(one_each, validate=m))]
+           for m in ("all", "shapes", "sample")}
+    assert out["all"] == out["shapes"] == out["sample"]
+
+
+def test_the_request_namespace_is_the_default_and_a_payee_zero_debt_is_left_out() -> None:
+    from pipeline.ingest.gis import parse_readings
+
+    out = gis_files(Period(2026, 8), _frames())
+    pd = next(f for f in out if f.name.startswith("pd/"))
+    text = pd.data.decode()
+    assert text.count("<PaymentDocument>") == 2 and "bills:" not in text  # same elements, shorter tags
+    x1, x2 = _docs(pd.data)
+    debt = "bills:DetailsPaymentInformation/bills:DebtPreviousPeriodsOrAdvanceBillingPeriod"
+    assert _text(x1, debt) == "300.00"  # X1 owes 500.00 − 200.00 paid
+    assert x2.find(debt, NS) is None  # X2 owes nothing: no zero written (minOccurs="0")
+    assert _text(x2, "bills:DetailsPaymentInformation/bills:TotalPayableWithDebtAndAdvance") == "990.00"
+    md = next(f for f in out if f.name.startswith("readings/"))
+    # our own importer of ГИС readings reads what we send
+    assert sorted(parse_readings(md.name, md.data)["value"].to_list()) == ["12.3456", "4512.3"]
