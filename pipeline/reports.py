@@ -9,7 +9,8 @@
 
 On demand, over a range of sealed periods (``billing report``): :func:`osv` — the
 оборотно-сальдовая ведомость by account, building or supplier, and
-:func:`account_card` — the карточка лицевого счёта.
+:func:`account_card` — the карточка лицевого счёта (the other reports are SQL files:
+:mod:`pipeline.sqlreports`).
 
 Pure functions build the frames; :func:`write_reports` writes them. Money is
 kopecks inside and rubles with two decimals in the files (a decimal comma in the CSV,
@@ -162,7 +163,8 @@ def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> di
     """The report tables of ``periods``, verified against their manifests, money in kopecks.
 
     Every period must be sealed (a report over an open month would change under the
-    reader). ``org`` keeps one supplier's rows.
+    reader). ``org`` keeps one organization's rows: those of the buildings it manages and
+    of its own services, as every view of ``billing sql --org`` (:func:`pipeline.analytics.org_predicate`).
     """
     from pipeline.verify import check_sealed
 
@@ -178,10 +180,11 @@ def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> di
         frames = [read_internal(ws.period_dir(p), name) for p in periods if has_table(ws.period_dir(p), name)]
         if not frames:
             raise BillingError(f"В закрытом периоде {periods[0]} нет таблицы {name}.")
-        frame = pl.concat(frames, how="diagonal_relaxed")
-        if org is not None and "supplier_id" in frame.columns:
-            frame = frame.filter(pl.col("supplier_id") == org)
-        out[name] = frame
+        out[name] = pl.concat(frames, how="diagonal_relaxed")
+    if org is not None:
+        from pipeline.analytics import limit_frame
+
+        out = limit_frame(ws, org, out)
     return out
 
 
