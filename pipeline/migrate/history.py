@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import shutil
 import tomllib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -522,22 +524,36 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
     folder = staging / register.name
     key = list(register.key)
     hashes: dict[str, list[pl.DataFrame]] = {}  # month -> (source_row, hash of the key) of every piece
-    for index, raw in enumerate(iter_table(path)):
-        item = _read_piece(raw, path, register, mapping, known)
-        good, rejects, back = item.good, [item.rejects], item.back
-        if months is not None and not payments:
-            good, more = _month_range(good, register, months, file)
-            rejects.append(more)
-        found.append(_report(pl.concat(rejects), back))
-        if monthly and not payments:
-            # Each piece's rows of a month are a part of that month, written once; the key
-            # check over all pieces waits for the last one, on hashes of the keys.
-            spilled = _internal(good, register.name).with_columns(good.get_column(ROW))
-            for (month,), part in spilled.partition_by("period", as_dict=True).items():
-                write_parquet_atomic(part, folder / str(month) / f"{index:05d}.parquet")
-                hashes.setdefault(str(month), []).append(part.select(ROW, pl.struct(key).hash().alias("_h")))
-        else:
-            pieces.append(good)
+    # Three things at once (Polars releases the GIL): the next piece is read in one thread and
+    # this piece's months written in another while this one is checked.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate-stage") as writer:
+        writing: list[Future[None]] = []
+        for index, raw in enumerate(_ahead(iter_table(path))):
+            item = _read_piece(raw, path, register, mapping, known)
+            del raw
+            good, rejects, back = item.good, [item.rejects], item.back
+            if months is not None and not payments:
+                good, more = _month_range(good, register, months, file)
+                rejects.append(more)
+            found.append(_report(pl.concat(rejects), back))
+            if monthly and not payments:
+                # Each piece's rows of a month are a part of that month, written once; the key
+                # check over all pieces waits for the last one, on hashes of the keys.
+                spilled = _internal(good, register.name).with_columns(good.get_column(ROW))
+                del good, item
+                by_month = _by_month(spilled)
+                del spilled
+                for future in writing:  # the previous piece written: memory holds one piece's months
+                    future.result()
+                writing = [writer.submit(write_parquet_atomic, part, folder / month / f"{index:05d}.parquet")
+                           for month, part in by_month.items()]
+                for month, part in by_month.items():
+                    hashes.setdefault(month, []).append(part.select(ROW, pl.struct(key).hash().alias("_h")))
+                del by_month
+            else:
+                pieces.append(good)
+        for future in writing:
+            future.result()
     if not monthly or payments:
         if not pieces:
             return empty(register.name)
@@ -551,8 +567,8 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
         internal = _internal(good, register.name)
         if not monthly:
             return internal
-        for (month,), part in internal.partition_by("period", as_dict=True).items():
-            write_parquet_atomic(part, folder / str(month) / "00000.parquet")
+        for month, part in _by_month(internal).items():
+            write_parquet_atomic(part, folder / month / "00000.parquet")
         return None
     for month, parts in sorted(hashes.items()):
         rows = pl.concat(parts)
@@ -560,6 +576,30 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
         if suspects.len():  # rows sharing a key hash: compared exactly, refused if their keys are equal
             _refuse_repeated_keys(folder / month, suspects, register, file, back, found)
     return None
+
+
+def _by_month(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """``frame``'s rows by ``period``, in their order (split on a categorical: 3× faster than on text)."""
+    parts = frame.with_columns(pl.col("period").cast(pl.Categorical)).partition_by("period", as_dict=True)
+    return {str(month): part.with_columns(pl.col("period").cast(pl.String))
+            for (month,), part in parts.items()}
+
+
+_END = object()
+
+
+def _ahead(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``frames`` with the next one made in a second thread while the caller works on this one
+    (one frame ahead, no more: memory holds two pieces of a file)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate-read") as reader:
+        coming = reader.submit(next, frames, _END)
+        while True:
+            frame = coming.result()
+            if frame is _END:
+                return
+            coming = reader.submit(next, frames, _END)
+            yield frame  # type: ignore[misc]
+            del frame
 
 
 def _refuse_repeated_keys(folder: Path, suspects: pl.Series, register: Register, file: str,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -37,17 +38,27 @@ from typing import Any
 import polars as pl
 
 from pipeline.allocate import balances
-from pipeline.allocate.ledger import ALLOCATION_SCHEMA, ITEM_KEY, ITEM_SCHEMA, PAYMENT_SCHEMA, apply_period
+from pipeline.allocate.ledger import (
+    ALLOCATION_SCHEMA,
+    ITEM_KEY,
+    ITEM_SCHEMA,
+    PAYABLE,
+    PAYMENT_SCHEMA,
+    PENALTY_PURPOSE,
+    apply_period,
+)
 from pipeline.calc.charges import LINE_SCHEMA
 from pipeline.calc.recalc import RECALC_SCHEMA
 from pipeline.close.compute import CloseResult
 from pipeline.dates import Period
+from pipeline.ids import Codes, coded, dictionary, map_frames, typed
 from pipeline.migrate.model import History
 from pipeline.workspace import BillingError, Workspace
 from rules import Rules
 from schemas.history import PENALTY_SERVICE
 
-__all__ = ["PENALTY_COLUMNS", "iter_migrated_results", "migrated_results", "seal_history"]
+__all__ = ["PENALTY_COLUMNS", "SealedHistory", "iter_migrated_results", "migrated_results", "seal_history",
+           "seal_months"]
 
 _SVC = ["account_id", "service_id", "supplier_id"]
 _BUCKET = ["account_id", "supplier_id", "charge_period"]
@@ -81,10 +92,15 @@ def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules
     """The :class:`CloseResult` of each month of ``history.months``, in order, one at a time
     (a month's history is read when its turn comes: memory holds one month and the open items).
 
-    ``regs``: the registers (``meters`` gives a meter's premise and service); ``rules``:
-    the services' penalty schemes; ``due_rules``: ``rules/due_dates.csv`` for the period's
-    due date (None: no due date). Raises :class:`BillingError` (Russian) for a history row
-    that falls outside the migrated months or that the money check refuses.
+    ``regs``: the registers (``meters`` gives a meter's premise and service, ``accounts`` the
+    accounts); ``rules``: the services' penalty schemes; ``due_rules``: ``rules/due_dates.csv``
+    for the period's due date (None: no due date). Raises :class:`BillingError` (Russian) for
+    a history row that falls outside the migrated months or that the money check refuses.
+
+    As in a close (:mod:`pipeline.ids`), the months are computed with the accounts as integer
+    codes (their rank among ``regs["accounts"]``: every order stays the one of the strings)
+    and decoded before they are yielded; a history naming an account the registers do not
+    have (only a hand-made one: the load refuses such rows) goes on in strings from that month.
     """
     months = list(history.months)
     if not months:
@@ -92,51 +108,111 @@ def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules
     _check_months(history, months)
     meters = regs["meters"].select("meter_id", "service_id", "premise_id")
     schemes = rules.services.select("service_id", pl.col("penalty_scheme").alias("scheme"))
+    codes = _account_codes(regs)
+    state: _State | None = None
+    for index, month in enumerate(months):
+        period = Period.parse(month)
+        last = index == len(months) - 1
+        given = _month_inputs(history, month, first=index == 0, last=last)
+        if codes is not None:
+            try:
+                given = {name: codes.encode(frame) for name, frame in given.items()}
+            except ValueError:  # an account without a code: the rest of the months in strings
+                state = state and _State(codes.decode(state.items), codes.decode(state.opening))
+                codes = None
+        if codes is not None:
+            with coded():
+                result, state = _month(period, given, state, schemes if last else None, codes)
+            result = map_frames(result, codes.decode)
+        else:
+            result, state = _month(period, given, state, schemes if last else None, None)
+        yield replace(result, meter_volumes=_meter_volumes(history.month("history_meter_volumes", month),
+                                                           meters), due_date=_due(due_rules, period))
 
-    first = Period.parse(months[0])
-    opening_rows = history.month("history_balances", months[0]).group_by(
-        _SVC).agg(pl.col("opening_kop").fill_null(0).sum())
+
+@dataclass(frozen=True)
+class _State:
+    """What a migrated month passes to the next: its open items and its closing balances."""
+
+    items: pl.DataFrame
+    opening: pl.DataFrame
+
+
+def _account_codes(regs: dict[str, pl.DataFrame]) -> Codes | None:
+    """Codes of the registers' accounts (:func:`pipeline.ids.dictionary`); None without them."""
+    accounts = regs.get("accounts")
+    if accounts is None or "account_id" not in accounts.columns:
+        return None
+    codes = dictionary([accounts.select("account_id")])
+    return codes if "account_id" in codes.names else None
+
+
+def _month_inputs(history: History, month: str, first: bool, last: bool) -> dict[str, pl.DataFrame]:
+    """The history one month is made of (also the opening balances in the first month, the
+    debts and penalties in the last)."""
+    given = {name: history.month(name, month)
+             for name in ("history_charges", "history_recalculations", "history_payments")}
+    if first:
+        given["opening"] = history.month("history_balances", month).select(*_SVC, "opening_kop")
+    if last:
+        given["history_debts"] = history.frame("history_debts")
+        given["history_penalties"] = history.frame("history_penalties")
+    return given
+
+
+def _opening_state(rows: pl.DataFrame, first: Period) -> _State:
+    """The first month's opening: the old system's opening balances as open items and balances."""
+    opening_rows = rows.group_by(_SVC).agg(pl.col("opening_kop").fill_null(0).sum())
     # The opening debt arose before the history: dated to the month before it; an advance has no month.
     items = _merge(opening_rows.select(
         *_SVC,
         pl.when(pl.col("opening_kop") > 0).then(pl.lit(str(first.shift(-1)))).otherwise(
             pl.lit(None, pl.String)).alias("charge_period"),
         pl.col("opening_kop").alias("outstanding_kop")))
-    opening = opening_rows.group_by("account_id", "supplier_id").agg(pl.col("opening_kop").sum())
+    # Sorted: the balances keep the order their opening rows come in (the same file every time).
+    opening = opening_rows.group_by("account_id", "supplier_id").agg(pl.col("opening_kop").sum()).sort(
+        "account_id", "supplier_id", nulls_last=True)
+    return _State(items, opening)
 
-    for index, month in enumerate(months):
-        period = Period.parse(month)
-        last = index == len(months) - 1
-        mine = history.month("history_charges", month)
-        lines = _lines(mine.filter(pl.col("service_id") != PENALTY_SERVICE), period)
-        recalcs = _recalculations(history.month("history_recalculations", month))
-        booked = _payments(history.month("history_payments", month))
-        allocations, month_items = _ledger(items, lines, recalcs, booked, month)
-        penalty_lines = mine.filter(pl.col("service_id") == PENALTY_SERVICE).group_by(
-            "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).filter(pl.col("amount_kop") != 0)
-        del mine
-        posted = penalty_lines.select(
-            "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
-            pl.lit(month).alias("charge_period"), "amount_kop")
-        # This month's penalty items have this month's key: nothing to merge with (as in a close).
-        month_items = pl.concat([month_items, posted.rename({"amount_kop": "outstanding_kop"})])
-        penalties = _penalties(penalty_lines, history, schemes if last else None)
-        bal = balances(opening, lines, allocations, penalties=penalties, recalculations=recalcs)
-        service_opening = items.group_by(_SVC).agg(pl.col("outstanding_kop").sum().alias("opening_kop"))
-        service_bal = balances(service_opening, lines, allocations, tuple(_SVC), penalties=posted,
-                               recalculations=recalcs)
-        debts = _last_debts(month_items, history.frame("history_debts")) if last else month_items
-        totals = _check(period, bal, service_bal, debts, allocations, lines, booked)
-        meter_volumes = _meter_volumes(history.month("history_meter_volumes", month), meters)
-        yield CloseResult(
-            period=period, lines=lines, meter_volumes=meter_volumes,
-            reading_issues=pl.DataFrame(schema=_READING_ISSUES), allocations=allocations, balances=bal,
-            service_balances=service_bal, debts=debts.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA),
-            due_date=_due(due_rules, period), totals=totals, penalties=penalties,
-            recalculations=recalcs, settlements=None,
-        )
-        items = debts
-        opening = bal.select("account_id", "supplier_id", pl.col("closing_kop").alias("opening_kop"))
+
+def _month(period: Period, given: dict[str, pl.DataFrame], state: _State | None,
+           schemes: pl.DataFrame | None, codes: Codes | None) -> tuple[CloseResult, _State]:
+    """One migrated month from its history ``given`` and the previous month's ``state``
+    (None: the first month, opened from ``given["opening"]``); ``schemes`` in the last month."""
+    month = str(period)
+    if state is None:
+        state = _opening_state(given["opening"], period)
+    items, opening = state.items, state.opening
+    mine = given["history_charges"]
+    lines = _lines(mine.filter(pl.col("service_id") != PENALTY_SERVICE), period)
+    recalcs = _recalculations(given["history_recalculations"])
+    booked = _payments(given["history_payments"])
+    allocations, month_items = _ledger(items, lines, recalcs, booked, month, codes)
+    penalty_lines = mine.filter(pl.col("service_id") == PENALTY_SERVICE).group_by(
+        "account_id", "supplier_id").agg(pl.col("amount_kop").sum()).filter(pl.col("amount_kop") != 0)
+    del mine
+    posted = penalty_lines.select(
+        "account_id", pl.lit(PENALTY_SERVICE).alias("service_id"), "supplier_id",
+        pl.lit(month).alias("charge_period"), "amount_kop")
+    # This month's penalty items have this month's key: nothing to merge with (as in a close).
+    month_items = pl.concat([month_items, posted.rename({"amount_kop": "outstanding_kop"})])
+    last = schemes is not None
+    penalties = _penalties(penalty_lines, given, schemes)
+    bal = balances(opening, lines, allocations, penalties=penalties, recalculations=recalcs)
+    service_opening = items.group_by(_SVC).agg(pl.col("outstanding_kop").sum().alias("opening_kop"))
+    service_bal = balances(service_opening, lines, allocations, tuple(_SVC), penalties=posted,
+                           recalculations=recalcs)
+    debts = _last_debts(month_items, given["history_debts"]) if last else month_items
+    totals = _check(period, bal, service_bal, debts, allocations, lines, booked)
+    items_schema = typed(ITEM_SCHEMA)
+    result = CloseResult(
+        period=period, lines=lines, meter_volumes=pl.DataFrame(schema=_METER_VOLUMES),
+        reading_issues=pl.DataFrame(schema=_READING_ISSUES), allocations=allocations, balances=bal,
+        service_balances=service_bal, debts=debts.select(list(items_schema)).cast(items_schema),
+        due_date=None, totals=totals, penalties=penalties, recalculations=recalcs, settlements=None,
+    )
+    closing = bal.select("account_id", "supplier_id", pl.col("closing_kop").alias("opening_kop"))
+    return result, _State(debts, closing)
 
 
 def _check_months(history: History, months: list[str]) -> None:
@@ -165,12 +241,21 @@ def _merge(items: pl.DataFrame) -> pl.DataFrame:
     """Open items summed by key, settled ones dropped; an overpaid month becomes an advance."""
     overpaid = (pl.col("charge_period").is_not_null() & (pl.col("outstanding_kop") < 0)
                 & (pl.col("service_id").fill_null("") != PENALTY_SERVICE))
-    return (items.lazy().select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)
+    schema = typed(ITEM_SCHEMA)
+    return (items.lazy().select(list(schema)).cast(schema)
             .group_by(ITEM_KEY).agg(pl.col("outstanding_kop").sum())
             .with_columns(pl.when(overpaid).then(pl.lit(None, pl.String)).otherwise(pl.col("charge_period"))
                           .alias("charge_period"))
             .group_by(ITEM_KEY).agg(pl.col("outstanding_kop").sum())
-            .filter(pl.col("outstanding_kop") != 0).select(list(ITEM_SCHEMA)).collect())
+            .filter(pl.col("outstanding_kop") != 0).select(list(schema)).collect())
+
+
+def _merge_accounts(items: pl.DataFrame, more: pl.DataFrame, accounts: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_merge` of ``items`` and ``more`` where only the ``accounts`` (one column
+    ``account_id``) can change: the other accounts' items, merged already, pass as they are."""
+    keep = items.join(accounts, on="account_id", how="anti")
+    change = items.join(accounts, on="account_id", how="semi")
+    return pl.concat([keep, _merge(pl.concat([change, more.select(list(change.columns))]))])
 
 
 def _lines(rows: pl.DataFrame, period: Period) -> pl.DataFrame:
@@ -184,7 +269,7 @@ def _lines(rows: pl.DataFrame, period: Period) -> pl.DataFrame:
     return rows.lazy().select([
         (given[name] if name in given else pl.col(name) if name in have else pl.lit(None)).cast(dtype)
         .alias(name)
-        for name, dtype in LINE_SCHEMA.items()
+        for name, dtype in typed(LINE_SCHEMA).items()
     ]).sort("account_id", "service_id", "supplier_id").collect()
 
 
@@ -193,7 +278,7 @@ def _recalculations(rows: pl.DataFrame) -> pl.DataFrame:
         "account_id", "service_id", "supplier_id", "origin_period", "amount_kop", "reason",
         pl.lit(None, pl.Int64).alias("excess_minutes"), pl.lit("recalculation").alias("kind"),
         pl.lit(None, pl.Int32).alias("settles_year"),
-    ).cast(RECALC_SCHEMA).sort(*_SVC, "origin_period", "amount_kop")
+    ).cast(typed(RECALC_SCHEMA)).sort(*_SVC, "origin_period", "amount_kop")
 
 
 def _payments(rows: pl.DataFrame) -> pl.DataFrame:
@@ -208,12 +293,14 @@ def _payments(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _ledger(items: pl.DataFrame, lines: pl.DataFrame, recalcs: pl.DataFrame, booked: pl.DataFrame,
-            month: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+            month: str, codes: Codes | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One month of the ledger: (allocations, open items at the month's end).
 
     The old system's parts are taken first, as they are (a part for an earlier month
     before, a part for this month with this month's charges); then our ledger applies
-    the payments it did not split, oldest debt first, and offsets advances.
+    the payments it did not split, oldest debt first, and offsets advances. A payment that
+    pays whole months exactly (:func:`_exact_payments`, most of them) is booked here as the
+    ledger would book it; :func:`apply_period` gets the other accounts only.
     """
     parts = booked.filter(pl.col("split"))
     split = parts.select(
@@ -222,11 +309,11 @@ def _ledger(items: pl.DataFrame, lines: pl.DataFrame, recalcs: pl.DataFrame, boo
         .when(pl.col("charge_period").is_null()).then(pl.lit("advance"))
         .otherwise(pl.lit("payment")).alias("kind"),
         "amount_kop",
-    ).cast(ALLOCATION_SCHEMA)
+    ).cast(typed(ALLOCATION_SCHEMA))
     earlier = split.filter(pl.col("charge_period").is_null() | (pl.col("charge_period") != month))
     if earlier.height:
-        items = _merge(pl.concat([
-            items, earlier.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop"))]))
+        paid_earlier = earlier.select(*ITEM_KEY, (-pl.col("amount_kop")).alias("outstanding_kop"))
+        items = _merge_accounts(items, paid_earlier, earlier.select("account_id").unique())
     now = split.filter(pl.col("charge_period") == month)
     movements = pl.concat([
         lines.select(*_SVC, "amount_kop", pl.lit(month).alias("charge_period")),
@@ -241,30 +328,114 @@ def _ledger(items: pl.DataFrame, lines: pl.DataFrame, recalcs: pl.DataFrame, boo
     )
     refused = ours.filter(pl.col("amount_kop") < 0)
     if refused.height:
-        first = refused.row(0, named=True)
+        first = (codes.decode(refused) if codes is not None else refused).row(0, named=True)
         raise BillingError(
             f"Возврат {first['payment_id']} ({first['agent']}, счёт {first['account_id']}) без разбивки "
             "по услугам: укажите услугу, поставщика и месяц, к которым он относится.")
-    ledger_allocations, after = apply_period(items, movements, ours.select(list(PAYMENT_SCHEMA)), month)
-    allocations = pl.concat([
-        split, ledger_allocations.select(list(ALLOCATION_SCHEMA)).cast(ALLOCATION_SCHEMA)])
+    exact = _exact_payments(items, movements, ours.select(list(PAYMENT_SCHEMA)), month)
+    rest = exact.accounts.lazy()
+    ledger_allocations, after = apply_period(
+        items.lazy().join(rest, on="account_id", how="semi").collect(),
+        movements.lazy().join(rest, on="account_id", how="semi").collect(),
+        ours.lazy().join(rest, on="account_id", how="semi").select(list(PAYMENT_SCHEMA)).collect(), month)
+    schema = typed(ALLOCATION_SCHEMA)
+    allocations = pl.concat([split, exact.allocations.select(list(schema)).cast(schema),
+                             ledger_allocations.select(list(schema)).cast(schema)])
     allocations = allocations.filter(pl.col("amount_kop") != 0).sort(
         "account_id", "paid_on", "agent", "payment_id", "charge_period", "service_id", "supplier_id",
         nulls_last=True)
+    items_schema = typed(ITEM_SCHEMA)
+    after = pl.concat([exact.items.select(list(items_schema)).cast(items_schema),
+                       after.select(list(items_schema)).cast(items_schema)])
     overpaid = after.filter(pl.col("charge_period").is_not_null() & (pl.col("outstanding_kop") < 0)
                             & (pl.col("service_id") != PENALTY_SERVICE))
-    return allocations, _merge(after) if overpaid.height else after
+    if not overpaid.height:
+        return allocations, after
+    return allocations, _merge_accounts(after, after.clear(), overpaid.select("account_id").unique())
 
 
-def _penalties(lines: pl.DataFrame, history: History, schemes: pl.DataFrame | None) -> pl.DataFrame:
+@dataclass(frozen=True)
+class _Exact:
+    """:func:`_exact_payments`: what the ledger would do for the simple accounts, and the others."""
+
+    allocations: pl.DataFrame  # the simple accounts' allocations (ALLOCATION_SCHEMA)
+    items: pl.DataFrame  # the simple accounts' open items at the month's end (ITEM_SCHEMA)
+    accounts: pl.DataFrame  # the other accounts (one column account_id): for apply_period
+
+
+def _exact_payments(items: pl.DataFrame, movements: pl.DataFrame, payments: pl.DataFrame,
+                    month: str) -> _Exact:
+    """The month of the accounts whose ledger is plain, booked exactly as
+    :func:`~pipeline.allocate.ledger.apply_period` books it, without its machinery.
+
+    An account is plain when nothing in it asks for more than adding this month's charges
+    to its open items and, with at most one payment, paying whole months: no recalculation
+    of an earlier month, no advance or overpaid item (nothing negative), no item without a
+    month or of this month or later among the open ones, and its one payment either names
+    a month (not the penalties) and equals exactly what that month owes, or names none and
+    equals exactly the oldest months' debts up to one of them. Such a payment pays each of
+    those items its outstanding amount, oldest first and in full (so no proportional split,
+    no advance): the items go, the allocations are one ``payment`` row per item. Every
+    other account goes to ``apply_period`` (its accounts are independent of each other).
+    """
+    new = movements.lazy().filter(pl.col("charge_period") == month).group_by(ITEM_KEY).agg(
+        pl.col("amount_kop").sum().alias("outstanding_kop"))
+    combined = pl.concat([items.lazy().select([*ITEM_KEY, "outstanding_kop"]),
+                          new.cast({"outstanding_kop": pl.Int64})]).filter(
+        pl.col("outstanding_kop") != 0).collect()
+    positive = payments.filter(pl.col("amount_kop") > 0)
+    odd = pl.concat([
+        movements.filter(pl.col("charge_period").is_null() | (pl.col("charge_period") != month))
+        .select("account_id"),
+        combined.filter(pl.col("outstanding_kop") < 0).select("account_id"),
+        items.filter(pl.col("charge_period").is_null() | (pl.col("charge_period") >= month))
+        .select("account_id"),
+        payments.filter((pl.col("amount_kop") <= 0) | (pl.col("period") == PENALTY_PURPOSE)
+                        | (pl.len().over("account_id") > 1)).select("account_id"),
+    ]).unique()
+    plain = positive.join(odd, on="account_id", how="anti")
+    months = combined.lazy().filter(PAYABLE).join(plain.lazy().select("account_id", "period", "amount_kop"),
+                                                  on="account_id", how="inner").group_by(
+        "account_id", "charge_period").agg(pl.col("outstanding_kop").sum().alias("_month"),
+                                           pl.col("period").first(), pl.col("amount_kop").first())
+    # The month the payment pays up to: the named one when it owes the payment exactly, else
+    # (unnamed) the month whose debts up to it sum to the payment exactly.
+    upto = months.sort("account_id", "charge_period").with_columns(
+        pl.col("_month").cum_sum().over("account_id").alias("_upto")).filter(
+        pl.when(pl.col("period").is_not_null())
+        .then((pl.col("charge_period") == pl.col("period")) & (pl.col("_month") == pl.col("amount_kop")))
+        .otherwise(pl.col("_upto") == pl.col("amount_kop"))).select(
+        "account_id", pl.col("charge_period").alias("_upto_month"))
+    exact = plain.lazy().join(upto, on="account_id", how="inner").select(
+        "account_id", "payment_id", "agent", "paid_on", "period", "_upto_month").collect()
+    simple = pl.concat([exact.select("account_id"), combined.select("account_id").unique()
+                        .join(positive, on="account_id", how="anti")
+                        .join(odd, on="account_id", how="anti")])
+    mine = combined.lazy().join(simple.lazy(), on="account_id", how="semi").join(
+        exact.lazy(), on="account_id", how="left").with_columns(
+        (PAYABLE & pl.col("_upto_month").is_not_null()
+         & pl.when(pl.col("period").is_not_null()).then(pl.col("charge_period") == pl.col("period"))
+         .otherwise(pl.col("charge_period") <= pl.col("_upto_month"))).alias("_paid")).collect()
+    allocations = mine.filter("_paid").select(
+        "payment_id", "agent", "account_id", "service_id", "supplier_id", "charge_period", "paid_on",
+        pl.lit("payment").alias("kind"), pl.col("outstanding_kop").alias("amount_kop"))
+    left = mine.filter(~pl.col("_paid")).select([*ITEM_KEY, "outstanding_kop"])
+    others = pl.concat([combined.select("account_id"), payments.select("account_id"),
+                        movements.select("account_id")]).unique().join(simple, on="account_id", how="anti")
+    return _Exact(allocations, left, others)
+
+
+def _penalties(lines: pl.DataFrame, given: dict[str, pl.DataFrame], schemes: pl.DataFrame | None
+               ) -> pl.DataFrame:
     """The month's penalties: its penalty lines (no debt month) and, in the last month
     (``schemes`` given), the accrued penalty of every debt the first close continues."""
     unknown = [pl.lit(None, PENALTY_COLUMNS[c]).alias(c)
                for c in ("charge_period", "scheme", "due_date", "debt_kop", "cumulative_kop")]
-    rows = [lines.select("account_id", "supplier_id", *unknown, "amount_kop").cast(PENALTY_COLUMNS)]
+    schema = typed(PENALTY_COLUMNS)
+    rows = [lines.select("account_id", "supplier_id", *unknown, "amount_kop").cast(schema)]
     if schemes is not None:
-        accrued = history.frame("history_penalties")
-        debts = history.frame("history_debts").filter(
+        accrued = given["history_penalties"]
+        debts = given["history_debts"].filter(
             (pl.col("service_id") != PENALTY_SERVICE) & pl.col("charge_period").is_not_null())
         facts = debts.join(schemes, on="service_id", how="left").group_by(_BUCKET).agg(
             pl.col("amount_kop").sum().alias("debt_kop"), pl.col("due_date").min(),
@@ -274,7 +445,7 @@ def _penalties(lines: pl.DataFrame, history: History, schemes: pl.DataFrame | No
         rows.append(accrued.join(facts, on=_BUCKET, how="left").select(
             *_BUCKET, pl.col("scheme").fill_null("standard"), "due_date", "debt_kop",
             pl.col("accrued_kop").alias("cumulative_kop"), pl.lit(0, pl.Int64).alias("amount_kop"),
-        ).cast(PENALTY_COLUMNS))
+        ).cast(schema))
     return pl.concat(rows).sort(_BUCKET, nulls_last=True)
 
 
@@ -318,11 +489,11 @@ def _check(period: Period, bal: pl.DataFrame, service_bal: pl.DataFrame, debts: 
     }
     wrong = bal.filter(pl.col("closing_kop") != pl.col("opening_kop") + pl.col("charged_kop")
                        + pl.col("recalculated_kop") + pl.col("penalty_kop") - pl.col("paid_kop"))
+    # Per account, service and supplier: closing − open items ≠ 0 (one lazy sum: the streaming engine).
     off = pl.concat([
-        service_bal.select(*_SVC, "closing_kop", pl.lit(0, pl.Int64).alias("outstanding_kop")),
-        debts.select(*_SVC, pl.lit(0, pl.Int64).alias("closing_kop"), "outstanding_kop"),
-    ]).group_by(_SVC).agg(pl.col("closing_kop").sum(), pl.col("outstanding_kop").sum()).filter(
-        pl.col("closing_kop") != pl.col("outstanding_kop"))
+        service_bal.lazy().select(*_SVC, pl.col("closing_kop").alias("_off")),
+        debts.lazy().select(*_SVC, (-pl.col("outstanding_kop")).alias("_off")),
+    ]).group_by(_SVC).agg(pl.col("_off").sum()).filter(pl.col("_off") != 0).collect()
     expected = (totals["opening"] + totals["charged"] + totals["recalculated"] + totals["penalty"]
                 - totals["allocated"])
     if wrong.height or off.height or totals["closing"] != expected or totals["allocated"] != totals["paid"]:
@@ -338,6 +509,16 @@ def _manifest(folder: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class SealedHistory:
+    """What :func:`seal_months` did: the sealed periods, and every month's closing balances
+    compared with the old system's (:func:`pipeline.migrate.reconcile.closing_month`), made
+    while the month was in memory so that the reconciliation does not read them back."""
+
+    periods: list[Path]
+    closing: pl.DataFrame
+
+
 def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> list[Path]:
     """Seal every migrated month as ``periods/YYYY-MM/`` marked ``"migrated": true``; their paths.
 
@@ -346,9 +527,20 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
     carry the current store version and rule hashes, so the first close recomputes a
     migrated month only when a register or rule changes after the move.
     """
+    return seal_months(ws, history, replace=replace).periods
+
+
+def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> SealedHistory:
+    """:func:`seal_history`, and the months' closing comparison for the reconciliation.
+
+    Month M+1 is computed while month M is converted, written, hashed and compared in a
+    second thread (Polars and hashlib release the GIL: both cores work); the months are
+    still sealed one after another, in order (each manifest is chained to the one before).
+    """
     from pipeline.close.inputs import CHARGE_RULES, CloseInputs, rules_sha256
     from pipeline.close.seal import seal
     from pipeline.ingest.registers import current_version, load_store
+    from pipeline.migrate.reconcile import closing_month
     from rules import load_rules, read_rule_table
 
     ws.require()
@@ -365,6 +557,7 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
     version = current_version(ws)
     regs = load_store(ws, version)
     rules = load_rules(ws.rules)
+    tolerance = ws.typed_settings().migration.tolerance_kop
     results = iter_migrated_results(history, regs, rules, read_rule_table(ws.rules, "due_dates"))
     empty = pl.DataFrame()
     stamp = CloseInputs(
@@ -375,6 +568,16 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
     )
     extra = {"migrated": True, "source": history.source,
              "migration_files_sha256": dict(sorted(history.files_sha256.items()))}
+    closing: list[pl.DataFrame] = []
+
+    def write(result: CloseResult) -> Path:
+        path = seal(ws, result, stamp, extra=extra, reports=False)
+        month = str(result.period)
+        closing.append(closing_month(history.month("history_balances", month),
+                                     result.service_balances.with_columns(pl.lit(month).alias("period")),
+                                     tolerance))
+        return path
+
     # The months are sealed one by one as they are rebuilt; the replaced ones wait aside until
     # every new month is sealed, and come back if one fails (the workspace is as it was).
     aside = ws.period_dir(".replaced-migration")
@@ -384,9 +587,11 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
         aside.mkdir(parents=True, exist_ok=True)
         ws.period_dir(p).rename(aside / p)
     written: list[Path] = []
+    # One month after another: writing month m in a thread while m + 1 is computed was measured
+    # and gave nothing on 2 busy cores (stop 22), only contention.
     try:
         for result in results:
-            written.append(seal(ws, result, stamp, extra=extra, reports=False))
+            written.append(write(result))
     except BaseException:
         for path in written:
             shutil.rmtree(path, ignore_errors=True)
@@ -395,4 +600,4 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
         shutil.rmtree(aside, ignore_errors=True)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-    return written
+    return SealedHistory(written, pl.concat(closing))  # months is never empty (iter_migrated_results)

@@ -132,6 +132,28 @@ def _closing_month(balances: pl.DataFrame, ours: pl.DataFrame, tolerance_kop: in
     return both.filter(pl.col("difference_kop").abs() > tolerance_kop)
 
 
+def closing_month(balances: pl.DataFrame, service_balances: pl.DataFrame, tolerance_kop: int) -> pl.DataFrame:
+    """One month's closing comparison: the old system's ``history_balances`` of the month against
+    our ``service_balances`` of it (with ``period``, in integers), the keys that differ by more
+    than the tolerance. :func:`differences` takes a list of them (``closing``) as made by the
+    migration while it sealed the months.
+
+    The keys are first narrowed to those whose closing differs, in one lazy sum (most keys
+    agree): a key's row depends on that key's rows only. A key with an empty part (no
+    supplier) is always looked at closely, as the comparison does not match such keys
+    between the two sides."""
+    have = [*KEY, "period"]
+    any_null = pl.any_horizontal(pl.col(k).is_null() for k in have)
+    suspects = pl.concat([
+        balances.lazy().select(*have, pl.col("closing_kop").fill_null(0).alias("_off")),
+        service_balances.lazy().select(*have, -pl.col("closing_kop").fill_null(0).alias("_off")),
+    ]).group_by(have).agg(pl.col("_off").sum()).filter(
+        (pl.col("_off").abs() > tolerance_kop) | any_null).select(have).collect()
+    on = {"on": have, "how": "semi", "nulls_equal": True}
+    return _closing_month(balances.join(suspects, **on),  # type: ignore[arg-type]
+                          _ours(service_balances.join(suspects, **on)), tolerance_kop)  # type: ignore[arg-type]
+
+
 def _closing(broken: pl.DataFrame) -> pl.DataFrame:
     """Per key the first month whose closing differs, and how many later months differ too."""
     broken = broken.sort([*KEY, "period"])
@@ -231,15 +253,17 @@ def _where(regs: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 
 def differences(history: History, service_balances: pl.DataFrame | Callable[[str], pl.DataFrame],
-                regs: dict[str, pl.DataFrame], tolerance_kop: int = 0, due_rules: pl.DataFrame | None = None
-                ) -> pl.DataFrame:
+                regs: dict[str, pl.DataFrame], tolerance_kop: int = 0, due_rules: pl.DataFrame | None = None,
+                closing: pl.DataFrame | None = None) -> pl.DataFrame:
     """Every difference between the old system's figures and ours (:data:`DIFF_SCHEMA`, sorted).
 
     ``service_balances``: our sealed migrated months (period, account_id, service_id,
     supplier_id, ``opening_kop`` … ``closing_kop``), or a function giving one month's
     (the months are compared one at a time). ``due_rules``: the ``due_dates`` rule
-    table (from, day); None → the one shipped with the engine. Sorted by kind (closing,
-    debts, due_date), account, supplier, service and month.
+    table (from, day); None → the one shipped with the engine. ``closing``: every month's
+    :func:`closing_month` with this tolerance, already made (then only the last month of
+    ``service_balances`` is read). Sorted by kind (closing, debts, due_date), account,
+    supplier, service and month.
     """
     if tolerance_kop < 0:
         raise BillingError(f"Допуск сверки не может быть отрицательным: {tolerance_kop} коп.")
@@ -247,8 +271,9 @@ def differences(history: History, service_balances: pl.DataFrame | Callable[[str
     if isinstance(service_balances, pl.DataFrame):
         frame = service_balances
         service_balances = lambda month: frame.filter(pl.col("period") == month)  # noqa: E731
-    broken = [_closing_month(history.month("history_balances", m), _ours(service_balances(m)), tolerance_kop)
-              for m in months]
+    broken = [closing] if closing is not None else [
+        closing_month(history.month("history_balances", m), service_balances(m), tolerance_kop)
+        for m in months]
     debts = history.frame("history_debts")
     empty = pl.DataFrame(schema={c: DIFF_SCHEMA[c] for c in _NO_BUILDING})
     found = pl.concat([
@@ -504,8 +529,13 @@ def store_reconciliation(ws: Workspace, frame: pl.DataFrame, *, periods: list[st
     return meta
 
 
-def reconcile(ws: Workspace) -> Reconciliation:
-    """Reconcile the loaded history with the sealed migrated periods; write the reports and the store."""
+def reconcile(ws: Workspace, closing: pl.DataFrame | None = None) -> Reconciliation:
+    """Reconcile the loaded history with the sealed migrated periods; write the reports and the store.
+
+    ``closing``: the months' closing comparison made while they were sealed
+    (:class:`pipeline.migrate.periods.SealedHistory`), so that ``billing migrate load`` does
+    not read every month back; None (``billing migrate report``): read from the periods.
+    """
     from pipeline.ingest.registers import load_store
     from rules import read_rule_table
 
@@ -525,7 +555,7 @@ def reconcile(ws: Workspace) -> Reconciliation:
                                         **{f"{m}_kop": pl.Int64 for m in MONEY}})
         return read_internal(ws.period_dir(month), "service_balances")
 
-    frame = differences(history, ours, regs, tolerance, read_rule_table(ws.rules, "due_dates"))
+    frame = differences(history, ours, regs, tolerance, read_rule_table(ws.rules, "due_dates"), closing)
     by_building = totals_by_building(frame, regs)
     by_supplier = totals_by_supplier(frame, regs)
     created = datetime.combine(Period.parse(history.last).last, time())

@@ -3,7 +3,7 @@
 One command under the workspace lock: :func:`pipeline.migrate.history.read_history` (the
 mapping, the checks, a reject report for every refused cell), the history saved in
 ``store/migration/``, every month sealed as a migrated period
-(:func:`pipeline.migrate.periods.seal_history`), then the reconciliation
+(:func:`pipeline.migrate.periods.seal_months`), then the reconciliation
 (:func:`pipeline.migrate.reconcile.reconcile`) with its reports. Audited.
 """
 
@@ -48,7 +48,7 @@ def migrate_load(ws: Workspace, directory: Path | None = None, replace: bool = F
     """Load the old system's export from ``directory`` (default ``HOME/migration``) and seal it."""
     from pipeline.migrate.history import read_history, write_history_rejects
     from pipeline.migrate.model import save_history, staging_folder
-    from pipeline.migrate.periods import seal_history
+    from pipeline.migrate.periods import seal_months
     from pipeline.migrate.reconcile import reconcile
 
     seconds: dict[str, float] = {}
@@ -65,17 +65,17 @@ def migrate_load(ws: Workspace, directory: Path | None = None, replace: bool = F
     lap("read")
     try:
         rejects_path = write_history_rejects(ws, rejects)
-        periods = seal_history(ws, history, replace=replace)
+        sealed = seal_months(ws, history, replace=replace)
         lap("seal")
         save_history(ws, history)
         lap("save")
     finally:  # the months read into the staging folder go to the store, or away
         shutil.rmtree(staging_folder(ws), ignore_errors=True)
-    found = reconcile(ws)
+    found = reconcile(ws, sealed.closing)  # the months compared while they were sealed
     lap("reconcile")
     result = MigrationResult(
         history.source, history.months, rows,
-        rejects.height, rejects_path, periods, found.differences.height, found.total_abs_kop,
+        rejects.height, rejects_path, sealed.periods, found.differences.height, found.total_abs_kop,
         [found.xlsx_path, found.pdf_path], seconds)
     audit(ws, "migrate load", inputs={"directory": str(directory or ws.home / "migration"),
                                       "replace": replace, "files_sha256": history.files_sha256},
