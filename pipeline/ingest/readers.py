@@ -47,7 +47,7 @@ def decode_text(data: bytes, name: str = "файл") -> tuple[str, str]:
     ('Дом', 'utf-8')
     >>> decode_text("Дом\\n".encode() + "Дом".encode("cp1251"), "a.csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    pipeline.workspace.BillingError: a.csv: файл в смешанной кодировке: строка 1 в UTF-8, со строки 2 ...
+    pipeline.errors.BillingError: a.csv: файл в смешанной кодировке: строка 1 в UTF-8, со строки 2 ...
     """
     bom = data.startswith(b"\xef\xbb\xbf")
     body = data[3:] if bom else data
@@ -284,7 +284,7 @@ class _Pieces:
 
 
 def _last_record_end(data: bytes) -> int:
-    """The offset just after the last line break of ``data`` that is outside quotes (0: none).
+    r"""The offset just after the last line break of ``data`` that is outside quotes (0: none).
 
     An even count of ``"`` before a line break puts it outside quotes (``""`` inside a
     quoted cell counts twice).
