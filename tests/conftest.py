@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             top = ""
         if top in INTEGRATION_DIRS or DISK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+def pdf_layout_text(pdf: Path) -> str:
+    """The text layer of ``pdf`` as ``pdftotext -layout`` gives it, runs of spaces made one.
+
+    Without poppler-utils the test is skipped, but fails under CI (scripts/setup.sh installs it)."""
+    import shutil
+
+    if shutil.which("pdftotext") is None:
+        message = "нет pdftotext: scripts/setup.sh ставит poppler-utils"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
+    return re.sub(r"[ \u00a0]+", " ", out.stdout)

@@ -311,12 +311,8 @@ def write_extract(ws: Workspace, account_id: str, first: str, last: str | None =
     check_extract(frame, balances, card, names)
     doc = _document(ws, regs, account_id)
     view = _extract_view(account_id, doc, frame, names, periods, today or date.today())
-    html = _env().get_template("extract.html.j2").render(v=view)
-    target = out_dir or (ws.home / "statements")
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{account_id}-extract-{periods[0]}-{periods[-1]}.pdf"
-    atomic_write_bytes(path, _pdf(html))
-    return path
+    return _write(ws, out_dir, f"{account_id}-extract-{periods[0]}-{periods[-1]}.pdf", "extract.html.j2",
+                  view)
 
 
 @dataclass(frozen=True)
@@ -378,11 +374,15 @@ def write_nodebt(ws: Workspace, account_id: str, period: str | None = None, out_
         "suppliers": [{"name": _supplier_title(s, names), "closing": format_rub(k)}
                       for s, k in sorted(state.closing.items())],
     }
-    html = _env().get_template("nodebt.html.j2").render(v=view)
+    return _write(ws, out_dir, f"{account_id}-nodebt-{state.period}.pdf", "nodebt.html.j2", view)
+
+
+def _write(ws: Workspace, out_dir: Path | None, name: str, template: str, view: dict[str, Any]) -> Path:
+    """``template`` rendered with ``view`` into the PDF ``name`` (default folder HOME/statements)."""
     target = out_dir or (ws.home / "statements")
     target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{account_id}-nodebt-{state.period}.pdf"
-    atomic_write_bytes(path, _pdf(html))
+    path = target / name
+    atomic_write_bytes(path, _pdf(_env().get_template(template).render(v=view)))
     return path
 
 

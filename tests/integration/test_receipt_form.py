@@ -8,13 +8,9 @@ August). Every figure the receipt prints is compared with the sealed period's ta
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -27,7 +23,7 @@ from pipeline.money import div_half_up_int, format_rub
 from pipeline.render.qr import parse_payload
 from pipeline.sealed import read_internal
 from pipeline.workspace import Workspace
-from tests.conftest import RESIDENTS, write_registers
+from tests.conftest import RESIDENTS, pdf_layout_text, write_registers
 from tests.render.test_qr import decoded_codes
 
 PAYMENTS = """\
@@ -45,14 +41,7 @@ M1,2026-10-20,118.000,lk
 """
 
 
-def _text(pdf: Path) -> str:
-    if shutil.which("pdftotext") is None:
-        message = "нет pdftotext: scripts/setup.sh ставит poppler-utils"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    out = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
-    return re.sub(r"[ \u00a0]+", " ", out.stdout)
+_text = pdf_layout_text
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,7 @@ date, place and document are in the register, VK has an ОГРН.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -39,7 +36,15 @@ from pipeline.penalties.parties import UNKNOWN, creditor, debtor
 from pipeline.penalties.scalar import bucket_penalty
 from pipeline.sealed import read_internal
 from pipeline.workspace import BillingError, Workspace, init_workspace
-from tests.conftest import ACCOUNTS, BUILDING_SERVICES, ORGS, RESIDENTS, TOWN, write_registers
+from tests.conftest import (
+    ACCOUNTS,
+    BUILDING_SERVICES,
+    ORGS,
+    RESIDENTS,
+    TOWN,
+    pdf_layout_text,
+    write_registers,
+)
 
 UNTIL = date(2027, 3, 31)
 PERIODS = ("2026-08", "2026-09", "2026-10")
@@ -85,14 +90,7 @@ def town4(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return collecting_town(tmp_path_factory.mktemp("court") / "home")
 
 
-def pdf_text(pdf: Path) -> str:
-    if shutil.which("pdftotext") is None:
-        message = "нет pdftotext: scripts/setup.sh ставит poppler-utils"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    out = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
-    return re.sub(r"[ \u00a0]+", " ", out.stdout)
+pdf_text = pdf_layout_text
 
 
 def rub(kop: int) -> str:
