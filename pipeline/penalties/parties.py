@@ -37,7 +37,7 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def share_text(share: Decimal | float | str | None) -> str | None:
+def share_text(share: Decimal | str | None) -> str | None:
     """A share of ownership as a court reads it: ``1/2``, ``1/3``; ``None`` for the whole.
 
     >>> share_text(Decimal("0.5")), share_text(Decimal("0.3333")), share_text(Decimal("1")), share_text(None)
