@@ -1197,7 +1197,7 @@ def report_card(
     ws = _ws(home).require()
     from pipeline.ingest.registers import load_store
 
-    tables = read_sealed(ws, periods, org)
+    tables = read_sealed(ws, periods, org, account=account)
     services = dict(read_rule_table(ws.rules, "services").select("service_id", "name").iter_rows())
     card = account_card(account, tables, load_store(ws), services, periods)
     check_card(card)

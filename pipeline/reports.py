@@ -26,7 +26,7 @@ import polars as pl
 
 from pipeline.allocate.ledger import PAID_KINDS
 from pipeline.money import kopecks_to_decimal_expr
-from pipeline.sealed import has_table, read_internal
+from pipeline.sealed import has_table, read_internal, scan_internal
 from pipeline.tables import excel_csv_bytes
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes
 from pipeline.xlsx import workbook_bytes
@@ -159,12 +159,15 @@ def period_range(first: str, last: str | None) -> list[str]:
     return [str(p) for p in out]
 
 
-def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> dict[str, pl.DataFrame]:
+def read_sealed(ws: Workspace, periods: list[str], org: str | None = None,
+                account: str | None = None) -> dict[str, pl.DataFrame]:
     """The report tables of ``periods``, verified against their manifests, money in kopecks.
 
     Every period must be sealed (a report over an open month would change under the
     reader). ``org`` keeps one organization's rows: those of the buildings it manages and
     of its own services, as every view of ``billing sql --org`` (:func:`pipeline.analytics.org_predicate`).
+    ``account`` keeps one account's rows, before ``org`` is applied (the card of one account
+    of a million does not send the million through the organization's filter).
     """
     from pipeline.verify import check_sealed
 
@@ -177,9 +180,14 @@ def read_sealed(ws: Workspace, periods: list[str], org: str | None = None) -> di
     out: dict[str, pl.DataFrame] = {}
     for name in REPORT_TABLES:
         # The declared columns (pipeline.sealed: one file or its parts), money in kopecks (``*_kop``).
-        frames = [read_internal(ws.period_dir(p), name) for p in periods if has_table(ws.period_dir(p), name)]
-        if not frames:
+        folders = [ws.period_dir(p) for p in periods if has_table(ws.period_dir(p), name)]
+        if not folders:
             raise BillingError(f"В закрытом периоде {periods[0]} нет таблицы {name}.")
+        if account is None:
+            frames = [read_internal(f, name) for f in folders]
+        else:  # the filter goes down to the Parquet reader: only the account's row groups are read
+            frames = [scan_internal(f, name).filter(pl.col("account_id") == account).collect()
+                      for f in folders]
         out[name] = pl.concat(frames, how="diagonal_relaxed")
     if org is not None:
         from pipeline.analytics import limit_frame

@@ -124,15 +124,11 @@ def excel_csv_bytes(frame: pl.DataFrame, titles: dict[str, str] | None = None) -
 
 def xlsx_bytes(frame: pl.DataFrame, created: datetime, sheet: str = "Лист1",
                titles: dict[str, str] | None = None) -> bytes:
-    """``frame`` as a one-sheet workbook (numbers stay numbers, dates dates), stamped ``created``."""
-    from openpyxl import Workbook
+    """``frame`` as a workbook (numbers stay numbers, dates dates), stamped ``created``.
 
-    from pipeline.xlsx import workbook_bytes
+    Written by :func:`pipeline.sheet.frame_xlsx_bytes` (a million rows in seconds, where
+    openpyxl took a minute and a half); more rows than a sheet holds go on to a next sheet.
+    """
+    from pipeline.sheet import frame_xlsx_bytes
 
-    book = Workbook(write_only=True)
-    ws = book.create_sheet(sheet)
-    ws.append([(titles or {}).get(c, c) for c in frame.columns])
-    plain = (str, int, float, Decimal, date, datetime, bool)
-    for row in frame.iter_rows():
-        ws.append([v if v is None or isinstance(v, plain) else str(v) for v in row])
-    return workbook_bytes(book, created)
+    return frame_xlsx_bytes(frame, created, sheet=sheet, titles=titles)

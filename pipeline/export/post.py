@@ -33,10 +33,10 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
 from pipeline.export.amounts import account_to_pay, load_discounts
-from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.sealed import read_internal
+from pipeline.sheet import frame_xlsx_bytes
 from pipeline.tables import excel_csv_bytes
 from pipeline.workspace import Workspace
 

@@ -52,11 +52,11 @@ import polars as pl
 
 from pipeline.dates import Period
 from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
-from pipeline.export.sheet import frame_xlsx_bytes
 from pipeline.ingest.registers import load_store
 from pipeline.money import div_half_up
 from pipeline.sealed import read_internal
 from pipeline.settings import ExportWelfare, load_section
+from pipeline.sheet import frame_xlsx_bytes
 from pipeline.workspace import BillingError, Workspace
 from rules import WELFARE_ANY_SERVICE, read_rule_table, welfare_categories, welfare_categories_on
 

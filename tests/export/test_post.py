@@ -124,7 +124,7 @@ def test_post_index_from_the_column_or_the_address() -> None:
 def test_the_fast_workbook_writer_splits_sheets_and_keeps_types(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import datetime
 
-    from pipeline.export import sheet
+    from pipeline import sheet
 
     monkeypatch.setattr(sheet, "MAX_SHEET_ROWS", 2)
     frame = pl.DataFrame({"n": [1, 2, 3, 4, 5], "t": ["<a & b>", "x\x01y", None, "Ёж", ""],

@@ -6,7 +6,8 @@ numbers as numbers, dates with a date format) from vectorised string expressions
 of rows at a time, into a ZIP whose members carry the fixed time ``created`` — so the same
 frame gives the same bytes. More rows than a sheet holds continue on the next sheet
 (``Реестр (2)``…), each with the header row. openpyxl and Excel read it (the tests read
-every export back with openpyxl).
+every export back with openpyxl). The exports, the reports (``billing report``, ``osv``,
+``card``) and the query results of ``billing sql`` all write their workbooks through it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import polars as pl
 __all__ = ["MAX_SHEET_ROWS", "frame_xlsx_bytes"]
 
 #: Data rows per sheet (a sheet holds 1 048 576 rows; the header takes one).
-MAX_SHEET_ROWS = 1_000_000
+MAX_SHEET_ROWS = 1_048_575
 _CHUNK = 100_000
 _EPOCH = date(1899, 12, 30)
 #: Characters XML 1.0 does not allow (a register cell may hold them; they are dropped).
@@ -79,8 +80,9 @@ _STYLES = (
     '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
-    '<xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
+    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    '<xf numFmtId="22" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     '</styleSheet>')
 _SHEET_HEAD = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -100,13 +102,18 @@ def _cell(name: str, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.Date:
         value = (col - pl.lit(_EPOCH)).dt.total_days().cast(pl.String)
         xml = pl.concat_str([pl.lit('<c s="1"><v>'), value, pl.lit("</v></c>")])
+    elif isinstance(dtype, pl.Datetime):  # a serial day with its fraction, to the second
+        seconds = (col.dt.replace_time_zone(None) - pl.lit(datetime(1899, 12, 30))).dt.total_seconds()
+        value = (seconds / 86_400).round(10).cast(pl.String)
+        xml = pl.concat_str([pl.lit('<c s="2"><v>'), value, pl.lit("</v></c>")])
     elif dtype.is_numeric() or isinstance(dtype, pl.Decimal):
         xml = pl.concat_str([pl.lit("<c><v>"), col.cast(pl.String), pl.lit("</v></c>")])
     elif dtype == pl.Boolean:
         flag = col.cast(pl.Int8).cast(pl.String)
         xml = pl.concat_str([pl.lit('<c t="b"><v>'), flag, pl.lit("</v></c>")])
     else:
-        xml = pl.concat_str([pl.lit('<c t="inlineStr"><is><t>'), _text(col.cast(pl.String)),
+        text = col.map_elements(str, return_dtype=pl.String) if dtype.is_nested() else col.cast(pl.String)
+        xml = pl.concat_str([pl.lit('<c t="inlineStr"><is><t>'), _text(text),
                              pl.lit("</t></is></c>")])
     return xml.fill_null("<c/>")
 
