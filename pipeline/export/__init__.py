@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -32,13 +36,45 @@ from typing import Any
 from pipeline.verify import EXPORTS_DIR, EXPORTS_MANIFEST, check_sealed
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, sha256_file, workspace_lock
 
-__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "ExportFile", "ExportReport",
-           "export_after_close", "exports_dir", "read_exports_manifest", "sealed_manifest", "write_exports"]
+__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "WRITER_THREADS", "ExportFile", "ExportReport",
+           "StagedFile", "export_after_close", "exports_dir", "read_exports_manifest", "sealed_manifest",
+           "stage_file", "staging_folder", "write_exports"]
 
 
 
 #: ``ExportFile.extra`` key: the name of the file whose records this one repeats.
 SAME_ROWS_AS = "same_rows_as"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """An export file's bytes written already by their maker (a pool worker of a region's export,
+    :func:`stage_file`) into a scratch file of a :func:`staging_folder`, not yet flushed to disk:
+    :func:`write_exports` flushes it and renames it into place. Its bytes never cross a pipe."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+def stage_file(folder: Path, data: bytes) -> StagedFile:
+    """``data`` into a scratch file (``.NAME.tmp``: :mod:`pipeline.verify` passes over it) of ``folder``."""
+    path = folder / f".{uuid.uuid4().hex}.tmp"
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return StagedFile(path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+@contextmanager
+def staging_folder(ws: Workspace, period: str) -> Iterator[Path]:
+    """A scratch folder inside the period's ``exports/`` for :func:`stage_file`; removed at the end
+    with whatever :func:`write_exports` did not rename into place (a failed or abandoned export)."""
+    folder = exports_dir(ws, period) / f".staging-{uuid.uuid4().hex}.tmp"
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -57,6 +93,12 @@ class ExportFile:
     #: More figures worth keeping in the manifest (per file). ``extra[SAME_ROWS_AS]`` names the
     #: file this one repeats in another form (an XLSX beside its CSV): its records count once.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The bytes written already (``data`` is then empty): see :class:`StagedFile`.
+    staged: StagedFile | None = None
+
+    @property
+    def size(self) -> int:
+        return self.staged.size if self.staged is not None else len(self.data)
 
 
 @dataclass(frozen=True)
@@ -117,19 +159,30 @@ def _check_name(kind: str, name: str) -> str:
 WRITER_THREADS = 4
 
 
-def _put(path: Path, period: str, rel: str, data: bytes, old: dict[str, Any] | None) -> tuple[str, str]:
+def _put(path: Path, period: str, rel: str, f: ExportFile, old: dict[str, Any] | None) -> tuple[str, str]:
     """One file of :func:`write_exports`: ``("written"|"unchanged", sha256)``; a Russian refusal when
     the name is taken by other bytes."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = f.staged.sha256 if f.staged is not None else hashlib.sha256(f.data).hexdigest()
     if old is not None or path.exists():
         if old is not None and old.get("sha256") == digest and path.is_file() and sha256_file(path) == digest:
+            if f.staged is not None:
+                f.staged.path.unlink(missing_ok=True)
             return "unchanged", digest
         raise BillingError(
             f"Выгрузка за {period}: файл exports/{rel} уже записан и отличается от новой "
             "выгрузки. Выгрузки закрытого периода не переписываются: если данные для "
             "получателя изменились, это перерасчёт в следующем периоде; если изменились "
             "настройки выгрузки, выгрузите следующий период с новыми настройками.")
-    atomic_write_bytes(path, data)
+    if f.staged is None:
+        atomic_write_bytes(path, f.data)
+        return "written", digest
+    fd = os.open(f.staged.path, os.O_RDONLY)  # on disk before it is renamed in: never a torn file
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(f.staged.path, path)
     return "written", digest
 
 
@@ -164,7 +217,7 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
                 unchanged.append(rel)
                 return
             written.append(rel)
-            added[rel] = {"kind": kind, "sha256": digest, "bytes": len(f.data), "rows": f.rows,
+            added[rel] = {"kind": kind, "sha256": digest, "bytes": f.size, "rows": f.rows,
                           "total_kop": f.total_kop, "recipient": f.recipient, "written_at": stamp,
                           **({"extra": f.extra} if f.extra else {})}
 
@@ -177,7 +230,7 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
                     seen.add(rel)
                     if SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
                         rows, total = rows + f.rows, total + f.total_kop
-                    pending.append((rel, f, pool.submit(_put, folder / rel, period, rel, f.data,
+                    pending.append((rel, f, pool.submit(_put, folder / rel, period, rel, f,
                                                              listed.get(rel))))
                     if len(pending) > 2 * WRITER_THREADS:
                         settle()
@@ -189,6 +242,9 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
                         written.append(rel)
                 for rel in written:  # new files only: nothing listed before is ever touched
                     (folder / rel).unlink(missing_ok=True)
+                close = getattr(files, "close", None)
+                if close is not None:  # a generator's own clean-up (its staging folder) runs now
+                    close()
                 raise
         if added:
             manifest["period"] = period

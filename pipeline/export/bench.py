@@ -10,7 +10,10 @@ and CPU seconds and the peak RSS so far.
 
 Machines of one kind differ by about 2× and are shared, so each export's time is given beside a
 bare baseline measured in the same run: the sealed ``balances`` table read with Polars and written
-as CSV to memory (the least any export of that period does), and its ratio to that.
+as CSV to memory (the least any export of that period does), and its ratio to that. Beside each
+export also the second floor, the disk's: its own number of files of its own sizes written and
+flushed (``fsync``) by the writer's threads, with nothing built — what a large export cannot go
+below on that machine.
 """
 
 from __future__ import annotations
@@ -101,6 +104,33 @@ def _bare(ws: Workspace, period: str) -> float:
     return time.perf_counter() - started
 
 
+def _bare_write(folder: Path, sizes: list[int]) -> float:
+    """Seconds to write files of ``sizes`` bytes into ``folder`` and flush each to disk, with the
+    threads of :func:`pipeline.export.write_exports`; the files are removed after."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.export import WRITER_THREADS
+
+    block = os.urandom(1 << 20)  # incompressible, as a disk of a host may compress
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def put(n: int, size: int) -> None:
+        with open(folder / f".bare-{n}.tmp", "wb") as fh:
+            for start in range(0, size, len(block)):
+                fh.write(block[:min(len(block), size - start)])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(WRITER_THREADS) as pool:
+            list(pool.map(put, range(len(sizes)), sizes))
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _tree_cpu(own: Callable[[], float]) -> float:
     """CPU seconds of this process, its children and the ``forkserver``'s finished workers (a pool's
     workers are the forkserver's children: :func:`pipeline.bench.cpu_seconds` misses them until it
@@ -123,11 +153,9 @@ def _gis_with(ws: Workspace, period: str, mode: str) -> Any:
     """The ГИС ЖКХ files as ``billing export gis`` makes them, but validated as ``mode`` says."""
     from dataclasses import replace
 
-    from pipeline.dates import Period
-    from pipeline.export.gis import iter_gis_files, load_limits, read_frames
+    from pipeline.export.gis import build_files, load_limits
 
-    limits = replace(load_limits(ws.rules), validate=mode)
-    return iter_gis_files(Period.parse(period), read_frames(ws, period), limits)
+    return build_files(ws, period, replace(load_limits(ws.rules), validate=mode))
 
 
 def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda _: None,
@@ -164,16 +192,19 @@ def exports_bench(accounts: int, ws: Workspace | None = None, say: Say = lambda 
             report = write_exports(ws, period, kind, make())
             seconds = time.perf_counter() - wall
             names = [*report.written, *report.unchanged]
-            size = sum((report.folder.parent / n).stat().st_size for n in names)
             used = _tree_cpu(cpu_seconds) - cpu
+            sizes = [(report.folder.parent / n).stat().st_size for n in names]
+            size = sum(sizes)
+            disk = _bare_write(report.folder.parent / f".bare-{kind}.tmp", sizes)
             row = {"kind": kind, "seconds": round(seconds, 2), "cpu_seconds": round(used, 2),
                    "files": len(names), "rows": report.rows, "bytes": size,
-                   "peak_rss_mb": round(peak_rss_mb()), "ratio": round(seconds / bare, 1) if bare else None}
+                   "peak_rss_mb": round(peak_rss_mb()), "ratio": round(seconds / bare, 1) if bare else None,
+                   "disk_seconds": round(disk, 2), "disk_ratio": round(seconds / disk, 1) if disk else None}
             if kind.startswith("gis"):
                 row["validate"] = kind[4:] or load_limits(ws.rules).validate
             rows.append(row)
             say(f"выгрузка {kind}: {seconds:.1f} с, файлов {len(names)}, записей {report.rows}, "
-                f"{row['ratio']} × голого CSV")
+                f"{row['ratio']} × голого CSV; запись тех же байтов на диск — {disk:.1f} с")
         return {"accounts": accounts, "period": period, "close_seconds": closed.get("close_seconds"),
                 "bare_csv_seconds": round(bare, 3), "exports": rows}
     finally:
@@ -189,5 +220,6 @@ def exports_summary(report: dict[str, Any]) -> list[str]:
         mode = f" (проверка по схеме: {row['validate']})" if "validate" in row else ""
         lines.append(f"  {row['kind']:<10} {row['seconds']:>7.1f} с (ЦП {row['cpu_seconds']:.1f} с){mode}, "
                      f"{row['ratio']} × голого, файлов {row['files']}, записей {row['rows']}, "
-                     f"{row['bytes'] / 1e6:.1f} МБ, пик памяти {row['peak_rss_mb']} МБ")
+                     f"{row['bytes'] / 1e6:.1f} МБ, пик памяти {row['peak_rss_mb']} МБ; "
+                     f"запись тех же байтов на диск {row['disk_seconds']:.1f} с ({row['disk_ratio']} ×)")
     return lines

@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.app import run_close
 from pipeline.dates import Period
@@ -148,8 +152,14 @@ def test_messages_validate_and_figures_equal_the_sealed_tables(sealed: Workspace
     volumes = read_table(folder, "meter_volumes").row(0, named=True)
     assert Decimal(_text(reading, ".//mdb:MeteringValue")) == volumes["curr_value"]
     assert _text(reading, ".//dm:DateValue") == str(volumes["curr_read_on"])
-    # the text is escaped, not broken
-    assert "Содержание &amp; ремонт &lt;общего&gt; имущества" in pd[0].data.decode()
+    # dictionary names only when asked for ([limits] service_names); the text escaped, not broken
+    assert "nsi:Name" not in pd[0].data.decode() + md[0].data.decode()
+    named = gis_files(Period.parse(PERIOD), read_frames(sealed, PERIOD), Limits(service_names=True))
+    assert "Содержание &amp; ремонт &lt;общего&gt; имущества" in named[0].data.decode()
+    assert schema("bills").is_valid(named[0].data)
+    assert schema("device-metering").is_valid(next(f for f in named if f.name.startswith("readings/")).data)
+    with pytest.raises(ValueError, match="service_names"):
+        Limits(service_names="да")  # type: ignore[arg-type]
 
 
 def test_missing_account_guid_goes_to_the_report(files: list) -> None:
@@ -343,6 +353,51 @@ def test_a_process_pool_gives_the_same_files_as_one_process(sealed: Workspace,
         (f.name, f.data, f.rows, f.total_kop, f.extra) for f in here]
 
 
+def test_a_pooled_export_is_written_by_the_workers_and_renamed_into_place(
+        sealed: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pool the workers write the messages (staged files); the export on disk is the
+    same bytes as one process makes, listed with their sizes, and no scratch file stays —
+    neither after it, nor after an export that fails half-way."""
+    import shutil
+
+    from pipeline.export import gis
+    from pipeline.verify import verify_period
+
+    shutil.copytree(sealed.home, tmp_path / "home")
+    sealed = Workspace(tmp_path / "home")  # its own copy, without what the other tests exported
+    shutil.rmtree(exports_dir(sealed, PERIOD), ignore_errors=True)
+    limits = Limits(documents_per_message=1, readings_per_message=1)
+    monkeypatch.setattr(gis, "CHUNK_MESSAGES", 1)
+    monkeypatch.setattr(gis, "default_workers", lambda: 2)
+    here = {f.name: f.data for f in gis_files(Period.parse(PERIOD), read_frames(sealed, PERIOD), limits,
+                                             workers=1)}
+    folder = exports_dir(sealed, PERIOD)
+
+    def failing() -> Iterator[Any]:
+        for n, f in enumerate(build_files(sealed, PERIOD, limits)):
+            if n == 2:
+                raise RuntimeError("сбой посреди выгрузки")
+            yield f
+
+    with pytest.raises(RuntimeError, match="посреди"):
+        write_exports(sealed, PERIOD, "gis", failing())
+    assert not [p for p in folder.rglob("*") if p.is_file() or p.name.startswith(".staging-")]
+
+    staged = [f for f in build_files(sealed, PERIOD, limits) if f.staged is not None]
+    assert staged and all(f.data == b"" for f in staged)  # each came as a file, not as bytes
+    report = write_exports(sealed, PERIOD, "gis", build_files(sealed, PERIOD, limits))
+    assert sorted(report.written) == sorted(f"gis/{n}" for n in here)
+    listed = read_exports_manifest(sealed, PERIOD)["files"]
+    for name, data in here.items():
+        assert (folder / "gis" / name).read_bytes() == data
+        assert listed[f"gis/{name}"]["bytes"] == len(data)
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
+    again = write_exports(sealed, PERIOD, "gis", build_files(sealed, PERIOD, limits))
+    assert again.written == () and len(again.unchanged) == len(here)
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
+    verify_period(sealed, PERIOD)
+
+
 def test_shapes_validates_each_new_document_shape_not_only_the_first_message() -> None:
     frames = _frames()
     huge = frames.balances.with_columns(  # X2's own shape (no penalty, no recalculated water) is bad
@@ -376,3 +431,16 @@ def test_the_request_namespace_is_the_default_and_a_payee_zero_debt_is_left_out(
     md = next(f for f in out if f.name.startswith("readings/"))
     # our own importer of ГИС readings reads what we send
     assert sorted(parse_readings(md.name, md.data)["value"].to_list()) == ["12.3456", "4512.3"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-(2 ** 63) + 1, max_value=2 ** 63 - 1), min_size=1, max_size=50),
+       st.sampled_from([(2, 2), (2, 6), (6, 7), (0, 2)]))
+def test_integer_units_are_printed_exactly_as_decimals(values: list[int], places: tuple[int, int]) -> None:
+    """Kopecks and micro-units as the schemas' decimals: the same text as Python's Decimal gives."""
+    from pipeline.export.gis import _scaled
+
+    scale, digits = places
+    got = pl.DataFrame({"k": values}, schema={"k": pl.Int64}).select(_scaled("k", scale, digits))["k"].to_list()
+    want = [f"{Decimal(v).scaleb(-scale):.{digits}f}" for v in values]
+    assert got == want
