@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from io import BytesIO
+from typing import Any
 from xml.sax.saxutils import escape
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
@@ -95,6 +96,17 @@ def _text(value: pl.Expr) -> pl.Expr:
             .str.replace_all("<", "&lt;", literal=True).str.replace_all(">", "&gt;", literal=True))
 
 
+def _nested_text(col: pl.Expr, dtype: Any) -> pl.Expr:  # a DataType or its class (a list's inner)
+    """A list (``[a, b]``) or a struct (its JSON) of a query's result as one text cell."""
+    if isinstance(dtype, pl.Array):
+        col, dtype = col.arr.to_list(), pl.List(dtype.inner)
+    if isinstance(dtype, pl.List):
+        items = col.list.eval(_nested_text(pl.element(), dtype.inner) if dtype.inner.is_nested()
+                              else pl.element().cast(pl.String))
+        return pl.concat_str([pl.lit("["), items.list.join(", "), pl.lit("]")])
+    return col.struct.json_encode()
+
+
 def _cell(name: str, dtype: pl.DataType) -> pl.Expr:
     """One cell's XML; no ``r`` reference (cells and rows run in order, an empty one is ``<c/>``:
     a third less XML), no ``xml:space`` (register texts come stripped)."""
@@ -112,7 +124,7 @@ def _cell(name: str, dtype: pl.DataType) -> pl.Expr:
         flag = col.cast(pl.Int8).cast(pl.String)
         xml = pl.concat_str([pl.lit('<c t="b"><v>'), flag, pl.lit("</v></c>")])
     else:
-        text = col.map_elements(str, return_dtype=pl.String) if dtype.is_nested() else col.cast(pl.String)
+        text = _nested_text(col, dtype) if dtype.is_nested() else col.cast(pl.String)
         xml = pl.concat_str([pl.lit('<c t="inlineStr"><is><t>'), _text(text),
                              pl.lit("</t></is></c>")])
     return xml.fill_null("<c/>")

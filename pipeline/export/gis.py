@@ -501,8 +501,8 @@ def _documents(period: Period, frames: GisFrames,
     pair = ["service_id", "supplier_id"]
     constant = lines.select(*pair, "nsi_kind", "nsi_code", "nsi_guid", "nsi_name", "payee_key").unique(
         pair, maintain_order=True).select(
-        *pair, pl.concat_str([pl.lit("<ChargeInfo><"), element, pl.lit("><ServiceType>"), _nsi_ref("nsi_", names),
-                              pl.lit("</ServiceType><Rate>")]).alias("_open"),
+        *pair, pl.concat_str([pl.lit("<ChargeInfo><"), element, pl.lit("><ServiceType>"),
+                              _nsi_ref("nsi_", names), pl.lit("</ServiceType><Rate>")]).alias("_open"),
         pl.concat_str([pl.lit("</AccountingPeriodTotal>"),
                        _tag("PaymentInformationKey", pl.col("payee_key"))], ignore_nulls=True).alias("_key"),
         pl.concat_str([pl.lit("</"), element, pl.lit("></ChargeInfo>")]).alias("_close"))
