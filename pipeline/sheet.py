@@ -109,7 +109,8 @@ def _nested_text(col: pl.Expr, dtype: Any) -> pl.Expr:  # a DataType or its clas
 
 def _cell(name: str, dtype: pl.DataType) -> pl.Expr:
     """One cell's XML; no ``r`` reference (cells and rows run in order, an empty one is ``<c/>``:
-    a third less XML), no ``xml:space`` (register texts come stripped)."""
+    a third less XML), ``xml:space="preserve"`` only on a text that begins or ends with a space
+    (a query's or a report's text keeps it; register texts come stripped)."""
     col = pl.col(name)
     if dtype == pl.Date:
         value = (col - pl.lit(_EPOCH)).dt.total_days().cast(pl.String)
@@ -125,8 +126,9 @@ def _cell(name: str, dtype: pl.DataType) -> pl.Expr:
         xml = pl.concat_str([pl.lit('<c t="b"><v>'), flag, pl.lit("</v></c>")])
     else:
         text = _nested_text(col, dtype) if dtype.is_nested() else col.cast(pl.String)
-        xml = pl.concat_str([pl.lit('<c t="inlineStr"><is><t>'), _text(text),
-                             pl.lit("</t></is></c>")])
+        open_t = pl.when(text.str.contains(r"^\s|\s$")).then(pl.lit('<t xml:space="preserve">')).otherwise(
+            pl.lit("<t>"))
+        xml = pl.concat_str([pl.lit('<c t="inlineStr"><is>'), open_t, _text(text), pl.lit("</t></is></c>")])
     return xml.fill_null("<c/>")
 
 
