@@ -6,4 +6,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/python scripts/check_imports.py  # no import circles, stages below flows/CLI/render
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+# on every core (pytest-xdist): each test has its own temporary folders, ports and servers
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-auto}" "$@"
