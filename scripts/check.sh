@@ -6,5 +6,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/python scripts/check_imports.py  # no import circles, stages below flows/CLI/render
 .venv/bin/mypy
-# on every core (pytest-xdist): each test has its own temporary folders, ports and servers
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-auto}" "$@"
+# on every core (pytest-xdist; an idle worker takes tests queued for another: the suite has a few long ones);
+# each test has its own temporary folders, ports and servers
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-auto}" --dist worksteal "$@"
