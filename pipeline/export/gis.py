@@ -51,20 +51,24 @@ import itertools
 import multiprocessing
 import os
 import re
+import shutil
+import tempfile
 import tomllib
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from pipeline.dates import Period
 from pipeline.errors import BillingError
-from pipeline.export import ExportFile, StagedFile, sealed_manifest, stage_file, staging_folder
+from pipeline.export import ExportFile, Piece, StagedFile, sealed_manifest, stage_file, staging_folder
 from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
 from pipeline.pool import die_with
@@ -614,21 +618,47 @@ def _parts(sizes: list[int], per_message: int, max_bytes: int, overhead: int,
 
 @dataclass(frozen=True)
 class _Body:
-    """One message as a worker makes it: its bytes, the keys of its items (account or meter, for a
-    refusal naming the one at fault) and its figures; numbered and named by the caller."""
+    """One message as a worker makes it: its bytes as pieces (:data:`pipeline.export.Piece`), the
+    keys of its items (account or meter, for a refusal naming the one at fault) and its figures;
+    numbered and named by the caller."""
 
-    data: bytes
+    pieces: tuple[Piece, ...]
     rows: int
     total_kop: int
-    #: Written by the worker already (``data`` then empty).
+    #: Written by the worker already (``pieces`` then empty).
     staged: StagedFile | None = None
 
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.pieces)
 
-def _staged(bodies: list[_Body], folder: Path | None) -> list[_Body]:
-    """``bodies`` written into ``folder`` (the worker's side of a staged export); as they are without one."""
+
+#: Threads of a pool worker that write its messages (:func:`pipeline.export.stage_file`: past the
+#: page cache, so the worker waits for the disk) while it validates them: hashing and writing
+#: release the GIL, so the disk's wait and the schema check overlap.
+STAGE_THREADS = 2
+_stagers: list[ThreadPoolExecutor] = []
+
+
+@contextmanager
+def _staging(bodies: list[_Body], folder: Path | None) -> Iterator[Callable[[], list[_Body]]]:
+    """Start writing ``bodies`` into ``folder`` (the worker's side of a staged export) and give a
+    function that waits for them and returns them staged; without a folder, each joined into one
+    ``bytes`` (what a pool sends back, and an :class:`ExportFile` holds). Every write has ended
+    on the way out, whatever happened inside (a refused message's files go with the staging
+    folder)."""
     if folder is None:
-        return bodies
-    return [_Body(b"", b.rows, b.total_kop, stage_file(folder, b.data)) for b in bodies]
+        joined = [_Body((b.data,), b.rows, b.total_kop) for b in bodies]
+        yield lambda: joined
+        return
+    if not _stagers:
+        _stagers.append(ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="gis-stage"))
+    jobs = [_stagers[0].submit(stage_file, folder, b.pieces) for b in bodies]
+    try:
+        yield lambda: [_Body((), b.rows, b.total_kop, job.result())
+                       for b, job in zip(bodies, jobs, strict=True)]
+    finally:
+        wait(jobs)
 
 
 def _validate(name: str, bodies: list[_Body], keys: list[list[str]], item: str, what: str,
@@ -666,17 +696,27 @@ def _culprit(where: tuple[Any, Any] | None, item: str, keys: list[str]) -> str |
     return None
 
 
-def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str], close: str) -> list[bytes]:
-    """Each part's ``xml`` (consecutive items) joined between its head and ``close``: UTF-8 bytes
-    straight from Polars, never a Python ``str`` of megabytes decoded and encoded again."""
-    xml = items["xml"].cast(pl.Binary).to_list()
+def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str],
+                   close: str) -> list[tuple[Piece, ...]]:
+    """Each part's ``xml`` (consecutive items) between its head and ``close``, as pieces: the
+    items' UTF-8 straight from one Arrow buffer of the column (a part's items lie one after
+    another in it), never copied into Python strings or bytes of their own."""
+    column = items["xml"].to_arrow()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.type != pa.large_string():
+        column = column.cast(pa.large_string())
+    _, offsets_buf, data_buf = column.buffers()
+    offsets = memoryview(offsets_buf).cast("B").cast("q")[column.offset:column.offset + len(column) + 1]
+    data = memoryview(data_buf).cast("B") if data_buf is not None else memoryview(b"")
     tail = close.encode()
-    out, start = [], 0
+    out: list[tuple[Piece, ...]] = []
+    start = 0
     for part, head in enumerate(heads):
         end = start
         while end < len(parts) and parts[end] == part:
             end += 1
-        out.append(b"".join([head.encode(), *xml[start:end], tail]))
+        out.append((head.encode(), data[offsets[start]:offsets[end]], tail))
         start = end
     return out
 
@@ -827,14 +867,41 @@ def _account_ids(frames: GisFrames) -> pl.DataFrame:
                      ).unique().sort("account_id")
 
 
-def _slices(frames: GisFrames, size: int, ids: pl.DataFrame | None = None) -> Iterator[GisFrames]:
+#: The per-account tables a slice of payment documents reads.
+PER_ACCOUNT = ("charges", "recalculations", "penalties", "balances", "gis_ids", "payee_discounts",
+               "line_discounts")
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Rows ``start`` … ``start + length`` of a table written once for the pool (:func:`_share`):
+    what a task carries instead of the rows themselves."""
+
+    path: Path
+    start: int
+    length: int
+
+    def load(self) -> pl.DataFrame:
+        return pl.scan_ipc(self.path).slice(self.start, self.length).collect()
+
+
+def _share(folder: Path, name: str, table: pl.DataFrame) -> Path:
+    """``table`` written into ``folder`` as uncompressed Arrow IPC, read back a range at a time by
+    the pool's workers (:class:`_Shared`)."""
+    path = folder / f"{name}.arrow"
+    table.write_ipc(path, compression="uncompressed")
+    return path
+
+
+def _slices(frames: GisFrames, size: int, ids: pl.DataFrame | None = None,
+            shared: Path | None = None) -> Iterator[tuple[GisFrames, dict[str, _Shared]]]:
     """``frames`` cut into slices of at most ``size`` of the accounts ``ids`` (default
-    :func:`_account_ids`), in account order."""
-    per_account = ("charges", "recalculations", "penalties", "balances", "gis_ids", "payee_discounts",
-                   "line_discounts")
+    :func:`_account_ids`), in account order: each a :class:`GisFrames` and, with ``shared`` (a
+    scratch folder), the ranges of its per-account tables written there once (the slice's own
+    :data:`PER_ACCOUNT` tables then empty: a worker loads them with :func:`_sliced`)."""
     ids = _account_ids(frames) if ids is None else ids
     if ids.height <= size:
-        yield frames
+        yield frames, {}
         return
     # Each table sorted by account once (stable: an account's rows keep their order), then a slice
     # is a range of its rows found by a binary search for the slice's first account — no shuffle
@@ -842,14 +909,42 @@ def _slices(frames: GisFrames, size: int, ids: pl.DataFrame | None = None) -> It
     # lands in a slice that ignores it.
     bounds = ids["account_id"].gather(list(range(0, ids.height, size)))
     tables = {n: getattr(frames, n).with_columns(pl.col("account_id").cast(pl.String)).sort(
-        "account_id", maintain_order=True) for n in per_account}
+        "account_id", maintain_order=True) for n in PER_ACCOUNT}
     starts = {n: [*t["account_id"].search_sorted(bounds, side="left").to_list(), t.height]
               for n, t in tables.items()}
     # a slice carries only what its documents read (the meters are the readings' tasks')
     light = {"meter_volumes": frames.meter_volumes.clear(), "gis_meter_ids": frames.gis_meter_ids.clear()}
+    paths = {n: _share(shared, n, t) for n, t in tables.items()} if shared is not None else {}
     for c in range(bounds.len()):
-        yield replace(frames, **light, **{n: t.slice(starts[n][c], starts[n][c + 1] - starts[n][c])
-                                          for n, t in tables.items()})
+        ranges = {n: (starts[n][c], starts[n][c + 1] - starts[n][c]) for n in tables}
+        if shared is None:
+            yield replace(frames, **light, **{n: t.slice(*ranges[n]) for n, t in tables.items()}), {}
+        else:
+            yield (replace(frames, **light, **{n: t.clear() for n, t in tables.items()}),
+                   {n: _Shared(paths[n], *ranges[n]) for n in tables})
+
+
+def _sliced(part: GisFrames, shared: dict[str, _Shared]) -> GisFrames:
+    """``part`` with the tables ``shared`` names loaded (as :func:`_slices` made them)."""
+    return replace(part, **{n: ref.load() for n, ref in shared.items()}) if shared else part
+
+
+@contextmanager
+def _scratch(need: int) -> Iterator[Path]:
+    """A scratch folder for the tables the pool shares (:func:`_share`), removed at the end: in
+    ``/dev/shm`` (memory: never written back to a disk) when it has twice ``need`` bytes free,
+    else in the system's temporary folder."""
+    shm = Path("/dev/shm")
+    base = None
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        vfs = os.statvfs(shm)
+        if vfs.f_bavail * vfs.f_frsize >= 2 * need:
+            base = shm
+    folder = Path(tempfile.mkdtemp(prefix="billing-gis-", dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 #: ``validate = "shapes"``: the shapes this process has validated in the export run named by the
@@ -875,27 +970,33 @@ def _new_shapes(items: pl.DataFrame, run: str) -> pl.DataFrame:
 
 
 def _pd_task(period: Period, part: GisFrames, limits: Limits, run: str = "",
-             stage: Path | None = None) -> tuple[list[_Body], pl.DataFrame]:
-    """One slice of accounts: its payment-document messages, validated, and what it left out."""
-    docs, payees, skipped = _documents(period, part, limits.service_names)
+             stage: Path | None = None, shared: dict[str, _Shared] | None = None,
+             ) -> tuple[list[_Body], pl.DataFrame]:
+    """One slice of accounts (its tables ``shared`` when :func:`_slices` shared them): its
+    payment-document messages, validated, and what it left out."""
+    docs, payees, skipped = _documents(period, _sliced(part, shared or {}), limits.service_names)
     bodies, keys = _pd_bodies(period, docs, payees, limits)
-    _validate("bills", bodies, keys, "PaymentDocument", "лицевой счёт", limits.validate)
-    if limits.validate == "shapes":
-        extra, extra_keys = _pd_bodies(period, _new_shapes(docs, run), payees, limits)
-        _validate("bills", extra, extra_keys, "PaymentDocument", "лицевой счёт", "all")
-    return _staged(bodies, stage), skipped
+    with _staging(bodies, stage) as staged:
+        _validate("bills", bodies, keys, "PaymentDocument", "лицевой счёт", limits.validate)
+        if limits.validate == "shapes":
+            extra, extra_keys = _pd_bodies(period, _new_shapes(docs, run), payees, limits)
+            _validate("bills", extra, extra_keys, "PaymentDocument", "лицевой счёт", "all")
+        return staged(), skipped
 
 
-def _md_task(period: Period, rows: pl.DataFrame, limits: Limits, run: str = "",
+def _md_task(period: Period, rows: pl.DataFrame | _Shared, limits: Limits, run: str = "",
              stage: Path | None = None) -> tuple[list[_Body], None]:
-    """One slice of accepted readings: its messages, validated."""
+    """One slice of accepted readings (or a range of the shared ones): its messages, validated."""
+    if isinstance(rows, _Shared):
+        rows = rows.load()
     readings = _reading_xml(period, rows, limits.service_names)
     bodies, keys = _md_bodies(readings, limits)
-    _validate("device-metering", bodies, keys, "MeteringDevicesValues", "прибор учёта", limits.validate)
-    if limits.validate == "shapes":
-        extra, extra_keys = _md_bodies(_new_shapes(readings, run), limits)
-        _validate("device-metering", extra, extra_keys, "MeteringDevicesValues", "прибор учёта", "all")
-    return _staged(bodies, stage), None
+    with _staging(bodies, stage) as staged:
+        _validate("device-metering", bodies, keys, "MeteringDevicesValues", "прибор учёта", limits.validate)
+        if limits.validate == "shapes":
+            extra, extra_keys = _md_bodies(_new_shapes(readings, run), limits)
+            _validate("device-metering", extra, extra_keys, "MeteringDevicesValues", "прибор учёта", "all")
+        return staged(), None
 
 
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -912,7 +1013,7 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "_RJEM_MALLOC_CONF": "dirty_decay_ms:-1
               "MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
-def _in_order(tasks: Iterator[Task], workers: int) -> Iterator[Any]:
+def _in_order(tasks: Iterator[Task], workers: int) -> Generator[Any, None, None]:
     """Each task's result, in the tasks' order; run by a ``forkserver`` pool of ``workers``
     processes (safe beside Polars' threads), at most ``2 × workers`` results ahead of the
     consumer, or here with one worker."""
@@ -987,14 +1088,32 @@ def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = No
     if workers <= 1:
         stage = None  # made here: the bytes are in this process already
     run = uuid.uuid4().hex  # names this run's shapes seen (validate = "shapes"); not in any output
-    pd_tasks: Iterator[Task] = ((_pd_task, (period, part, limits, run, stage))
-                                for part in _slices(frames, size, ids))
     step = limits.readings_per_message * CHUNK_MESSAGES
-    md_tasks: Iterator[Task] = ((_md_task, (period, rows.slice(start, step), limits, run, stage))
-                                for start in range(0, rows.height, step))
+    # With a pool the per-account tables and the readings are written once into a scratch folder
+    # and each task names its range: pickling every slice through a pipe cost this process a
+    # quarter of a million accounts' export (docs/benchmarks.md).
+    with ExitStack() as stack:
+        shared = None
+        if workers > 1:
+            need = sum(getattr(frames, n).estimated_size() for n in PER_ACCOUNT) + rows.estimated_size()
+            shared = stack.enter_context(_scratch(need))
+        md_rows: pl.DataFrame | Path = rows if shared is None else _share(shared, "readings", rows)
+        pd_tasks: Iterator[Task] = ((_pd_task, (period, part, limits, run, stage, refs))
+                                    for part, refs in _slices(frames, size, ids, shared))
+        md_tasks: Iterator[Task] = (
+            (_md_task, (period, rows.slice(start, step) if isinstance(md_rows, pl.DataFrame)
+                        else _Shared(md_rows, start, min(step, rows.height - start)), limits, run, stage))
+            for start in range(0, rows.height, step))
+        results = _in_order(itertools.chain(pd_tasks, md_tasks), workers)
+        stack.callback(results.close)  # the pool ends before its scratch folder goes
+        yield from _files(period, results, skipped_meters)
+
+
+def _files(period: Period, results: Iterator[Any], skipped_meters: pl.DataFrame) -> Iterator[ExportFile]:
+    """The export's files from the tasks' ``results`` (in order), numbered, and the report."""
     skipped: list[pl.DataFrame] = []
     pd = md = 0
-    for bodies, left_out in _in_order(itertools.chain(pd_tasks, md_tasks), workers):
+    for bodies, left_out in results:
         if left_out is not None:
             skipped.append(left_out)
         for body in bodies:

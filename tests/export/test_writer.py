@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pipeline.app import run_close
-from pipeline.export import WRITER_THREADS, ExportFile, exports_dir, read_exports_manifest, write_exports
+from pipeline.export import (
+    WRITER_THREADS,
+    ExportFile,
+    exports_dir,
+    read_exports_manifest,
+    stage_file,
+    write_exports,
+)
 from pipeline.ingest.registers import ingest
 from pipeline.workspace import BillingError, Workspace
 
@@ -57,3 +65,25 @@ def test_a_failure_of_the_maker_after_many_files_leaves_nothing(sealed: Workspac
     folder = exports_dir(sealed, PERIOD) / "gis"
     assert not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
     assert read_exports_manifest(sealed, PERIOD)["files"] == {}
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 17, 1 << 20])
+def test_a_staged_file_holds_exactly_its_pieces_whatever_the_alignment(tmp_path: Path, size: int) -> None:
+    """A staged file (written past the page cache where the file system takes ``O_DIRECT``) is
+    its pieces one after another, no padding left, with their SHA-256 — bytes and memoryviews of
+    an Arrow buffer alike; twice in a row from the same scratch buffer."""
+    import hashlib
+
+    import pyarrow as pa
+
+    data = bytes((n * 7 + 3) % 256 for n in range(size))
+    arrow = memoryview(pa.py_buffer(data[size // 3:]))
+    for folder in (tmp_path, *([Path("/dev/shm")] if Path("/dev/shm").is_dir() else [])):
+        for pieces in ([data], [data[:size // 3], arrow, b""]):
+            staged = stage_file(folder, pieces)
+            try:
+                assert staged.path.read_bytes() == data
+                assert staged.size == size
+                assert staged.sha256 == hashlib.sha256(data).hexdigest()
+            finally:
+                staged.path.unlink()
