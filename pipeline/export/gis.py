@@ -46,7 +46,6 @@ With ``"info"`` none of these is written and the amounts are the balances'.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import multiprocessing
 import os
@@ -300,21 +299,30 @@ def _reading(col: str) -> pl.Expr:
     return pl.when(frac == "").then(whole).otherwise(pl.concat_str([whole, pl.lit("."), frac]))
 
 
+#: The variant nibble of a uuid5 (RFC 4122: ``10xx``) for each first hex digit of its byte 8.
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+_duckdb: list[Any] = []
+
+
 def _guids(keys: pl.Series) -> pl.Series:
     """uuid5 (RFC 4122, SHA-1) of each key in :data:`NAMESPACE`: deterministic TransportGUIDs.
 
-    The same values as ``uuid.uuid5(NAMESPACE, key)``, computed directly (about five times faster
-    than building a ``uuid.UUID`` per key; a million documents need a million of them).
+    The same values as ``uuid.uuid5(NAMESPACE, key)``, the SHA-1 of the whole column taken by
+    DuckDB (one thread) and cut into the UUID's groups by Polars: 20 000 keys in 6 ms against
+    72 ms by ``hashlib`` one key at a time — a million accounts' documents and two million
+    readings need one each.
     """
-    ns = NAMESPACE.bytes
-    out = []
-    for key in keys.to_list():
-        h = bytearray(hashlib.sha1(ns + key.encode()).digest()[:16])  # RFC 4122 uuid5
-        h[6] = (h[6] & 0x0F) | 0x50
-        h[8] = (h[8] & 0x3F) | 0x80
-        x = h.hex()
-        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
-    return pl.Series(keys.name, out, pl.String)
+    import duckdb
+
+    if not _duckdb:
+        _duckdb.append(duckdb.connect(config={"threads": 1}))
+    digests = _duckdb[0].from_arrow(keys.rename("k").to_frame().to_arrow()).select(
+        f"sha1(unhex('{NAMESPACE.bytes.hex()}') || encode(k)) AS h").to_arrow_table()
+    x = pl.col("h")
+    return pl.DataFrame(digests).select(pl.concat_str([
+        x.str.slice(0, 8), pl.lit("-"), x.str.slice(8, 4), pl.lit("-5"), x.str.slice(13, 3), pl.lit("-"),
+        x.str.slice(16, 1).replace_strict(_VARIANT), x.str.slice(17, 3), pl.lit("-"),
+        x.str.slice(20, 12)]).alias(keys.name)).to_series()
 
 
 def _in_force(frame: pl.DataFrame, day: Any, by: list[str]) -> pl.DataFrame:
@@ -479,29 +487,12 @@ def _documents(period: Period, frames: GisFrames,
     ]).unique(maintain_order=True)
     # --- ChargeInfo blocks
     element = pl.col("nsi_kind").replace_strict(CHARGE_ELEMENTS, default=None)
+    municipal = pl.col("nsi_kind") == "municipal"
     recalc = pl.col("recalc_xml")
-    volume_type = pl.when(pl.col("service_kind") == "common_property").then(pl.lit("O")).otherwise(
-        pl.lit("I"))
-    has_volume = pl.col("has_volume") & pl.col("volume_micro").is_not_null()
-    # one Consumption for both kinds: the way the volume was determined is a municipal service's only
-    method = pl.when(pl.col("nsi_kind") == "municipal").then(pl.concat_str([
-        pl.lit(' determiningMethod="'), pl.col("method").replace_strict(DETERMINING, default=None),
-        pl.lit('"')])).fill_null("")
-    consumption = pl.when(has_volume).then(pl.concat_str([
-        pl.lit('<Consumption><Volume type="'), volume_type, pl.lit('"'), method, pl.lit(">"),
-        _scaled("volume_micro", 6, 7), pl.lit("</Volume></Consumption>")]))
-    # ServiceCharge opens each service's own elements (after the base's PaymentInformationKey).
-    service_charge = pl.when(pl.col("discount_kop") > 0).then(pl.concat_str([
-        pl.lit("<ServiceCharge>"), _tag("MoneyDiscount", _money("discount_kop")),
-        pl.lit("</ServiceCharge>")]))
-    tail = (pl.when(pl.col("nsi_kind") == "municipal").then(pl.concat_str([recalc, consumption],
-                                                                          ignore_nulls=True))
-            .when(pl.col("nsi_kind") == "additional").then(pl.concat_str([consumption, recalc],
-                                                                          ignore_nulls=True))
-            .otherwise(recalc.fill_null("")))
     lines = lines.filter(pl.col("nsi_kind").is_not_null()).join(
         payees.select("supplier_id", "payee_key"), on="supplier_id", how="left")
-    # What is the same for every line of a (service, supplier) is made once per pair and joined.
+    # What is the same for every line of a (service, supplier) — and, for the consumption's
+    # opening, of a (service, supplier, method) — is made once and joined.
     pair = ["service_id", "supplier_id"]
     constant = lines.select(*pair, "nsi_kind", "nsi_code", "nsi_guid", "nsi_name", "payee_key").unique(
         pair, maintain_order=True).select(
@@ -510,18 +501,41 @@ def _documents(period: Period, frames: GisFrames,
         pl.concat_str([pl.lit("</AccountingPeriodTotal>"),
                        _tag("PaymentInformationKey", pl.col("payee_key"))], ignore_nulls=True).alias("_key"),
         pl.concat_str([pl.lit("</"), element, pl.lit("></ChargeInfo>")]).alias("_close"))
-    lines = lines.join(constant, on=pair, how="left", nulls_equal=True)
+    # one Consumption for both kinds: the way the volume was determined is a municipal service's only
+    trio = [*pair, "method"]
+    volume_type = pl.when(pl.col("service_kind") == "common_property").then(pl.lit("O")).otherwise(
+        pl.lit("I"))
+    method = pl.when(municipal).then(pl.concat_str([
+        pl.lit(' determiningMethod="'), pl.col("method").replace_strict(DETERMINING, default=None),
+        pl.lit('"')])).fill_null("")
+    consumption = lines.select(*trio, "nsi_kind", "service_kind").unique(trio, maintain_order=True).select(
+        *trio, pl.concat_str([pl.lit('<Consumption><Volume type="'), volume_type, pl.lit('"'), method,
+                              pl.lit(">")]).alias("_consumption"))
+    lines = lines.join(constant, on=pair, how="left", nulls_equal=True).join(
+        consumption, on=trio, how="left", nulls_equal=True)
+    # ServiceCharge opens each service's own elements (after the base's PaymentInformationKey);
+    # a municipal service's recalculation comes before its consumption, an additional one's after.
+    service_charge = pl.when(pl.col("discount_kop") > 0).then(pl.concat_str([
+        pl.lit("<ServiceCharge>"), _tag("MoneyDiscount", _money("discount_kop")),
+        pl.lit("</ServiceCharge>")]))
+    volume = (pl.col("has_volume") & pl.col("volume_micro").is_not_null()
+              & pl.col("nsi_kind").is_in(["municipal", "additional"]))
     # Rate, TotalPayable and AccountingPeriodTotal are never null (filled with 0 above).
     charge_xml = pl.concat_str([
         pl.col("_open"), _scaled("price_kop", 2, 6), pl.lit("</Rate><TotalPayable>"), _money("payable_kop"),
         pl.lit("</TotalPayable><AccountingPeriodTotal>"), _money("charged_kop"), pl.col("_key"),
-        service_charge, tail, pl.col("_close")], ignore_nulls=True)
+        service_charge, pl.when(municipal).then(recalc),
+        pl.when(volume).then(pl.col("_consumption")), pl.when(volume).then(_scaled("volume_micro", 6, 7)),
+        pl.when(volume).then(pl.lit("</Volume></Consumption>")), pl.when(~municipal).then(recalc),
+        pl.col("_close")], ignore_nulls=True)
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
     # Each expression is evaluated on the whole column first and only then joined per account:
-    # inside ``agg`` Polars would evaluate it group by group (several times slower).
-    charges_xml = lines.join(svc_order, on="service_id", how="left").sort(
-        "account_id", "order", "service_id", "supplier_id", nulls_last=True).with_columns(
-        charge_xml.alias("charge_xml")).group_by("account_id", maintain_order=True).agg(
+    # inside ``agg`` Polars would evaluate it group by group (several times slower); the sort
+    # carries only what the join per account reads.
+    order = ["account_id", "order", "service_id", "supplier_id"]
+    charges_xml = lines.join(svc_order, on="service_id", how="left").select(
+        *order, charge_xml.alias("charge_xml"), "payable_kop", "discount_kop").sort(
+        *order, nulls_last=True).group_by("account_id", maintain_order=True).agg(
         pl.col("charge_xml").str.join(""), pl.col("payable_kop").sum().alias("charges_kop"),
         pl.col("discount_kop").sum().alias("line_discount_kop"))
     pen = pen.filter(pl.col("code").is_not_null()).join(payees.select("supplier_id", "payee_key"),
@@ -857,19 +871,25 @@ def _report(skipped_docs: pl.DataFrame, skipped_meters: pl.DataFrame) -> ExportF
 #: Messages whose documents are built at once (one task of the pool): a document is ≈ 8 KB of
 #: XML, so a region's export is made (and written, :func:`pipeline.export.write_exports`) a slice
 #: of accounts at a time instead of holding gigabytes. A message never spans two slices.
-CHUNK_MESSAGES = 20
-
-
-def _account_ids(frames: GisFrames) -> pl.DataFrame:
-    """The accounts with a figure in the period, sorted (each table's own first: far fewer rows)."""
-    return pl.concat([getattr(frames, n).select(pl.col("account_id").cast(pl.String)).unique()
-                      for n in ("charges", "recalculations", "penalties", "balances")]
-                     ).unique().sort("account_id")
+CHUNK_MESSAGES = 40
 
 
 #: The per-account tables a slice of payment documents reads.
 PER_ACCOUNT = ("charges", "recalculations", "penalties", "balances", "gis_ids", "payee_discounts",
                "line_discounts")
+
+
+def _by_account(frames: GisFrames) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """(the :data:`PER_ACCOUNT` tables sorted by account — stable: an account's rows keep their
+    order —, the accounts with a figure in the period, sorted): the accounts are each sorted
+    column's first of every run of equal ones, not a hash of every row (a million accounts:
+    2.6 → 0.6 s)."""
+    tables = {n: getattr(frames, n).with_columns(pl.col("account_id").cast(pl.String)).sort(
+        "account_id", maintain_order=True) for n in PER_ACCOUNT}
+    c = pl.col("account_id")
+    ids = pl.concat([tables[n].select(c.filter(c.ne_missing(c.shift(1))))
+                     for n in ("charges", "recalculations", "penalties", "balances")])
+    return tables, ids.unique().sort("account_id")
 
 
 @dataclass(frozen=True)
@@ -893,24 +913,26 @@ def _share(folder: Path, name: str, table: pl.DataFrame) -> Path:
     return path
 
 
-def _slices(frames: GisFrames, size: int, ids: pl.DataFrame | None = None,
+#: :func:`_by_account`'s tables and accounts.
+Sorted = tuple[dict[str, pl.DataFrame], pl.DataFrame]
+
+
+def _slices(frames: GisFrames, size: int, sorted_tables: Sorted | None = None,
             shared: Path | None = None) -> Iterator[tuple[GisFrames, dict[str, _Shared]]]:
-    """``frames`` cut into slices of at most ``size`` of the accounts ``ids`` (default
-    :func:`_account_ids`), in account order: each a :class:`GisFrames` and, with ``shared`` (a
-    scratch folder), the ranges of its per-account tables written there once (the slice's own
+    """``frames`` cut into slices of at most ``size`` accounts, in account order (``sorted_tables``:
+    :func:`_by_account`'s, made here unless given): each a :class:`GisFrames` and, with ``shared``
+    (a scratch folder), the ranges of its per-account tables written there once (the slice's own
     :data:`PER_ACCOUNT` tables then empty: a worker loads them with :func:`_sliced`)."""
-    ids = _account_ids(frames) if ids is None else ids
+    tables, ids = _by_account(frames) if sorted_tables is None else sorted_tables
     if ids.height <= size:
         yield frames, {}
         return
-    # Each table sorted by account once (stable: an account's rows keep their order), then a slice
-    # is a range of its rows found by a binary search for the slice's first account — no shuffle
-    # of the million accounts' rows. A row of an account with no document (a gis_ids row only)
-    # lands in a slice that ignores it.
+    # A slice is a range of each sorted table's rows found by a binary search for the slice's
+    # first account — no shuffle of the million accounts' rows. A row of an account with no
+    # document (a gis_ids row only) lands in a slice that ignores it; the first slice starts at
+    # each table's first row.
     bounds = ids["account_id"].gather(list(range(0, ids.height, size)))
-    tables = {n: getattr(frames, n).with_columns(pl.col("account_id").cast(pl.String)).sort(
-        "account_id", maintain_order=True) for n in PER_ACCOUNT}
-    starts = {n: [*t["account_id"].search_sorted(bounds, side="left").to_list(), t.height]
+    starts = {n: [0, *t["account_id"].search_sorted(bounds[1:], side="left").to_list(), t.height]
               for n, t in tables.items()}
     # a slice carries only what its documents read (the meters are the readings' tasks')
     light = {"meter_volumes": frames.meter_volumes.clear(), "gis_meter_ids": frames.gis_meter_ids.clear()}
@@ -1013,13 +1035,12 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "_RJEM_MALLOC_CONF": "dirty_decay_ms:-1
               "MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
-def _in_order(tasks: Iterator[Task], workers: int) -> Generator[Any, None, None]:
-    """Each task's result, in the tasks' order; run by a ``forkserver`` pool of ``workers``
-    processes (safe beside Polars' threads), at most ``2 × workers`` results ahead of the
-    consumer, or here with one worker."""
+@contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A ``forkserver`` pool of ``workers`` processes (safe beside Polars' threads), its processes
+    started at once — they import while this process prepares their tasks; None for one."""
     if workers <= 1:
-        for fn, args in tasks:
-            yield fn(*args)
+        yield None
         return
     context = multiprocessing.get_context("forkserver")
     # :data:`WORKER_ENV` holds for a forkserver started now (one an earlier pool of this process
@@ -1031,14 +1052,10 @@ def _in_order(tasks: Iterator[Task], workers: int) -> Generator[Any, None, None]
     try:
         with ProcessPoolExecutor(workers, context, initializer=die_with,
                                  initargs=(os.getpid(),)) as pool:
-            pending: deque[Future[Any]] = deque()
+            for _ in range(workers):
+                pool.submit(os.getpid)  # each submit while none is idle starts a process
             try:
-                for fn, args in tasks:
-                    pending.append(pool.submit(fn, *args))
-                    if len(pending) > 2 * workers:
-                        yield pending.popleft().result()
-                while pending:
-                    yield pending.popleft().result()
+                yield pool
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -1048,6 +1065,27 @@ def _in_order(tasks: Iterator[Task], workers: int) -> Generator[Any, None, None]
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = was
+
+
+def _in_order(tasks: Iterator[Task], pool: ProcessPoolExecutor | None,
+              workers: int) -> Generator[Any, None, None]:
+    """Each task's result, in the tasks' order; run by ``pool`` (at most ``2 × workers`` results
+    ahead of the consumer), or here without one."""
+    if pool is None:
+        for fn, args in tasks:
+            yield fn(*args)
+        return
+    pending: deque[Future[Any]] = deque()
+    try:
+        for fn, args in tasks:
+            pending.append(pool.submit(fn, *args))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for job in pending:
+            job.cancel()
 
 
 def default_workers() -> int:
@@ -1080,32 +1118,35 @@ def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = No
     """
     limits = limits or Limits()
     size = limits.documents_per_message * CHUNK_MESSAGES
-    rows, skipped_meters = _reading_rows(period, frames)
-    ids = _account_ids(frames)
-    if ids.height <= size:
+    # a penalty of 0 is on no document (:func:`_documents`): not sorted, shared or sliced
+    frames = replace(frames, penalties=frames.penalties.filter(pl.col("amount_kop") != 0))
+    tables = _by_account(frames)
+    if tables[1].height <= size:
         workers = 1  # one slice: no pool to start
     workers = default_workers() if workers is None else workers
     if workers <= 1:
         stage = None  # made here: the bytes are in this process already
     run = uuid.uuid4().hex  # names this run's shapes seen (validate = "shapes"); not in any output
     step = limits.readings_per_message * CHUNK_MESSAGES
-    # With a pool the per-account tables and the readings are written once into a scratch folder
-    # and each task names its range: pickling every slice through a pipe cost this process a
-    # quarter of a million accounts' export (docs/benchmarks.md).
     with ExitStack() as stack:
+        pool = stack.enter_context(_worker_pool(workers))  # starting while the rest is prepared
+        rows, skipped_meters = _reading_rows(period, frames)
+        # With a pool the per-account tables and the readings are written once into a scratch
+        # folder and each task names its range: pickling every slice through a pipe cost this
+        # process a quarter of a million accounts' export (docs/benchmarks.md).
         shared = None
-        if workers > 1:
-            need = sum(getattr(frames, n).estimated_size() for n in PER_ACCOUNT) + rows.estimated_size()
+        if pool is not None:
+            need = int(sum(t.estimated_size() for t in tables[0].values()) + rows.estimated_size())
             shared = stack.enter_context(_scratch(need))
         md_rows: pl.DataFrame | Path = rows if shared is None else _share(shared, "readings", rows)
         pd_tasks: Iterator[Task] = ((_pd_task, (period, part, limits, run, stage, refs))
-                                    for part, refs in _slices(frames, size, ids, shared))
+                                    for part, refs in _slices(frames, size, tables, shared))
         md_tasks: Iterator[Task] = (
             (_md_task, (period, rows.slice(start, step) if isinstance(md_rows, pl.DataFrame)
                         else _Shared(md_rows, start, min(step, rows.height - start)), limits, run, stage))
             for start in range(0, rows.height, step))
-        results = _in_order(itertools.chain(pd_tasks, md_tasks), workers)
-        stack.callback(results.close)  # the pool ends before its scratch folder goes
+        results = _in_order(itertools.chain(pd_tasks, md_tasks), pool, workers)
+        stack.callback(results.close)  # the tasks end before the pool and its scratch folder
         yield from _files(period, results, skipped_meters)
 
 

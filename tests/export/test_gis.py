@@ -444,3 +444,18 @@ def test_integer_units_are_printed_exactly_as_decimals(values: list[int], places
     got = pl.DataFrame({"k": values}, schema={"k": pl.Int64}).select(_scaled("k", scale, digits))["k"].to_list()
     want = [f"{Decimal(v).scaleb(-scale):.{digits}f}" for v in values]
     assert got == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=40))
+def test_transport_guids_are_the_uuid5_of_their_keys(keys: list[str]) -> None:
+    """The column-wide TransportGUIDs (DuckDB's SHA-1, cut by Polars) are exactly
+    ``uuid.uuid5(NAMESPACE, key)``, Cyrillic and empty keys included."""
+    import uuid
+
+    from pipeline.export.gis import NAMESPACE, _guids
+
+    keys = [k.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for k in keys]
+    got = _guids(pl.Series("t", keys, pl.String))
+    assert got.name == "t"
+    assert got.to_list() == [str(uuid.uuid5(NAMESPACE, k)) for k in keys]
