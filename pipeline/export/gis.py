@@ -62,6 +62,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -375,11 +376,27 @@ def _service_nsi(nsi: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
             "nsi_kind" if c == "kind" else f"nsi_{c}") for c in cols])
 
 
+@dataclass(frozen=True)
+class _Documents:
+    """A slice's ``PaymentDocument``s as their parts, each document's text being its ``head``,
+    its ``charges``' rows, its ``penalties``' rows, its ``mid``, its ``details``' rows and the
+    closing tag — never joined into one string a document (:func:`_doc_pieces` cuts them out of
+    the columns' buffers for the messages)."""
+
+    #: account_id (sorted), head, mid, total_kop, suppliers (list).
+    frame: pl.DataFrame
+    #: account_id, xml: a ChargeInfo a row, in document order (sorted by account).
+    charges: pl.DataFrame
+    #: account_id, xml: a PenaltiesAndCourtCosts a row (sorted by account).
+    penalties: pl.DataFrame
+    #: account_id, xml: a DetailsPaymentInformation a row (sorted by account).
+    details: pl.DataFrame
+
+
 def _documents(period: Period, frames: GisFrames,
-               names: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+               names: bool = False) -> tuple[_Documents, pl.DataFrame, pl.DataFrame]:
     """(documents, payees, skipped).
 
-    documents: account_id, xml (one ``bills:PaymentDocument``), total_kop, suppliers (list);
     payees: supplier_id, payee_key, bik, account; skipped: account_id, reason, total_kop.
     """
     day = period.last
@@ -529,27 +546,27 @@ def _documents(period: Period, frames: GisFrames,
         pl.when(volume).then(pl.lit("</Volume></Consumption>")), pl.when(~municipal).then(recalc),
         pl.col("_close")], ignore_nulls=True)
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
-    # Each expression is evaluated on the whole column first and only then joined per account:
-    # inside ``agg`` Polars would evaluate it group by group (several times slower); the sort
-    # carries only what the join per account reads.
+    # Each expression is evaluated on the whole column at once (inside ``agg`` Polars would
+    # evaluate it group by group, several times slower) and never joined per account: a
+    # document is cut out of the columns (:func:`_doc_pieces`). The sort carries what it reads.
     order = ["account_id", "order", "service_id", "supplier_id"]
-    charges_xml = lines.join(svc_order, on="service_id", how="left").select(
-        *order, charge_xml.alias("charge_xml"), "payable_kop", "discount_kop").sort(
-        *order, nulls_last=True).group_by("account_id", maintain_order=True).agg(
-        pl.col("charge_xml").str.join(""), pl.col("payable_kop").sum().alias("charges_kop"),
+    charge_rows = lines.join(svc_order, on="service_id", how="left").select(
+        *order, charge_xml.alias("xml"), "payable_kop", "discount_kop").sort(*order, nulls_last=True)
+    charge_sums = charge_rows.group_by("account_id", maintain_order=True).agg(
+        pl.col("payable_kop").sum().alias("charges_kop"),
         pl.col("discount_kop").sum().alias("line_discount_kop"))
     pen = pen.filter(pl.col("code").is_not_null()).join(payees.select("supplier_id", "payee_key"),
                                                        on="supplier_id", how="left")
-    pen_xml = pen.with_columns(pl.concat_str([
+    pen_rows = pen.sort("account_id", "supplier_id", "scheme").select("account_id", pl.concat_str([
         pl.lit("<PenaltiesAndCourtCosts><ServiceType>"), _nsi_ref(names=names),
         pl.lit("</ServiceType>"),
         _tag("Cause", pl.col("scheme").replace_strict(PENALTY_CAUSE,
                                                       default=PENALTY_CAUSE["standard"])),
         _tag("TotalPayable", _money("amount_kop")),
         _tag("PaymentInformationKey", pl.col("payee_key")),
-        pl.lit("</PenaltiesAndCourtCosts>")], ignore_nulls=True).alias("pen_xml")).group_by(
-        "account_id", maintain_order=True).agg(pl.col("pen_xml").str.join(""),
-                                               pl.col("amount_kop").sum().alias("pen_kop"))
+        pl.lit("</PenaltiesAndCourtCosts>")], ignore_nulls=True).alias("xml"), "amount_kop")
+    pen_sums = pen_rows.group_by("account_id", maintain_order=True).agg(
+        pl.col("amount_kop").sum().alias("pen_kop"))
     # --- per-payee details
     per_payee = bal.filter(pl.col("supplier_id").is_not_null() & (pl.col("supplier_id") != "")).join(
         used, on=["account_id", "supplier_id"], how="semi").join(
@@ -560,19 +577,18 @@ def _documents(period: Period, frames: GisFrames,
         (pl.col("closing_kop") - pl.col("discount_kop")).alias("payable_kop"),
     ).sort("account_id", "supplier_id")
     # A payee's zero debt is left out (minOccurs="0"), as the document's own DebtPreviousPeriods.
-    details_xml = per_payee.with_columns(pl.concat_str([
+    detail_rows = per_payee.select("account_id", pl.concat_str([
         pl.lit("<DetailsPaymentInformation>"), _tag("PaymentInformationKey", pl.col("payee_key")),
         _tag("TotalPayableByPaymentInformation", _money("period_kop")),
         _tag("DebtPreviousPeriodsOrAdvanceBillingPeriod",
              pl.when(pl.col("debt_kop") != 0).then(_money("debt_kop"))),
         _tag("TotalPayableWithDebtAndAdvance", _money("payable_kop")),
-        pl.lit("</DetailsPaymentInformation>")], ignore_nulls=True).alias("details_xml")).group_by(
-        "account_id", maintain_order=True).agg(pl.col("details_xml").str.join(""))
+        pl.lit("</DetailsPaymentInformation>")], ignore_nulls=True).alias("xml"))
     suppliers = used.sort("supplier_id").group_by("account_id").agg(pl.col("supplier_id").alias("suppliers"))
     # --- the documents
     docs = (docs.join(skipped.select("account_id").unique(), on="account_id", how="anti")
-            .join(charges_xml, on="account_id", how="left").join(pen_xml, on="account_id", how="left")
-            .join(acc, on="account_id", how="left").join(details_xml, on="account_id", how="left")
+            .join(charge_sums, on="account_id", how="left").join(pen_sums, on="account_id", how="left")
+            .join(acc, on="account_id", how="left")
             .join(suppliers, on="account_id", how="left")
             .with_columns(pl.col("charges_kop").fill_null(0), pl.col("pen_kop").fill_null(0),
                           pl.col("debt_kop").fill_null(0), pl.col("paid_kop").fill_null(0),
@@ -585,10 +601,11 @@ def _documents(period: Period, frames: GisFrames,
     docs = docs.with_columns(_guids(docs.select(pl.concat_str(
         [pl.lit(f"{period}/pd/"), pl.col("account_id")]).alias("doc_key")).to_series()))
     number = pl.concat_str([pl.col("account_id"), pl.lit(f"-{period}")])
-    xml = pl.concat_str([
+    head = pl.concat_str([
         pl.lit("<PaymentDocument>"), _tag("account-base:AccountGuid", pl.col("account_guid")),
-        _tag("bills-base:PaymentDocumentNumber", pl.when(number.str.len_chars() <= 30).then(_esc(number))),
-        pl.col("charge_xml"), pl.col("pen_xml"),
+        _tag("bills-base:PaymentDocumentNumber", pl.when(number.str.len_chars() <= 30).then(_esc(number)))],
+        ignore_nulls=True)
+    mid = pl.concat_str([
         _tag("TotalPayableByChargeInfo", _money("charges_kop")),
         _tag("DebtPreviousPeriods", pl.when(pl.col("debt_kop") > 0).then(_money("debt_kop"))),
         _tag("AdvanceBllingPeriod", pl.when(pl.col("advance_kop").is_not_null()).then(
@@ -598,9 +615,11 @@ def _documents(period: Period, frames: GisFrames,
         _tag("PaidCash", pl.when(pl.col("paid_kop") != 0).then(_money("paid_kop"))),
         _tag("SubsidiesCompensationSocialSupport",
              pl.when(pl.col("discount_kop") > 0).then(_money("discount_kop"))),
-        _tag("base:TransportGUID", pl.col("doc_key")), pl.col("details_xml"),
-        pl.lit("</PaymentDocument>")], ignore_nulls=True)
-    docs = docs.select("account_id", xml.alias("xml"), "total_kop", "suppliers")
+        _tag("base:TransportGUID", pl.col("doc_key"))], ignore_nulls=True)
+    documents = _Documents(docs.select("account_id", head.alias("head"), mid.alias("mid"), "total_kop",
+                                       "suppliers"),
+                           charge_rows.select("account_id", "xml"), pen_rows.select("account_id", "xml"),
+                           detail_rows)
     # a skipped document's figure: what it would have asked to pay (the balances' closing)
     full = (docs_ids.join(frames.charges.group_by("account_id").agg(pl.col("amount_kop").sum().alias("c")),
                           on="account_id", how="left")
@@ -608,7 +627,7 @@ def _documents(period: Period, frames: GisFrames,
                   on="account_id", how="left")
             .select("account_id", pl.coalesce("due", "c", pl.lit(0)).alias("total_kop")))
     skipped = skipped.join(full, on="account_id", how="left").sort("account_id", maintain_order=True)
-    return docs, payees, skipped
+    return documents, payees, skipped
 
 
 def _parts(sizes: list[int], per_message: int, max_bytes: int, overhead: int,
@@ -710,35 +729,64 @@ def _culprit(where: tuple[Any, Any] | None, item: str, keys: list[str]) -> str |
     return None
 
 
+def _spans(column: pl.Series) -> tuple[memoryview, np.ndarray]:
+    """(UTF-8 bytes, offsets: ``len + 1`` int64) of a string column as one Arrow ``large_string``
+    buffer: row ``i`` is ``bytes[offsets[i]:offsets[i + 1]]``, consecutive rows are consecutive
+    bytes — cut out without a copy."""
+    array = column.to_arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    _, offsets, data = array.buffers()
+    if offsets is None:
+        return memoryview(b""), np.zeros(1, np.int64)
+    at = np.frombuffer(offsets, np.int64)[array.offset:array.offset + len(array) + 1]
+    return (memoryview(data).cast("B") if data is not None else memoryview(b"")), at
+
+
 def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str],
                    close: str) -> list[tuple[Piece, ...]]:
     """Each part's ``xml`` (consecutive items) between its head and ``close``, as pieces: the
     items' UTF-8 straight from one Arrow buffer of the column (a part's items lie one after
     another in it), never copied into Python strings or bytes of their own."""
-    column = items["xml"].to_arrow()
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if column.type != pa.large_string():
-        column = column.cast(pa.large_string())
-    _, offsets_buf, data_buf = column.buffers()
-    offsets = memoryview(offsets_buf).cast("B").cast("q")[column.offset:column.offset + len(column) + 1]
-    data = memoryview(data_buf).cast("B") if data_buf is not None else memoryview(b"")
+    data, offsets = _spans(items["xml"])
+    bounds = [0, *np.flatnonzero(np.diff(np.asarray(parts, np.int64))).__add__(1).tolist(), len(parts)]
+    at = offsets[bounds].tolist()
     tail = close.encode()
-    out: list[tuple[Piece, ...]] = []
-    start = 0
-    for part, head in enumerate(heads):
-        end = start
-        while end < len(parts) and parts[end] == part:
-            end += 1
-        out.append((head.encode(), data[offsets[start]:offsets[end]], tail))
-        start = end
-    return out
+    return [(head.encode(), data[at[n]:at[n + 1]], tail) for n, head in enumerate(heads)]
 
 
-def _pd_bodies(period: Period, docs: pl.DataFrame, payees: pl.DataFrame,
-               limits: Limits) -> tuple[list[_Body], list[list[str]]]:
-    """The messages of ``docs`` (and the accounts in each)."""
-    if not docs.height:
+def _doc_text(docs: _Documents) -> tuple[memoryview, np.ndarray]:
+    """(the UTF-8 of every document of ``docs`` one after another, in order; the byte offset at
+    which each begins, and the end): the parts of :class:`_Documents` put in document order by
+    one stable sort of integer keys (document × 8 + part) and written into one buffer by Polars —
+    no string a document, no Python object a part."""
+    frame = docs.frame
+    ids = frame["account_id"]
+    index = pl.int_range(pl.len(), dtype=pl.Int64) * 8
+    pieces = [frame.select(index.alias("_k"), pl.col("head").alias("xml")),
+              frame.select((index + 3).alias("_k"), pl.col("mid").alias("xml")),
+              frame.select((index + 5).alias("_k"), pl.lit("</PaymentDocument>").alias("xml"))]
+    for part, rows in ((1, docs.charges), (2, docs.penalties), (4, docs.details)):
+        if not rows.height:
+            continue
+        at = ids.search_sorted(rows["account_id"], side="left").cast(pl.Int64)
+        inside = at < frame.height
+        rows, at = rows.filter(inside), at.filter(inside)
+        hit = ids.gather(at) == rows["account_id"]  # a row of an account left out (skipped) has no place
+        pieces.append(pl.DataFrame({"_k": at.filter(hit) * 8 + part, "xml": rows["xml"].filter(hit)}))
+    text = pl.concat(pieces).sort("_k", maintain_order=True)
+    data, offsets = _spans(text["xml"])
+    first = np.flatnonzero(text["_k"].to_numpy() % 8 == 0)
+    return data, np.append(offsets[first], offsets[-1])
+
+
+def _pd_bodies(period: Period, docs: _Documents, payees: pl.DataFrame, limits: Limits,
+               only: list[int] | None = None) -> tuple[list[_Body], list[list[str]]]:
+    """The messages of ``docs`` (``only``: of these documents, by position) and the accounts in each."""
+    frame = docs.frame
+    if not frame.height:
         return [], []
     head = (f"{_PD_OPEN}<base:Month>{period.month}</base:Month><base:Year>{period.year}</base:Year>")
     payinfo = {r["supplier_id"]: (
@@ -748,20 +796,39 @@ def _pd_bodies(period: Period, docs: pl.DataFrame, payees: pl.DataFrame,
         for r in payees.filter(pl.col("bik").is_not_null() & pl.col("account").is_not_null()).iter_rows(
             named=True)}
     overhead = len(head.encode()) + len(_PD_CLOSE) + sum(len(v.encode()) for v in payinfo.values())
-    accounts = docs["account_id"].to_list()
-    parts = _parts(docs["xml"].str.len_bytes().to_list(), limits.documents_per_message, limits.max_bytes,
-                   overhead, accounts, "Платёжный документ лицевого счёта")
-    grouped = docs.with_columns(pl.Series("part", parts, pl.Int64)).group_by("part", maintain_order=True).agg(
-        pl.col("total_kop").sum(), pl.len().alias("rows"),
+    data, at = _doc_text(docs)
+    starts, ends = at[:-1], at[1:]
+    if only is not None:
+        frame, starts, ends = frame[only], starts[only], ends[only]
+    accounts = frame["account_id"].to_list()
+    parts = _parts((ends - starts).tolist(), limits.documents_per_message, limits.max_bytes, overhead,
+                   accounts, "Платёжный документ лицевого счёта")
+    grouped = frame.with_columns(pl.Series("part", parts, pl.Int64)).group_by(
+        "part", maintain_order=True).agg(pl.col("total_kop").sum(), pl.len().alias("rows"),
         pl.col("suppliers").list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
         .alias("suppliers"),
         pl.col("account_id"))
-    heads = [head + "".join(payinfo[s] for s in suppliers if s in payinfo)
-             for suppliers in grouped["suppliers"].to_list()]
-    datas = _join_messages(docs, parts, heads, _PD_CLOSE)
-    bodies = [_Body(data, rows, total) for data, rows, total in
-              zip(datas, grouped["rows"].to_list(), grouped["total_kop"].to_list(), strict=True)]
+    tail = _PD_CLOSE.encode()
+    starts_at, ends_at = starts.tolist(), ends.tolist()
+    bodies, first = [], 0
+    for suppliers, rows, total in zip(grouped["suppliers"].to_list(), grouped["rows"].to_list(),
+                                      grouped["total_kop"].to_list(), strict=True):
+        opening = (head + "".join(payinfo[s] for s in suppliers if s in payinfo)).encode()
+        last = first + rows
+        text: tuple[Piece, ...] = (
+            (data[starts_at[first]:ends_at[last - 1]],) if only is None  # consecutive documents
+            else tuple(data[a:b] for a, b in zip(starts_at[first:last], ends_at[first:last], strict=True)))
+        bodies.append(_Body((opening, *text, tail), rows, total))
+        first = last
     return bodies, grouped["account_id"].to_list()
+
+
+def _doc_texts(docs: _Documents) -> pl.DataFrame:
+    """account_id, xml: each document's whole text (what ``validate = "shapes"`` compares)."""
+    data, at = _doc_text(docs)
+    cuts = at.tolist()
+    return docs.frame.select("account_id").with_columns(pl.Series(
+        "xml", [bytes(data[a:b]).decode() for a, b in itertools.pairwise(cuts)], pl.String))
 
 
 # ------------------------------------------------------------------ meter readings
@@ -1001,7 +1068,8 @@ def _pd_task(period: Period, part: GisFrames, limits: Limits, run: str = "",
     with _staging(bodies, stage) as staged:
         _validate("bills", bodies, keys, "PaymentDocument", "лицевой счёт", limits.validate)
         if limits.validate == "shapes":
-            extra, extra_keys = _pd_bodies(period, _new_shapes(docs, run), payees, limits)
+            new = _new_shapes(_doc_texts(docs).with_row_index("_at"), run)["_at"].to_list()
+            extra, extra_keys = _pd_bodies(period, docs, payees, limits, only=new)
             _validate("bills", extra, extra_keys, "PaymentDocument", "лицевой счёт", "all")
         return staged(), skipped
 
