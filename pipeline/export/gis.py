@@ -219,25 +219,29 @@ class GisFrames:
 def read_frames(ws: Workspace, period: str) -> GisFrames:
     """The sealed ``period``'s tables and the registers snapshot its manifest names."""
     from pipeline.ingest.registers import load_store
-    from pipeline.sealed import read_internal
+    from pipeline.sealed import scan_internal
     from rules import read_rule_table
 
     folder = ws.period_dir(period)
+
+    def table(name: str, columns: list[str]) -> pl.DataFrame:
+        """Only the ``columns`` read from the file (a million accounts' charges: 1.6 → 0.8 s)."""
+        return scan_internal(folder, name, columns).collect()
+
     manifest = sealed_manifest(ws, period)
     regs = load_store(ws, manifest["store_version"],
                       names=("organizations", "gis_ids", "gis_meter_ids", "gis_nsi"))
     discounts = load_discounts(ws, period)
     return GisFrames(
-        charges=read_internal(folder, "charges", ["account_id", "service_id", "supplier_id", "method",
-                                                  "volume", "tariff", "amount", "line_to"]),
-        recalculations=read_internal(folder, "recalculations",
-                                     ["account_id", "service_id", "supplier_id", "amount", "reason"]),
-        penalties=read_internal(folder, "penalties", ["account_id", "supplier_id", "amount", "scheme"]),
-        balances=read_internal(folder, "balances", ["account_id", "supplier_id", "opening", "charged",
-                                                    "recalculated", "paid", "penalty", "closing"]),
-        meter_volumes=read_internal(folder, "meter_volumes", ["meter_id", "service_id", "method",
-                                                              "prev_read_on", "curr_read_on",
-                                                              "curr_value"]),
+        charges=table("charges", ["account_id", "service_id", "supplier_id", "method", "volume", "tariff",
+                                  "amount", "line_to"]),
+        recalculations=table("recalculations", ["account_id", "service_id", "supplier_id", "amount",
+                                                "reason"]),
+        penalties=table("penalties", ["account_id", "supplier_id", "amount", "scheme"]),
+        balances=table("balances", ["account_id", "supplier_id", "opening", "charged", "recalculated", "paid",
+                                    "penalty", "closing"]),
+        meter_volumes=table("meter_volumes", ["meter_id", "service_id", "method", "prev_read_on",
+                                              "curr_read_on", "curr_value"]),
         organizations=regs["organizations"], gis_ids=regs["gis_ids"],
         gis_meter_ids=regs["gis_meter_ids"], gis_nsi=regs["gis_nsi"],
         services=read_rule_table(ws.rules, "services").select("service_id", "name", "kind"),
