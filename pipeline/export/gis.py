@@ -1202,28 +1202,38 @@ def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = No
     step = limits.readings_per_message * CHUNK_MESSAGES
     with ExitStack() as stack:
         pool = stack.enter_context(_worker_pool(workers))  # starting while the rest is prepared
-        rows, skipped_meters = _reading_rows(period, frames)
         # With a pool the per-account tables and the readings are written once into a scratch
         # folder and each task names its range: pickling every slice through a pipe cost this
         # process a quarter of a million accounts' export (docs/benchmarks.md).
         shared = None
         if pool is not None:
-            need = int(sum(t.estimated_size() for t in tables[0].values()) + rows.estimated_size())
-            shared = stack.enter_context(_scratch(need))
-        md_rows: pl.DataFrame | Path = rows if shared is None else _share(shared, "readings", rows)
+            need = sum(t.estimated_size() for t in tables[0].values())
+            shared = stack.enter_context(_scratch(int(need + frames.meter_volumes.estimated_size()
+                                                      + frames.gis_meter_ids.estimated_size())))
+        # the readings' rows are made by a thread of this process while the documents' tasks are
+        # handed out and built (Polars lets go of the GIL)
+        readings = stack.enter_context(ThreadPoolExecutor(1)).submit(_reading_rows, period, frames)
+        meters: dict[str, pl.DataFrame] = {}
+
+        def md_tasks() -> Iterator[Task]:
+            """The readings' tasks, once their rows are made."""
+            rows, meters["skipped"] = readings.result()
+            source = _share(shared, "readings", rows) if shared is not None else None
+            for start in range(0, rows.height, step):
+                part = (rows.slice(start, step) if source is None
+                        else _Shared(source, start, min(step, rows.height - start)))
+                yield _md_task, (period, part, limits, run, stage)
+
         pd_tasks: Iterator[Task] = ((_pd_task, (period, part, limits, run, stage, refs))
                                     for part, refs in _slices(frames, size, tables, shared))
-        md_tasks: Iterator[Task] = (
-            (_md_task, (period, rows.slice(start, step) if isinstance(md_rows, pl.DataFrame)
-                        else _Shared(md_rows, start, min(step, rows.height - start)), limits, run, stage))
-            for start in range(0, rows.height, step))
-        results = _in_order(itertools.chain(pd_tasks, md_tasks), pool, workers)
+        results = _in_order(itertools.chain(pd_tasks, md_tasks()), pool, workers)
         stack.callback(results.close)  # the tasks end before the pool and its scratch folder
-        yield from _files(period, results, skipped_meters)
+        yield from _files(period, results, meters)
 
 
-def _files(period: Period, results: Iterator[Any], skipped_meters: pl.DataFrame) -> Iterator[ExportFile]:
-    """The export's files from the tasks' ``results`` (in order), numbered, and the report."""
+def _files(period: Period, results: Iterator[Any], meters: dict[str, pl.DataFrame]) -> Iterator[ExportFile]:
+    """The export's files from the tasks' ``results`` (in order), numbered, and the report of what
+    was left out (the meters' part in ``meters["skipped"]`` once the results are through)."""
     skipped: list[pl.DataFrame] = []
     pd = md = 0
     for bodies, left_out in results:
@@ -1244,4 +1254,4 @@ def _files(period: Period, results: Iterator[Any], skipped_meters: pl.DataFrame)
                     rows=body.rows, total_kop=0, recipient=RECIPIENT, staged=body.staged,
                     extra={"message_guid": str(uuid.uuid5(NAMESPACE, f"{period}/readings/message/{md}")),
                            "request": "importMeteringDeviceValuesRequest", "schema": "ГИС ЖКХ 16.3.0.0"})
-    yield _report(pl.concat(skipped), skipped_meters)
+    yield _report(pl.concat(skipped), meters["skipped"])
