@@ -17,9 +17,9 @@ naming the account or meter and the schema's complaint, and whatever the run wro
 back. Messages are split by the limits of ``rules/gis_gkh.toml`` (documents or readings per
 message: the schemas' ``maxOccurs``; bytes: UNVERIFIED).
 
-Speed (a region of a million accounts, docs/benchmarks.md): the documents are built by Polars
-string expressions a slice of accounts at a time, each slice a task of a ``forkserver`` process
-pool (:func:`iter_gis_files`), its messages handed over as UTF-8 bytes; the text is the
+Speed (a region of a million accounts, docs/exports.md «Speed»): the documents are built by
+Polars string expressions a slice of accounts at a time, each slice a task of a ``forkserver``
+process pool (:func:`iter_gis_files`) that writes its own messages; the text is the
 schemas' own with the request's namespace as the default one (``<PaymentDocument>``, not
 ``<bills:PaymentDocument>``) and without a payee's zero debt (docs/exports.md).
 
@@ -387,7 +387,7 @@ class _Documents:
     closing tag — never joined into one string a document (:func:`_doc_pieces` cuts them out of
     the columns' buffers for the messages)."""
 
-    #: account_id (sorted), head, mid, total_kop, suppliers (list).
+    #: account_id (sorted), head, mid, total_kop.
     frame: pl.DataFrame
     #: account_id, xml: a ChargeInfo a row, in document order (sorted by account).
     charges: pl.DataFrame
@@ -395,6 +395,8 @@ class _Documents:
     penalties: pl.DataFrame
     #: account_id, xml: a DetailsPaymentInformation a row (sorted by account).
     details: pl.DataFrame
+    #: account_id, supplier_id: the payees with a figure on a document (any order).
+    payees: pl.DataFrame
 
 
 def _documents(period: Period, frames: GisFrames,
@@ -588,12 +590,10 @@ def _documents(period: Period, frames: GisFrames,
              pl.when(pl.col("debt_kop") != 0).then(_money("debt_kop"))),
         _tag("TotalPayableWithDebtAndAdvance", _money("payable_kop")),
         pl.lit("</DetailsPaymentInformation>")], ignore_nulls=True).alias("xml"))
-    suppliers = used.sort("supplier_id").group_by("account_id").agg(pl.col("supplier_id").alias("suppliers"))
     # --- the documents
     docs = (docs.join(skipped.select("account_id").unique(), on="account_id", how="anti")
             .join(charge_sums, on="account_id", how="left").join(pen_sums, on="account_id", how="left")
             .join(acc, on="account_id", how="left")
-            .join(suppliers, on="account_id", how="left")
             .with_columns(pl.col("charges_kop").fill_null(0), pl.col("pen_kop").fill_null(0),
                           pl.col("debt_kop").fill_null(0), pl.col("paid_kop").fill_null(0),
                           pl.col("discount_kop").fill_null(0), pl.col("line_discount_kop").fill_null(0))
@@ -620,10 +620,9 @@ def _documents(period: Period, frames: GisFrames,
         _tag("SubsidiesCompensationSocialSupport",
              pl.when(pl.col("discount_kop") > 0).then(_money("discount_kop"))),
         _tag("base:TransportGUID", pl.col("doc_key"))], ignore_nulls=True)
-    documents = _Documents(docs.select("account_id", head.alias("head"), mid.alias("mid"), "total_kop",
-                                       "suppliers"),
+    documents = _Documents(docs.select("account_id", head.alias("head"), mid.alias("mid"), "total_kop"),
                            charge_rows.select("account_id", "xml"), pen_rows.select("account_id", "xml"),
-                           detail_rows)
+                           detail_rows, used)
     # a skipped document's figure: what it would have asked to pay (the balances' closing)
     full = (docs_ids.join(frames.charges.group_by("account_id").agg(pl.col("amount_kop").sum().alias("c")),
                           on="account_id", how="left")
@@ -807,17 +806,18 @@ def _pd_bodies(period: Period, docs: _Documents, payees: pl.DataFrame, limits: L
     accounts = frame["account_id"].to_list()
     parts = _parts((ends - starts).tolist(), limits.documents_per_message, limits.max_bytes, overhead,
                    accounts, "Платёжный документ лицевого счёта")
-    grouped = frame.with_columns(pl.Series("part", parts, pl.Int64)).group_by(
-        "part", maintain_order=True).agg(pl.col("total_kop").sum(), pl.len().alias("rows"),
-        pl.col("suppliers").list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
-        .alias("suppliers"),
-        pl.col("account_id"))
+    part = pl.Series("part", parts, pl.Int64)
+    grouped = frame.with_columns(part).group_by("part", maintain_order=True).agg(
+        pl.col("total_kop").sum(), pl.len().alias("rows"), pl.col("account_id"))
+    # each message's payees: the payment details it opens with (those with bank details)
+    payees_of = dict(docs.payees.join(pl.DataFrame([frame["account_id"], part]), on="account_id").group_by(
+        "part").agg(pl.col("supplier_id").unique().sort()).iter_rows())
     tail = _PD_CLOSE.encode()
     starts_at, ends_at = starts.tolist(), ends.tolist()
     bodies, first = [], 0
-    for suppliers, rows, total in zip(grouped["suppliers"].to_list(), grouped["rows"].to_list(),
-                                      grouped["total_kop"].to_list(), strict=True):
-        opening = (head + "".join(payinfo[s] for s in suppliers if s in payinfo)).encode()
+    for n, rows, total in zip(grouped["part"].to_list(), grouped["rows"].to_list(),
+                              grouped["total_kop"].to_list(), strict=True):
+        opening = (head + "".join(payinfo[s] for s in payees_of.get(n, []) if s in payinfo)).encode()
         last = first + rows
         text: tuple[Piece, ...] = (
             (data[starts_at[first]:ends_at[last - 1]],) if only is None  # consecutive documents
