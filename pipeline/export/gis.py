@@ -384,8 +384,8 @@ def _service_nsi(nsi: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
 class _Documents:
     """A slice's ``PaymentDocument``s as their parts, each document's text being its ``head``,
     its ``charges``' rows, its ``penalties``' rows, its ``mid``, its ``details``' rows and the
-    closing tag — never joined into one string a document (:func:`_doc_pieces` cuts them out of
-    the columns' buffers for the messages)."""
+    closing tag — never joined into one string a document (:func:`_doc_text` puts them in order
+    into one buffer for the messages)."""
 
     #: account_id (sorted), head, mid, total_kop.
     frame: pl.DataFrame
@@ -554,7 +554,7 @@ def _documents(period: Period, frames: GisFrames,
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
     # Each expression is evaluated on the whole column at once (inside ``agg`` Polars would
     # evaluate it group by group, several times slower) and never joined per account: a
-    # document is cut out of the columns (:func:`_doc_pieces`). The sort carries what it reads.
+    # document is cut out of the columns (:func:`_doc_text`). The sort carries what it reads.
     order = ["account_id", "order", "service_id", "supplier_id"]
     charge_rows = lines.join(svc_order, on="service_id", how="left").select(
         *order, charge_xml.alias("xml"), "payable_kop", "discount_kop").sort(*order, nulls_last=True)
@@ -754,8 +754,8 @@ def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str],
     items' UTF-8 straight from one Arrow buffer of the column (a part's items lie one after
     another in it), never copied into Python strings or bytes of their own."""
     data, offsets = _spans(items["xml"])
-    bounds = [0, *np.flatnonzero(np.diff(np.asarray(parts, np.int64))).__add__(1).tolist(), len(parts)]
-    at = offsets[bounds].tolist()
+    changes = np.flatnonzero(np.diff(np.asarray(parts, np.int64))) + 1  # a part's first item
+    at = offsets[[0, *changes.tolist(), len(parts)]].tolist()
     tail = close.encode()
     return [(head.encode(), data[at[n]:at[n + 1]], tail) for n, head in enumerate(heads)]
 
