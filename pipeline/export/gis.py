@@ -1022,18 +1022,39 @@ def _sliced(part: GisFrames, shared: dict[str, _Shared]) -> GisFrames:
     return replace(part, **{n: ref.load() for n, ref in shared.items()}) if shared else part
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (anyone's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+SCRATCH_PREFIX = "billing-gis-"
+
+
 @contextmanager
 def _scratch(need: int) -> Iterator[Path]:
     """A scratch folder for the tables the pool shares (:func:`_share`), removed at the end: in
     ``/dev/shm`` (memory: never written back to a disk) when it has twice ``need`` bytes free,
-    else in the system's temporary folder."""
+    else in the system's temporary folder. Its name carries this process's id, so that what a
+    killed export left there (in memory, till the machine restarts) is removed by the next one."""
     shm = Path("/dev/shm")
-    base = None
+    base = Path(tempfile.gettempdir())
     if shm.is_dir() and os.access(shm, os.W_OK):
         vfs = os.statvfs(shm)
         if vfs.f_bavail * vfs.f_frsize >= 2 * need:
             base = shm
-    folder = Path(tempfile.mkdtemp(prefix="billing-gis-", dir=base))
+    for left in base.glob(f"{SCRATCH_PREFIX}*"):
+        pid = left.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
     try:
         yield folder
     finally:

@@ -459,3 +459,26 @@ def test_transport_guids_are_the_uuid5_of_their_keys(keys: list[str]) -> None:
     got = _guids(pl.Series("t", keys, pl.String))
     assert got.name == "t"
     assert got.to_list() == [str(uuid.uuid5(NAMESPACE, k)) for k in keys]
+
+
+def test_the_pool_s_scratch_folder_goes_and_takes_what_a_killed_export_left() -> None:
+    """The shared tables' folder (in /dev/shm: memory) is removed at the end, and one a killed
+    export left (its process gone) is removed by the next export; a live one's is not touched."""
+    import os
+    import tempfile
+
+    from pipeline.export.gis import SCRATCH_PREFIX, _scratch
+
+    with _scratch(1) as first:
+        base = first.parent
+    assert not first.exists()
+    dead = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{2 ** 22 + 12345}-", dir=base))  # above pid_max
+    alive = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
+    try:
+        with _scratch(1) as folder:
+            assert folder.is_dir() and folder.parent == base
+            assert not dead.exists() and alive.is_dir()
+    finally:
+        for left in (dead, alive):
+            if left.exists():
+                left.rmdir()
