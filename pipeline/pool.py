@@ -9,6 +9,17 @@ import os
 import time
 
 
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (anyone's: one of another user answers ``EPERM``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def die_with(main_pid: int) -> None:
     """End this worker as soon as the process that started the pool is gone.
 
@@ -29,13 +40,7 @@ def die_with(main_pid: int) -> None:
         if fd is not None:
             select.select([fd], [], [])
         else:
-            while True:
-                try:
-                    os.kill(main_pid, 0)
-                except ProcessLookupError:
-                    break
-                except PermissionError:
-                    pass
+            while alive(main_pid):
                 time.sleep(0.5)
         os._exit(1)
 

@@ -71,7 +71,7 @@ from pipeline.errors import BillingError
 from pipeline.export import ExportFile, Piece, StagedFile, sealed_manifest, stage_file, staging_folder
 from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
-from pipeline.pool import die_with
+from pipeline.pool import alive, die_with
 from pipeline.workspace import Workspace
 
 __all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files",
@@ -748,12 +748,11 @@ def _spans(column: pl.Series) -> tuple[memoryview, np.ndarray]:
     return (memoryview(data).cast("B") if data is not None else memoryview(b"")), at
 
 
-def _join_messages(items: pl.DataFrame, parts: list[int], heads: list[str],
+def _join_messages(data: memoryview, offsets: np.ndarray, parts: list[int], heads: list[str],
                    close: str) -> list[tuple[Piece, ...]]:
-    """Each part's ``xml`` (consecutive items) between its head and ``close``, as pieces: the
-    items' UTF-8 straight from one Arrow buffer of the column (a part's items lie one after
-    another in it), never copied into Python strings or bytes of their own."""
-    data, offsets = _spans(items["xml"])
+    """Each part's items (consecutive: item ``i`` is ``data[offsets[i]:offsets[i + 1]]``, see
+    :func:`_spans`) between its head and ``close``, as pieces: a part's items are one slice of
+    ``data``, never copied into Python strings or bytes of their own."""
     changes = np.flatnonzero(np.diff(np.asarray(parts, np.int64))) + 1  # a part's first item
     at = offsets[[0, *changes.tolist(), len(parts)]].tolist()
     tail = close.encode()
@@ -785,9 +784,9 @@ def _doc_text(docs: _Documents) -> tuple[memoryview, np.ndarray]:
     return data, np.append(offsets[first], offsets[-1])
 
 
-def _pd_bodies(period: Period, docs: _Documents, payees: pl.DataFrame, limits: Limits,
-               only: list[int] | None = None) -> tuple[list[_Body], list[list[str]]]:
-    """The messages of ``docs`` (``only``: of these documents, by position) and the accounts in each."""
+def _pd_bodies(period: Period, docs: _Documents, payees: pl.DataFrame,
+               limits: Limits) -> tuple[list[_Body], list[list[str]]]:
+    """The messages of ``docs`` and the accounts in each."""
     frame = docs.frame
     if not frame.height:
         return [], []
@@ -800,30 +799,19 @@ def _pd_bodies(period: Period, docs: _Documents, payees: pl.DataFrame, limits: L
             named=True)}
     overhead = len(head.encode()) + len(_PD_CLOSE) + sum(len(v.encode()) for v in payinfo.values())
     data, at = _doc_text(docs)
-    starts, ends = at[:-1], at[1:]
-    if only is not None:
-        frame, starts, ends = frame[only], starts[only], ends[only]
-    accounts = frame["account_id"].to_list()
-    parts = _parts((ends - starts).tolist(), limits.documents_per_message, limits.max_bytes, overhead,
-                   accounts, "Платёжный документ лицевого счёта")
+    parts = _parts(np.diff(at).tolist(), limits.documents_per_message, limits.max_bytes, overhead,
+                   frame["account_id"].to_list(), "Платёжный документ лицевого счёта")
     part = pl.Series("part", parts, pl.Int64)
     grouped = frame.with_columns(part).group_by("part", maintain_order=True).agg(
         pl.col("total_kop").sum(), pl.len().alias("rows"), pl.col("account_id"))
-    # each message's payees: the payment details it opens with (those with bank details)
+    # each message opens with the payment details of its documents' payees (those with bank details)
     payees_of = dict(docs.payees.join(pl.DataFrame([frame["account_id"], part]), on="account_id").group_by(
         "part").agg(pl.col("supplier_id").unique().sort()).iter_rows())
-    tail = _PD_CLOSE.encode()
-    starts_at, ends_at = starts.tolist(), ends.tolist()
-    bodies, first = [], 0
-    for n, rows, total in zip(grouped["part"].to_list(), grouped["rows"].to_list(),
-                              grouped["total_kop"].to_list(), strict=True):
-        opening = (head + "".join(payinfo[s] for s in payees_of.get(n, []) if s in payinfo)).encode()
-        last = first + rows
-        text: tuple[Piece, ...] = (
-            (data[starts_at[first]:ends_at[last - 1]],) if only is None  # consecutive documents
-            else tuple(data[a:b] for a, b in zip(starts_at[first:last], ends_at[first:last], strict=True)))
-        bodies.append(_Body((opening, *text, tail), rows, total))
-        first = last
+    heads = [head + "".join(payinfo[s] for s in payees_of.get(n, []) if s in payinfo)
+             for n in grouped["part"].to_list()]
+    bodies = [_Body(pieces, rows, total) for pieces, rows, total in zip(
+        _join_messages(data, at, parts, heads, _PD_CLOSE), grouped["rows"].to_list(),
+        grouped["total_kop"].to_list(), strict=True)]
     return bodies, grouped["account_id"].to_list()
 
 
@@ -907,7 +895,8 @@ def _md_bodies(readings: pl.DataFrame, limits: Limits) -> tuple[list[_Body], lis
                    limits.max_bytes, overhead, meters, "Показания прибора учёта")
     grouped = readings.with_columns(pl.Series("part", parts, pl.Int64)).group_by(
         "part", maintain_order=True).agg(pl.len().alias("rows"), pl.col("meter_id"))
-    datas = _join_messages(readings, parts, [_MD_OPEN] * grouped.height, _MD_CLOSE)
+    data, offsets = _spans(readings["xml"])
+    datas = _join_messages(data, offsets, parts, [_MD_OPEN] * grouped.height, _MD_CLOSE)
     bodies = [_Body(data, rows, 0) for data, rows in zip(datas, grouped["rows"].to_list(), strict=True)]
     return bodies, grouped["meter_id"].to_list()
 
@@ -1022,19 +1011,7 @@ def _sliced(part: GisFrames, shared: dict[str, _Shared]) -> GisFrames:
     return replace(part, **{n: ref.load() for n, ref in shared.items()}) if shared else part
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs (anyone's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    return True
-
-
+#: The name of :func:`_scratch`'s folders: then the process id, then a random part.
 SCRATCH_PREFIX = "billing-gis-"
 
 
@@ -1052,7 +1029,7 @@ def _scratch(need: int) -> Iterator[Path]:
             base = shm
     for left in base.glob(f"{SCRATCH_PREFIX}*"):
         pid = left.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(left, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
     try:
@@ -1093,8 +1070,10 @@ def _pd_task(period: Period, part: GisFrames, limits: Limits, run: str = "",
     with _staging(bodies, stage) as staged:
         _validate("bills", bodies, keys, "PaymentDocument", "лицевой счёт", limits.validate)
         if limits.validate == "shapes":
-            new = _new_shapes(_doc_texts(docs).with_row_index("_at"), run)["_at"].to_list()
-            extra, extra_keys = _pd_bodies(period, docs, payees, limits, only=new)
+            new = _new_shapes(_doc_texts(docs).with_row_index("_at"), run)["_at"]
+            # the new shapes' documents alone (their parts of other documents find no place)
+            fresh = docs.frame.with_row_index("_at").filter(pl.col("_at").is_in(new.implode())).drop("_at")
+            extra, extra_keys = _pd_bodies(period, replace(docs, frame=fresh), payees, limits)
             _validate("bills", extra, extra_keys, "PaymentDocument", "лицевой счёт", "all")
         return staged(), skipped
 
