@@ -271,7 +271,8 @@ def payments_import(
         _audit(ws, "payments import", inputs={"file": str(path), "sha256": r.sha256, "format": r.format,
                                               "agent": agent},
                outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop, "suspense": r.suspense,
-                        "duplicates": r.duplicates, "rejected": r.rejected, "readings": r.readings})
+                        "duplicates": r.duplicates, "rejected": r.rejected, "readings": r.readings,
+                        "receipts": r.receipts})
         if r.already_imported:
             _say(f"{r.file}: уже загружен ранее — пропущен.")
             continue
@@ -279,6 +280,7 @@ def payments_import(
              + (f", невыясненных {r.suspense}" if r.suspense else "")
              + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
              + (f", показаний счётчиков {r.readings}" if r.readings else "")
+             + (f", кассовых чеков {r.receipts}" if r.receipts else "")
              + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
         for line in r.notes:
             _say(f"  {line}")

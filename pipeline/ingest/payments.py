@@ -54,11 +54,20 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import polars as pl
 
 from pipeline.ingest.bank_formats import INCOMING_SCHEMA
+from pipeline.ingest.fiscal_rows import (
+    RegisterReceipts,
+    append_receipts,
+    check_register_receipts,
+    fiscal_path,
+    load_fiscal,
+    no_receipts,
+    register_receipts,
+)
 from pipeline.ingest.parse import empty_rejects, missing_columns, parse_table
 from pipeline.ingest.readers import ROW, decode_text, read_table, sniff_separator
 from pipeline.ingest.registers import load_store, write_rejects
@@ -138,6 +147,8 @@ class PaymentImport:
     #: What else the import says (Russian lines): a 1С statement's agent settlements and
     #: their reconciliation, documents that are not payments, control-sum warnings.
     notes: tuple[str, ...] = ()
+    #: Fiscal receipts taken from the file's fiscal columns (``store/fiscal.parquet``).
+    receipts: int = 0
 
 
 #: How many suspense payments an import's summary names; the rest are counted.
@@ -216,9 +227,19 @@ def load_bank_readings(ws: Workspace) -> pl.DataFrame:
     return _load(ws.store / "bank_readings.parquet", READINGS_SCHEMA)
 
 
-def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = None
-                      ) -> tuple[str, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Parse a payment file: (format, incoming payments, meter readings, rejects).
+class PaymentFile(NamedTuple):
+    """A payment file parsed (:func:`read_payment_file`)."""
+
+    format: str
+    incoming: pl.DataFrame  # INCOMING_SCHEMA
+    readings: pl.DataFrame  # READINGS_SCHEMA: the meter readings of a bank register
+    rejects: pl.DataFrame
+    #: The fiscal receipts of an agent file's rows (:func:`pipeline.ingest.fiscal_rows.register_receipts`).
+    receipts: RegisterReceipts
+
+
+def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = None) -> PaymentFile:
+    """Parse a payment file: its format, incoming payments, meter readings, rejects and fiscal receipts.
 
     The agent is part of a payment's identity (the same code of two agents is two
     payments), so it is never guessed: a bank register is its bank's (``sber``,
@@ -247,7 +268,7 @@ def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = No
         incoming = reg.payments.with_columns(
             pl.col("payment_id").cast(pl.String), pl.lit(None, pl.String).alias("refund_of"),
         ).select(list(INCOMING_SCHEMA)).cast(INCOMING_SCHEMA)
-        return fmt, incoming, reg.readings, reg.rejects
+        return PaymentFile(fmt, incoming, reg.readings, reg.rejects, no_receipts())
 
     if path.suffix.lower() == ".csv":
         check_csv_complete(path.name, data)
@@ -256,6 +277,7 @@ def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = No
     missing = missing_columns(raw, PAYMENTS)
     if missing:
         raise BillingError(f"{path.name}: нет обязательных столбцов: {', '.join(missing)}")
+    receipts = register_receipts(raw, path.name)
     good, rejects = parse_table(raw, PAYMENTS, path.name)
     rejects = pl.concat([no_agent, rejects])
     # «пени»/«penalty» in the period column: the payer pays penalties (law.md §4).
@@ -280,7 +302,7 @@ def read_payment_file(path: Path, fmt: str | None = None, agent: str | None = No
         (pl.col("amount") * 100).cast(pl.Int64).alias("amount_kop"), "period", "refund_of",
         pl.col(ROW).alias("source_row"),
     ).cast(INCOMING_SCHEMA)
-    return fmt, incoming, pl.DataFrame(schema=READINGS_SCHEMA), rejects
+    return PaymentFile(fmt, incoming, pl.DataFrame(schema=READINGS_SCHEMA), rejects, receipts)
 
 
 def _with_agent(raw: pl.DataFrame, file: str, agent: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -377,6 +399,16 @@ def classify(
     return accepted, suspense, duplicates, pl.concat(rejects) if rejects else empty_rejects()
 
 
+def _known_amounts(stored: pl.DataFrame, suspended: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """agent, payment_id and amount (rubles) of every payment a receipt may name: stored,
+    waiting in suspense, or brought by this file (``fresh``, amounts in kopecks)."""
+    rubles = pl.col("amount").cast(pl.Decimal(18, 2))
+    from_kop = (pl.col("amount_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("amount")
+    return pl.concat([stored.select("agent", "payment_id", rubles),
+                      suspended.select("agent", "payment_id", rubles),
+                      fresh.select("agent", "payment_id", from_kop)])
+
+
 def _to_store(frame: pl.DataFrame, file: str, digest: str, now: datetime) -> pl.DataFrame:
     return frame.select(
         "payment_id", "paid_on", "account_id",
@@ -418,10 +450,11 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
         paid = pl.concat([load_payments(ws).select("agent", "paid_on", "amount"),
                           load_suspense(ws).select("agent", "paid_on", "amount")])
         statement = onec.read_statement(ws, path.name, path.read_bytes(), paid)
-        fmt, incoming, readings, rejects = (onec.FORMAT, statement.incoming,
-                                            pl.DataFrame(schema=READINGS_SCHEMA), statement.rejects)
+        fmt, incoming, readings, rejects, receipts = (
+            onec.FORMAT, statement.incoming, pl.DataFrame(schema=READINGS_SCHEMA), statement.rejects,
+            no_receipts())
     else:
-        fmt, incoming, readings, rejects = read_payment_file(path, fmt, agent)
+        fmt, incoming, readings, rejects, receipts = read_payment_file(path, fmt, agent)
     if _stamp(path) != before:
         raise IncompleteFileError(
             f"{path.name}: файл изменился, пока его читали, — похоже, он ещё записывается; "
@@ -437,7 +470,15 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
                                        suspended.drop("reason")]) if suspended.height else stored,
         path.name, today or date.today(),
     )
-    rejects = pl.concat([rejects, more_rejects]).sort("row")
+    # The receipts of the payments taken (accepted, waiting or known): a rejected payment row
+    # is in the report already, its receipt comes with the mended row.
+    fiscal_stored = load_fiscal(ws)
+    fiscal, fiscal_rejects = check_register_receipts(
+        RegisterReceipts(receipts.rows.join(pl.concat([accepted, suspense.drop("reason"), duplicates])
+                                            .select(ROW), on=ROW, how="semi"), receipts.headers),
+        _known_amounts(stored, suspended, pl.concat([accepted, suspense.drop("reason")])), fiscal_stored,
+        path.name) if receipts.rows.height else (receipts.rows, empty_rejects())
+    rejects = pl.concat([rejects, more_rejects, fiscal_rejects]).sort("row")
     if statement is not None:  # the payer and the purpose in the reason of a suspense payment
         suspense = onec.explain_suspense(suspense, statement.explain)
     progress.stage(f"{path.name}: проверен — принято {progress.count_text(accepted.height)}, "
@@ -455,7 +496,7 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
     result = PaymentImport(path.name, digest, fmt, False, accepted.height, accepted_kop,
                            suspense.height, duplicates.height, int(rejects["row"].n_unique()),
                            readings.height, rejects_path, shown,
-                           statement.notes if statement is not None else ())
+                           statement.notes if statement is not None else (), fiscal.height)
     # Payments, suspense and readings first, the file list last: a kill in between
     # re-imports the file next time, and the known payment ids make that a no-op.
     if accepted.height:
@@ -472,6 +513,7 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
         write_parquet_atomic(pl.concat([known, fresh]).unique(
             ["agent", "payment_id", "meter_serial", "resource"], keep="first", maintain_order=True),
             ws.store / "bank_readings.parquet")
+    append_receipts(ws, fiscal_stored, fiscal, path.name, now)
     if statement is not None:  # the agents' transfers: settlements, not payments
         onec.store_settlements(ws, statement.settlements, path.name, digest, now)
     record = pl.DataFrame([{
@@ -615,7 +657,9 @@ def revert_payment_file(ws: Workspace, target: str | Path) -> PaymentRevert:
     so a reading a sealed close could have counted belongs to a payment that close
     allocated: the payment check covers the readings.
 
-    Write order: suspense, readings, payments, and the record last. A kill in
+    The fiscal receipts the file's own columns brought (``source_file``, its payments) go too.
+
+    Write order: suspense, readings, receipts, payments, and the record last. A kill in
     between leaves the file recorded as imported with part of its rows gone; every
     step removes only this file's rows, so running the revert again completes it.
     """
@@ -655,6 +699,12 @@ def revert_payment_file(ws: Workspace, target: str | Path) -> PaymentRevert:
         write_parquet_atomic(readings.join(my_readings.select("agent", "payment_id", "source_file"),
                                            on=["agent", "payment_id", "source_file"], how="anti"),
                              ws.store / "bank_readings.parquet")
+    fiscal = load_fiscal(ws)
+    key = ["agent", "payment_id", "source_file"]
+    my_receipts = fiscal.filter(pl.col("source_file") == name).join(
+        pl.concat([keys, my_suspense.select("agent", "payment_id")]), on=["agent", "payment_id"], how="semi")
+    if my_receipts.height:
+        write_parquet_atomic(fiscal.join(my_receipts.select(key), on=key, how="anti"), fiscal_path(ws))
     if mine.height:
         write_parquet_atomic(stored.filter(pl.col("file_sha256").ne_missing(digest)), payments_path(ws))
     from pipeline.ingest.onec import drop_settlements

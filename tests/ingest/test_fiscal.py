@@ -263,3 +263,78 @@ def test_receipt_text_and_qr() -> None:
     assert fiscal_qr_text(row) == f"t=20260905T1430&s=12345.60&fn={FN1}&i=12345&fp=1234567890&n=1"
     assert fiscal_qr_text({**row, "amount": Decimal("-5")}).endswith("&s=5.00&fn=" + FN1
                                                                       + "&i=12345&fp=1234567890&n=2")
+
+
+# --------------------------------------------------------------------------- receipts in a payment file
+
+REGISTER = f"""\
+payment_id,paid_on,account_id,amount,period,agent,fn,fd,fp,fiscal_at
+r1,2026-09-05,A1,1000.00,2026-08,kassa,{FN1},101,1234567890,2026-09-05 14:30
+r2,2026-09-06,A2,500.00,,kassa,,,,
+r3,2026-09-07,A3,300.00,,kassa,12345,102,55,2026-09-07 10:00
+r4,2026-09-07,9999,77.00,,kassa,{FN1},103,56,07.09.2026 11:00
+r5,2026-09-08,A2,0,,kassa,{FN1},104,57,2026-09-08 10:00
+"""
+
+
+@pytest.fixture
+def ingested(town: Workspace) -> Workspace:
+    ingest(town)
+    return town
+
+
+def test_receipts_in_a_payment_file(ingested: Workspace, tmp_path: Path) -> None:
+    path = write(tmp_path, "kassa.csv", REGISTER)
+    result = import_payment_file(ingested, path, today=date(2026, 9, 30))
+    # r3's receipt is refused, not its payment; r4 waits for its account with its receipt;
+    # r5 is no payment (zero): its receipt is not looked at.
+    assert (result.accepted, result.suspense, result.rejected, result.receipts) == (3, 1, 2, 2)
+    assert rejects_of(result.rejects_path) == [
+        (4, "fn", "12345", "номер фискального накопителя ФН — ровно 16 цифр"),
+        (6, "amount", "0.00", "нулевая сумма платежа"),
+    ]
+    assert load_fiscal(ingested).select("agent", "payment_id", "fn", "fd", "fp", "issued_at", "amount",
+                                        "source_file", "source_row").rows() == [
+        ("kassa", "r1", FN1, "101", "1234567890", datetime(2026, 9, 5, 14, 30), Decimal("1000.00"),
+         "kassa.csv", 2),
+        ("kassa", "r4", FN1, "103", "56", datetime(2026, 9, 7, 11, 0), Decimal("77.00"), "kassa.csv", 5),
+    ]
+    last = last_fiscal_receipts(ingested, load_payments(ingested))
+    assert last.select("account_id", "fd").rows() == [("A1", "101")]
+    # The same file again changes nothing; so does the standalone receipts file of the same receipt.
+    stored = load_fiscal(ingested)
+    assert import_payment_file(ingested, path, today=date(2026, 9, 30)).already_imported
+    again = import_fiscal_file(ingested, write(tmp_path, "ofd.csv", HEADER + (
+        f"r1,kassa,{FN1},101,1234567890,2026-09-05 14:30,1000.00\n")))
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 1, 0)
+    assert load_fiscal(ingested).equals(stored)
+
+
+def test_revert_takes_the_file_receipts_back(ingested: Workspace, tmp_path: Path) -> None:
+    from pipeline.ingest.payments import revert_payment_file
+
+    path = write(tmp_path, "kassa.csv", REGISTER)
+    import_payment_file(ingested, path, today=date(2026, 9, 30))
+    other = import_fiscal_file(ingested, write(tmp_path, "ofd.csv", HEADER + (
+        f"p1,sber,{FN2},7,9,2026-09-05 14:30,1000.00\n")))
+    assert other.rejected == 1  # p1 is not loaded: an unrelated file's receipt stays out of this
+    revert_payment_file(ingested, "kassa.csv")
+    assert load_fiscal(ingested).height == 0
+    # The mended file (r3's ФН) brings all three receipts.
+    mended = write(tmp_path, "kassa.csv", REGISTER.replace(",12345,", f",{FN2},"))
+    result = import_payment_file(ingested, mended, today=date(2026, 9, 30))
+    assert (result.receipts, result.rejected) == (3, 1), rejects_of(result.rejects_path)
+    assert sorted(load_fiscal(ingested)["payment_id"]) == ["r1", "r3", "r4"]
+
+
+def test_russian_fiscal_headers_and_a_partial_set(ingested: Workspace, tmp_path: Path) -> None:
+    russian = REGISTER.split("\n", 1)[0].replace("fn,fd,fp,fiscal_at", "ФН;ФД;ФПД;Дата и время чека")
+    text = russian.replace(",", ";") + "\n" + REGISTER.split("\n", 1)[1].replace(",", ";")
+    result = import_payment_file(ingested, write(tmp_path, "kassa.csv", text), today=date(2026, 9, 30))
+    assert result.receipts == 2
+    assert ("fn" not in {c for _, c, _, _ in rejects_of(result.rejects_path)}
+            and (4, "ФН") in {(r, c) for r, c, _, _ in rejects_of(result.rejects_path)})
+    partial = REGISTER.replace(",fp,fiscal_at", ",x,y")
+    with pytest.raises(BillingError, match=r"нет fp \(ФП\), fiscal_at \(дата и время чека\)"):
+        import_payment_file(ingested, write(tmp_path, "partial.csv", partial), today=date(2026, 9, 30))
+    assert load_payments(ingested).filter(pl.col("source_file") == "partial.csv").height == 0
