@@ -62,9 +62,23 @@ kopecks, e.g. the closing debt of the balances, ``Payee.to_pay``) is passed to
 :func:`invoices_for`; a negative amount (an advance) prints as 0. A seller with no lines in
 the period gets no document (an act needs services).
 
+Recalculations and penalties
+============================
+
 From a close, :func:`build_invoices` does it all for the accounts with ``payer_kind =
-organization`` (charge lines only: penalties are not invoiced), and :func:`render_invoices`
-writes ``{number}.pdf`` per invoice.
+organization``, and :func:`render_invoices` writes ``{number}.pdf`` per invoice. Besides the
+period's charge lines an invoice lists
+
+* each recalculation of the seller's services (``Перерасчёт: <service> за <month>``, its reason
+  in brackets; the sign as posted), on the invoice and on the act: it corrects the services of
+  an earlier month, so the act of this period states it; VAT by the service's rule in force on
+  this period's last day (the correction is posted in this period);
+* the period's penalty of the seller (ЖК РФ ст.155 ч.14, or ч.14.1 for capital repair), on the
+  invoice only: a penalty is no service, so the act does not list it. A penalty is not taxed —
+  a penalty for late payment is not a payment for the services (НК РФ ст.162 п.1 пп.2 read with
+  п.15 of Постановление Пленума ВАС РФ от 30.05.2014 № 33; UNVERIFIED: written from memory, the
+  domain notes have no VAT source) — unless ``vat_rates.csv`` has a row for ``service_id =
+  penalty`` (a catch-all row does not apply to penalties): the choice is data.
 """
 
 from __future__ import annotations
@@ -72,6 +86,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +117,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOWED_VAT_RATES",
     "DEFAULT_VAT_RATES",
+    "LINE_KINDS",
+    "PENALTY_SERVICE",
     "VAT_FILE",
     "Buyer",
     "Invoice",
@@ -117,6 +134,7 @@ __all__ = [
     "render_invoice_html",
     "render_invoice_pdf",
     "render_invoices",
+    "vat_by_rate",
     "vat_for_lines",
     "vat_rule_for",
 ]
@@ -281,6 +299,15 @@ def vat_rule_for(supplier_id: str, service_id: str, on: date,
     return best
 
 
+def vat_by_rate(vats: Iterable[LineVat]) -> dict[int, int]:
+    """VAT per taxed rate (0 % included), highest rate first, kopecks."""
+    out: dict[int, int] = {}
+    for v in sorted(vats, key=lambda v: -(v.rate or 0)):
+        if v.rate is not None:
+            out[v.rate] = out.get(v.rate, 0) + v.vat
+    return out
+
+
 @dataclass(frozen=True)
 class InvoiceLine:
     """One line of an invoice and its act: one service of one supplier."""
@@ -299,17 +326,35 @@ class InvoiceLine:
     amount_kop: int
     #: ``org_id`` of the supplier (the seller of this line).
     supplier_id: str
+    #: ``service`` (a charge of the period), ``recalculation`` (a correction of an earlier
+    #: month: invoice and act) or ``penalty`` (invoice only: no service, no act line).
+    kind: str = "service"
+
+
+#: The ``service_id`` of a penalty line, and the only ``vat_rates.csv`` rows that tax it.
+PENALTY_SERVICE = "penalty"
+LINE_KINDS = ("service", "recalculation", "penalty")
 
 
 def vat_for_lines(lines: Sequence[InvoiceLine], period: str, rates: pl.DataFrame) -> tuple[LineVat, ...]:
     """VAT of every line (aligned with ``lines``), by the rule in force on the period's last day."""
     on = Period.parse(period).last
     rows = rates.to_dicts()
+    # A penalty is taxed only by a row that names it (module docstring): else «Без НДС».
+    penalty_rows = [r for r in rows if r["service_id"] == PENALTY_SERVICE]
+    untaxed: Mapping[str, Any] = {"rate_pct": None, "source_row": 0}
     out = []
     for line in lines:
         if not line.service_id:
             raise ValueError(f"строка «{line.service_name}»: не указан код услуги — ставку НДС не выбрать")
-        rule = vat_rule_for(line.supplier_id, line.service_id, on, rows)
+        if line.kind not in LINE_KINDS:
+            raise ValueError(f"строка «{line.service_name}»: неизвестный вид строки «{line.kind}»")
+        if line.kind == "penalty":
+            named = [r for r in penalty_rows if r["from"] <= on
+                     and r["supplier_id"] in (None, line.supplier_id)]
+            rule = vat_rule_for(line.supplier_id, PENALTY_SERVICE, on, named) if named else untaxed
+        else:
+            rule = vat_rule_for(line.supplier_id, line.service_id, on, rows)
         out.append(LineVat(rule["rate_pct"], line_vat(line.amount_kop, rule["rate_pct"]),
                            int(rule["source_row"])))
     return tuple(out)
@@ -384,16 +429,17 @@ class Invoice:
     @property
     def vat_by_rate(self) -> dict[int, int]:
         """VAT per taxed rate (0 % included), highest rate first, kopecks."""
-        out: dict[int, int] = {}
-        for v in sorted(self.vat, key=lambda v: -(v.rate or 0)):
-            if v.rate is not None:
-                out[v.rate] = out.get(v.rate, 0) + v.vat
-        return out
+        return vat_by_rate(self.vat)
 
     @property
     def untaxed(self) -> int:
         """Σ amounts of the «Без НДС» lines, kopecks."""
         return sum(ln.amount_kop for ln, v in zip(self.lines, self.vat, strict=True) if v.rate is None)
+
+    @property
+    def act_items(self) -> tuple[tuple[InvoiceLine, LineVat], ...]:
+        """The act's lines with their VAT: every line but the penalties (no service)."""
+        return tuple((ln, v) for ln, v in zip(self.lines, self.vat, strict=True) if ln.kind != "penalty")
 
     @property
     def act_date(self) -> dt.date:
@@ -467,9 +513,9 @@ def build_invoices(
 ) -> Iterator[Invoice]:
     """The invoices of a close: every organization account with charges gets one per supplier.
 
-    Lines are the period's charge lines in ``services.csv`` order (as on the receipts);
-    penalty lines are not invoiced (a penalty is not a service and has no act; it is
-    claimed separately). The buyer's address is the premises' address. ``amounts_due``:
+    Lines are the period's charge lines in ``services.csv`` order (as on the receipts), then
+    the recalculations (same order, then the month corrected) and the penalty of each seller
+    (module docstring). The buyer's address is the premises' address. ``amounts_due``:
     ``"lines"`` (default) — «Всего к оплате» is the sum of the lines; ``"closing"`` — the
     closing debt of the supplier's balance (old debt, advances and payments included).
     """
@@ -492,6 +538,12 @@ def build_invoices(
             service_id=ln["service_id"], service_name=meta["name"], unit=meta["unit"] or "",
             volume=None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000,
             price=Decimal(ln["price_kop"]) / 100, amount_kop=ln["amount_kop"], supplier_id=ln["supplier_id"]))
+    # Invoices go to the accounts charged this period (the others get a receipt: a statement of
+    # their debt, pipeline.render.build), with their recalculations and penalties.
+    charged = set(by_account)
+    for account_id, line in itertools.chain(_recalculation_lines(result, charged, svc, order),
+                                            _penalty_lines(result, charged)):
+        by_account[account_id].append(line)
     closing: dict[str, dict[str, int]] = {}
     if amounts_due == "closing":
         for b in result.balances.filter(pl.col("account_id").is_in(sorted(wanted))).iter_rows(named=True):
@@ -514,41 +566,93 @@ def build_invoices(
                                 else None, issued=issued)
 
 
+def _recalculation_lines(result: CloseResult, wanted: set[str], svc: Mapping[str, Mapping[str, Any]],
+                         order: Mapping[str, int]) -> Iterator[tuple[str, InvoiceLine]]:
+    """(account, line) of every recalculation of the organization accounts, in print order."""
+    if result.recalculations is None:
+        return
+    rows = result.recalculations.filter(pl.col("account_id").is_in(sorted(wanted))
+                                        & (pl.col("amount_kop") != 0)).with_columns(
+        pl.col("service_id").replace_strict(order, default=0).alias("_order")
+    ).sort("account_id", "_order", "supplier_id", "origin_period", "reason")
+    for rc in rows.iter_rows(named=True):
+        name = svc.get(rc["service_id"], {"name": rc["service_id"]})["name"]
+        reason = f" ({rc['reason']})" if rc.get("reason") else ""
+        yield rc["account_id"], InvoiceLine(
+            service_id=rc["service_id"],
+            service_name=f"Перерасчёт: {name} за {period_text(rc['origin_period'])}{reason}",
+            unit="", volume=None, price=None, amount_kop=rc["amount_kop"], supplier_id=rc["supplier_id"],
+            kind="recalculation")
+
+
+def _penalty_lines(result: CloseResult, wanted: set[str]) -> Iterator[tuple[str, InvoiceLine]]:
+    """(account, line) of the period's penalty per organization account and seller."""
+    if result.penalties is None or not result.penalties.height:
+        return
+    penalties = result.penalties
+    if "scheme" not in penalties.columns:
+        penalties = penalties.with_columns(pl.lit("standard").alias("scheme"))
+    rows = penalties.filter(pl.col("account_id").is_in(sorted(wanted))).group_by(
+        "account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum()).filter(
+        pl.col("amount_kop") != 0).sort("account_id", "supplier_id", "scheme")
+    for p in rows.iter_rows(named=True):
+        part = "ч.14.1" if p["scheme"] == "capital_repair" else "ч.14"
+        yield p["account_id"], InvoiceLine(
+            service_id=PENALTY_SERVICE, service_name=f"Пени (ЖК РФ ст.155 {part})", unit="", volume=None,
+            price=None, amount_kop=p["amount_kop"], supplier_id=p["supplier_id"], kind="penalty")
+
+
 # --------------------------------------------------------------------------- HTML
 
 
+def _vat_rows(items: Sequence[tuple[InvoiceLine, LineVat]]) -> list[dict[str, str]]:
+    """«В том числе НДС (20 %)» per rate, highest first, and the untaxed sum where both occur."""
+    rows = [{"label": f"В том числе НДС ({rate}{_NBSP}%):", "amount": format_rub(amount)}
+            for rate, amount in vat_by_rate(v for _, v in items).items()]
+    if not rows:
+        rows.append({"label": "Без налога (НДС)", "amount": "—"})
+    elif any(v.rate is None for _, v in items):
+        untaxed = sum(ln.amount_kop for ln, v in items if v.rate is None)
+        rows.append({"label": "В том числе без налога (НДС), на сумму:", "amount": format_rub(untaxed)})
+    return rows
+
+
+def _line_views(items: Sequence[tuple[InvoiceLine, LineVat]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "n": i,
+            "name": ln.service_name,
+            "volume": "—" if ln.volume is None else fmt_decimal(ln.volume),
+            "unit": ln.unit or "—",
+            "price": "—" if ln.price is None else fmt_decimal(ln.price, 2),
+            "amount": format_rub(ln.amount_kop),
+        }
+        for i, (ln, _) in enumerate(items, start=1)
+    ]
+
+
 def _view(inv: Invoice) -> dict[str, Any]:
-    """Everything the template prints, already formatted as text."""
-    vat_rows = [{"label": f"В том числе НДС ({rate}{_NBSP}%):", "amount": format_rub(amount)}
-                for rate, amount in inv.vat_by_rate.items()]
-    untaxed = inv.untaxed
-    if not vat_rows:
-        vat_rows.append({"label": "Без налога (НДС)", "amount": "—"})
-    elif any(v.rate is None for v in inv.vat):
-        vat_rows.append({"label": "В том числе без налога (НДС), на сумму:", "amount": format_rub(untaxed)})
+    """Everything the template prints, already formatted as text (``act_*``: the act's lines)."""
+    items = tuple(zip(inv.lines, inv.vat, strict=True))
+    act = inv.act_items
+    act_total = sum(ln.amount_kop for ln, _ in act)
     s = inv.seller
     return {
         "date": f"{inv.date:%d.%m.%Y}",
         "act_date": f"{inv.act_date:%d.%m.%Y}",
         "period_text": period_text(inv.period),
         "seller_inn_kpp": f"ИНН {s.inn or '—'}" + (f" КПП {s.kpp}" if s.kpp else ""),
-        "lines": [
-            {
-                "n": i,
-                "name": ln.service_name,
-                "volume": "—" if ln.volume is None else fmt_decimal(ln.volume),
-                "unit": ln.unit or "—",
-                "price": "—" if ln.price is None else fmt_decimal(ln.price, 2),
-                "amount": format_rub(ln.amount_kop),
-            }
-            for i, ln in enumerate(inv.lines, start=1)
-        ],
+        "lines": _line_views(items),
         "count": len(inv.lines),
         "total": format_rub(inv.total),
-        "vat_rows": vat_rows,
+        "vat_rows": _vat_rows(items),
+        "act_lines": _line_views(act),
+        "act_count": len(act),
+        "act_total": format_rub(act_total),
+        "act_vat_rows": _vat_rows(act),
+        "act_total_words": amount_in_words(act_total),
         "to_pay": format_rub(inv.to_pay),
         "to_pay_words": amount_in_words(inv.to_pay),
-        "total_words": amount_in_words(inv.total),
         "differs": inv.to_pay != inv.total,
         "due_date": None if inv.due_date is None else f"{inv.due_date:%d.%m.%Y}",
     }

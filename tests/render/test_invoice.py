@@ -375,3 +375,89 @@ def test_build_invoices_from_a_close(town: Workspace) -> None:
 def test_render_invoices_with_nothing_creates_no_folder(tmp_path: Path) -> None:
     assert render_invoices([], tmp_path / "out") == 0
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- recalculations and penalties
+
+
+def _mixed() -> list[InvoiceLine]:
+    return [
+        _line("hot_water", 12_000),
+        InvoiceLine(service_id="hot_water", service_name="Перерасчёт: ГВС за июль 2026 (показания)", unit="",
+                    volume=None, price=None, amount_kop=-1_201, supplier_id="voda", kind="recalculation"),
+        InvoiceLine(service_id=invoice_mod.PENALTY_SERVICE, service_name="Пени (ЖК РФ ст.155 ч.14)", unit="",
+                    volume=None, price=None, amount_kop=345, supplier_id="voda", kind="penalty"),
+    ]
+
+
+def test_recalculation_on_invoice_and_act_penalty_on_the_invoice_only() -> None:
+    rates = parse_vat_rates(HEADER + ",,2000-01-01,20,всё облагается\n")
+    (inv,) = invoices_for(ACCOUNT, _mixed(), ORGS, "2026-08", None, rates)
+    # The catch-all 20 % taxes the service and its correction, never the penalty.
+    assert [(v.rate, v.vat) for v in inv.vat] == [(20, 2_000), (20, -200), (None, 0)]
+    assert inv.total == 12_000 - 1_201 + 345 == inv.to_pay
+    assert [ln.kind for ln, _ in inv.act_items] == ["service", "recalculation"]
+    html = render_invoice_html(inv)
+    invoice_part, act_part = html.split('<article class="act"')
+    assert "Пени (ЖК РФ ст.155 ч.14)" in invoice_part and "Пени" not in act_part
+    assert "Перерасчёт: ГВС за июль 2026 (показания)" in invoice_part and "Перерасчёт: ГВС" in act_part
+    assert ">-12,01<" in invoice_part and ">-12,01<" in act_part
+    assert '<td>Итого:</td><td class="n">111,44</td>' in invoice_part
+    assert '<td>Итого:</td><td class="n">107,99</td>' in act_part
+    assert f"В том числе НДС (20{NBSP}%):</td><td class=\"n\">18,00<" in invoice_part
+    assert "без налога (НДС), на сумму:</td><td class=\"n\">3,45<" in invoice_part
+    assert f"В том числе НДС (20{NBSP}%):</td><td class=\"n\">18,00<" in act_part
+    assert "без налога" not in act_part
+    assert "Всего наименований 3, на сумму 111,44" in invoice_part
+    assert "Всего оказано услуг 2, на сумму 107,99" in act_part
+
+
+def test_a_penalty_is_taxed_only_by_a_row_that_names_it() -> None:
+    rates = parse_vat_rates(HEADER + ",,2000-01-01,none,\n,penalty,2026-01-01,20,пени облагаются\n"
+                                     "teplo,penalty,2026-01-01,none,\n")
+    (inv,) = invoices_for(ACCOUNT, _mixed(), ORGS, "2026-08", None, rates)
+    assert [(v.rate, v.vat, v.source_row) for v in inv.vat] == [(None, 0, 2), (None, 0, 2), (20, 58, 3)]
+    # Before the row is in force, «Без НДС».
+    (early,) = invoices_for(ACCOUNT, _mixed(), ORGS, "2025-12", None, rates)
+    assert early.vat[2] == invoice_mod.LineVat(None, 0, 0)
+
+
+def test_a_seller_with_only_a_penalty_gets_an_invoice_without_an_act() -> None:
+    (inv,) = invoices_for(ACCOUNT, _mixed()[2:], ORGS, "2026-08", None, DEFAULT_VAT_RATES)
+    html = render_invoice_html(inv)
+    assert "Счёт на оплату" in html and '<article class="act"' not in html
+    assert inv.act_items == ()
+
+
+def test_build_invoices_lists_recalculations_and_penalties(town: Workspace) -> None:
+    from dataclasses import replace
+
+    from pipeline.close import compute, load_inputs
+    from pipeline.dates import Period
+    from pipeline.ingest.registers import ingest
+
+    accounts = town.registers / "accounts.csv"
+    accounts.write_text(accounts.read_text(encoding="utf-8").replace(
+        "A3,P3,person,Сидоров Пётр Ильич", "A3,P3,organization,ООО «Сидоров и партнёры»"), encoding="utf-8")
+    ingest(town)
+    inputs = load_inputs(town, Period(2026, 8))
+    result = compute(inputs)
+    a3 = result.lines.filter(pl.col("account_id") == "A3")
+    service, supplier = a3.row(0, named=True)["service_id"], a3.row(0, named=True)["supplier_id"]
+    recalcs = pl.DataFrame({"account_id": ["A3", "A1"], "service_id": [service, service],
+                            "supplier_id": [supplier, supplier], "origin_period": ["2026-07", "2026-07"],
+                            "amount_kop": [-150, 999], "reason": ["перерасчёт по акту", "другой счёт"]})
+    penalties = pl.DataFrame({"account_id": ["A3", "A3"], "supplier_id": [supplier, supplier],
+                              "charge_period": ["2026-05", "2026-06"], "amount_kop": [120, 30]})
+    result = replace(result, recalculations=recalcs, penalties=penalties)
+    regs = inputs.registers()
+    invoices = list(build_invoices(result, regs, inputs.rules.services, DEFAULT_VAT_RATES))
+    (inv,) = [i for i in invoices if i.seller.org_id == supplier]
+    kinds = [(ln.kind, ln.amount_kop) for ln in inv.lines if ln.kind != "service"]
+    assert kinds == [("recalculation", -150), ("penalty", 150)]
+    name = inputs.rules.services.filter(pl.col("service_id") == service)["name"][0]
+    assert inv.lines[-2].service_name == f"Перерасчёт: {name} за июль 2026 г. (перерасчёт по акту)"
+    assert inv.lines[-1].service_name == "Пени (ЖК РФ ст.155 ч.14)"
+    charged = int(a3.filter(pl.col("supplier_id") == supplier)["amount_kop"].sum())
+    assert inv.total == charged - 150 + 150 == inv.to_pay
+    assert {i.account_id for i in invoices} == {"A3"}  # A1's recalculation is on its receipt
