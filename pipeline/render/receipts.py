@@ -655,15 +655,18 @@ def template(name: str = TEMPLATE_NAME, folder: str = "") -> jinja2.Template:
     return env.get_template(name)
 
 
-def render_html(receipt: Receipt) -> str:
+def render_html(receipt: Receipt, *, pay_on_back: bool = False, view: dict[str, Any] | None = None) -> str:
     """The receipt as an HTML page (Russian text, money as ``1 234,56``).
 
-    Raises ``ValueError`` when a line's supplier is not among the payees.
+    ``pay_on_back``: "where to pay" opens the back of the sheet instead of closing the front
+    (:meth:`PdfEngine.fit`); ``view``: the receipt's view made already (its QR codes are
+    not made twice). Raises ``ValueError`` when a line's supplier is not among the payees.
     """
+    view = {**(view if view is not None else _view(receipt)), "pay_on_back": pay_on_back}
     if not receipt.template_dir:
-        return template(TEMPLATE_NAME).render(r=receipt, v=_view(receipt))
+        return template(TEMPLATE_NAME).render(r=receipt, v=view)
     try:  # an organization's own template: its mistakes are named, not a traceback
-        return template(TEMPLATE_NAME, receipt.template_dir).render(r=receipt, v=_view(receipt))
+        return template(TEMPLATE_NAME, receipt.template_dir).render(r=receipt, v=view)
     except jinja2.TemplateError as err:
         where = getattr(err, "filename", None) or f"{receipt.template_dir}/{TEMPLATE_NAME}"
         line = getattr(err, "lineno", None)
@@ -673,6 +676,8 @@ def render_html(receipt: Receipt) -> str:
 # --------------------------------------------------------------------------- PDF stack
 
 _STACK_OK = False
+#: Pages of one A4 sheet printed on both sides: what a receipt should take.
+SHEET_PAGES = 2
 _ENGINE_LOCK = threading.Lock()
 _CURRENT_ACCOUNT: contextvars.ContextVar[str] = contextvars.ContextVar("pipeline_render_account", default="")
 
@@ -827,8 +832,22 @@ class PdfEngine:
         return page.render(stylesheets=[self.css], font_config=self.font_config)
 
     def layout(self, receipt: Receipt) -> Any:
-        """Lay out one receipt into a ``weasyprint.Document``."""
-        return self.document(render_html(receipt))
+        """Lay out one receipt into a ``weasyprint.Document`` (one sheet where it can be: :meth:`fit`)."""
+        view = _view(receipt)
+        return self.fit(receipt, self.document(render_html(receipt, view=view)), view)
+
+    def fit(self, receipt: Receipt, document: Any, view: dict[str, Any]) -> Any:
+        """``document`` (the receipt laid out from ``view`` as :func:`render_html` makes it), or
+        the receipt laid out again with "where to pay" opening the back, when that takes fewer pages.
+
+        The back of the sheet starts a page of its own; when the front cannot hold the payees'
+        payment parts (many payees, each with its QR code), they used to take a page alone and
+        the receipt ran to a second sheet. Only such receipts are laid out twice.
+        """
+        if len(document.pages) <= SHEET_PAGES or len(view["pay_parts"]) < 2:
+            return document
+        moved = self.document(render_html(receipt, pay_on_back=True, view=view))
+        return moved if len(moved.pages) < len(document.pages) else document
 
 
 _ENGINES: dict[str, PdfEngine] = {}
@@ -1055,7 +1074,8 @@ def _run_task(task: _Task) -> _TaskResult:
         for receipt in task.receipts:
             token = _CURRENT_ACCOUNT.set(receipt.account_id)
             try:
-                html = render_html(receipt)
+                view = _view(receipt)
+                html = render_html(receipt, view=view)
                 path = task.out_dir / f"{receipt.account_id}.pdf"
                 key = content_key(html) if task.cache is not None else ""
                 hit = _cached(task.cache, key) if task.cache is not None else None
@@ -1064,7 +1084,7 @@ def _run_task(task: _Task) -> _TaskResult:
                     write_atomic(path, functools.partial(shutil.copyfile, source))
                     reused += 1
                 else:
-                    document = engine.document(html)
+                    document = engine.fit(receipt, engine.document(html), view)
                     write_atomic(path, document.write_pdf)
                     n_pages = len(document.pages)
                     del document

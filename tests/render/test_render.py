@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import subprocess
 import sys
 import threading
 import zlib
@@ -388,3 +389,40 @@ def test_the_debt_warning_names_only_suppliers_of_restrictable_utilities() -> No
     assert _warning_suppliers(tuple(debtor), rows, svc, 2) == ("voda",)
     paid_up = [_payee("voda", "voda", charged=1_000, opening=5_000, paid=3_000)]
     assert _warning_suppliers(tuple(paid_up), rows, svc, 2) == ()  # 2 000 left: not over 2 months
+
+
+def _many_payees() -> Receipt:
+    """The realistic receipt with its 15 lines spread over 7 payees: 7 payment parts."""
+    base = make_receipt()
+    names = [f"Поставщик {n}" for n in range(1, 8)]
+    lines = tuple(replace(ln, supplier_id=f"s{n % 7 + 1}") for n, ln in enumerate(base.lines))
+    payees = tuple(_payee(f"s{n}", names[n - 1], sum(ln.amount for ln in lines if ln.supplier_id == f"s{n}"),
+                          0, 0) for n in range(1, 8))
+    return replace(base, lines=lines, payees=payees, opening=0, paid=0,
+                   charged=sum(p.charged for p in payees), closing=sum(p.closing for p in payees))
+
+
+def _page_text(pdf: Path, page: int) -> str:
+    return subprocess.run(["pdftotext", "-layout", "-f", str(page), "-l", str(page), str(pdf), "-"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_many_payees_still_take_one_sheet(tmp_path: Path) -> None:
+    """Seven payment parts do not fit under the calculation: they open the back instead of
+    taking a page of their own (which made the receipt two sheets)."""
+    from pipeline.render.receipts import pdf_engine
+
+    receipt = _many_payees()
+    as_made = pdf_engine().document(render_html(receipt))
+    assert len(as_made.pages) == 3  # the front cannot hold them
+    render_pdf(receipt, tmp_path / "one.pdf")
+    report = render_receipts([receipt], tmp_path / "pool", workers=1)
+    for pdf in (tmp_path / "one.pdf", report.out_dir / f"{receipt.account_id}.pdf"):
+        assert _pages(pdf) == 2
+        front, back = _page_text(pdf, 1), _page_text(pdf, 2)
+        assert "Куда платить" not in front and "Расчёт размера платы" in front
+        assert back.index("Куда платить") < back.index("Получатели платежа и расчёты с ними")
+        assert all(name in back for name in (p.name for p in receipt.payees))
+    # Three payees fit on the front, as before.
+    render_pdf(make_receipt(), tmp_path / "three.pdf")
+    assert "Куда платить" in _page_text(tmp_path / "three.pdf", 1)
