@@ -96,13 +96,16 @@ class Receipts:
     ``org_id`` of the organizations register) for the whole amount. ``benefits``: how the
     welfare body's amounts (``billing import welfare``) show in the ЕПД's benefits column —
     ``info`` (information only, the default: monetised benefits are paid to the person) or
-    ``discount`` (deducted from the amount to pay)."""
+    ``discount`` (deducted from the amount to pay). ``tear_off``: "where to pay" printed as a
+    tear-off slip (извещение) under a cut line closing the front, where the region's
+    practice uses one."""
 
     workers: int = 0
     print_batches: bool = True
     pay_to: str = "payees"
     agent: str = ""
     benefits: str = "info"
+    tear_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,7 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "agent": (lambda v: True, "нужен код организации (org_id)"),
         "benefits": (lambda v: v in ("info", "discount"),
                      "нужно info (справочно) или discount (вычесть из суммы к оплате)"),
+        "tear_off": (lambda v: True, "нужно true или false"),
     },
     "smtp": {
         "host": (lambda v: True, "нужно имя сервера"),

@@ -107,7 +107,7 @@ def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.Da
         warning_months=threshold(thresholds, "warning_debt_months", result.period.last),
         fiscal=fiscal_texts(ws, period_payments(result.allocations)),
         welfare=welfare_amounts(ws, str(result.period)), benefits=settings.benefits,
-        duplicate_on=duplicate_on, templates=ws.home / "templates",
+        duplicate_on=duplicate_on, templates=ws.home / "templates", tear_off=settings.tear_off,
         collection_warnings=warning_texts(ws, str(result.period)) if (
             ws.store / "collection" / "cases.parquet").is_file() else None)
 
@@ -139,7 +139,7 @@ def build_receipts(
     agent: Payee | None = None, qr_policy: QrPolicy | None = None, warning_months: int = 2,
     fiscal: dict[str, str] | None = None, duplicate_on: date | None = None,
     templates: Path | None = None, welfare: pl.DataFrame | None = None, benefits: str = "info",
-    collection_warnings: dict[str, str] | None = None,
+    collection_warnings: dict[str, str] | None = None, tear_off: bool = False,
 ) -> Iterator[Receipt]:
     """One :class:`Receipt` per account with something to say, in delivery order.
 
@@ -262,6 +262,7 @@ def build_receipts(
             benefits=granted,
             discount=sum(p.discount for p in payees),
             benefits_deducted=benefits == "discount",
+            tear_off=tear_off,
             benefits_note=_benefits_note(grants, str(period), sum(p.discount for p in payees),
                                          benefits == "discount"),
             **totals,

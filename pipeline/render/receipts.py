@@ -337,6 +337,9 @@ class Receipt:
     discount: int = 0
     benefits_deducted: bool = False
     benefits_note: str = ""
+    #: ``[receipts] tear_off``: "where to pay" is a tear-off slip (извещение) under a cut line at
+    #: the end of the front, with the payer, the amount and a place for the signature.
+    tear_off: bool = False
 
     @property
     def to_pay(self) -> int:
@@ -842,10 +845,11 @@ class PdfEngine:
 
         The back of the sheet starts a page of its own; when the front cannot hold the payees'
         payment parts (many payees, each with its QR code), they used to take a page alone and
-        the receipt ran to a second sheet. Only such receipts are laid out twice.
+        the receipt ran to a second sheet. Only such receipts are laid out twice; a tear-off
+        slip (:attr:`Receipt.tear_off`) is never moved.
         """
-        if len(document.pages) <= SHEET_PAGES or len(view["pay_parts"]) < 2:
-            return document
+        if len(document.pages) <= SHEET_PAGES or len(view["pay_parts"]) < 2 or receipt.tear_off:
+            return document  # a tear-off slip stays on the front, where it is cut off
         moved = self.document(render_html(receipt, pay_on_back=True, view=view))
         return moved if len(moved.pages) < len(document.pages) else document
 

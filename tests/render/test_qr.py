@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.money import format_rub
 from pipeline.render.qr import (
     Payload,
     QrPayee,
@@ -177,3 +178,24 @@ def test_a_collecting_agent_gets_one_code_for_the_whole_amount(tmp_path: Path) -
     codes = decoded_codes(pdf)
     assert codes == _expected(receipt, (agent,), [receipt.to_pay])
     assert codes[0].startswith("ST00011|Name=АО «Энский расчётный центр»|")
+
+
+def test_a_tear_off_slip_carries_the_codes_under_its_cut_line(tmp_path: Path) -> None:
+    """``[receipts] tear_off``: where to pay is the slip at the foot of the front, codes and all."""
+    receipt = replace(make_receipt(), tear_off=True)
+    pdf = tmp_path / "r.pdf"
+    render_pdf(receipt, pdf)
+    front = subprocess.run(["pdftotext", "-layout", "-f", "1", "-l", "1", str(pdf), "-"],
+                           check=True, capture_output=True, text=True).stdout
+    body = " ".join(front.split())
+    cut = body.index("линия отрыва")
+    assert body.index("Итого к оплате") < cut < body.index("Куда платить") < body.index("Подпись плательщика")
+    assert (f"Извещение · лицевой счёт {receipt.account_id} · за октябрь 2026 г. · {receipt.payer_name}"
+            in body)
+    assert f"итого к оплате {format_rub(receipt.to_pay)} ₽".replace("\u00a0", " ") in body.replace("\u00a0", " ")
+    assert decoded_codes(pdf) == _expected(receipt, receipt.payees, [p.to_pay for p in receipt.payees])
+    # Without the setting the form has no slip.
+    render_pdf(make_receipt(), tmp_path / "plain.pdf")
+    plain = subprocess.run(["pdftotext", str(tmp_path / "plain.pdf"), "-"], check=True, capture_output=True,
+                           text=True).stdout
+    assert "линия отрыва" not in plain and "Подпись плательщика" not in plain
