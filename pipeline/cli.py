@@ -933,6 +933,28 @@ def import_gis_readings_cmd(
     _say(r.line())
 
 
+@import_app.command("gis-documents")
+def import_gis_documents_cmd(
+    file: Annotated[Path, typer.Argument(
+        metavar="ФАЙЛ", help="Ответ ГИС ЖКХ на загрузку платёжных документов (bills:getStateResult "
+        "с ImportResult по каждому документу).")],
+    period: Annotated[str, typer.Option("--period", metavar=PERIOD_METAVAR,
+                                        help=f"Период выгруженных документов: {PERIOD_FORMS}.")],
+    home: HomeOpt = None,
+) -> None:
+    """Загрузить идентификаторы (ИПД), которые ГИС ЖКХ присвоил платёжным документам периода;
+    повторная загрузка ничего не меняет."""
+    from pipeline.ingest.gis_documents import import_gis_documents
+
+    period = period_option(period, "--period")
+    ws = _ws(home).require()
+    r = import_gis_documents(ws, file.resolve(), period)
+    _audit(ws, "import gis-documents", inputs={"file": str(file), "sha256": r.sha256, "period": r.period},
+           outputs={"read": r.read, "accepted": r.accepted, "duplicates": r.duplicates,
+                    "rejected": r.rejected})
+    _say(r.line())
+
+
 @import_app.command("welfare")
 def import_welfare(
     file: Annotated[Path, typer.Argument(

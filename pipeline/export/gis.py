@@ -74,8 +74,8 @@ from pipeline.export.gis_schema import first_error, invalid_messages, validation
 from pipeline.pool import alive, die_with
 from pipeline.workspace import Workspace
 
-__all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "gis_files",
-           "iter_gis_files", "load_limits", "read_frames"]
+__all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "document_guids",
+           "gis_files", "iter_gis_files", "load_limits", "read_frames"]
 
 LIMITS_FILE = "gis_gkh.toml"
 RECIPIENT = "ГИС ЖКХ"
@@ -328,6 +328,13 @@ def _guids(keys: pl.Series) -> pl.Series:
         x.str.slice(0, 8), pl.lit("-"), x.str.slice(8, 4), pl.lit("-5"), x.str.slice(13, 3), pl.lit("-"),
         x.str.slice(16, 1).replace_strict(_VARIANT), x.str.slice(17, 3), pl.lit("-"),
         x.str.slice(20, 12)]).alias(keys.name)).to_series()
+
+
+def document_guids(period: str, accounts: pl.Series) -> pl.Series:
+    """The ``TransportGUID`` of each account's payment document of ``period`` (a Series named
+    ``doc_key``): how ГИС ЖКХ's answer names our documents (:mod:`pipeline.ingest.gis_documents`)."""
+    return _guids(pl.DataFrame({"account_id": accounts}).select(pl.concat_str(
+        [pl.lit(f"{period}/pd/"), pl.col("account_id")]).alias("doc_key")).to_series())
 
 
 def _in_force(frame: pl.DataFrame, day: Any, by: list[str]) -> pl.DataFrame:
@@ -602,8 +609,7 @@ def _documents(period: Period, frames: GisFrames,
                            - (pl.col("discount_kop") - pl.col("line_discount_kop"))).alias("total_kop"),
                           pl.when(pl.col("debt_kop") < 0).then(-pl.col("debt_kop")).alias("advance_kop"))
             .sort("account_id"))
-    docs = docs.with_columns(_guids(docs.select(pl.concat_str(
-        [pl.lit(f"{period}/pd/"), pl.col("account_id")]).alias("doc_key")).to_series()))
+    docs = docs.with_columns(document_guids(str(period), docs["account_id"]))
     number = pl.concat_str([pl.col("account_id"), pl.lit(f"-{period}")])
     head = pl.concat_str([
         pl.lit("<PaymentDocument>"), _tag("account-base:AccountGuid", pl.col("account_guid")),

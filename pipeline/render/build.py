@@ -99,6 +99,8 @@ def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.Da
 
     The agent and the QR switches are checked at once (a bad setting stops before rendering).
     """
+    from pipeline.ingest.gis_documents import document_ids
+
     settings = load_section(ws.settings_path, Receipts)
     agent = collecting_agent(settings, regs["organizations"])
     policy = load_qr_policy(ws.rules)
@@ -108,6 +110,7 @@ def workspace_receipts(ws: Workspace, result: CloseResult, regs: dict[str, pl.Da
         fiscal=fiscal_texts(ws, period_payments(result.allocations)),
         welfare=welfare_amounts(ws, str(result.period)), benefits=settings.benefits,
         duplicate_on=duplicate_on, templates=ws.home / "templates", tear_off=settings.tear_off,
+        document_ids=document_ids(ws, str(result.period)),
         collection_warnings=warning_texts(ws, str(result.period)) if (
             ws.store / "collection" / "cases.parquet").is_file() else None)
 
@@ -140,10 +143,13 @@ def build_receipts(
     fiscal: dict[str, str] | None = None, duplicate_on: date | None = None,
     templates: Path | None = None, welfare: pl.DataFrame | None = None, benefits: str = "info",
     collection_warnings: dict[str, str] | None = None, tear_off: bool = False,
+    document_ids: dict[str, str] | None = None,
 ) -> Iterator[Receipt]:
     """One :class:`Receipt` per account with something to say, in delivery order.
 
-    ``welfare``: the welfare body's amounts shown on these receipts (account_id, service_id —
+    ``document_ids``: the ИПД ГИС ЖКХ gave the period's documents, per account
+    (:func:`pipeline.ingest.gis_documents.document_ids`). ``welfare``: the welfare body's amounts
+    shown on these receipts (account_id, service_id —
     null for all services —, kind, period, amount_kop: :func:`welfare_amounts`); ``benefits``:
     ``info`` prints them in the benefits column, ``discount`` also deducts them from the
     amount to pay (:func:`_apply_benefits`).
@@ -263,6 +269,7 @@ def build_receipts(
             discount=sum(p.discount for p in payees),
             benefits_deducted=benefits == "discount",
             tear_off=tear_off,
+            ipd=(document_ids or {}).get(account_id, ""),
             benefits_note=_benefits_note(grants, str(period), sum(p.discount for p in payees),
                                          benefits == "discount"),
             **totals,

@@ -315,6 +315,8 @@ class Receipt:
     #: ЕЛС of ГИС ЖКХ and the ИЖКУ of services, (service, ИЖКУ) (the ``gis_ids`` register).
     els: str = ""
     izhku: tuple[tuple[str, str], ...] = ()
+    #: ИПД ГИС ЖКХ gave this payment document (``billing import gis-documents``), once known.
+    ipd: str = ""
     #: Instalments due in the period (ЕПД section 6).
     instalments: tuple[InstalmentRow, ...] = ()
     #: A folder with the organization's own ``receipt.html.j2`` (``HOME/templates/<org_id>/`` or
@@ -607,6 +609,7 @@ def _view(receipt: Receipt) -> dict[str, Any]:
         "other_benefits": format_rub(other_benefits) if other_benefits else None,
         "benefits_note": receipt.benefits_note,
         "els": receipt.els,
+        "ipd": receipt.ipd,
         "izhku": [{"service_name": n, "izhku": i} for n, i in receipt.izhku],
         "instalments": [{"service_name": i.service_name, "supplier_name": i.supplier_name,
                          "amount": format_rub(i.amount), "interest": format_rub(i.interest),
