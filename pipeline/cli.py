@@ -272,7 +272,7 @@ def payments_import(
                                               "agent": agent},
                outputs={"accepted": r.accepted, "accepted_kop": r.accepted_kop, "suspense": r.suspense,
                         "duplicates": r.duplicates, "rejected": r.rejected, "readings": r.readings,
-                        "receipts": r.receipts})
+                        "receipts": r.receipts, "receipts_rejected": r.receipts_rejected})
         if r.already_imported:
             _say(f"{r.file}: уже загружен ранее — пропущен.")
             continue
@@ -281,7 +281,9 @@ def payments_import(
              + (f", повторных пропущено {r.duplicates}" if r.duplicates else "")
              + (f", показаний счётчиков {r.readings}" if r.readings else "")
              + (f", кассовых чеков {r.receipts}" if r.receipts else "")
-             + (f", отклонено {r.rejected} (отчёт: {r.rejects_path})" if r.rejected else ""))
+             + (f", чеков отклонено {r.receipts_rejected}" if r.receipts_rejected else "")
+             + (f", отклонено {r.rejected}" if r.rejected else "")
+             + (f" (отчёт: {r.rejects_path})" if r.rejects_path else ""))
         for line in r.notes:
             _say(f"  {line}")
         for line in suspense_lines(r, _home_hint(home)):

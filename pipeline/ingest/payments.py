@@ -147,8 +147,11 @@ class PaymentImport:
     #: What else the import says (Russian lines): a 1С statement's agent settlements and
     #: their reconciliation, documents that are not payments, control-sum warnings.
     notes: tuple[str, ...] = ()
-    #: Fiscal receipts taken from the file's fiscal columns (``store/fiscal.parquet``).
+    #: Fiscal receipts taken from the file's fiscal columns (``store/fiscal.parquet``), and the
+    #: rows whose receipt was refused (their payments are counted as the other rows are; the
+    #: reasons are in the same report).
     receipts: int = 0
+    receipts_rejected: int = 0
 
 
 #: How many suspense payments an import's summary names; the rest are counted.
@@ -399,6 +402,19 @@ def classify(
     return accepted, suspense, duplicates, pl.concat(rejects) if rejects else empty_rejects()
 
 
+def _file_receipts(receipts: RegisterReceipts, accepted: pl.DataFrame, suspense: pl.DataFrame,
+                   duplicates: pl.DataFrame, known: pl.DataFrame, stored: pl.DataFrame, file: str,
+                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(receipts to store, rejects) of a payment file's fiscal columns: only the rows whose payment
+    was taken (accepted, waiting in suspense, or known already); a rejected payment row is in the
+    report already, and its receipt comes with the mended row."""
+    if not receipts.rows.height:
+        return receipts.rows, empty_rejects()
+    taken = pl.concat([accepted.select(ROW), suspense.select(ROW), duplicates.select(ROW)])
+    rows = receipts.rows.join(taken, on=ROW, how="semi")
+    return check_register_receipts(RegisterReceipts(rows, receipts.headers), known, stored, file)
+
+
 def _known_amounts(stored: pl.DataFrame, suspended: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
     """agent, payment_id and amount (rubles) of every payment a receipt may name: stored,
     waiting in suspense, or brought by this file (``fresh``, amounts in kopecks)."""
@@ -470,15 +486,13 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
                                        suspended.drop("reason")]) if suspended.height else stored,
         path.name, today or date.today(),
     )
-    # The receipts of the payments taken (accepted, waiting or known): a rejected payment row
-    # is in the report already, its receipt comes with the mended row.
     fiscal_stored = load_fiscal(ws)
-    fiscal, fiscal_rejects = check_register_receipts(
-        RegisterReceipts(receipts.rows.join(pl.concat([accepted, suspense.drop("reason"), duplicates])
-                                            .select(ROW), on=ROW, how="semi"), receipts.headers),
-        _known_amounts(stored, suspended, pl.concat([accepted, suspense.drop("reason")])), fiscal_stored,
-        path.name) if receipts.rows.height else (receipts.rows, empty_rejects())
-    rejects = pl.concat([rejects, more_rejects, fiscal_rejects]).sort("row")
+    fiscal, fiscal_rejects = _file_receipts(receipts, accepted, suspense.drop("reason"), duplicates,
+                                            _known_amounts(stored, suspended, pl.concat(
+                                                [accepted, suspense.drop("reason")])), fiscal_stored,
+                                            path.name)
+    payment_rejects = pl.concat([rejects, more_rejects])
+    rejects = pl.concat([payment_rejects, fiscal_rejects]).sort("row")
     if statement is not None:  # the payer and the purpose in the reason of a suspense payment
         suspense = onec.explain_suspense(suspense, statement.explain)
     progress.stage(f"{path.name}: проверен — принято {progress.count_text(accepted.height)}, "
@@ -494,9 +508,10 @@ def import_payment_file(ws: Workspace, path: Path, fmt: str | None = None, *,
                               r["amount_kop"], r["reason"])
                   for r in suspense.sort(ROW).head(SUSPENSE_SHOWN).iter_rows(named=True))
     result = PaymentImport(path.name, digest, fmt, False, accepted.height, accepted_kop,
-                           suspense.height, duplicates.height, int(rejects["row"].n_unique()),
+                           suspense.height, duplicates.height, int(payment_rejects["row"].n_unique()),
                            readings.height, rejects_path, shown,
-                           statement.notes if statement is not None else (), fiscal.height)
+                           statement.notes if statement is not None else (), fiscal.height,
+                           int(fiscal_rejects["row"].n_unique()))
     # Payments, suspense and readings first, the file list last: a kill in between
     # re-imports the file next time, and the known payment ids make that a no-op.
     if accepted.height:

@@ -288,7 +288,8 @@ def test_receipts_in_a_payment_file(ingested: Workspace, tmp_path: Path) -> None
     result = import_payment_file(ingested, path, today=date(2026, 9, 30))
     # r3's receipt is refused, not its payment; r4 waits for its account with its receipt;
     # r5 is no payment (zero): its receipt is not looked at.
-    assert (result.accepted, result.suspense, result.rejected, result.receipts) == (3, 1, 2, 2)
+    assert (result.accepted, result.suspense, result.rejected, result.receipts,
+            result.receipts_rejected) == (3, 1, 1, 2, 1)
     assert rejects_of(result.rejects_path) == [
         (4, "fn", "12345", "номер фискального накопителя ФН — ровно 16 цифр"),
         (6, "amount", "0.00", "нулевая сумма платежа"),
@@ -323,7 +324,7 @@ def test_revert_takes_the_file_receipts_back(ingested: Workspace, tmp_path: Path
     # The mended file (r3's ФН) brings all three receipts.
     mended = write(tmp_path, "kassa.csv", REGISTER.replace(",12345,", f",{FN2},"))
     result = import_payment_file(ingested, mended, today=date(2026, 9, 30))
-    assert (result.receipts, result.rejected) == (3, 1), rejects_of(result.rejects_path)
+    assert (result.receipts, result.receipts_rejected, result.rejected) == (3, 0, 1)
     assert sorted(load_fiscal(ingested)["payment_id"]) == ["r1", "r3", "r4"]
 
 
