@@ -80,7 +80,7 @@ from pipeline.ingest.fiscal_rows import (
     parse_fiscal_rows,
 )
 from pipeline.ingest.payments import check_csv_complete, load_payments, load_suspense
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, file_stamp, header_key, read_store_table, read_table
+from pipeline.ingest.readers import ROW, file_stamp, match_headers, read_store_table, read_table
 from pipeline.ingest.registers import write_rejects
 from pipeline.workspace import (
     BillingError,
@@ -166,17 +166,7 @@ def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
 
     Refuses a file where two headers name one column, or one without a required column.
     """
-    found: dict[str, str] = {}
-    for name in raw.columns:
-        if name in (ROW, FORMULA_CELLS):
-            continue
-        target = HEADER_ALIASES.get(header_key(name))
-        if target is None:
-            continue
-        if target in found:
-            raise BillingError(f"{file}: столбцы «{found[target]}» и «{name}» оба означают "
-                               f"{COLUMNS[target]} ({target}) — оставьте один из них")
-        found[target] = name
+    found = match_headers(raw, HEADER_ALIASES, COLUMNS, file)
     missing = [c for c in COLUMNS if c != "agent" and c not in found]
     if missing:
         listing = ", ".join(f"{c} ({COLUMNS[c]})" for c in missing)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, header_key, read_store_table
+from pipeline.ingest.readers import ROW, match_headers, read_store_table
 from pipeline.workspace import BillingError, Workspace, write_parquet_atomic
 
 __all__ = ["COLUMNS", "FISCAL_SCHEMA", "PAYMENT_KEY", "REGISTER_ALIASES", "RegisterReceipts",
@@ -253,17 +253,7 @@ def register_receipts(raw: pl.DataFrame, file: str) -> RegisterReceipts:
     are receipts; a file without fiscal columns has none. A file with some of them but not
     all is refused: its receipts could not be checked.
     """
-    found: dict[str, str] = {}
-    for name in raw.columns:
-        if name in (ROW, FORMULA_CELLS):
-            continue
-        target = REGISTER_ALIASES.get(header_key(name))
-        if target is None:
-            continue
-        if target in found:
-            raise BillingError(f"{file}: столбцы «{found[target]}» и «{name}» оба означают "
-                               f"{COLUMNS[target]} — оставьте один из них")
-        found[target] = name
+    found = match_headers(raw, REGISTER_ALIASES, COLUMNS, file)
     if not found:
         return no_receipts()
     missing = [c for c in _FISCAL if c not in found]

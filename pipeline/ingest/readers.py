@@ -520,6 +520,25 @@ def header_key(name: str) -> str:
     return " ".join(name.lower().replace("ё", "е").split())
 
 
+def match_headers(raw: pl.DataFrame, aliases: dict[str, str], names: dict[str, str],
+                  file: str) -> dict[str, str]:
+    """Column → the header of ``raw`` naming it, by ``aliases`` (:func:`header_key` of a header →
+    column); headers of no alias are left out. Refuses (naming both headers and the column's
+    Russian name from ``names``) a file where two headers name one column."""
+    found: dict[str, str] = {}
+    for name in raw.columns:
+        if name in (ROW, FORMULA_CELLS):
+            continue
+        target = aliases.get(header_key(name))
+        if target is None:
+            continue
+        if target in found:
+            raise BillingError(f"{file}: столбцы «{found[target]}» и «{name}» оба означают "
+                               f"{names[target]} ({target}) — оставьте один из них")
+        found[target] = name
+    return found
+
+
 def file_stamp(path: Path) -> tuple[int, int]:
     """Size and modification time: an import compares them before and after reading a file
     (a file still being written is refused, not half imported)."""

@@ -57,7 +57,7 @@ import polars as pl
 from pipeline.dates import Period
 from pipeline.ingest.parse import REJECT_SCHEMA, empty_rejects
 from pipeline.ingest.payments import check_csv_complete
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, file_stamp, header_key, read_store_table, read_table
+from pipeline.ingest.readers import ROW, file_stamp, match_headers, read_store_table, read_table
 from pipeline.ingest.registers import load_store, write_rejects
 from pipeline.workspace import (
     BillingError,
@@ -209,17 +209,7 @@ def canonical_columns(raw: pl.DataFrame, file: str) -> pl.DataFrame:
     both ``account_id`` and ``person_id``, or without amounts (``kind`` and ``amount``,
     or ``compensation``/``subsidy``, not both layouts).
     """
-    found: dict[str, str] = {}
-    for name in raw.columns:
-        if name in (ROW, FORMULA_CELLS):
-            continue
-        target = HEADER_ALIASES.get(header_key(name))
-        if target is None:
-            continue
-        if target in found:
-            raise BillingError(f"{file}: столбцы «{found[target]}» и «{name}» оба означают "
-                               f"{COLUMNS[target]} ({target}) — оставьте один из них")
-        found[target] = name
+    found = match_headers(raw, HEADER_ALIASES, COLUMNS, file)
     if "period" not in found:
         raise BillingError(f"{file}: нет обязательного столбца period ({COLUMNS['period']})")
     if "account_id" not in found and "person_id" not in found:
