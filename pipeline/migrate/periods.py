@@ -533,9 +533,8 @@ def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> l
 def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> SealedHistory:
     """:func:`seal_history`, and the months' closing comparison for the reconciliation.
 
-    Month M+1 is computed while month M is converted, written, hashed and compared in a
-    second thread (Polars and hashlib release the GIL: both cores work); the months are
-    still sealed one after another, in order (each manifest is chained to the one before).
+    The months are computed and sealed one after another, in order (each manifest is chained
+    to the one before); each month's closing comparison is made while it is in memory.
     """
     from pipeline.close.inputs import CHARGE_RULES, CloseInputs, rules_sha256
     from pipeline.close.seal import seal
