@@ -593,9 +593,14 @@ class ReadingsImport:
 
     def line(self) -> str:
         return (f"{self.file}: показаний из ГИС ЖКХ {self.read}, принято {self.accepted}"
-                + (f", уже загружены ранее {self.duplicates}" if self.duplicates else "")
-                + (f", отклонено {self.rejected} (отчёт: {self.rejects_path})" if self.rejected else "")
+                + counts_tail(self.duplicates, self.rejected, self.rejects_path)
                 + (" — принятые войдут в ближайшее закрытие периода (источник gis)" if self.accepted else ""))
+
+
+def counts_tail(duplicates: int, rejected: int, rejects_path: Path | None) -> str:
+    """«, уже загружены ранее N, отклонено M (отчёт: …)» of an import's summary line."""
+    return ((f", уже загружены ранее {duplicates}" if duplicates else "")
+            + (f", отклонено {rejected} (отчёт: {rejects_path})" if rejected else ""))
 
 
 @locked("import gis-readings")

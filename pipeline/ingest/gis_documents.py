@@ -35,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.ingest.gis import read_gis_xml
+from pipeline.ingest.gis import counts_tail, read_gis_xml
 from pipeline.ingest.parse import REJECT_SCHEMA
 from pipeline.ingest.readers import read_store_table
 from pipeline.workspace import BillingError, Workspace, locked, sha256_file, write_parquet_atomic
@@ -191,8 +191,7 @@ class DocumentsImport:
     def line(self) -> str:
         return (f"{self.file}: ответов ГИС ЖКХ на платёжные документы за {self.period} — {self.read}, "
                 f"ИПД принято {self.accepted}"
-                + (f", уже загружены ранее {self.duplicates}" if self.duplicates else "")
-                + (f", отклонено {self.rejected} (отчёт: {self.rejects_path})" if self.rejected else "")
+                + counts_tail(self.duplicates, self.rejected, self.rejects_path)
                 + (" — они напечатаются в квитанциях этого периода, напечатанных теперь (billing receipts "
                    "print)" if self.accepted else ""))
 
@@ -201,10 +200,11 @@ class DocumentsImport:
 def import_gis_documents(ws: Workspace, path: Path, period: str) -> DocumentsImport:
     """``billing import gis-documents FILE --period P``: keep the ИПД ГИС gave the period's documents.
 
-    ``period``: ``ГГГГ-ММ``. Refused (nothing stored) for a period not sealed and for a file the
-    schema refuses or that holds no import results.
+    ``period``: ``ГГГГ-ММ``. Refused (nothing stored) for a period not sealed or whose ГИС ЖКХ
+    export was never made, and for a file the schema refuses or that holds no import results.
     """
     from pipeline.dates import Period
+    from pipeline.export import exports_dir
     from pipeline.export.gis import document_guids
     from pipeline.ingest.registers import write_rejects
     from pipeline.sealed import read_table
@@ -215,6 +215,9 @@ def import_gis_documents(ws: Workspace, path: Path, period: str) -> DocumentsImp
     if period not in ws.sealed_periods():
         raise BillingError(f"Период {period} не закрыт: платёжные документы в ГИС ЖКХ выгружаются из "
                            "закрытого периода (billing export gis)")
+    if not (exports_dir(ws, period) / "gis").is_dir():
+        raise BillingError(f"Платёжные документы за {period} в ГИС ЖКХ не выгружались (billing export gis "
+                           f"--period {period}): ответ ГИС ЖКХ не к чему отнести")
     digest = sha256_file(path)
     results = parse_results(path.name, path.read_bytes())
     ids = read_table(ws.period_dir(period), "balances", columns=["account_id"])["account_id"].unique().sort()

@@ -415,21 +415,23 @@ def _file_receipts(receipts: RegisterReceipts, accepted: pl.DataFrame, suspense:
     return check_register_receipts(RegisterReceipts(rows, receipts.headers), known, stored, file)
 
 
+#: A payment's kopecks as the store's rubles (Decimal, exact: kopecks have two places).
+_AMOUNT = (pl.col("amount_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("amount")
+
+
 def _known_amounts(stored: pl.DataFrame, suspended: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
     """agent, payment_id and amount (rubles) of every payment a receipt may name: stored,
     waiting in suspense, or brought by this file (``fresh``, amounts in kopecks)."""
     rubles = pl.col("amount").cast(pl.Decimal(18, 2))
-    from_kop = (pl.col("amount_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("amount")
     return pl.concat([stored.select("agent", "payment_id", rubles),
                       suspended.select("agent", "payment_id", rubles),
-                      fresh.select("agent", "payment_id", from_kop)])
+                      fresh.select("agent", "payment_id", _AMOUNT)])
 
 
 def _to_store(frame: pl.DataFrame, file: str, digest: str, now: datetime) -> pl.DataFrame:
     return frame.select(
         "payment_id", "paid_on", "account_id",
-        (pl.col("amount_kop").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("amount"),
-        "period", "agent", "refund_of", pl.lit(file).alias("source_file"),
+        _AMOUNT, "period", "agent", "refund_of", pl.lit(file).alias("source_file"),
         pl.col(ROW).alias("source_row"), pl.lit(digest).alias("file_sha256"),
         pl.lit(now).cast(pl.Datetime("us")).alias("imported_at"),
         *([pl.col("reason")] if "reason" in frame.columns else []),

@@ -21,7 +21,14 @@ from pipeline.collect.texts import warning_texts
 from pipeline.export.amounts import payee_discounts
 from pipeline.methods import method_label
 from pipeline.money import div_half_up_int, kopecks_to_decimal_expr
-from pipeline.render.invoice import build_invoices, load_vat_rates, organization_accounts, render_invoices
+from pipeline.render.invoice import (
+    build_invoices,
+    load_vat_rates,
+    organization_accounts,
+    penalty_article,
+    period_penalties,
+    render_invoices,
+)
 from pipeline.render.qr import DEFAULT_QR_POLICY, QrPolicy, load_qr_policy
 from pipeline.render.receipts import (
     HouseRow,
@@ -176,13 +183,7 @@ def build_receipts(
             {k: v["order"] for k, v in svc.items()}, default=0).alias("order")
     ).sort("account_id", "order", "supplier_id", "line_from"), "account_id")
     bal_by_acc = _group(result.balances, "account_id")
-    penalties = result.penalties if result.penalties is not None else pl.DataFrame(
-        schema={"account_id": pl.String, "supplier_id": pl.String, "amount_kop": pl.Int64})
-    if "scheme" not in penalties.columns:
-        penalties = penalties.with_columns(pl.lit("standard").alias("scheme"))
-    pen_by_acc = _group(penalties.filter(pl.col("amount_kop") != 0).group_by(
-        "account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum())
-        .sort("account_id", "supplier_id", "scheme"), "account_id")
+    pen_by_acc = _group(period_penalties(result.penalties), "account_id")
     recalcs = result.recalculations if result.recalculations is not None else pl.DataFrame(
         schema={"account_id": pl.String, "service_id": pl.String, "origin_period": pl.String,
                 "reason": pl.String, "amount_kop": pl.Int64})
@@ -212,9 +213,7 @@ def build_receipts(
         lines = _charge_lines(lines_by_acc.get(account_id, []), recalc_sums.get(account_id, {}), svc,
                               by_service) + tuple(
             # ЖК 155 ч.14: penalties are their own line, per supplier.
-            ReceiptLine(service_name="Пени", unit="",
-                        method_label="ЖК РФ ст.155 ч.14.1" if p["scheme"] == "capital_repair"
-                        else "ЖК РФ ст.155 ч.14",
+            ReceiptLine(service_name="Пени", unit="", method_label=penalty_article(p["scheme"]),
                         volume=None, tariff=None, amount=p["amount_kop"], supplier_id=p["supplier_id"])
             for p in pen_by_acc.get(account_id, [])
         )

@@ -131,6 +131,8 @@ __all__ = [
     "load_vat_rates",
     "organization_accounts",
     "parse_vat_rates",
+    "penalty_article",
+    "period_penalties",
     "render_invoice_html",
     "render_invoice_pdf",
     "render_invoices",
@@ -585,21 +587,30 @@ def _recalculation_lines(result: CloseResult, wanted: set[str], svc: Mapping[str
             kind="recalculation")
 
 
-def _penalty_lines(result: CloseResult, wanted: set[str]) -> Iterator[tuple[str, InvoiceLine]]:
-    """(account, line) of the period's penalty per organization account and seller."""
-    if result.penalties is None or not result.penalties.height:
-        return
-    penalties = result.penalties
+def period_penalties(penalties: pl.DataFrame | None) -> pl.DataFrame:
+    """A close's penalty per account, supplier and scheme (account_id, supplier_id, scheme,
+    amount_kop), the sums that are not zero, sorted: the penalty lines of a receipt or an invoice."""
+    if penalties is None or not penalties.height:
+        return pl.DataFrame(schema={"account_id": pl.String, "supplier_id": pl.String, "scheme": pl.String,
+                                    "amount_kop": pl.Int64})
     if "scheme" not in penalties.columns:
         penalties = penalties.with_columns(pl.lit("standard").alias("scheme"))
-    rows = penalties.filter(pl.col("account_id").is_in(sorted(wanted))).group_by(
-        "account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum()).filter(
+    return penalties.group_by("account_id", "supplier_id", "scheme").agg(pl.col("amount_kop").sum()).filter(
         pl.col("amount_kop") != 0).sort("account_id", "supplier_id", "scheme")
+
+
+def penalty_article(scheme: str | None) -> str:
+    """The article a penalty line cites: ЖК РФ ст.155 ч.14.1 for capital repair, else ч.14."""
+    return "ЖК РФ ст.155 ч.14.1" if scheme == "capital_repair" else "ЖК РФ ст.155 ч.14"
+
+
+def _penalty_lines(result: CloseResult, wanted: set[str]) -> Iterator[tuple[str, InvoiceLine]]:
+    """(account, line) of the period's penalty per organization account and seller."""
+    rows = period_penalties(result.penalties).filter(pl.col("account_id").is_in(sorted(wanted)))
     for p in rows.iter_rows(named=True):
-        part = "ч.14.1" if p["scheme"] == "capital_repair" else "ч.14"
         yield p["account_id"], InvoiceLine(
-            service_id=PENALTY_SERVICE, service_name=f"Пени (ЖК РФ ст.155 {part})", unit="", volume=None,
-            price=None, amount_kop=p["amount_kop"], supplier_id=p["supplier_id"], kind="penalty")
+            service_id=PENALTY_SERVICE, service_name=f"Пени ({penalty_article(p['scheme'])})", unit="",
+            volume=None, price=None, amount_kop=p["amount_kop"], supplier_id=p["supplier_id"], kind="penalty")
 
 
 # --------------------------------------------------------------------------- HTML

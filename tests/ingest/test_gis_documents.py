@@ -6,6 +6,7 @@ matched to our documents by their TransportGUID, and a duplicate printed afterwa
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -114,6 +115,15 @@ def test_answer_is_matched_refused_and_printed(sealed: Workspace, exported: dict
 
 def test_refused_answers(sealed: Workspace, tmp_path: Path) -> None:  # noqa: F811
     bad = tmp_path / "bad.xml"
+    bad.write_bytes(_answer([]))
+    # A copy of the workspace without the period's ГИС export: nothing to match an answer to.
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(sealed.home, copy.home)
+    shutil.rmtree(copy.period_dir(PERIOD) / "exports" / "gis", ignore_errors=True)
+    with pytest.raises(BillingError, match="в ГИС ЖКХ не выгружались"):
+        import_gis_documents(copy, bad, PERIOD)
+    if not (sealed.period_dir(PERIOD) / "exports" / "gis").is_dir():  # this test run alone
+        write_exports(sealed, PERIOD, "gis", build_files(sealed, PERIOD))
     bad.write_bytes(_answer(["<base:TransportGUID>not-a-guid</base:TransportGUID>"]))
     with pytest.raises(BillingError, match="не соответствует схеме ГИС ЖКХ"):
         import_gis_documents(sealed, bad, PERIOD)
