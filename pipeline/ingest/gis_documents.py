@@ -9,7 +9,8 @@ of package 16.3.0.0 first; a file that does not validate is refused whole, namin
 
 * A ``TransportGUID`` is matched to the account whose document of period ``P`` carries it
   (:func:`pipeline.export.gis.document_guids` of the sealed period's accounts): the answer
-  does not name the period, the operator does (``--period``).
+  does not name the period, the operator does (``--period``); an answer none of whose
+  documents is of ``P`` but some of another exported period is refused whole, naming that period.
 * The ``UniqueNumber`` of an accepted document is taken as its ИПД (идентификатор платёжного
   документа, ``PaymentDocumentID``: 18 characters by ``lib/hcs-bills-base.xsd``). That the
   answer's ``UniqueNumber`` *is* the ИПД is UNVERIFIED (the schema calls it «уникальный
@@ -205,9 +206,7 @@ def import_gis_documents(ws: Workspace, path: Path, period: str) -> DocumentsImp
     """
     from pipeline.dates import Period
     from pipeline.export import exports_dir
-    from pipeline.export.gis import document_guids
     from pipeline.ingest.registers import write_rejects
-    from pipeline.sealed import read_table
 
     if not path.is_file():
         raise BillingError(f"Файл ответа ГИС ЖКХ не найден: {path}")
@@ -220,8 +219,13 @@ def import_gis_documents(ws: Workspace, path: Path, period: str) -> DocumentsImp
                            f"--period {period}): ответ ГИС ЖКХ не к чему отнести")
     digest = sha256_file(path)
     results = parse_results(path.name, path.read_bytes())
-    ids = read_table(ws.period_dir(period), "balances", columns=["account_id"])["account_id"].unique().sort()
-    accounts = pl.DataFrame({"account_id": ids, "transport_guid": document_guids(period, ids)})
+    accounts = _documents_of(ws, period)
+    if not results["transport_guid"].is_in(accounts["transport_guid"].implode()).any():
+        other = _answered_period(ws, results["transport_guid"], period)
+        if other is not None:
+            raise BillingError(f"{path.name}: это ответ ГИС ЖКХ на платёжные документы за {other}, а не за "
+                               f"{period}: ни один транспортный идентификатор не из выгрузки {period}. "
+                               f"Загрузите его с --period {other}")
     stored = load_gis_documents(ws)
     accepted, duplicates, rejects = classify_results(results, accounts, stored, period, path.name)
     now = datetime.now()
@@ -237,6 +241,26 @@ def import_gis_documents(ws: Workspace, path: Path, period: str) -> DocumentsImp
         write_parquet_atomic(pl.concat([kept, fresh]).sort("period", "account_id"), gis_documents_path(ws))
     return DocumentsImport(path.name, digest, period, results.height, accepted.height, duplicates.height,
                            int(rejects["row"].n_unique()), rejects_path)
+
+
+def _documents_of(ws: Workspace, period: str) -> pl.DataFrame:
+    """``account_id`` and ``transport_guid`` of every document sealed ``period`` can have."""
+    from pipeline.export.gis import document_guids
+    from pipeline.sealed import read_table
+
+    ids = read_table(ws.period_dir(period), "balances", columns=["account_id"])["account_id"].unique().sort()
+    return pl.DataFrame({"account_id": ids, "transport_guid": document_guids(period, ids)})
+
+
+def _answered_period(ws: Workspace, transports: pl.Series, period: str) -> str | None:
+    """The latest other sealed period exported to ГИС ЖКХ whose documents carry one of ``transports``."""
+    from pipeline.export import exports_dir
+
+    for other in reversed(ws.sealed_periods()):
+        if other != period and (exports_dir(ws, other) / "gis").is_dir() and transports.is_in(
+                _documents_of(ws, other)["transport_guid"].implode()).any():
+            return other
+    return None
 
 
 def document_ids(ws: Workspace, period: str) -> dict[str, str]:

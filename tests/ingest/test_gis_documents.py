@@ -134,3 +134,23 @@ def test_refused_answers(sealed: Workspace, tmp_path: Path) -> None:  # noqa: F8
         parse_results("whole.xml", whole)
     with pytest.raises(BillingError, match="Период 2026-09 не закрыт"):
         import_gis_documents(sealed, bad, "2026-09")
+
+
+def test_an_answer_for_another_period_is_refused_naming_it(sealed: Workspace, exported: dict[str, str],  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    from pipeline.app import run_close
+
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(sealed.home, copy.home)
+    run_close(copy, "2026-09", receipts=False)
+    write_exports(copy, "2026-09", "gis", build_files(copy, "2026-09"))
+    answer = tmp_path / "august.xml"
+    answer.write_bytes(_answer([_ok(exported["A1"], IPD_A1), _refused(exported["A2"])]))
+    with pytest.raises(BillingError, match=r"august\.xml: это ответ ГИС ЖКХ на платёжные документы за "
+                                           r"2026-08, а не за 2026-09.*--period 2026-08"):
+        import_gis_documents(copy, answer, "2026-09")
+    assert load_gis_documents(copy).filter(pl.col("period") == "2026-09").height == 0
+    # The documents of no period at all stay row by row in the report, as before.
+    stray = tmp_path / "stray.xml"
+    stray.write_bytes(_answer([_ok("00000000-0000-4000-8000-000000000000", IPD_A1)]))
+    assert import_gis_documents(copy, stray, "2026-09").rejected == 1
