@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.allocate.ledger import PAID_KINDS
+from pipeline.allocate.ledger import PAID_KINDS, RECEIVED_KINDS
 from pipeline.money import kopecks_to_decimal_expr
 from pipeline.sealed import has_table, read_internal, scan_internal
 from pipeline.tables import excel_csv_bytes
@@ -102,7 +102,7 @@ def write_reports(out_dir: Path, balances: pl.DataFrame, allocations: pl.DataFra
     _csv(out_dir / "turnover.csv", sheet, TURNOVER_TITLES)
     _xlsx(out_dir / "turnover.xlsx", {"ОСВ": sheet}, TURNOVER_TITLES, created)
     split = _rubles(daily_split(allocations), ["amount"])
-    detail = _rubles(allocations.lazy().filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+    detail = _rubles(allocations.lazy().filter(pl.col("kind").is_in(RECEIVED_KINDS))
                      .group_by("supplier_id", "paid_on", "agent", "payment_id", "account_id")
                      .agg(pl.col("amount_kop").sum()).collect(), ["amount"]
                      ).lazy().sort("paid_on", "agent", "payment_id").collect()
@@ -138,8 +138,6 @@ REPORT_TABLES: dict[str, tuple[str, ...]] = {
     "balances": tuple(MONEY), "charges": ("amount",), "recalculations": ("amount",),
     "penalties": ("amount",), "allocations": ("amount",),
 }
-#: Allocation kinds that are money received (an advance moved between suppliers is not).
-RECEIVED_KINDS = ("payment", "advance", "refund")
 
 
 def period_range(first: str, last: str | None) -> list[str]:

@@ -94,6 +94,10 @@ PENALTY_PURPOSE = "penalty"
 #: ``advance_offset`` only settles a supplier's own advance against its own debt.
 PAID_KINDS = ("payment", "advance", "advance_transfer", "refund")
 
+#: Allocation kinds that are money received from payers in the period (an advance moved
+#: between suppliers or offset against a debt is not): what a close counts as paid.
+RECEIVED_KINDS = ("payment", "advance", "refund")
+
 
 def _merge(items: pl.DataFrame) -> pl.DataFrame:
     """Sum items by key and drop the settled ones."""

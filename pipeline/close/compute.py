@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.allocate import balances
-from pipeline.allocate.ledger import ITEM_SCHEMA, apply_period
+from pipeline.allocate.ledger import ITEM_SCHEMA, RECEIVED_KINDS, apply_period
 from pipeline.calc.charges import charge_lines, heating_volumes
 from pipeline.calc.quality import quality_reductions
 from pipeline.calc.readings import Averaging, consumption, norm_months
@@ -148,7 +148,7 @@ def _compute(inputs: CloseInputs) -> CloseResult:
                            ("account_id", "service_id", "supplier_id"), penalties=posted,
                            recalculations=recalcs)
     laps.lap("balances")
-    received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+    received = allocations.filter(pl.col("kind").is_in(RECEIVED_KINDS))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
         "paid": int(inputs.payments["amount_kop"].sum()),
@@ -246,7 +246,9 @@ def summary(result: CloseResult) -> dict[str, Any]:
         "charge_lines": lines.height,
         "methods": dict(sorted(lines.group_by("method").len().iter_rows())),
         "reading_issues": result.reading_issues.height,
-        "payments": result.allocations.select("agent", "payment_id").n_unique(),
+        # the payments received (an advance offset is booked as a pseudo-payment "advance")
+        "payments": result.allocations.filter(pl.col("kind").is_in(RECEIVED_KINDS)).select(
+            "agent", "payment_id").n_unique(),
         "due_date": str(result.due_date) if result.due_date else None,
         **{f"{k}_kop": v for k, v in result.totals.items()},
     }

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.allocate.ledger import ITEM_SCHEMA
+from pipeline.allocate.ledger import ITEM_SCHEMA, RECEIVED_KINDS
 from pipeline.calc.charges import HeatingPolicy
 from pipeline.calc.due import due_date
 from pipeline.dates import Period
@@ -258,7 +258,7 @@ def _load_inputs(ws: Workspace, period: Period, rules_dir: Path) -> CloseInputs:
     payments = payments.filter(pl.col("paid_on") <= pl.lit(period.last))
     earlier_allocations = None
     if applied is not None:
-        done = applied.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+        done = applied.filter(pl.col("kind").is_in(RECEIVED_KINDS))
         payments = payments.join(done.select("payment_id", "agent").unique(),
                                  on=["payment_id", "agent"], how="anti")
         refunded = payments.filter(pl.col("refund_of").is_not_null()).select(

@@ -45,6 +45,7 @@ from pipeline.allocate.ledger import (
     PAYABLE,
     PAYMENT_SCHEMA,
     PENALTY_PURPOSE,
+    RECEIVED_KINDS,
     apply_period,
 )
 from pipeline.calc.charges import LINE_SCHEMA
@@ -477,7 +478,7 @@ def _check(period: Period, bal: pl.DataFrame, service_bal: pl.DataFrame, debts: 
            allocations: pl.DataFrame, lines: pl.DataFrame, booked: pl.DataFrame) -> dict[str, int]:
     """The close's totals and its money check: opening + charged + recalculated + penalty − paid
     = closing, per account and supplier and in total; per service the open items hold the closing."""
-    received = allocations.filter(pl.col("kind").is_in(["payment", "advance", "refund"]))
+    received = allocations.filter(pl.col("kind").is_in(RECEIVED_KINDS))
     totals = {
         "charged": int(lines["amount_kop"].sum()),
         "paid": int(booked["amount_kop"].sum()),
