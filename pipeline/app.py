@@ -89,4 +89,24 @@ def close_summary_lines(s: dict[str, Any], dry_run: bool) -> list[str]:
         else:
             lines.append(f"  выгрузка {kind}: файлов {done['files']}, записей {done['rows']} — "
                          f"{done['folder']}")
+            left = left_out_text(done.get("left_out") or {}, done.get("left_out_file") or "")
+            if left:
+                lines.append(f"    {left}")
     return lines
+
+
+def left_out_text(left_out: dict[str, int], file: str) -> str:
+    """What an export left out, in Russian (empty when nothing): ГИС ЖКХ's documents and meters.
+
+    >>> left_out_text({"documents": 2, "meters": 1, "left_out_kop": 12345}, "gis/x.csv")
+    'не выгружено: платёжных документов 2 (на 123,45 ₽), приборов учёта 1 — причины в gis/x.csv'
+    """
+    from pipeline.money import rubles_text as rub
+
+    parts = []
+    if left_out.get("documents"):
+        money = rub(left_out.get("left_out_kop", 0))
+        parts.append(f"платёжных документов {left_out['documents']} (на {money})")
+    if left_out.get("meters"):
+        parts.append(f"приборов учёта {left_out['meters']}")
+    return f"не выгружено: {', '.join(parts)} — причины в {file}" if parts else ""

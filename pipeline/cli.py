@@ -834,6 +834,7 @@ _EXPORTS = {
 def _export(kind: str, period: str, home: Path | None) -> None:
     import importlib
 
+    from pipeline.app import left_out_text
     from pipeline.export import sealed_manifest, write_exports
 
     period = period_option(period, "--period")
@@ -852,6 +853,9 @@ def _export(kind: str, period: str, home: Path | None) -> None:
         _say(f"  записан {rel}")
     if report.unchanged:
         _say(f"  уже были выгружены без изменений: {len(report.unchanged)}")
+    left = left_out_text(report.left_out, report.left_out_file)
+    if left:
+        _say(f"  {left}")
 
 
 @export_app.command("banks")

@@ -39,14 +39,19 @@ from typing import Any
 from pipeline.verify import EXPORTS_DIR, EXPORTS_MANIFEST, check_sealed
 from pipeline.workspace import BillingError, Workspace, atomic_write_bytes, sha256_file, workspace_lock
 
-__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "SAME_ROWS_AS", "WRITER_THREADS", "ExportFile", "ExportReport",
-           "Piece", "StagedFile", "export_after_close", "exports_dir", "read_exports_manifest",
-           "sealed_manifest", "stage_file", "staging_folder", "write_exports"]
+__all__ = ["EXPORTS_DIR", "EXPORTS_MANIFEST", "LEFT_OUT", "SAME_ROWS_AS", "WRITER_THREADS", "ExportFile",
+           "ExportReport", "Piece", "StagedFile", "export_after_close", "exports_dir",
+           "read_exports_manifest", "sealed_manifest", "stage_file", "staging_folder", "write_exports"]
 
 
 
 #: ``ExportFile.extra`` key: the name of the file whose records this one repeats.
 SAME_ROWS_AS = "same_rows_as"
+
+#: ``ExportFile.extra`` key (``True``): this file lists what the export left out (nothing in it is
+#: sent). Its rows are not the export's records: :class:`ExportReport` keeps its other, integer
+#: extras apart as ``left_out`` (``{"documents": 3, "meters": 1, "left_out_kop": 1234}``).
+LEFT_OUT = "left_out"
 
 
 @dataclass(frozen=True)
@@ -198,8 +203,12 @@ class ExportReport:
     written: tuple[str, ...]
     #: Files already there with exactly these bytes (an export run again).
     unchanged: tuple[str, ...]
+    #: Records of the files sent (a report of what was left out not counted) and their sum.
     rows: int
     total_kop: int
+    #: What was left out, by kind (the :data:`LEFT_OUT` file's counts), and that file's name.
+    left_out: dict[str, int] = field(default_factory=dict)
+    left_out_file: str = ""
 
 
 def exports_dir(ws: Workspace, period: str) -> Path:
@@ -295,6 +304,8 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
         unchanged: list[str] = []
         seen: set[str] = set()
         rows = total = 0
+        left_out: dict[str, int] = {}
+        left_out_file = ""
         added: dict[str, Any] = {}
         pending: deque[tuple[str, ExportFile, Future[tuple[str, str]]]] = deque()
 
@@ -316,7 +327,10 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
                     if rel in seen:
                         raise ValueError(f"выгрузка {kind}: имя файла {f.name} повторяется")
                     seen.add(rel)
-                    if SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
+                    if LEFT_OUT in f.extra:  # a report of what is not sent: apart
+                        left_out = {k: v for k, v in f.extra.items() if k != LEFT_OUT and isinstance(v, int)}
+                        left_out_file = rel
+                    elif SAME_ROWS_AS not in f.extra:  # an XLSX twin is counted once
                         rows, total = rows + f.rows, total + f.total_kop
                     pending.append((rel, f, pool.submit(_put, folder / rel, period, rel, f,
                                                              listed.get(rel))))
@@ -340,7 +354,8 @@ def write_exports(ws: Workspace, period: str, kind: str, files: Iterable[ExportF
             atomic_write_bytes(folder / EXPORTS_MANIFEST,
                                json.dumps(manifest, ensure_ascii=False, indent=1).encode())
     return ExportReport(kind=kind, folder=folder / kind, written=tuple(written),
-                        unchanged=tuple(unchanged), rows=rows, total_kop=total)
+                        unchanged=tuple(unchanged), rows=rows, total_kop=total, left_out=left_out,
+                        left_out_file=left_out_file)
 
 
 def export_after_close(ws: Workspace, period: str, kinds: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -361,5 +376,6 @@ def export_after_close(ws: Workspace, period: str, kinds: Iterable[str]) -> dict
             done[kind] = {"error": str(err)}
             continue
         done[kind] = {"files": len(report.written) + len(report.unchanged), "rows": report.rows,
-                      "total_kop": report.total_kop, "folder": str(report.folder)}
+                      "total_kop": report.total_kop, "folder": str(report.folder),
+                      "left_out": report.left_out, "left_out_file": report.left_out_file}
     return done

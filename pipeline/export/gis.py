@@ -68,7 +68,15 @@ import pyarrow as pa
 
 from pipeline.dates import Period
 from pipeline.errors import BillingError
-from pipeline.export import ExportFile, Piece, StagedFile, sealed_manifest, stage_file, staging_folder
+from pipeline.export import (
+    LEFT_OUT,
+    ExportFile,
+    Piece,
+    StagedFile,
+    sealed_manifest,
+    stage_file,
+    staging_folder,
+)
 from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
 from pipeline.pool import alive, die_with
@@ -931,7 +939,7 @@ def _report(skipped_docs: pl.DataFrame, skipped_meters: pl.DataFrame) -> ExportF
     # Its sum is not the file's control sum (nothing in it is sent): kept as a figure of its own.
     return ExportFile(SKIPPED_NAME, data, rows=rows, total_kop=0, recipient=RECIPIENT,
                       extra={"documents": docs.height, "meters": skipped_meters.height,
-                             "left_out_kop": int(docs["total_kop"].sum() or 0)})
+                             "left_out_kop": int(docs["total_kop"].sum() or 0), LEFT_OUT: True})
 
 
 #: Messages whose documents are built at once (one task of the pool): a document is ≈ 8 KB of

@@ -86,7 +86,7 @@ def test_close_makes_the_exports_of_its_settings_and_survives_a_failed_one(town:
     # The agent's contract organization is not registered: found only by the export, after the
     # seal (settings alone — none listed, a bad value — are checked before the close).
     settings.write_text(settings.read_text(encoding="utf-8").replace(
-        "exports = []", 'exports = ["banks", "post"]') + '\n[[banks.agents]]\ncode = "sber"\norg_id = "NOPE"\n',
+        "exports = []", 'exports = ["banks", "post", "gis"]') + '\n[[banks.agents]]\ncode = "sber"\norg_id = "NOPE"\n',
         encoding="utf-8")
     ingest(town)
     summary = run_close(town, PERIOD, receipts=False)
@@ -95,3 +95,7 @@ def test_close_makes_the_exports_of_its_settings_and_survives_a_failed_one(town:
     assert (exports_dir(town, PERIOD) / "post").is_dir() and verify_period(town, PERIOD) > 2
     text = "\n".join(close_summary_lines(summary, dry_run=False))
     assert "выгрузка banks не выполнена" in text and "billing export banks --period 2026-08" in text
+    # The town has no ГИС identifiers: every document is left out, and the summary says so.
+    gis = summary["exports"]["gis"]
+    assert gis["rows"] == 0 and gis["left_out"]["documents"] == 3
+    assert "не выгружено: платёжных документов 3 (на " in text and "причины в gis/пропущено.csv" in text

@@ -175,6 +175,12 @@ def test_written_once_and_deterministic(sealed: Workspace, files: list) -> None:
     assert [f.data for f in again] == [f.data for f in files]
     report = write_exports(sealed, PERIOD, "gis", files)
     assert f"gis/{SKIPPED_NAME}" in report.written
+    # What was left out is kept apart from what is sent (A3's document is in the report only).
+    sent = [f for f in files if f.name != SKIPPED_NAME]
+    skipped = next(f for f in files if f.name == SKIPPED_NAME)
+    assert report.rows == sum(f.rows for f in sent) and report.total_kop == sum(f.total_kop for f in sent)
+    assert report.left_out == {"documents": 1, "meters": 0, "left_out_kop": skipped.extra["left_out_kop"]}
+    assert report.left_out_file == f"gis/{SKIPPED_NAME}"
     listed = read_exports_manifest(sealed, PERIOD)["files"]
     pd = listed["gis/pd/importPaymentDocumentRequest_2026-08_0001.xml"]
     assert pd["recipient"] == "ГИС ЖКХ" and pd["extra"]["message_guid"]
