@@ -71,7 +71,10 @@ def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool 
                        + (f", частей {parts}" if parts > 1 else ""))
         if not dry_run:
             drop_receipt_cache(ws, period)  # the sealed receipts are the record now
-            progress.stage(f"{period}: период закрыт — " + _sealed_text(Path(summary["period_dir"])))
+            made = _sealed_receipts(Path(summary["period_dir"]))
+            summary["receipts"] = made
+            progress.stage(f"{period}: период закрыт — " + (
+                f"квитанций {progress.count_text(made['count'])}" if made else "без квитанций"))
             kinds = ws.typed_settings().close.exports
             if kinds:  # after the seal: a failed export is reported, the close stands
                 summary["exports"] = export_after_close(ws, period, kinds)
@@ -81,10 +84,10 @@ def monthly_close(period: str, home: str, dry_run: bool = False, receipts: bool 
     return summary
 
 
-def _sealed_text(folder: Path) -> str:
-    """What the seal wrote, from its manifest: the receipts rendered."""
+def _sealed_receipts(folder: Path) -> dict[str, Any] | None:
+    """What the seal rendered, from its manifest (``count``, ``batches``, ``invoices``); None: no PDFs."""
     import json
 
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    made = (manifest.get("receipts") or {}).get("count")
-    return f"квитанций {progress.count_text(made)}" if made is not None else "без квитанций"
+    made = manifest.get("receipts")
+    return dict(made) if made and made.get("count") is not None else None

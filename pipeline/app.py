@@ -82,6 +82,14 @@ def close_summary_lines(s: dict[str, Any], dry_run: bool) -> list[str]:
         lines.append(f"  показаний не принято: {s['reading_issues']} (таблица reading_issues)")
     if s.get("period_dir"):
         lines.append(f"  результаты: {s['period_dir']}")
+    made = s.get("receipts")
+    if made:  # what the seal rendered (its manifest's figures)
+        text = f"  квитанции: {made['count']}"
+        if made.get("batches"):
+            text += f", пачек для печати {made['batches']}"
+        lines.append(f"{text} — {s['period_dir']}/receipts")
+        if made.get("invoices"):
+            lines.append(f"  счета организациям (с актами): {made['invoices']} — {s['period_dir']}/invoices")
     for kind, done in (s.get("exports") or {}).items():  # [close] exports, made after the seal
         if "error" in done:
             lines.append(f"  выгрузка {kind} не выполнена: {done['error']} — период закрыт; после "

@@ -43,6 +43,11 @@ def test_demo_two_months_sealed_with_receipts(tmp_path: Path) -> None:
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["row_counts"]["charges"] == pl.read_parquet(folder / "charges.parquet").height
     assert (home / "periods" / "2027-01" / "receipts" / "batches").is_dir()
+    # The close's summary says what it rendered (from the manifest), for the month that rendered.
+    made = json.loads((home / "periods" / "2027-01" / "manifest.json").read_text())["receipts"]
+    assert f"квитанции: {made['count']}, пачек для печати {made['batches']} — " in out
+    assert f"счета организациям (с актами): {made['invoices']} — " in out
+    assert len(re.findall(r"квитанции: \d", out)) == 1  # December was closed without PDFs
 
     # Closing a sealed period again is refused and changes nothing.
     before = {p: p.stat().st_mtime_ns for p in (home / "periods").rglob("*")}
