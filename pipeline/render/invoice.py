@@ -509,6 +509,25 @@ def organization_accounts(accounts: pl.DataFrame) -> set[str]:
     return set(accounts.filter(pl.col("payer_kind") == "organization")["account_id"].to_list())
 
 
+def _priced(name: str, price_kop: int, coef_milli: int | None) -> tuple[str, Decimal]:
+    """A charge line's name and unit price as an invoice prints them: quantity × price = sum.
+
+    A line charged with an increasing coefficient (Правила 354 п.42, формула 4(1)) costs the
+    tariff × the coefficient a unit (the charge stage rounds that product once, so the printed
+    price and quantity give the line's sum to the kopeck); the name says which coefficient.
+
+    >>> _priced("Холодное водоснабжение", 5861, 3000)
+    ('Холодное водоснабжение (повышающий коэффициент 3)', Decimal('175.83'))
+    >>> _priced("Отопление", 322209, None)
+    ('Отопление', Decimal('3222.09'))
+    """
+    coef = 1000 if coef_milli is None else coef_milli
+    price = Decimal(price_kop) * coef / 100_000
+    if coef == 1000:
+        return name, price
+    return f"{name} (повышающий коэффициент {fmt_decimal(Decimal(coef) / 1000)})", price
+
+
 def build_invoices(
     result: CloseResult, regs: Mapping[str, pl.DataFrame], services: pl.DataFrame, rates: pl.DataFrame,
     *, amounts_due: str = "lines", issued: date | None = None,
@@ -536,10 +555,11 @@ def build_invoices(
     by_account: dict[str, list[InvoiceLine]] = {}
     for ln in charge_lines.iter_rows(named=True):
         meta = svc.get(ln["service_id"], {"name": ln["service_id"], "unit": ""})
+        name, price = _priced(meta["name"], ln["price_kop"], ln.get("coef_milli"))
         by_account.setdefault(ln["account_id"], []).append(InvoiceLine(
-            service_id=ln["service_id"], service_name=meta["name"], unit=meta["unit"] or "",
+            service_id=ln["service_id"], service_name=name, unit=meta["unit"] or "",
             volume=None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000,
-            price=Decimal(ln["price_kop"]) / 100, amount_kop=ln["amount_kop"], supplier_id=ln["supplier_id"]))
+            price=price, amount_kop=ln["amount_kop"], supplier_id=ln["supplier_id"]))
     # Invoices go to the accounts charged this period (the others get a receipt: a statement of
     # their debt, pipeline.render.build), with their recalculations and penalties.
     charged = set(by_account)

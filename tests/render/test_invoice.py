@@ -372,6 +372,30 @@ def test_build_invoices_from_a_close(town: Workspace) -> None:
     assert {i.seller.org_id: i.to_pay for i in closing} == {k: max(v, 0) for k, v in bal.items() if k in by_supplier}
 
 
+def test_quantity_times_price_is_the_sum_with_an_increasing_coefficient(town: Workspace) -> None:
+    """A2's cold water is charged by the norm × 3 (no meter where one can be fitted): its invoice
+    line prices the unit at tariff × 3 and says so, so that quantity × price = sum on every line."""
+    from decimal import ROUND_HALF_UP
+
+    from pipeline.close import compute, load_inputs
+    from pipeline.dates import Period
+    from pipeline.ingest.registers import ingest
+
+    accounts = town.registers / "accounts.csv"
+    accounts.write_text(accounts.read_text(encoding="utf-8").replace(
+        "A2,P2,person,Петрова Анна Сергеевна", "A2,P2,organization,ООО «Петрова»"), encoding="utf-8")
+    ingest(town)
+    inputs = load_inputs(town, Period(2026, 8))
+    result = compute(inputs)
+    invoices = list(build_invoices(result, inputs.registers(), inputs.rules.services, DEFAULT_VAT_RATES))
+    lines = [ln for inv in invoices for ln in inv.lines if ln.volume is not None]
+    assert lines and all(
+        int((ln.volume * ln.price * 100).quantize(Decimal(1), ROUND_HALF_UP)) == ln.amount_kop for ln in lines)
+    cold = next(ln for ln in lines if ln.service_id == "cold_water")
+    assert cold.service_name.endswith("(повышающий коэффициент 3)")
+    assert (cold.volume, cold.price, cold.amount_kop) == (Decimal("4.745"), Decimal("156.84"), 74421)
+
+
 def test_render_invoices_with_nothing_creates_no_folder(tmp_path: Path) -> None:
     assert render_invoices([], tmp_path / "out") == 0
     assert not (tmp_path / "out").exists()
