@@ -205,7 +205,8 @@ def load_limits(rules_dir: Path) -> Limits:
 class GisFrames:
     """What the export reads: sealed tables (engine integers) and the registers snapshot."""
 
-    #: account_id, service_id, supplier_id, method, volume_micro, price_kop, amount_kop, line_to
+    #: account_id, service_id, supplier_id, method, volume_micro, price_kop, amount_kop, line_to and
+    #: coef_milli (the increasing coefficient × 1000; a frame without it has none)
     charges: pl.DataFrame
     recalculations: pl.DataFrame  # account_id, service_id, supplier_id, amount_kop, reason
     penalties: pl.DataFrame  # account_id, supplier_id, amount_kop, scheme
@@ -242,7 +243,7 @@ def read_frames(ws: Workspace, period: str) -> GisFrames:
     discounts = load_discounts(ws, period)
     return GisFrames(
         charges=table("charges", ["account_id", "service_id", "supplier_id", "method", "volume", "tariff",
-                                  "amount", "line_to"]),
+                                  "amount", "line_to", "coefficient"]),
         recalculations=table("recalculations", ["account_id", "service_id", "supplier_id", "amount",
                                                 "reason"]),
         penalties=table("penalties", ["account_id", "supplier_id", "amount", "scheme"]),
@@ -414,6 +415,34 @@ class _Documents:
     payees: pl.DataFrame
 
 
+def _multiplied(charges: pl.DataFrame) -> pl.DataFrame:
+    """account_id, service_id, supplier_id, ratio, excess_kop of the lines charged with an
+    increasing coefficient (Правила 354 п.42): ``MultiplyingFactor``'s ``Ratio`` (the coefficient,
+    ``xs:decimal`` of at most 2 fraction digits: the last one's of the month) and
+    ``AmountOfExcessFees`` (43/пр: the line less volume × tariff rounded to the kopeck, summed —
+    the same figure as the receipt's). A coefficient of 3 decimals (the rules allow them, the law
+    has none) cannot be written as ``Ratio`` and leaves the element out.
+
+    >>> _multiplied(pl.DataFrame({"account_id": ["A", "A", "B"], "service_id": ["w", "h", "w"],
+    ...     "supplier_id": ["S"] * 3, "line_to": [1, 1, 1], "volume_micro": [4_745_000] * 3,
+    ...     "price_kop": [5228, 26540, 5228], "amount_kop": [74421, 188898, 24807],
+    ...     "coef_milli": [3000, 1500, 1000]})).sort("service_id").rows()
+    [('A', 'h', 'S', '1.5', 62966), ('A', 'w', 'S', '3', 49614)]
+    """
+    key = ["account_id", "service_id", "supplier_id"]
+    if "coef_milli" not in charges.columns:
+        return pl.DataFrame(schema={**charges.select(key).schema, "ratio": pl.String, "excess_kop": pl.Int64})
+    coef = pl.col("coef_milli")
+    product = pl.col("volume_micro") * pl.col("price_kop")  # ≥ 0 on a coefficient's line (a norm)
+    whole, cents = coef // 1000, (coef % 1000) // 10
+    return charges.filter((coef > 1000) & (coef % 10 == 0) & pl.col("volume_micro").is_not_null()).sort(
+        *key, "line_to").group_by(key, maintain_order=True).agg(
+        pl.concat_str([whole.cast(pl.String), pl.when(cents > 0).then(pl.concat_str([
+            pl.lit("."), cents.cast(pl.String).str.zfill(2).str.strip_chars_end("0")]))],
+            ignore_nulls=True).last().alias("ratio"),
+        (pl.col("amount_kop") - (product + 500_000) // 1_000_000).sum().alias("excess_kop"))
+
+
 def _documents(period: Period, frames: GisFrames,
                names: bool = False) -> tuple[_Documents, pl.DataFrame, pl.DataFrame]:
     """(documents, payees, skipped).
@@ -450,6 +479,11 @@ def _documents(period: Period, frames: GisFrames,
         (pl.col("charged_kop") + pl.col("recalc_kop") - pl.col("discount_kop")).alias("payable_kop"))
     lines = lines.join(_service_nsi(nsi, lines), on=["service_id", "supplier_id"], how="left",
                        nulls_equal=True).join(svc, on="service_id", how="left")
+    multiplied = _multiplied(ch)  # few lines: joined only when there are any
+    lines = (lines.join(multiplied, on=["account_id", "service_id", "supplier_id"], how="left",
+                        nulls_equal=True) if multiplied.height
+             else lines.with_columns(pl.lit(None, pl.String).alias("ratio"),
+                                     pl.lit(None, pl.Int64).alias("excess_kop")))
     # --- penalties per (account, supplier, scheme)
     pen = frames.penalties.filter(pl.col("amount_kop") != 0).with_columns(
         pl.col("scheme").fill_null("standard")).group_by("account_id", "supplier_id", "scheme").agg(
@@ -558,13 +592,17 @@ def _documents(period: Period, frames: GisFrames,
         pl.lit("</ServiceCharge>")]))
     volume = (pl.col("has_volume") & pl.col("volume_micro").is_not_null()
               & pl.col("nsi_kind").is_in(["municipal", "additional"]))
+    # 43/пр: the increasing coefficient and the excess it caused (a municipal service's only)
+    factor = pl.when(municipal).then(pl.concat_str([
+        pl.lit("<MultiplyingFactor><Ratio>"), pl.col("ratio"), pl.lit("</Ratio>"),
+        _tag("AmountOfExcessFees", _money("excess_kop")), pl.lit("</MultiplyingFactor>")]))
     # Rate, TotalPayable and AccountingPeriodTotal are never null (filled with 0 above).
     charge_xml = pl.concat_str([
         pl.col("_open"), _scaled("price_kop", 2, 6), pl.lit("</Rate><TotalPayable>"), _money("payable_kop"),
         pl.lit("</TotalPayable><AccountingPeriodTotal>"), _money("charged_kop"), pl.col("_key"),
         service_charge, pl.when(municipal).then(recalc),
         pl.when(volume).then(pl.col("_consumption")), pl.when(volume).then(_scaled("volume_micro", 6, 7)),
-        pl.when(volume).then(pl.lit("</Volume></Consumption>")), pl.when(~municipal).then(recalc),
+        pl.when(volume).then(pl.lit("</Volume></Consumption>")), factor, pl.when(~municipal).then(recalc),
         pl.col("_close")], ignore_nulls=True)
     svc_order = frames.services.with_row_index("order").select("service_id", "order")
     # Each expression is evaluated on the whole column at once (inside ``agg`` Polars would

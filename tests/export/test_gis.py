@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,28 @@ def test_messages_validate_and_figures_equal_the_sealed_tables(sealed: Workspace
     assert schema("device-metering").is_valid(next(f for f in named if f.name.startswith("readings/")).data)
     with pytest.raises(ValueError, match="service_names"):
         Limits(service_names="да")  # type: ignore[arg-type]
+
+
+def test_an_increasing_coefficient_is_a_multiplying_factor_with_the_receipt_s_excess(
+        sealed: Workspace, files: list) -> None:
+    """A2's cold water is charged by the norm × 3: its MunicipalService carries MultiplyingFactor
+    (43/пр: the coefficient and the excess it caused) with the receipt's figure, in its place."""
+    pd = next(f for f in files if f.name.startswith("pd/"))
+    assert schema("bills").is_valid(pd.data)
+    doc = next(d for d in _docs(pd.data) if _text(d, "ab:AccountGuid") == GUID_A2)
+    line = read_table(sealed.period_dir(PERIOD), "charges").filter(
+        (pl.col("account_id") == "A2") & (pl.col("service_id") == "cold_water")).row(0, named=True)
+    assert line["method"] == "norm_increased" and line["coefficient"] == 3
+    base = (line["volume"] * line["tariff"]).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    factors = doc.findall("bills:ChargeInfo/bills:MunicipalService/bills:MultiplyingFactor", NS)
+    assert [(_text(f, "bills:Ratio"), _text(f, "bills:AmountOfExcessFees")) for f in factors
+            if _text(f, "bills:Ratio") == "3"] == [("3", str(line["amount"] - base))]
+    # after Consumption (the schema's order), and none on A1's metered lines
+    municipal = [el for el in doc.iterfind("bills:ChargeInfo/bills:MunicipalService", NS)
+                 if el.find("bills:MultiplyingFactor", NS) is not None]
+    assert all([c.tag.split("}")[1] for c in el][-1] == "MultiplyingFactor" for el in municipal)
+    a1 = next(d for d in _docs(pd.data) if _text(d, "ab:AccountGuid") == GUID_A1)
+    assert a1.find(".//bills:MultiplyingFactor", NS) is None
 
 
 def test_missing_account_guid_goes_to_the_report(files: list) -> None:
