@@ -336,20 +336,27 @@ def test_render_invoices_writes_one_pdf_per_invoice(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- from a close
 
 
-def test_build_invoices_from_a_close(town: Workspace) -> None:
-    """A3 made an organization: one invoice per supplier of its charges, VAT by the workspace rule."""
+def _organization_close(town: Workspace, person: str, organization: str) -> tuple[Any, Any]:
+    """``town`` with the account row starting ``person`` made the payer ``organization``, ingested
+    and August computed: (inputs, result)."""
     from pipeline.close import compute, load_inputs
     from pipeline.dates import Period
     from pipeline.ingest.registers import ingest
 
     accounts = town.registers / "accounts.csv"
+    account = person.split(",")[0]
     accounts.write_text(accounts.read_text(encoding="utf-8").replace(
-        "A3,P3,person,Сидоров Пётр Ильич", "A3,P3,organization,ООО «Сидоров и партнёры»"), encoding="utf-8")
-    (town.rules / "vat_rates.csv").write_text(HEADER + ",,2000-01-01,none,\nTS,,2026-01-01,22,\n",
-                                              encoding="utf-8")
+        person, f"{account},{person.split(',')[1]},organization,{organization}"), encoding="utf-8")
     ingest(town)
     inputs = load_inputs(town, Period(2026, 8))
-    result = compute(inputs)
+    return inputs, compute(inputs)
+
+
+def test_build_invoices_from_a_close(town: Workspace) -> None:
+    """A3 made an organization: one invoice per supplier of its charges, VAT by the workspace rule."""
+    (town.rules / "vat_rates.csv").write_text(HEADER + ",,2000-01-01,none,\nTS,,2026-01-01,22,\n",
+                                              encoding="utf-8")
+    inputs, result = _organization_close(town, "A3,P3,person,Сидоров Пётр Ильич", "ООО «Сидоров и партнёры»")
     regs = inputs.registers()
     invoices = list(build_invoices(result, regs, inputs.rules.services, load_vat_rates(town.rules)))
     assert {i.account_id for i in invoices} == {"A3"}
@@ -377,16 +384,7 @@ def test_quantity_times_price_is_the_sum_with_an_increasing_coefficient(town: Wo
     line prices the unit at tariff × 3 and says so, so that quantity × price = sum on every line."""
     from decimal import ROUND_HALF_UP
 
-    from pipeline.close import compute, load_inputs
-    from pipeline.dates import Period
-    from pipeline.ingest.registers import ingest
-
-    accounts = town.registers / "accounts.csv"
-    accounts.write_text(accounts.read_text(encoding="utf-8").replace(
-        "A2,P2,person,Петрова Анна Сергеевна", "A2,P2,organization,ООО «Петрова»"), encoding="utf-8")
-    ingest(town)
-    inputs = load_inputs(town, Period(2026, 8))
-    result = compute(inputs)
+    inputs, result = _organization_close(town, "A2,P2,person,Петрова Анна Сергеевна", "ООО «Петрова»")
     invoices = list(build_invoices(result, inputs.registers(), inputs.rules.services, DEFAULT_VAT_RATES))
     lines = [ln for inv in invoices for ln in inv.lines if ln.volume is not None]
     assert lines and all(
@@ -456,16 +454,7 @@ def test_a_seller_with_only_a_penalty_gets_an_invoice_without_an_act() -> None:
 def test_build_invoices_lists_recalculations_and_penalties(town: Workspace) -> None:
     from dataclasses import replace
 
-    from pipeline.close import compute, load_inputs
-    from pipeline.dates import Period
-    from pipeline.ingest.registers import ingest
-
-    accounts = town.registers / "accounts.csv"
-    accounts.write_text(accounts.read_text(encoding="utf-8").replace(
-        "A3,P3,person,Сидоров Пётр Ильич", "A3,P3,organization,ООО «Сидоров и партнёры»"), encoding="utf-8")
-    ingest(town)
-    inputs = load_inputs(town, Period(2026, 8))
-    result = compute(inputs)
+    inputs, result = _organization_close(town, "A3,P3,person,Сидоров Пётр Ильич", "ООО «Сидоров и партнёры»")
     a3 = result.lines.filter(pl.col("account_id") == "A3")
     service, supplier = a3.row(0, named=True)["service_id"], a3.row(0, named=True)["supplier_id"]
     recalcs = pl.DataFrame({"account_id": ["A3", "A1"], "service_id": [service, service],
