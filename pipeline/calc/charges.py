@@ -536,6 +536,25 @@ def _premises_with_meter(meters: pl.DataFrame, period: Period) -> pl.DataFrame:
     )
 
 
+def amount_without_coefficient() -> pl.Expr:
+    """A charge line's amount as it would be without its increasing coefficient (Правила 354 п.42):
+    the line's volume × tariff, rounded once; the line's own amount when no coefficient raised it.
+
+    What the coefficient added — 43/пр's «размер превышения платы», the receipt's column and ГИС
+    ЖКХ's ``AmountOfExcessFees`` — is the amount less this; the welfare register's charge
+    "without the coefficient" is this. Reads ``coef_milli``, ``volume_micro``, ``price_kop``,
+    ``amount_kop``.
+
+    >>> pl.DataFrame({"coef_milli": [3000, 1000, None], "volume_micro": [4_745_000, 1_000_000, None],
+    ...               "price_kop": [5228, 100, 4500], "amount_kop": [74421, 100, 4500]}).select(
+    ...     amount_without_coefficient().alias("base"))["base"].to_list()
+    [24807, 100, 4500]
+    """
+    increased = (pl.col("coef_milli").fill_null(1000) > 1000) & pl.col("volume_micro").is_not_null()
+    base = div_half_up(pl.col("volume_micro") * pl.col("price_kop"), MICRO)
+    return pl.when(increased).then(base).otherwise(pl.col("amount_kop"))
+
+
 def _amounts(lines: pl.DataFrame) -> pl.DataFrame:
     d = pl.col("days_in_month")
     method = pl.col("method")

@@ -66,6 +66,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.calc.charges import amount_without_coefficient
 from pipeline.dates import Period
 from pipeline.errors import BillingError
 from pipeline.export import (
@@ -419,9 +420,9 @@ def _multiplied(charges: pl.DataFrame) -> pl.DataFrame:
     """account_id, service_id, supplier_id, ratio, excess_kop of the lines charged with an
     increasing coefficient (Правила 354 п.42): ``MultiplyingFactor``'s ``Ratio`` (the coefficient,
     ``xs:decimal`` of at most 2 fraction digits: the last one's of the month) and
-    ``AmountOfExcessFees`` (43/пр: the line less volume × tariff rounded to the kopeck, summed —
-    the same figure as the receipt's). A coefficient of 3 decimals (the rules allow them, the law
-    has none) cannot be written as ``Ratio`` and leaves the element out.
+    ``AmountOfExcessFees`` (43/пр: :func:`~pipeline.calc.charges.amount_without_coefficient`
+    taken from the lines, summed — the receipt's figure). A coefficient of 3 decimals (the rules
+    allow them, the law has none) cannot be written as ``Ratio`` and leaves the element out.
 
     >>> _multiplied(pl.DataFrame({"account_id": ["A", "A", "B"], "service_id": ["w", "h", "w"],
     ...     "supplier_id": ["S"] * 3, "line_to": [1, 1, 1], "volume_micro": [4_745_000] * 3,
@@ -433,14 +434,13 @@ def _multiplied(charges: pl.DataFrame) -> pl.DataFrame:
     if "coef_milli" not in charges.columns:
         return pl.DataFrame(schema={**charges.select(key).schema, "ratio": pl.String, "excess_kop": pl.Int64})
     coef = pl.col("coef_milli")
-    product = pl.col("volume_micro") * pl.col("price_kop")  # ≥ 0 on a coefficient's line (a norm)
     whole, cents = coef // 1000, (coef % 1000) // 10
     return charges.filter((coef > 1000) & (coef % 10 == 0) & pl.col("volume_micro").is_not_null()).sort(
         *key, "line_to").group_by(key, maintain_order=True).agg(
         pl.concat_str([whole.cast(pl.String), pl.when(cents > 0).then(pl.concat_str([
             pl.lit("."), cents.cast(pl.String).str.zfill(2).str.strip_chars_end("0")]))],
             ignore_nulls=True).last().alias("ratio"),
-        (pl.col("amount_kop") - (product + 500_000) // 1_000_000).sum().alias("excess_kop"))
+        (pl.col("amount_kop") - amount_without_coefficient()).sum().alias("excess_kop"))
 
 
 def _documents(period: Period, frames: GisFrames,

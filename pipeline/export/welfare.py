@@ -50,6 +50,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.calc.charges import amount_without_coefficient
 from pipeline.dates import Period
 from pipeline.export import SAME_ROWS_AS, ExportFile, sealed_manifest
 from pipeline.ingest.registers import load_store
@@ -174,9 +175,7 @@ def welfare_rows(period: Period, beneficiaries: pl.DataFrame, categories: pl.Dat
     svc = services.select("service_id", pl.col("name").alias("service_name"), "unit",
                           pl.col("kind").alias("service_kind"))
     # --- per account and service: the period's figures
-    increased = (pl.col("coef_milli").fill_null(1000) > 1000) & pl.col("volume_micro").is_not_null()
-    line_base = pl.when(increased).then(
-        div_half_up(pl.col("volume_micro") * pl.col("price_kop"), 1_000_000)).otherwise(pl.col("amount_kop"))
+    line_base = amount_without_coefficient()
     lines = charges.sort("account_id", "service_id", "line_to", "line_from").group_by(
         "account_id", "service_id", maintain_order=True).agg(
         pl.col("amount_kop").sum().alias("charged_kop"),

@@ -16,11 +16,12 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.calc.charges import amount_without_coefficient
 from pipeline.close import CloseInputs, CloseResult
 from pipeline.collect.texts import warning_texts
 from pipeline.export.amounts import payee_discounts
 from pipeline.methods import method_label
-from pipeline.money import div_half_up_int, kopecks_to_decimal_expr
+from pipeline.money import kopecks_to_decimal_expr
 from pipeline.render.invoice import (
     build_invoices,
     load_vat_rates,
@@ -178,10 +179,7 @@ def build_receipts(
                                        "manager_id"), on="building_id")
         .join(residents_now, on="account_id", how="left")
     )
-    lines_by_acc = _group(result.lines.with_columns(
-        pl.col("service_id").replace_strict(
-            {k: v["order"] for k, v in svc.items()}, default=0).alias("order")
-    ).sort("account_id", "order", "supplier_id", "line_from"), "account_id")
+    lines_by_acc = _group(_print_lines(result.lines, svc), "account_id")
     bal_by_acc = _group(result.balances, "account_id")
     pen_by_acc = _group(period_penalties(result.penalties), "account_id")
     recalcs = result.recalculations if result.recalculations is not None else pl.DataFrame(
@@ -281,6 +279,16 @@ _NORM_METHODS = ("norm", "norm_increased", "heating", "common_property")
 _NORM_BASIS = {"heating": "на 1 м² в месяц", "common_property": "на 1 м² общего имущества в месяц"}
 
 
+def _print_lines(lines: pl.DataFrame, svc: dict[str, dict]) -> pl.DataFrame:
+    """The close's charge lines in print order (the services' order, then supplier and day), each
+    with ``excess_kop``, what its increasing coefficient added (43/пр: its own figure)."""
+    return lines.with_columns(
+        pl.col("service_id").replace_strict({k: v["order"] for k, v in svc.items()}, default=0)
+        .alias("order"),
+        (pl.col("amount_kop") - amount_without_coefficient()).alias("excess_kop"),
+    ).sort("account_id", "order", "supplier_id", "line_from")
+
+
 def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: dict[str, dict],
                   benefits: dict[str, int] | None = None) -> tuple[ReceiptLine, ...]:
     """The account's charge lines in print order, each recalculation of a service on its first
@@ -295,10 +303,7 @@ def _charge_lines(rows: list[dict], recalcs: dict[tuple[str, str], int], svc: di
         recalculated = recalcs.get(key, 0) if key not in placed else 0
         placed.add(key)
         volume = None if ln["method"] == "fixed" else Decimal(ln["volume_micro"]) / 1_000_000
-        excess = 0
-        if (ln.get("coef_milli") or 1000) > 1000 and ln["volume_micro"] is not None:
-            # 43/пр: the increase the coefficient caused, its own figure: the line less V × T.
-            excess = ln["amount_kop"] - div_half_up_int(ln["volume_micro"] * ln["price_kop"], 1_000_000)
+        excess = ln["excess_kop"]  # 43/пр: the increase the coefficient caused, its own figure
         out.append(ReceiptLine(
             service_name=service["name"], unit=service["unit"],
             method_label=method_label(ln["method"], ln["coef_milli"]), volume=volume,

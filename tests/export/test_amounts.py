@@ -66,9 +66,7 @@ def _receipt_discounts(charges: pl.DataFrame, recalcs: pl.DataFrame, balances: p
                        welfare: pl.DataFrame) -> dict[str, int]:
     """The payees' discounts as build_receipts gives them (the receipt's rule, verbatim)."""
     svc = {r["service_id"]: r for r in SERVICES.iter_rows(named=True)}
-    rows = charges.with_columns(pl.col("service_id").replace_strict(
-        {k: v["order"] for k, v in svc.items()}, default=0).alias("order")).sort(
-        "account_id", "order", "supplier_id", "line_from").to_dicts()
+    rows = build._print_lines(charges, svc).to_dicts()
     by_service: dict[str, int] = {}
     for g in welfare.iter_rows(named=True):
         if g["service_id"] is not None:
