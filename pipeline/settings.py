@@ -270,6 +270,8 @@ _CHECKS: dict[str, dict[str, Check]] = {
     "migration": {
         "tolerance_kop": (lambda v: v >= 0, "нужно целое число копеек ≥ 0"),
         "partial_years": (lambda v: v in ("skip", "covered"), "нужно skip или covered"),
+        "partition_accounts": (lambda v: v >= 1, "нужно целое число лицевых счетов ≥ 1"),
+        "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
     },
     "receipts": {
         "workers": (lambda v: v >= 0, "нужно целое ≥ 0 (0 — по числу ядер)"),
@@ -314,10 +316,17 @@ class Migration:
     corrections (heating п.42(1), КР на СОИ) correct a year of which only some months are
     sealed or migrated — ``skip`` (the default: a part of a year is not the year the law
     settles) or ``covered`` (correct the covered months alone).
+
+    ``partition_accounts``, ``workers``: the migrated months are rebuilt in partitions of
+    whole buildings of about this many accounts (:mod:`pipeline.close.cut`, as a close
+    cuts them), each partition through all the months, in ``workers`` processes at once (0 —
+    one per core). Memory follows the partition, not the region (docs/migration.md «Speed»).
     """
 
     tolerance_kop: int = 0
     partial_years: str = "skip"
+    partition_accounts: int = 100_000
+    workers: int = 0
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,6 @@ With ``"info"`` none of these is written and the amounts are the balances'.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import re
 import shutil
@@ -80,7 +79,7 @@ from pipeline.export import (
 )
 from pipeline.export.amounts import LINE_SCHEMA, PAYEE_SCHEMA, load_discounts
 from pipeline.export.gis_schema import first_error, invalid_messages, validation_error
-from pipeline.pool import alive, die_with
+from pipeline.pool import alive, default_workers, worker_pool
 from pipeline.workspace import Workspace
 
 __all__ = ["CHUNK_MESSAGES", "LIMITS_FILE", "GisFrames", "Limits", "build_files", "document_guids",
@@ -1146,51 +1145,6 @@ def _md_task(period: Period, rows: pl.DataFrame | _Shared, limits: Limits, run: 
 
 
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
-#: The pool workers' environment, read by the libraries when a worker starts (an allocator
-#: variable the operator set stays as set):
-#: * one Polars thread a worker: the pool is the parallelism, and a Polars pool in every worker
-#:   only spins beside the others on the same cores;
-#: * the allocators keep the memory they were given instead of handing it back and faulting it
-#:   in again for the next slice (jemalloc, Polars' allocator, and glibc's, for the messages'
-#:   bytes): a slice of 10 000 accounts took 1.34 s with 110 000 page faults, 1.21 s with 31 000
-#:   (the faults are dear where system calls are, as in a sandbox). The workers end with the
-#:   export, and their memory with them.
-WORKER_ENV = {"POLARS_MAX_THREADS": "1", "_RJEM_MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1",
-              "MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-
-@contextmanager
-def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A ``forkserver`` pool of ``workers`` processes (safe beside Polars' threads), its processes
-    started at once — they import while this process prepares their tasks; None for one."""
-    if workers <= 1:
-        yield None
-        return
-    context = multiprocessing.get_context("forkserver")
-    # :data:`WORKER_ENV` holds for a forkserver started now (one an earlier pool of this process
-    # started keeps its own); this process's own Polars and allocators stay as they are.
-    saved = {name: os.environ.get(name) for name in WORKER_ENV}
-    for name, value in WORKER_ENV.items():
-        if name == "POLARS_MAX_THREADS" or name not in os.environ:  # one thread a worker, always
-            os.environ[name] = value
-    try:
-        with ProcessPoolExecutor(workers, context, initializer=die_with,
-                                 initargs=(os.getpid(),)) as pool:
-            for _ in range(workers):
-                pool.submit(os.getpid)  # each submit while none is idle starts a process
-            try:
-                yield pool
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    finally:
-        for name, was in saved.items():
-            if was is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = was
-
-
 def _in_order(tasks: Iterator[Task], pool: ProcessPoolExecutor | None,
               workers: int) -> Generator[Any, None, None]:
     """Each task's result, in the tasks' order; run by ``pool`` (at most ``2 × workers`` results
@@ -1210,14 +1164,6 @@ def _in_order(tasks: Iterator[Task], pool: ProcessPoolExecutor | None,
     finally:
         for job in pending:
             job.cancel()
-
-
-def default_workers() -> int:
-    """The processes a large export uses: the cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def gis_files(period: Period, frames: GisFrames, limits: Limits | None = None,
@@ -1253,7 +1199,7 @@ def iter_gis_files(period: Period, frames: GisFrames, limits: Limits | None = No
     run = uuid.uuid4().hex  # names this run's shapes seen (validate = "shapes"); not in any output
     step = limits.readings_per_message * CHUNK_MESSAGES
     with ExitStack() as stack:
-        pool = stack.enter_context(_worker_pool(workers))  # starting while the rest is prepared
+        pool = stack.enter_context(worker_pool(workers))  # starting while the rest is prepared
         # With a pool the per-account tables and the readings are written once into a scratch
         # folder and each task names its range: pickling every slice through a pipe cost this
         # process a quarter of a million accounts' export (docs/benchmarks.md).

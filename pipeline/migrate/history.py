@@ -21,16 +21,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from pipeline.ingest.parse import REJECT_SCHEMA, duplicate_key_rejects, empty_rejects, parse_table
 from pipeline.ingest.readers import FORMULA_CELLS, ROW, SUFFIXES, iter_table, read_table
-from pipeline.migrate.model import MONTHLY, SCALED, History, empty, internal_schema, staging_folder
+from pipeline.migrate.model import (
+    MONTHLY,
+    SCALED,
+    History,
+    empty,
+    internal_schema,
+    migration_plan,
+    part_file,
+    part_key,
+    staging_folder,
+)
 from pipeline.workspace import BillingError, Workspace, sha256_file, write_parquet_atomic
 from schemas.history import HISTORY, PENALTY_SERVICE
 from schemas.registers import Register
+
+if TYPE_CHECKING:
+    from pipeline.close.cut import Plan
 
 MAPPING_FILE = "mapping.toml"
 #: Columns holding a month ``YYYY-MM``.
@@ -464,6 +477,7 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
     mapping_path = _mapping_path(ws, directory)
     mapping = read_mapping(mapping_path) if mapping_path is not None else Mapping()
     known = _Known.of(ws)
+    plan = migration_plan(ws, known.accounts.len())
     sha = {p.name: sha256_file(p) for p in files.values()}
     if mapping_path is not None:
         sha[MAPPING_FILE] = sha256_file(mapping_path)
@@ -481,7 +495,8 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
 
     try:
         charges = files["history_charges"].name
-        _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found)
+        _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found,
+               plan)
         months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
             staging / "history_charges").is_dir() else []
         if not months:
@@ -495,7 +510,7 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
         for name, path in files.items():
             if name == "history_charges":
                 continue
-            kept = _stage(path, HISTORY[name], mapping, known, staging, months, found)
+            kept = _stage(path, HISTORY[name], mapping, known, staging, months, found, plan)
             if kept is not None:
                 frames[name] = kept
         for name in HISTORY:
@@ -507,15 +522,18 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing of a refused load stays behind
         raise
-    return History(mapping.source, tuple(months), frames, sha, staging), all_rejects()
+    return History(mapping.source, tuple(months), frames, sha, staging, plan), all_rejects()
 
 
 def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, staging: Path,
-           months: list[str] | None, found: list[pl.DataFrame]) -> pl.DataFrame | None:
+           months: list[str] | None, found: list[pl.DataFrame], plan: Plan | None = None
+           ) -> pl.DataFrame | None:
     """Read one export file piece by piece; its rejects appended to ``found`` (named as the file
     names its columns). A :data:`MONTHLY` register is written to
-    ``staging/<register>/<month>/<piece>.parquet`` (None returned), any other returned.
-    ``months``: the migrated months (None for the charges, which define them)."""
+    ``staging/<register>/<month>/<piece>.parquet`` (None returned), any other returned; with a
+    ``plan`` of partitions, a piece's rows of each partition to their own file
+    (:func:`~pipeline.migrate.model.part_file`). ``months``: the migrated months (None for the
+    charges, which define them)."""
     file = path.name
     monthly = register.name in MONTHLY
     pieces: list[pl.DataFrame] = []
@@ -524,6 +542,7 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
     folder = staging / register.name
     key = list(register.key)
     hashes: dict[str, list[pl.DataFrame]] = {}  # month -> (source_row, hash of the key) of every piece
+    parts = plan.count if plan is not None else 1
     # Three things at once (Polars releases the GIL): the next piece is read in one thread and
     # this piece's months written in another while this one is checked.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrate-stage") as writer:
@@ -541,14 +560,15 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
                 # check over all pieces waits for the last one, on hashes of the keys.
                 spilled = _internal(good, register.name).with_columns(good.get_column(ROW))
                 del good, item
-                by_month = _by_month(spilled)
+                by_month = _by_month(spilled, plan, register.name)
                 del spilled
                 for future in writing:  # the previous piece written: memory holds one piece's months
                     future.result()
-                writing = [writer.submit(write_parquet_atomic, part, folder / month / f"{index:05d}.parquet")
-                           for month, part in by_month.items()]
-                for month, part in by_month.items():
-                    hashes.setdefault(month, []).append(part.select(ROW, pl.struct(key).hash().alias("_h")))
+                writing = [writer.submit(write_parquet_atomic, rows,
+                                         folder / month / part_file(index, part, parts))
+                           for (month, part), rows in by_month.items()]
+                for (month, _), rows in by_month.items():
+                    hashes.setdefault(month, []).append(rows.select(ROW, pl.struct(key).hash().alias("_h")))
                 del by_month
             else:
                 pieces.append(good)
@@ -567,22 +587,35 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
         internal = _internal(good, register.name)
         if not monthly:
             return internal
-        for month, part in _by_month(internal).items():
-            write_parquet_atomic(part, folder / month / "00000.parquet")
+        for (month, part), rows in _by_month(internal, plan, register.name).items():
+            write_parquet_atomic(rows, folder / month / part_file(0, part, parts))
         return None
-    for month, parts in sorted(hashes.items()):
-        rows = pl.concat(parts)
+    for month, keys in sorted(hashes.items()):
+        rows = pl.concat(keys)
         suspects = rows.filter(pl.col("_h").is_duplicated())[ROW]
         if suspects.len():  # rows sharing a key hash: compared exactly, refused if their keys are equal
             _refuse_repeated_keys(folder / month, suspects, register, file, back, found)
     return None
 
 
-def _by_month(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """``frame``'s rows by ``period``, in their order (split on a categorical: 3× faster than on text)."""
-    parts = frame.with_columns(pl.col("period").cast(pl.Categorical)).partition_by("period", as_dict=True)
-    return {str(month): part.with_columns(pl.col("period").cast(pl.String))
-            for (month,), part in parts.items()}
+def _by_month(frame: pl.DataFrame, plan: Plan | None = None, register: str = "") -> dict[
+        tuple[str, int], pl.DataFrame]:
+    """``frame``'s rows by ``period`` and partition of ``plan`` (0 without one), in their order
+    (split on a categorical: 3× faster than on text). A row whose account or meter no partition
+    holds (one the checks let through only in a hand-made call) goes to partition 0."""
+    frame = frame.with_columns(pl.col("period").cast(pl.Categorical))
+    if plan is None:
+        parts = {(month, 0): rows for (month,), rows in frame.partition_by("period", as_dict=True).items()}
+    else:
+        key = part_key(register)
+        where = (plan.meters if key == "meter_id" else plan.accounts).select(
+            key, pl.col("part").alias("_part"))
+        placed = frame.join(where, on=key, how="left", maintain_order="left").with_columns(
+            pl.col("_part").fill_null(0))
+        parts = {(month, int(part)): rows.drop("_part")
+                 for (month, part), rows in placed.partition_by("period", "_part", as_dict=True).items()}
+    return {(str(month), part): rows.with_columns(pl.col("period").cast(pl.String))
+            for (month, part), rows in parts.items()}
 
 
 _END = object()

@@ -13,12 +13,16 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.workspace import Workspace, atomic_write_bytes, write_parquet_atomic
 from schemas.history import HISTORY
+
+if TYPE_CHECKING:
+    from pipeline.close.cut import Plan
 
 #: Export column → the integer column it becomes inside, and its scale (10**scale units).
 SCALED = {"amount": ("amount_kop", 2), "tariff": ("price_kop", 2), "opening": ("opening_kop", 2),
@@ -47,6 +51,49 @@ def empty(register: str) -> pl.DataFrame:
 MONTHLY = ("history_charges", "history_recalculations", "history_payments", "history_balances",
            "history_meter_volumes")
 
+#: What places a monthly register's row in a partition (:func:`migration_plan`): its meter for
+#: the meter volumes, its account for the others.
+PART_KEYS = {"history_meter_volumes": "meter_id"}
+
+#: A region smaller than this many accounts is rebuilt in one process: a second one costs
+#: its start (≈ 2 s of imports) and the per-table overhead twice, for months of a fraction
+#: of a second each.
+PARALLEL_FROM_ACCOUNTS = 10_000
+
+
+def part_file(index: int, part: int, parts: int) -> str:
+    """The staged file of piece ``index`` of a month, for partition ``part`` of ``parts``."""
+    return f"{index:05d}.parquet" if parts <= 1 else f"{index:05d}-p{part:03d}.parquet"
+
+
+def part_key(register: str) -> str:
+    return PART_KEYS.get(register, "account_id")
+
+
+def migration_plan(ws: Workspace, accounts: int | None = None) -> Plan | None:
+    """The partitions the months are rebuilt in (``[migration] partition_accounts`` of whole
+    buildings, :func:`pipeline.close.cut.plan`); None for one.
+
+    With more than one worker (``[migration] workers``, 0 — the cores) and at least
+    :data:`PARALLEL_FROM_ACCOUNTS` accounts a region is cut into at least as many partitions
+    as workers, so that every worker has one.
+    """
+    from pipeline.close.cut import plan
+    from pipeline.ingest.registers import load_store
+    from pipeline.pool import default_workers
+
+    settings = ws.typed_settings().migration
+    regs = load_store(ws, names=["buildings", "premises", "accounts", "meters", "residents"])
+    count = regs["accounts"].height if accounts is None else accounts
+    size = settings.partition_accounts
+    workers = settings.workers or default_workers()
+    if workers > 1 and count >= PARALLEL_FROM_ACCOUNTS:
+        size = min(size, -(-count // workers))
+    if count <= size:
+        return None
+    cut = plan(regs, size)
+    return cut if cut.count > 1 else None
+
 
 @dataclass(frozen=True)
 class History:
@@ -61,6 +108,8 @@ class History:
     frames: dict[str, pl.DataFrame]
     files_sha256: dict[str, str]
     folder: Path | None = None
+    #: the partitions the monthly registers were staged in (:func:`part_file`); None for one
+    plan: Plan | None = None
 
     def _parts(self, register: str) -> list[Path]:
         if register in self.frames or self.folder is None or not (self.folder / register).is_dir():
@@ -74,11 +123,12 @@ class History:
             return pl.read_parquet(parts).select(list(internal_schema(register)))
         return self.frames.get(register, empty(register))
 
-    def month(self, register: str, month: str) -> pl.DataFrame:
-        """``register``'s rows of one ``period``."""
+    def month(self, register: str, month: str, part: int | None = None) -> pl.DataFrame:
+        """``register``'s rows of one ``period`` (of partition ``part`` only, when given)."""
         if register in self.frames:
             return self.frames[register].filter(pl.col("period") == month)
-        parts = sorted((self.folder / register / month).glob("*.parquet")) if self.folder is not None else []
+        files = "*.parquet" if part is None else f"*-p{part:03d}.parquet"
+        parts = sorted((self.folder / register / month).glob(files)) if self.folder is not None else []
         if parts:
             return pl.read_parquet(parts).select(list(internal_schema(register)))
         return empty(register)

@@ -28,12 +28,16 @@ Per month M (docs/migration.md, "What a migrated period holds"):
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -53,10 +57,14 @@ from pipeline.calc.recalc import RECALC_SCHEMA
 from pipeline.close.compute import CloseResult
 from pipeline.dates import Period
 from pipeline.ids import Codes, coded, dictionary, map_frames, typed
-from pipeline.migrate.model import History
+from pipeline.migrate.model import MONTHLY, History
 from pipeline.workspace import BillingError, Workspace
 from rules import Rules
 from schemas.history import PENALTY_SERVICE
+
+if TYPE_CHECKING:
+    from pipeline.close.cut import Plan
+    from pipeline.close.inputs import CloseInputs
 
 __all__ = ["PENALTY_COLUMNS", "SealedHistory", "iter_migrated_results", "migrated_results", "seal_history",
            "seal_months"]
@@ -89,7 +97,8 @@ def migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rul
 
 
 def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules: Rules,
-                          due_rules: pl.DataFrame | None = None) -> Iterator[CloseResult]:
+                          due_rules: pl.DataFrame | None = None, part: int | None = None
+                          ) -> Iterator[CloseResult]:
     """The :class:`CloseResult` of each month of ``history.months``, in order, one at a time
     (a month's history is read when its turn comes: memory holds one month and the open items).
 
@@ -102,6 +111,9 @@ def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules
     codes (their rank among ``regs["accounts"]``: every order stays the one of the strings)
     and decoded before they are yielded; a history naming an account the registers do not
     have (only a hand-made one: the load refuses such rows) goes on in strings from that month.
+
+    ``part``: the months of one partition only (:func:`_seal_part`): the staged monthly
+    registers' files of that partition; ``history.frames`` and ``regs`` are the partition's.
     """
     months = list(history.months)
     if not months:
@@ -114,7 +126,7 @@ def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules
     for index, month in enumerate(months):
         period = Period.parse(month)
         last = index == len(months) - 1
-        given = _month_inputs(history, month, first=index == 0, last=last)
+        given = _month_inputs(history, month, first=index == 0, last=last, part=part)
         if codes is not None:
             try:
                 given = {name: codes.encode(frame) for name, frame in given.items()}
@@ -127,8 +139,8 @@ def iter_migrated_results(history: History, regs: dict[str, pl.DataFrame], rules
             result = map_frames(result, codes.decode)
         else:
             result, state = _month(period, given, state, schemes if last else None, None)
-        yield replace(result, meter_volumes=_meter_volumes(history.month("history_meter_volumes", month),
-                                                           meters), due_date=_due(due_rules, period))
+        volumes = history.month("history_meter_volumes", month, part)
+        yield replace(result, meter_volumes=_meter_volumes(volumes, meters), due_date=_due(due_rules, period))
 
 
 @dataclass(frozen=True)
@@ -148,13 +160,14 @@ def _account_codes(regs: dict[str, pl.DataFrame]) -> Codes | None:
     return codes if "account_id" in codes.names else None
 
 
-def _month_inputs(history: History, month: str, first: bool, last: bool) -> dict[str, pl.DataFrame]:
+def _month_inputs(history: History, month: str, first: bool, last: bool, part: int | None = None
+                  ) -> dict[str, pl.DataFrame]:
     """The history one month is made of (also the opening balances in the first month, the
     debts and penalties in the last)."""
-    given = {name: history.month(name, month)
+    given = {name: history.month(name, month, part)
              for name in ("history_charges", "history_recalculations", "history_payments")}
     if first:
-        given["opening"] = history.month("history_balances", month).select(*_SVC, "opening_kop")
+        given["opening"] = history.month("history_balances", month, part).select(*_SVC, "opening_kop")
     if last:
         given["history_debts"] = history.frame("history_debts")
         given["history_penalties"] = history.frame("history_penalties")
@@ -535,7 +548,10 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
     """:func:`seal_history`, and the months' closing comparison for the reconciliation.
 
     The months are computed and sealed one after another, in order (each manifest is chained
-    to the one before); each month's closing comparison is made while it is in memory.
+    to the one before); each month's closing comparison is made while it is in memory. A
+    history staged in partitions (``history.plan``) is rebuilt partition by partition
+    (:func:`_seal_in_parts`), each through all the months, and each month sealed once all its
+    parts are written.
     """
     from pipeline.close.inputs import CHARGE_RULES, CloseInputs, rules_sha256
     from pipeline.close.seal import seal
@@ -558,7 +574,6 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
     regs = load_store(ws, version)
     rules = load_rules(ws.rules)
     tolerance = ws.typed_settings().migration.tolerance_kop
-    results = iter_migrated_results(history, regs, rules, read_rule_table(ws.rules, "due_dates"))
     empty = pl.DataFrame()
     stamp = CloseInputs(
         period=Period.parse(history.first), regs=regs, rules=rules, window_end_day=0, payments=empty,
@@ -568,6 +583,7 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
     )
     extra = {"migrated": True, "source": history.source,
              "migration_files_sha256": dict(sorted(history.files_sha256.items()))}
+    due_rules = read_rule_table(ws.rules, "due_dates")
     closing: list[pl.DataFrame] = []
 
     def write(result: CloseResult) -> Path:
@@ -590,8 +606,12 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
     # One month after another: writing month m in a thread while m + 1 is computed was measured
     # and gave nothing on 2 busy cores (stop 22), only contention.
     try:
-        for result in results:
-            written.append(write(result))
+        if history.plan is None:
+            for result in iter_migrated_results(history, regs, rules, due_rules):
+                written.append(write(result))
+        else:
+            closing += _seal_in_parts(ws, history, history.plan, regs, rules, due_rules, stamp, extra,
+                                      written)
     except BaseException:
         for path in written:
             shutil.rmtree(path, ignore_errors=True)
@@ -601,3 +621,132 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
         raise
     shutil.rmtree(aside, ignore_errors=True)
     return SealedHistory(written, pl.concat(closing))  # months is never empty (iter_migrated_results)
+
+
+# --- partitions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PartJob:
+    """One partition's months: its history and registers, where each month's parts go."""
+
+    index: int
+    history: History  # the staged registers; frames, only the partition's rows
+    regs: dict[str, pl.DataFrame]  # the partition's accounts and meters
+    rules: Rules
+    due_rules: pl.DataFrame | None
+    folders: dict[str, str]  # month -> the staging folder of its period
+    tolerance_kop: int
+
+
+@dataclass(frozen=True)
+class _PartMonth:
+    """What a partition hands back of one month: small facts, its tables are on disk."""
+
+    totals: dict[str, int]
+    row_counts: dict[str, int]
+    closing: pl.DataFrame  # the keys whose closing differs (reconcile.closing_month)
+    due_date: date | None
+
+
+def _seal_part(job: _PartJob) -> list[_PartMonth]:
+    """The months of one partition, in order, each written as part ``job.index`` of its period
+    (a plain picklable function of a picklable job: a pool's worker runs what this process would)."""
+    from pipeline.close.seal import to_outputs, write_tables
+    from pipeline.migrate.reconcile import closing_month
+
+    done = []
+    for result in iter_migrated_results(job.history, job.regs, job.rules, job.due_rules, part=job.index):
+        month = str(result.period)
+        counts = write_tables(to_outputs(result), Path(job.folders[month]), job.index)
+        theirs = job.history.month("history_balances", month, job.index)
+        closing = closing_month(theirs, result.service_balances.with_columns(pl.lit(month).alias("period")),
+                                job.tolerance_kop)
+        done.append(_PartMonth(dict(result.totals), counts, closing, result.due_date))
+        del result, theirs
+    return done
+
+
+def _part_jobs(history: History, plan: Plan, regs: dict[str, pl.DataFrame], rules: Rules,
+               due_rules: pl.DataFrame | None, folders: dict[str, str], tolerance_kop: int
+               ) -> Iterator[_PartJob]:
+    """The jobs of :func:`_seal_part`, made one at a time (a job holds its partition's rows)."""
+    where = {"account_id": plan.accounts, "meter_id": plan.meters}
+
+    def of_part(frame: pl.DataFrame, index: int) -> pl.DataFrame:
+        key = next((k for k in where if k in frame.columns), None)
+        if key is None:
+            return frame
+        # a row whose account no partition holds goes to partition 0, as it was staged
+        placed = frame.join(where[key].select(key, "part"), on=key, how="left", maintain_order="left")
+        return placed.filter(pl.col("part").fill_null(0) == index).drop("part")
+
+    # The registers kept whole in memory that the months read: the last month's debts and
+    # penalties, and the empty frames of the monthly registers the export did not have.
+    needed = {name: frame for name, frame in history.frames.items()
+              if name in ("history_debts", "history_penalties") or name in MONTHLY}
+    for index in range(plan.count):
+        yield _PartJob(
+            index, replace(history, frames={n: of_part(f, index) for n, f in needed.items()}, plan=None),
+            {"accounts": of_part(regs["accounts"], index), "meters": of_part(regs["meters"], index)},
+            rules, due_rules, folders, tolerance_kop)
+
+
+def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, pl.DataFrame], rules: Rules,
+                   due_rules: pl.DataFrame | None, stamp: CloseInputs, extra: dict[str, Any],
+                   written: list[Path]) -> list[pl.DataFrame]:
+    """Every month of ``history``, rebuilt partition by partition in ``[migration] workers``
+    processes, sealed in order once all its parts are written (each sealed period appended to
+    ``written`` as it lands); the months' closing comparisons.
+
+    Each month has a staging folder beside its final place; the partitions write their parts
+    of every month into them (``<table>/part-000k.parquet``, as a partitioned close does). Then
+    month by month: the totals and row counts summed, the manifest (``partitions``) chained to
+    the month before, one atomic rename. A failure leaves no staging folder behind.
+    """
+    from pipeline.close.seal import finish
+    from pipeline.pool import default_workers, worker_pool
+
+    months = list(history.months)
+    folders = {m: ws.period_dir(m).with_name(f".{m}.{uuid.uuid4().hex}.tmp") for m in months}
+    settings = ws.typed_settings().migration
+    workers = min(settings.workers or default_workers(), plan.count)
+    done: list[list[_PartMonth]] = []
+    try:
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+        jobs = _part_jobs(history, plan, regs, rules, due_rules, {m: str(f) for m, f in folders.items()},
+                          settings.tolerance_kop)
+        with worker_pool(workers) as pool:
+            if pool is None:
+                done = [_seal_part(job) for job in jobs]
+            else:  # at most one job waiting per worker: the jobs' rows are not all pickled at once
+                pending: deque[Future[list[_PartMonth]]] = deque()
+                for job in jobs:
+                    if len(pending) >= workers:
+                        done.append(pending.popleft().result())
+                    pending.append(pool.submit(_seal_part, job))
+                    del job
+                done += [future.result() for future in pending]
+        for i, month in enumerate(months):
+            parts = [part[i] for part in done]
+            totals: dict[str, int] = {}
+            counts: dict[str, int] = {}
+            for part in parts:
+                for key, value in part.totals.items():
+                    totals[key] = totals.get(key, 0) + int(value)
+                for key, value in part.row_counts.items():
+                    counts[key] = counts.get(key, 0) + int(value)
+            period = Period.parse(month)
+            finish(ws, folders[month], stamp, period, parts[0].due_date, totals, counts, None,
+                   partitions=plan.count, extra=extra, reports=False)
+            final = ws.period_dir(month)
+            if final.exists():
+                raise BillingError(f"{final} уже существует и не будет перезаписан.")
+            os.rename(folders[month], final)
+            written.append(final)
+    finally:
+        for folder in folders.values():
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+    return [part.closing for parts in done for part in parts]

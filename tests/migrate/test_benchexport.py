@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,45 @@ def test_the_same_seed_gives_the_same_bytes(loaded: tuple[Workspace, dict[str, i
     assert digests(copy / "migration") == before
     write_bench_export(copy, months=MONTHS, chunk_premises=70, seed=8)
     assert digests(copy / "migration") != before
+
+
+def table_rows(period: Path, table: str) -> pl.DataFrame:
+    """A sealed table of ``period`` (one file or its parts), in a fixed order."""
+    single = period / f"{table}.parquet"
+    frame = pl.read_parquet(single if single.exists() else sorted((period / table).glob("part-*.parquet")))
+    return frame.sort(pl.all(), nulls_last=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_months_rebuilt_in_partitions_are_the_same_months(
+        loaded: tuple[Workspace, dict[str, int], MigrationResult], tmp_path: Path, workers: int) -> None:
+    """``[migration] partition_accounts`` cuts the accounts into partitions of whole buildings,
+    each rebuilt through all 24 months (in this process, or two partitions at once in a pool);
+    every sealed month holds exactly the rows of the one-partition load, with the same totals."""
+    ws, _, whole = loaded
+    copy = Workspace(tmp_path / "home")
+    shutil.copytree(ws.home, copy.home, ignore=shutil.ignore_patterns("periods", "store"))
+    shutil.copytree(ws.store, copy.store, ignore=shutil.ignore_patterns("migration"))
+    settings = copy.home / "settings.toml"
+    text = settings.read_text(encoding="utf-8")
+    assert "partition_accounts = 100000" in text and "workers = 0\n\n[receipts]" in text
+    settings.write_text(text.replace("partition_accounts = 100000", "partition_accounts = 60").replace(
+        "workers = 0\n\n[receipts]", f"workers = {workers}\n\n[receipts]"), encoding="utf-8")
+    parted = migrate_load(copy)
+    assert parted.rejected == 0 and parted.differences == 0 and parted.months == whole.months
+    assert parted.rows == whole.rows
+    for mine, theirs in zip(parted.periods, whole.periods, strict=True):
+        manifest, single = (json.loads((p / "manifest.json").read_text()) for p in (mine, theirs))
+        assert manifest["partitions"] >= 3 and single["partitions"] == 1
+        assert manifest["migrated"] and manifest["totals_kop"] == single["totals_kop"]
+        assert manifest["row_counts"] == single["row_counts"]
+        assert (mine / "charges" / "part-0000.parquet").is_file() and not (mine / "charges.parquet").exists()
+        for table in single["row_counts"]:
+            assert table_rows(mine, table).equals(table_rows(theirs, table)), (mine.name, table)
+    # The staged history of every partition went into the store: the history reads as before.
+    for register in ("history_charges", "history_balances", "history_meter_volumes"):
+        month = whole.months[5]
+        files = sorted((copy.store / "migration" / register / month).glob("*.parquet"))
+        assert len(files) >= 3 and all("-p" in p.name for p in files)
+        assert pl.read_parquet(files).height == pl.read_parquet(
+            sorted((ws.store / "migration" / register / month).glob("*.parquet"))).height
