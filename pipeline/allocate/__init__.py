@@ -29,13 +29,17 @@ def balances(
     keys: tuple[str, ...] = ("account_id", "supplier_id"),
     penalties: pl.DataFrame | None = None,
     recalculations: pl.DataFrame | None = None,
+    ordered: bool = True,
 ) -> pl.DataFrame:
     """opening + charged + recalculated + penalty − paid = closing, per ``keys``.
 
     Per account and supplier by default (the contract's ``balances``); with
     ``("account_id", "service_id", "supplier_id")`` per service too. ``paid`` counts
     money received (and unallocated advances moved to a supplier), not the
-    settling of a supplier's own advance against its own debt.
+    settling of a supplier's own advance against its own debt. The rows come in the order their
+    keys first appear (opening, charges, payments, penalties, recalculations); ``ordered=False``:
+    in no order, for a caller that sorts them (the group-by without its order takes a third of
+    the time).
     """
     keys = list(keys)  # type: ignore[assignment]
 
@@ -60,7 +64,7 @@ def balances(
     # One lazy group-by of all movements (the default, streaming engine needs a fraction of
     # the eager engine's CPU). maintain_order instead of a final sort: deterministic for the
     # same inputs (first appearance: opening, charges, payments, penalties, recalculations).
-    frame = pl.concat(parts, how="diagonal").group_by(keys, maintain_order=True).agg(
+    frame = pl.concat(parts, how="diagonal").group_by(keys, maintain_order=ordered).agg(
         pl.col("opening_kop").sum(), pl.col("charged_kop").sum(), pl.col("paid_kop").sum(),
         *[pl.col(name).sum() for name, f in extra.items() if f is not None],
     )

@@ -339,3 +339,38 @@ def test_a_debt_older_than_the_history_accrues_on_from_the_move(town: Workspace)
     assert second.penalties is not None
     posted = by(second.penalties, ["account_id", "supplier_id", "charge_period"], "amount_kop")
     assert posted[bucket] == ours(date(2026, 9, 30)) - ours(date(2026, 8, 31))
+
+
+def test_account_balances_are_the_sums_of_the_service_balances() -> None:
+    """A migrated month's balances per account and supplier are summed from its service
+    balances (periods._account_balances); :func:`balances` of the same movements per account
+    gives the same rows: an advance moved, a refund, a penalty line, a recalculation, a supplier
+    whose movements cancel out (kept: its opening and charges are not zero) and one with nothing
+    left at all (dropped)."""
+    from pipeline.allocate import balances
+    from pipeline.migrate.periods import _account_balances
+
+    svc = ["account_id", "service_id", "supplier_id"]
+    opening = pl.DataFrame([("A", "water", "S1", 500), ("A", "heat", "S2", -300), ("B", "water", "S1", 0),
+                            ("C", "heat", "S2", 700), ("D", "heat", "S2", 0)], schema=[*svc, "opening_kop"],
+                           orient="row")
+    lines = pl.DataFrame([("A", "water", "S1", 1200), ("A", "heat", "S2", 900), ("B", "water", "S1", 450),
+                          ("C", "heat", "S2", -700)], schema=[*svc, "amount_kop"], orient="row")
+    allocations = pl.DataFrame([
+        ("A", "water", "S1", "payment", 1700), ("A", "heat", "S2", "advance_transfer", 300),
+        ("B", "water", "S1", "refund", -100), ("B", "water", "S1", "advance", 50),
+        ("A", "heat", "S2", "settlement", 999),  # not money paid: in neither sum
+    ], schema=[*svc, "kind", "amount_kop"], orient="row")
+    penalty = pl.DataFrame([("A", "penalty", "S1", 37)], schema=[*svc, "amount_kop"], orient="row")
+    recalcs = pl.DataFrame([("B", "water", "S1", -20)], schema=[*svc, "amount_kop"], orient="row")
+    per_service = balances(opening, lines, allocations, tuple(svc), penalties=penalty, recalculations=recalcs,
+                           ordered=False)
+    mine = _account_balances(per_service)
+    account_opening = opening.group_by("account_id", "supplier_id").agg(pl.col("opening_kop").sum())
+    theirs = balances(account_opening, lines, allocations, penalties=penalty.drop("service_id"),
+                      recalculations=recalcs.drop("service_id"))
+    assert mine.equals(theirs.sort("account_id", "supplier_id"))
+    assert mine.select("account_id", "supplier_id", "closing_kop").rows() == [
+        ("A", "S1", 500 + 1200 + 37 - 1700), ("A", "S2", -300 + 900 - 300), ("B", "S1", 450 - 20 + 100 - 50),
+        ("C", "S2", 0)]
+    assert mine.columns == list(theirs.columns)
