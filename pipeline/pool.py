@@ -74,9 +74,11 @@ WORKER_ENV = {"POLARS_MAX_THREADS": "1", "_RJEM_MALLOC_CONF": "dirty_decay_ms:-1
 
 
 @contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+def worker_pool(workers: int, threads: int = 1) -> Iterator[ProcessPoolExecutor | None]:
     """A ``forkserver`` pool of ``workers`` processes (safe beside Polars' threads), its processes
-    started at once — they import while this process prepares their tasks; None for one."""
+    started at once — they import while this process prepares their tasks; None for one.
+    ``threads``: each worker's Polars threads (more than one where the workers' tasks are few
+    and unequal, so that one left alone uses the cores the others have finished with)."""
     if workers <= 1:
         yield None
         return
@@ -84,8 +86,8 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     # :data:`WORKER_ENV` holds for a forkserver started now (one an earlier pool of this process
     # started keeps its own); this process's own Polars and allocators stay as they are.
     saved = {name: os.environ.get(name) for name in WORKER_ENV}
-    for name, value in WORKER_ENV.items():
-        if name == "POLARS_MAX_THREADS" or name not in os.environ:  # one thread a worker, always
+    for name, value in {**WORKER_ENV, "POLARS_MAX_THREADS": str(threads)}.items():
+        if name == "POLARS_MAX_THREADS" or name not in os.environ:  # the workers' threads, always
             os.environ[name] = value
     try:
         with ProcessPoolExecutor(workers, context, initializer=die_with,

@@ -495,8 +495,12 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
 
     try:
         charges = files["history_charges"].name
-        _stage(files["history_charges"], HISTORY["history_charges"], mapping, known, staging, None, found,
-               plan)
+        beside = {name: files[name] for name in _BESIDE_CHARGES if name in files and _csv(files[name])}
+        if (read_workers(ws) < 2 or not beside or not _csv(files["history_charges"])
+                or sum(p.stat().st_size for p in [files["history_charges"], *beside.values()])
+                <= PARALLEL_READ_BYTES):
+            beside = {}
+        backs = _stage_beside(files["history_charges"], beside, mapping, known, staging, plan, found)
         months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
             staging / "history_charges").is_dir() else []
         if not months:
@@ -506,11 +510,13 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
             raise fail(f"{charges}: месяцы истории идут с пропуском — нет начислений за {', '.join(gap)} "
                        f"(переносятся все месяцы с {months[0]} по {months[-1]} подряд; если строки этих "
                        "месяцев отклонены, они в отчёте)")
+        for name, back in backs.items():
+            found.append(_out_of_months(staging / name, months, files[name].name, back))
         frames: dict[str, pl.DataFrame] = {}
         for name, path in files.items():
-            if name == "history_charges":
+            if name == "history_charges" or name in beside:
                 continue
-            kept = _stage(path, HISTORY[name], mapping, known, staging, months, found, plan)
+            kept, _ = _stage(path, HISTORY[name], mapping, known, staging, months, found, plan)
             if kept is not None:
                 frames[name] = kept
         for name in HISTORY:
@@ -525,15 +531,43 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
     return History(mapping.source, tuple(months), frames, sha, staging, plan), all_rejects()
 
 
+def _csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _stage_beside(charges: Path, beside: dict[str, Path], mapping: Mapping, known: _Known, staging: Path,
+                  plan: Plan | None, found: list[pl.DataFrame]) -> dict[str, dict[str, str]]:
+    """The charges staged, and the ``beside`` files at the same time in a second process (each
+    process one Polars thread: two files on two cores); their rejects appended to ``found``.
+    Returns, for each of ``beside``, our column → the file's (its months are checked after)."""
+    from pipeline.pool import worker_pool
+
+    if not beside:
+        _stage(charges, HISTORY["history_charges"], mapping, known, staging, None, found, plan)
+        return {}
+    backs: dict[str, dict[str, str]] = {}
+    with worker_pool(2, threads=2) as pool:
+        assert pool is not None
+        jobs = {name: pool.submit(_stage_job, path, name, mapping, known, staging, plan)
+                for name, path in [("history_charges", charges), *beside.items()]}
+        for name, job in jobs.items():
+            rejects, back = job.result()
+            found.extend(rejects)
+            if name != "history_charges":
+                backs[name] = back
+    return backs
+
+
 def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, staging: Path,
            months: list[str] | None, found: list[pl.DataFrame], plan: Plan | None = None
-           ) -> pl.DataFrame | None:
+           ) -> tuple[pl.DataFrame | None, dict[str, str]]:
     """Read one export file piece by piece; its rejects appended to ``found`` (named as the file
     names its columns). A :data:`MONTHLY` register is written to
     ``staging/<register>/<month>/<piece>.parquet`` (None returned), any other returned; with a
     ``plan`` of partitions, a piece's rows of each partition to their own file
     (:func:`~pipeline.migrate.model.part_file`). ``months``: the migrated months (None for the
-    charges, which define them)."""
+    charges, which define them, and for the balances read beside them: :func:`_out_of_months`).
+    Also returned: our column → the file's (for its rejects)."""
     file = path.name
     monthly = register.name in MONTHLY
     pieces: list[pl.DataFrame] = []
@@ -576,7 +610,7 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
             future.result()
     if not monthly or payments:
         if not pieces:
-            return empty(register.name)
+            return empty(register.name), back
         item = _unique_keys(_Read(pl.concat(pieces), empty_rejects(), back), register, file)
         good, rejects = item.good, [item.rejects]
         if payments:
@@ -586,16 +620,58 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
         found.append(_report(pl.concat(rejects), back))
         internal = _internal(good, register.name)
         if not monthly:
-            return internal
+            return internal, back
         for (month, part), rows in _by_month(internal, plan, register.name).items():
             write_parquet_atomic(rows, folder / month / part_file(0, part, parts))
-        return None
+        return None, back
     for month, keys in sorted(hashes.items()):
         rows = pl.concat(keys)
         suspects = rows.filter(pl.col("_h").is_duplicated())[ROW]
         if suspects.len():  # rows sharing a key hash: compared exactly, refused if their keys are equal
             _refuse_repeated_keys(folder / month, suspects, register, file, back, found)
-    return None
+    return None, back
+
+
+#: The charges and balances files are read at once, each in a process of its own, when they
+#: hold together more than this many bytes and ``[migration] workers`` allows two processes
+#: (below, starting a process costs more than it saves).
+PARALLEL_READ_BYTES = 64 << 20
+
+#: The registers read beside the charges; their months are checked once the charges'
+#: months are known (:func:`_out_of_months`).
+_BESIDE_CHARGES = ("history_balances",)
+
+
+def read_workers(ws: Workspace) -> int:
+    """The processes the export is read in: ``[migration] workers`` (0 — the cores), at most 2."""
+    from pipeline.pool import default_workers
+
+    return min(2, ws.typed_settings().migration.workers or default_workers())
+
+
+def _stage_job(path: Path, name: str, mapping: Mapping, known: _Known, staging: Path, plan: Plan | None
+               ) -> tuple[list[pl.DataFrame], dict[str, str]]:
+    """:func:`_stage` of one monthly file without its months (a task of a process pool): its
+    rejects, and our column → the file's."""
+    found: list[pl.DataFrame] = []
+    _, back = _stage(path, HISTORY[name], mapping, known, staging, None, found, plan)
+    return found, back
+
+
+def _out_of_months(folder: Path, months: list[str], file: str, back: dict[str, str]) -> pl.DataFrame:
+    """The rows of a register staged without the months (``folder``: its ``<month>/`` folders) that
+    lie outside ``months``, refused as :func:`_month_range` refuses them, their folders removed."""
+    found = [empty_rejects()]
+    first, last = months[0], months[-1]
+    for month in sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []:
+        if first <= month <= last:
+            continue
+        rows = pl.read_parquet(sorted((folder / month).glob("*.parquet")), columns=[ROW, "period"])
+        found.append(_report(_reject(rows, file, "period", _outside_reason(months)), back))
+        shutil.rmtree(folder / month)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return pl.concat(found)
 
 
 def _by_month(frame: pl.DataFrame, plan: Plan | None = None, register: str = "") -> dict[
@@ -659,6 +735,10 @@ def _refuse_repeated_keys(folder: Path, suspects: pl.Series, register: Register,
         folder.rmdir()
 
 
+def _outside_reason(months: list[str]) -> str:
+    return f"месяц вне переносимых месяцев {months[0]}–{months[-1]} (по history_charges)"
+
+
 def _month_range(good: pl.DataFrame, register: Register, months: list[str], file: str) -> tuple[
         pl.DataFrame, pl.DataFrame]:
     """A row of a month the history does not cover would be lost: it is refused instead."""
@@ -668,8 +748,7 @@ def _month_range(good: pl.DataFrame, register: Register, months: list[str], file
     if register.name != "history_charges" and "period" in names:
         found.append(_reject(good.filter(pl.col("period").is_not_null()
                                          & ((pl.col("period") < first) | (pl.col("period") > last))),
-                             file, "period",
-                             f"месяц вне переносимых месяцев {first}–{last} (по history_charges)"))
+                             file, "period", _outside_reason(months)))
     if "origin_period" in names:
         found.append(_reject(good.filter(pl.col("origin_period") > pl.col("period")), file, "origin_period",
                              "месяц, за который сделан перерасчёт, позже месяца перерасчёта"))

@@ -315,3 +315,35 @@ def test_a_file_read_in_pieces_gives_what_the_whole_file_gives(ws: Workspace, tm
     assert ("history_charges.csv", 6, "ЛС") in cells
     assert cells[("history_charges.csv", 7, "Начислено")][0] == "0,5.1"
     assert parts.frame("history_charges")["amount_kop"].to_list() == [105, 123456, -1000]
+
+
+def test_charges_and_balances_read_at_once_give_what_one_read_gives(ws: Workspace, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large export's charges and balances are read at the same time, in two processes; the
+    balances' months are checked after: the same history and the same rejects (a balance of a
+    month the charges do not have, a repeated key, a bad cell) as one file after the other."""
+    from pipeline.migrate import history as module
+
+    balances = BALANCES + ("A1,2026-03,ХВС,VK,,1.00\n"      # row 4: a month not migrated
+                           "A1,2026-02,ХВС,VK,,429.82\n"    # row 5: row 3's key again
+                           "A2,2026-01,ХВС,VK,,12.345\n"    # row 6: three decimals
+                           "A2,2025-12,ХВС,VK,,1.00\n")     # row 7: before the months
+    files = {"history_charges.csv": CHARGES, "history_balances.csv": balances, "history_payments.csv": PAYMENTS}
+    one, one_rejects = read_history(ws, export(tmp_path / "one", files))
+    one_frames = {name: one.frame(name) for name in HISTORY}
+    monkeypatch.setattr(module, "PARALLEL_READ_BYTES", 0)
+    monkeypatch.setattr(module, "read_workers", lambda _ws: 2)
+    staged: list[str] = []
+    real = module._stage_beside
+    monkeypatch.setattr(module, "_stage_beside", lambda *args: staged.extend(args[1]) or real(*args))
+    both, both_rejects = read_history(ws, export(tmp_path / "both", files))
+    assert staged == ["history_balances"]  # read beside the charges
+    assert both.months == one.months == ("2026-01", "2026-02")
+    for name in HISTORY:
+        assert both.frame(name).equals(one_frames[name]), name
+    assert both_rejects.equals(one_rejects)
+    cells = by_cell(both_rejects)
+    assert {row for file, row, _ in cells if file == "history_balances.csv"} == {3, 4, 5, 6, 7}
+    assert cells[("history_balances.csv", 4, "Месяц")] == ("2026-03", cells[("history_balances.csv", 7, "Месяц")][1])
+    assert "2026-01–2026-02" in cells[("history_balances.csv", 4, "Месяц")][1]
+    assert not (staging_folder(ws) / "history_balances" / "2026-03").exists()
