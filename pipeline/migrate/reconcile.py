@@ -226,12 +226,16 @@ def _debts(debts: pl.DataFrame, balances: pl.DataFrame, ours: pl.DataFrame, last
 
 def _due_dates(debts: pl.DataFrame, due_rules: pl.DataFrame) -> pl.DataFrame:
     dated = debts.filter(pl.col("charge_period").is_not_null() & pl.col("due_date").is_not_null())
-    ours = {p: due_date(due_rules, Period.parse(p)) for p in dated["charge_period"].unique().to_list()}
+    months = dated["charge_period"].unique().sort().to_list()
+    ours = pl.DataFrame({"charge_period": months,
+                         "_ours": [due_date(due_rules, Period.parse(p)) for p in months]},
+                        schema={"charge_period": pl.String, "_ours": pl.Date})
+    # Only the debts whose due date is not ours become rows (a million accounts' debts are tens of millions).
+    differ = dated.join(ours, on="charge_period", how="left").filter(
+        pl.col("_ours").ne_missing(pl.col("due_date"))).sort([*KEY, "charge_period"])
     rows = []
-    for r in dated.sort([*KEY, "charge_period"]).iter_rows(named=True):
-        mine = ours[r["charge_period"]]
-        if mine == r["due_date"]:
-            continue
+    for r in differ.iter_rows(named=True):
+        mine = r["_ours"]
         rows.append({
             "kind": "due_date", "account_id": r["account_id"], "supplier_id": r["supplier_id"],
             "service_id": r["service_id"], "period": r["charge_period"], "theirs_kop": None,
