@@ -289,11 +289,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path, row_group_size: int | None = None) -> None:
-    """``row_group_size`` fixes the file's layout whatever the frame's chunks (else one group a chunk)."""
+def write_parquet_atomic(frame: pl.DataFrame, path: Path, row_group_size: int | None = None,
+                         compression_level: int | None = None) -> None:
+    """``row_group_size`` fixes the file's layout whatever the frame's chunks (else one group a chunk);
+    ``compression_level``: zstd's (None: the writer's default)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=row_group_size)
+    frame.write_parquet(tmp, compression="zstd", compression_level=compression_level, statistics=True,
+                        row_group_size=row_group_size)
     os.replace(tmp, path)
 
 

