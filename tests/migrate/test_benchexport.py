@@ -143,3 +143,33 @@ def test_months_rebuilt_in_partitions_are_the_same_months(
         assert len(files) >= 3 and all("-p" in p.name for p in files)
         assert pl.read_parquet(files).height == pl.read_parquet(
             sorted((ws.store / "migration" / register / month).glob("*.parquet"))).height
+
+
+def test_a_partition_that_fails_leaves_the_months_as_they_were(
+        loaded: tuple[Workspace, dict[str, int], MigrationResult], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition failing half-way through a reload (``--replace``): no month of the new load is
+    sealed, the months of the load before are back where they were, no staging folder is left."""
+    from pipeline.migrate import periods
+
+    ws, _, whole = loaded
+    copy = Workspace(tmp_path / "home")
+    shutil.copytree(ws.home, copy.home)
+    before = {p.name: (p / "manifest.json").read_bytes() for p in whole.periods}
+    settings = copy.home / "settings.toml"
+    settings.write_text(settings.read_text(encoding="utf-8").replace(
+        "partition_accounts = 100000", "partition_accounts = 60").replace(
+        "workers = 0\n\n[receipts]", "workers = 1\n\n[receipts]"), encoding="utf-8")
+    real = periods._seal_part
+
+    def fails_in_the_second(job: periods._PartJob) -> list[periods._PartMonth]:
+        if job.index == 1:
+            raise RuntimeError("the second partition fails")
+        return real(job)
+
+    monkeypatch.setattr(periods, "_seal_part", fails_in_the_second)
+    with pytest.raises(RuntimeError, match="second partition"):
+        migrate_load(copy, replace=True)
+    left = sorted(p.name for p in copy.periods.iterdir())
+    assert left == sorted(before)  # nothing staged or set aside is left
+    assert {name: (copy.periods / name / "manifest.json").read_bytes() for name in left} == before
