@@ -320,7 +320,7 @@ class Migration:
     ``partition_accounts``, ``workers``: the migrated months are rebuilt in partitions of
     whole buildings of about this many accounts (:mod:`pipeline.close.cut`, as a close
     cuts them), each partition through all the months, in ``workers`` processes at once (0 —
-    one per core). Memory follows the partition, not the region (docs/migration.md «Speed»).
+    one per core). Memory follows the partition, not the region (docs/migration.md «Large exports»).
     """
 
     tolerance_kop: int = 0
