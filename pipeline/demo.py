@@ -592,6 +592,8 @@ def run_migration_bench(accounts: int, months: int, ws: Workspace | None, say: S
                            lambda result: sum(result.rows.values()))
         report["load_seconds"] = round(load.seconds, 2)
         report["load_steps"] = moved.seconds
+        # the CPU of the load's own process and of the processes it read and rebuilt months in
+        report["load_cpu_seconds"] = round(stages[-1]["cpu_seconds"] + moved.worker_cpu_seconds, 2)
         report["bare_seconds"] = round(bare.seconds, 2)
         report["ratio"] = round(load.seconds / bare.seconds, 1) if bare.seconds else None
         report["differences"] = moved.differences

@@ -325,7 +325,7 @@ class Migration:
 
     tolerance_kop: int = 0
     partial_years: str = "skip"
-    partition_accounts: int = 100_000
+    partition_accounts: int = 25_000
     workers: int = 0
 
 

@@ -15,6 +15,7 @@ Money and volumes leave here as the engine's integers (``amount`` → ``amount_k
 from __future__ import annotations
 
 import shutil
+import time
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -503,7 +504,9 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
                 or sum(p.stat().st_size for p in [files["history_charges"], *beside.values()])
                 <= PARALLEL_READ_BYTES):
             beside = {}
-        backs = _stage_beside(files["history_charges"], beside, mapping, known, staging, plan, found)
+        worker_cpu: list[float] = []
+        backs = _stage_beside(files["history_charges"], beside, mapping, known, staging, plan, found,
+                              worker_cpu)
         months = sorted(p.name for p in (staging / "history_charges").iterdir()) if (
             staging / "history_charges").is_dir() else []
         if not months:
@@ -534,7 +537,7 @@ def read_history(ws: Workspace, directory: Path | None = None) -> tuple[History,
         raise
     sha = {(MAPPING_FILE if path == mapping_path else path.name): digest
            for path, digest in zip(hashed, digests, strict=True)}
-    return History(mapping.source, tuple(months), frames, sha, staging, plan), all_rejects()
+    return History(mapping.source, tuple(months), frames, sha, staging, plan, sum(worker_cpu)), all_rejects()
 
 
 def _csv(path: Path) -> bool:
@@ -542,9 +545,10 @@ def _csv(path: Path) -> bool:
 
 
 def _stage_beside(charges: Path, beside: dict[str, Path], mapping: Mapping, known: _Known, staging: Path,
-                  plan: Plan | None, found: list[pl.DataFrame]) -> dict[str, dict[str, str]]:
-    """The charges staged, and the ``beside`` files at the same time in a second process (each
-    process one Polars thread: two files on two cores); their rejects appended to ``found``.
+                  plan: Plan | None, found: list[pl.DataFrame], cpu_seconds: list[float]
+                  ) -> dict[str, dict[str, str]]:
+    """The charges staged, and the ``beside`` files at the same time, each in a process of its
+    own; their rejects appended to ``found``, the processes' CPU seconds to ``cpu_seconds``.
     Returns, for each of ``beside``, our column → the file's (its months are checked after)."""
     from pipeline.pool import worker_pool
 
@@ -557,8 +561,9 @@ def _stage_beside(charges: Path, beside: dict[str, Path], mapping: Mapping, know
         jobs = {name: pool.submit(_stage_job, path, name, mapping, known, staging, plan)
                 for name, path in [("history_charges", charges), *beside.items()]}
         for name, job in jobs.items():
-            rejects, back = job.result()
+            rejects, back, cpu = job.result()
             found.extend(rejects)
+            cpu_seconds.append(cpu)
             if name != "history_charges":
                 backs[name] = back
     return backs
@@ -656,12 +661,13 @@ def read_workers(ws: Workspace) -> int:
 
 
 def _stage_job(path: Path, name: str, mapping: Mapping, known: _Known, staging: Path, plan: Plan | None
-               ) -> tuple[list[pl.DataFrame], dict[str, str]]:
+               ) -> tuple[list[pl.DataFrame], dict[str, str], float]:
     """:func:`_stage` of one monthly file without its months (a task of a process pool): its
-    rejects, and our column → the file's."""
+    rejects, our column → the file's, and the CPU seconds of the process."""
+    started = time.process_time()
     found: list[pl.DataFrame] = []
     _, back = _stage(path, HISTORY[name], mapping, known, staging, None, found, plan)
-    return found, back
+    return found, back, time.process_time() - started
 
 
 def _out_of_months(folder: Path, months: list[str], file: str, back: dict[str, str]) -> pl.DataFrame:

@@ -110,6 +110,8 @@ class History:
     folder: Path | None = None
     #: the partitions the monthly registers were staged in (:func:`part_file`); None for one
     plan: Plan | None = None
+    #: CPU seconds of the processes that read files for it (beside this one's own)
+    worker_cpu_seconds: float = 0.0
 
     def _parts(self, register: str) -> list[Path]:
         if register in self.frames or self.folder is None or not (self.folder / register).is_dir():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -541,6 +542,8 @@ class SealedHistory:
 
     periods: list[Path]
     closing: pl.DataFrame
+    #: CPU seconds of the partitions' processes (:func:`_seal_in_parts`; 0 when made here)
+    worker_cpu_seconds: float = 0.0
 
 
 def seal_history(ws: Workspace, history: History, *, replace: bool = False) -> list[Path]:
@@ -613,6 +616,7 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
         aside.mkdir(parents=True, exist_ok=True)
         ws.period_dir(p).rename(aside / p)
     written: list[Path] = []
+    worker_cpu: list[float] = []
     # One month after another: writing month m in a thread while m + 1 is computed was measured
     # and gave nothing on 2 busy cores (stop 22), only contention.
     try:
@@ -621,7 +625,7 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
                 written.append(write(result))
         else:
             closing += _seal_in_parts(ws, history, history.plan, regs, rules, due_rules, stamp, extra,
-                                      written)
+                                      written, worker_cpu)
     except BaseException:
         for path in written:
             shutil.rmtree(path, ignore_errors=True)
@@ -630,7 +634,8 @@ def seal_months(ws: Workspace, history: History, *, replace: bool = False) -> Se
         shutil.rmtree(aside, ignore_errors=True)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-    return SealedHistory(written, pl.concat(closing))  # months is never empty (iter_migrated_results)
+    # months is never empty (iter_migrated_results): closing neither
+    return SealedHistory(written, pl.concat(closing), sum(worker_cpu))
 
 
 # --- partitions -----------------------------------------------------------------------------------
@@ -659,12 +664,21 @@ class _PartMonth:
     due_date: date | None
 
 
-def _seal_part(job: _PartJob) -> list[_PartMonth]:
+@dataclass(frozen=True)
+class _PartDone:
+    """A partition's months, and the CPU seconds its process spent on them."""
+
+    months: list[_PartMonth]
+    cpu_seconds: float
+
+
+def _seal_part(job: _PartJob) -> _PartDone:
     """The months of one partition, in order, each written as part ``job.index`` of its period
     (a plain picklable function of a picklable job: a pool's worker runs what this process would)."""
     from pipeline.close.seal import to_outputs, write_tables
     from pipeline.migrate.reconcile import closing_month
 
+    started = time.process_time()
     done = []
     for result in iter_migrated_results(job.history, job.regs, job.rules, job.due_rules, part=job.index):
         month = str(result.period)
@@ -674,22 +688,20 @@ def _seal_part(job: _PartJob) -> list[_PartMonth]:
                                 job.tolerance_kop)
         done.append(_PartMonth(dict(result.totals), counts, closing, result.due_date))
         del result, theirs
-    return done
+    return _PartDone(done, time.process_time() - started)
 
 
 def _part_jobs(history: History, plan: Plan, regs: dict[str, pl.DataFrame], rules: Rules,
                due_rules: pl.DataFrame | None, folders: dict[str, str], tolerance_kop: int
                ) -> Iterator[_PartJob]:
     """The jobs of :func:`_seal_part`, made one at a time (a job holds its partition's rows)."""
-    where = {"account_id": plan.accounts, "meter_id": plan.meters}
+    from pipeline.close.partition import cutter
+
+    cut = cutter(plan)  # each frame's partitions found once (a row of no partition's goes to 0)
 
     def of_part(frame: pl.DataFrame, index: int) -> pl.DataFrame:
-        key = next((k for k in where if k in frame.columns), None)
-        if key is None:
-            return frame
-        # a row whose account no partition holds goes to partition 0, as it was staged
-        placed = frame.join(where[key].select(key, "part"), on=key, how="left", maintain_order="left")
-        return placed.filter(pl.col("part").fill_null(0) == index).drop("part")
+        key = next((k for k in ("account_id", "meter_id") if k in frame.columns), None)
+        return frame if key is None else cut.take(frame, key, index)
 
     # The registers kept whole in memory that the months read: the last month's debts and
     # penalties, and the empty frames of the monthly registers the export did not have.
@@ -704,10 +716,11 @@ def _part_jobs(history: History, plan: Plan, regs: dict[str, pl.DataFrame], rule
 
 def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, pl.DataFrame], rules: Rules,
                    due_rules: pl.DataFrame | None, stamp: CloseInputs, extra: dict[str, Any],
-                   written: list[Path]) -> list[pl.DataFrame]:
+                   written: list[Path], cpu_seconds: list[float]) -> list[pl.DataFrame]:
     """Every month of ``history``, rebuilt partition by partition in ``[migration] workers``
     processes, sealed in order once all its parts are written (each sealed period appended to
-    ``written`` as it lands); the months' closing comparisons.
+    ``written`` as it lands); the months' closing comparisons. The partitions' CPU seconds (their
+    processes') are appended to ``cpu_seconds``.
 
     Each month has a staging folder beside its final place; the partitions write their parts
     of every month into them (``<table>/part-000k.parquet``, as a partitioned close does). Then
@@ -721,7 +734,7 @@ def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, 
     folders = {m: ws.period_dir(m).with_name(f".{m}.{uuid.uuid4().hex}.tmp") for m in months}
     settings = ws.typed_settings().migration
     workers = min(settings.workers or default_workers(), plan.count)
-    done: list[list[_PartMonth]] = []
+    done: list[_PartDone] = []
     try:
         for folder in folders.values():
             folder.mkdir(parents=True)
@@ -731,7 +744,7 @@ def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, 
             if pool is None:
                 done = [_seal_part(job) for job in jobs]
             else:  # at most one job waiting per worker: the jobs' rows are not all pickled at once
-                pending: deque[Future[list[_PartMonth]]] = deque()
+                pending: deque[Future[_PartDone]] = deque()
                 for job in jobs:
                     if len(pending) >= workers:
                         done.append(pending.popleft().result())
@@ -739,7 +752,7 @@ def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, 
                     del job
                 done += [future.result() for future in pending]
         for i, month in enumerate(months):
-            parts = [part[i] for part in done]
+            parts = [part.months[i] for part in done]
             totals: dict[str, int] = {}
             counts: dict[str, int] = {}
             for part in parts:
@@ -759,4 +772,5 @@ def _seal_in_parts(ws: Workspace, history: History, plan: Plan, regs: dict[str, 
         for folder in folders.values():
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
-    return [part.closing for parts in done for part in parts]
+    cpu_seconds.append(sum(part.cpu_seconds for part in done))
+    return [month.closing for part in done for month in part.months]

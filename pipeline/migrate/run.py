@@ -34,13 +34,15 @@ class MigrationResult:
     reports: list[Path]
     #: wall seconds of each step: read, seal, save, reconcile
     seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of the processes that read files and rebuilt partitions (beside this one's)
+    worker_cpu_seconds: float = 0.0
 
     def audit_details(self) -> dict[str, Any]:
         return {"source": self.source, "months": list(self.months), "rows": self.rows,
                 "rejected": self.rejected, "rejects": str(self.rejects_path or ""),
                 "periods": [p.name for p in self.periods], "differences": self.differences,
                 "difference_kop": self.difference_kop, "reports": [str(p) for p in self.reports],
-                "seconds": self.seconds}
+                "seconds": self.seconds, "worker_cpu_seconds": round(self.worker_cpu_seconds, 2)}
 
 
 @locked("migrate load")
@@ -76,7 +78,7 @@ def migrate_load(ws: Workspace, directory: Path | None = None, replace: bool = F
     result = MigrationResult(
         history.source, history.months, rows,
         rejects.height, rejects_path, sealed.periods, found.differences.height, found.total_abs_kop,
-        [found.xlsx_path, found.pdf_path], seconds)
+        [found.xlsx_path, found.pdf_path], seconds, history.worker_cpu_seconds + sealed.worker_cpu_seconds)
     audit(ws, "migrate load", inputs={"directory": str(directory or ws.home / "migration"),
                                       "replace": replace, "files_sha256": history.files_sha256},
           outputs=result.audit_details())

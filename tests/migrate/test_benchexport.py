@@ -122,8 +122,8 @@ def test_months_rebuilt_in_partitions_are_the_same_months(
     shutil.copytree(ws.store, copy.store, ignore=shutil.ignore_patterns("migration"))
     settings = copy.home / "settings.toml"
     text = settings.read_text(encoding="utf-8")
-    assert "partition_accounts = 100000" in text and "workers = 0\n\n[receipts]" in text
-    settings.write_text(text.replace("partition_accounts = 100000", "partition_accounts = 60").replace(
+    assert "partition_accounts = 25000" in text and "workers = 0\n\n[receipts]" in text
+    settings.write_text(text.replace("partition_accounts = 25000", "partition_accounts = 60").replace(
         "workers = 0\n\n[receipts]", f"workers = {workers}\n\n[receipts]"), encoding="utf-8")
     parted = migrate_load(copy)
     assert parted.rejected == 0 and parted.differences == 0 and parted.months == whole.months
@@ -158,11 +158,11 @@ def test_a_partition_that_fails_leaves_the_months_as_they_were(
     before = {p.name: (p / "manifest.json").read_bytes() for p in whole.periods}
     settings = copy.home / "settings.toml"
     settings.write_text(settings.read_text(encoding="utf-8").replace(
-        "partition_accounts = 100000", "partition_accounts = 60").replace(
+        "partition_accounts = 25000", "partition_accounts = 60").replace(
         "workers = 0\n\n[receipts]", "workers = 1\n\n[receipts]"), encoding="utf-8")
     real = periods._seal_part
 
-    def fails_in_the_second(job: periods._PartJob) -> list[periods._PartMonth]:
+    def fails_in_the_second(job: periods._PartJob) -> periods._PartDone:
         if job.index == 1:
             raise RuntimeError("the second partition fails")
         return real(job)
