@@ -578,15 +578,22 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
     ``plan`` of partitions, a piece's rows of each partition to their own file
     (:func:`~pipeline.migrate.model.part_file`). ``months``: the migrated months (None for the
     charges, which define them, and for the balances read beside them: :func:`_out_of_months`).
-    Also returned: our column → the file's (for its rejects)."""
+    Also returned: our column → the file's (for its rejects).
+
+    Memory holds a piece and its months, whatever the file's size: the hashes of a monthly
+    register's keys wait on disk (``staging/.keys/``) and are compared a month at a time at the
+    end; a payments file larger than a piece is checked in :data:`PAYMENT_BUCKETS` buckets of
+    whole payments (``staging/.spill/``), every part of a payment in one bucket."""
     file = path.name
     monthly = register.name in MONTHLY
     pieces: list[pl.DataFrame] = []
-    payments = register.name == "history_payments"  # checked as a whole: parts of a payment
+    payments = register.name == "history_payments"  # checked by whole payments: parts of a payment
     back: dict[str, str] = {}
     folder = staging / register.name
+    keys = staging / _KEYS / register.name  # <month>/<piece>.parquet: (source_row, hash of the key)
+    spill = staging / _SPILL / register.name  # <bucket>/<piece>.parquet: the checked rows of payments
+    buckets = PAYMENT_BUCKETS if payments and _in_pieces(path) else 1
     key = list(register.key)
-    hashes: dict[str, list[pl.DataFrame]] = {}  # month -> (source_row, hash of the key) of every piece
     parts = plan.count if plan is not None else 1
     # Three things at once (Polars releases the GIL): the next piece is read in one thread and
     # this piece's months written in another while this one is checked.
@@ -600,6 +607,9 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
                 good, more = _month_range(good, register, months, file)
                 rejects.append(more)
             found.append(_report(pl.concat(rejects), back))
+            for future in writing:  # the previous piece written: memory holds one piece's months
+                future.result()
+            writing = []
             if monthly and not payments:
                 # Each piece's rows of a month are a part of that month, written once; the key
                 # check over all pieces waits for the last one, on hashes of the keys.
@@ -607,40 +617,95 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
                 del good, item
                 by_month = _by_month(spilled, plan, register.name)
                 del spilled
-                for future in writing:  # the previous piece written: memory holds one piece's months
-                    future.result()
-                writing = [writer.submit(write_parquet_atomic, rows,
-                                         folder / month / part_file(index, part, parts))
-                           for (month, part), rows in by_month.items()]
-                for (month, _), rows in by_month.items():
-                    hashes.setdefault(month, []).append(rows.select(ROW, pl.struct(key).hash().alias("_h")))
-                del by_month
+                hashed: dict[str, list[pl.DataFrame]] = {}
+                for (month, part), rows in by_month.items():
+                    writing.append(writer.submit(write_parquet_atomic, rows,
+                                                 folder / month / part_file(index, part, parts)))
+                    hashed.setdefault(month, []).append(rows.select(ROW, pl.struct(key).hash().alias("_h")))
+                writing += [writer.submit(_scratch, pl.concat(frames), keys / month / f"{index:05d}.parquet")
+                            for month, frames in hashed.items()]
+                del by_month, hashed
+            elif buckets > 1:
+                bucket = (pl.struct("agent", "payment_id").hash() % buckets).alias("_bucket")
+                by_bucket = good.with_columns(bucket).partition_by("_bucket", as_dict=True)
+                writing += [writer.submit(_scratch, rows.drop("_bucket"),
+                                          spill / f"{b:03d}" / f"{index:05d}.parquet")
+                            for (b,), rows in by_bucket.items()]
+                del by_bucket
+                del good, item
             else:
                 pieces.append(good)
         for future in writing:
             future.result()
-    if not monthly or payments:
+    if payments:
+        return _stage_payments(pieces, spill, buckets, register, file, back, folder, months or [], plan,
+                               found), back
+    if not monthly:
         if not pieces:
             return empty(register.name), back
         item = _unique_keys(_Read(pl.concat(pieces), empty_rejects(), back), register, file)
-        good, rejects = item.good, [item.rejects]
-        if payments:
-            good, paid = _payment_checks(good, file)
-            good, more = _month_range(good, register, months or [], file)
-            rejects += [paid, more]
-        found.append(_report(pl.concat(rejects), back))
-        internal = _internal(good, register.name)
-        if not monthly:
-            return internal, back
-        for (month, part), rows in _by_month(internal, plan, register.name).items():
-            write_parquet_atomic(rows, folder / month / part_file(0, part, parts))
-        return None, back
-    for month, keys in sorted(hashes.items()):
-        rows = pl.concat(keys)
+        found.append(_report(item.rejects, back))
+        return _internal(item.good, register.name), back
+    for month_keys in sorted(keys.iterdir()) if keys.is_dir() else []:
+        rows = pl.read_parquet(sorted(month_keys.glob("*.parquet")))
         suspects = rows.filter(pl.col("_h").is_duplicated())[ROW]
+        del rows
         if suspects.len():  # rows sharing a key hash: compared exactly, refused if their keys are equal
-            _refuse_repeated_keys(folder / month, suspects, register, file, back, found)
+            _refuse_repeated_keys(folder / month_keys.name, suspects, register, file, back, found)
+    _remove_scratch(keys)
     return None, back
+
+
+#: Buckets a payments file larger than a piece is checked in (:func:`_stage`).
+PAYMENT_BUCKETS = 16
+#: Scratch folders of :func:`_stage` inside the staging folder (removed once used).
+_KEYS, _SPILL = ".keys", ".spill"
+
+
+def _in_pieces(path: Path) -> bool:
+    """Whether :func:`~pipeline.ingest.readers.iter_table` reads ``path`` in more than one piece."""
+    from pipeline.ingest import readers
+
+    return _csv(path) and path.stat().st_size > readers.CHUNK_BYTES
+
+
+def _scratch(frame: pl.DataFrame, path: Path) -> None:
+    """A scratch file of the staging (read once and removed): quick to write, not kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path, compression="lz4", statistics=False)
+
+
+def _remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.is_dir() and not any(folder.parent.iterdir()):
+        folder.parent.rmdir()
+
+
+def _stage_payments(pieces: list[pl.DataFrame], spill: Path, buckets: int, register: Register, file: str,
+                    back: dict[str, str], folder: Path, months: list[str], plan: Plan | None,
+                    found: list[pl.DataFrame]) -> pl.DataFrame | None:
+    """The payments' checks over whole payments (the key, the parts of a split payment, the
+    months), a bucket at a time: ``pieces`` (one bucket), or the ``buckets`` spilled to
+    ``spill``; the checked rows staged by month and partition. An empty frame when no row
+    was accepted (None once staged)."""
+    parts = plan.count if plan is not None else 1
+    staged = False
+    for bucket in range(buckets):
+        if buckets > 1:
+            paths = sorted((spill / f"{bucket:03d}").glob("*.parquet"))
+            pieces = [pl.read_parquet(paths)] if paths else []
+        if not pieces:
+            continue
+        item = _unique_keys(_Read(pl.concat(pieces), empty_rejects(), back), register, file)
+        pieces = []
+        good, paid = _payment_checks(item.good, file)
+        good, more = _month_range(good, register, months, file)
+        found.append(_report(pl.concat([item.rejects, paid, more]), back))
+        for (month, part), rows in _by_month(_internal(good, register.name), plan, register.name).items():
+            write_parquet_atomic(rows, folder / month / part_file(bucket, part, parts))
+            staged = True
+    _remove_scratch(spill)
+    return None if staged else empty(register.name)
 
 
 #: The charges and balances files are read at once, each in a process of its own, when they

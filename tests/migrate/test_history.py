@@ -317,6 +317,39 @@ def test_a_file_read_in_pieces_gives_what_the_whole_file_gives(ws: Workspace, tm
     assert parts.frame("history_charges")["amount_kop"].to_list() == [105, 123456, -1000]
 
 
+def test_payments_in_pieces_are_checked_by_whole_payments(ws: Workspace, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A payments file larger than a piece is checked in buckets of whole payments: the parts of
+    a split payment far apart in the file, a key repeated in two pieces and a split payment
+    whose parts name two accounts give the rejects and the payments one read gives; nothing of
+    the scratch files (the buckets, the charges' key hashes) stays in the staging folder."""
+    from pipeline.ingest import readers
+
+    payments = PAYMENTS + "".join(f"Q{i},SB,A2,2026-02-{10 + i % 9},,1.{i:02d},,,\n" for i in range(30))
+    payments += ("P1,SB,A1,2026-02-10,,5.00,cold_water,VK,2026-02\n"   # a third part of P1, far below
+                 "Q3,SB,A2,2026-02-12,,1.03,,,\n"                       # Q3's key again
+                 "R1,SB,A1,2026-02-11,,2.00,cold_water,VK,2026-01\n"
+                 "R1,SB,A2,2026-02-11,,3.00,maintenance,UK1,2026-01\n")  # R1's parts: two accounts
+    files = {"history_charges.csv": CHARGES, "history_balances.csv": BALANCES, "history_payments.csv": payments}
+    whole, whole_rejects = read_history(ws, export(tmp_path / "one", files))
+    whole_payments = whole.frame("history_payments")
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 200)
+    assert len(list(readers.iter_table(tmp_path / "one" / "history_payments.csv"))) >= 5
+    parts, parts_rejects = read_history(ws, export(tmp_path / "pieces", files))
+
+    assert parts_rejects.equals(whole_rejects)
+    cells = by_cell(parts_rejects)
+    rows = {row for file, row, _ in cells if file == "history_payments.csv"}
+    assert rows == {2 + 3 + 3, 2 + 3 + 31, 2 + 3 + 32, 2 + 3 + 33}  # Q3 twice, both parts of R1
+    key = ["agent", "payment_id", "service_id", "supplier_id", "charge_period"]
+    # The staged rows are those of one read (in the order of their buckets).
+    assert parts.frame("history_payments").sort(key, nulls_last=True).equals(
+        whole_payments.sort(key, nulls_last=True))
+    assert whole_payments.filter(pl.col("payment_id") == "P1")["amount_kop"].sort().to_list() == [500, 3982, 30000]
+    assert sorted(p.name for p in staging_folder(ws).iterdir()) == sorted(
+        name for name in HISTORY if (staging_folder(ws) / name).is_dir())
+
+
 def test_charges_and_balances_read_at_once_give_what_one_read_gives(ws: Workspace, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A large export's charges and balances are read at the same time, in two processes; the
