@@ -160,18 +160,22 @@ def iter_table(path: Path, chunk_bytes: int | None = None) -> Iterator[pl.DataFr
     and Parquet come in one piece. ``chunk_bytes``: default :data:`CHUNK_BYTES`.
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    if path.suffix.lower() != ".csv":
-        yield read_table(path)
-        return
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise BillingError(f"{path.name}: файл не читается: {exc}") from exc
-    if size <= chunk_bytes:
+    if not in_pieces(path, chunk_bytes):
         yield read_table(path)
         return
     with open(path, "rb") as fh:
         yield from _csv_frames(path, _Pieces(fh, chunk_bytes))
+
+
+def in_pieces(path: Path, chunk_bytes: int | None = None) -> bool:
+    """Whether :func:`iter_table` reads ``path`` in more than one piece (a CSV file larger than
+    ``chunk_bytes``, default :data:`CHUNK_BYTES`)."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        return path.stat().st_size > (chunk_bytes or CHUNK_BYTES)
+    except OSError as exc:
+        raise BillingError(f"{path.name}: файл не читается: {exc}") from exc
 
 
 def _csv_frames(path: Path, pieces: _Pieces) -> Iterator[pl.DataFrame]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pipeline.ingest.parse import REJECT_SCHEMA, duplicate_key_rejects, empty_rejects, parse_table
-from pipeline.ingest.readers import FORMULA_CELLS, ROW, SUFFIXES, iter_table, read_table
+from pipeline.ingest.readers import FORMULA_CELLS, ROW, SUFFIXES, in_pieces, iter_table, read_table
 from pipeline.migrate.model import (
     MONTHLY,
     SCALED,
@@ -592,7 +592,7 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
     folder = staging / register.name
     keys = staging / _KEYS / register.name  # <month>/<piece>.parquet: (source_row, hash of the key)
     spill = staging / _SPILL / register.name  # <bucket>/<piece>.parquet: the checked rows of payments
-    buckets = PAYMENT_BUCKETS if payments and _in_pieces(path) else 1
+    buckets = PAYMENT_BUCKETS if payments and in_pieces(path) else 1
     key = list(register.key)
     parts = plan.count if plan is not None else 1
     # Three things at once (Polars releases the GIL): the next piece is read in one thread and
@@ -631,8 +631,7 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
                 writing += [writer.submit(_scratch, rows.drop("_bucket"),
                                           spill / f"{b:03d}" / f"{index:05d}.parquet")
                             for (b,), rows in by_bucket.items()]
-                del by_bucket
-                del good, item
+                del by_bucket, good, item
             else:
                 pieces.append(good)
         for future in writing:
@@ -660,13 +659,6 @@ def _stage(path: Path, register: Register, mapping: Mapping, known: _Known, stag
 PAYMENT_BUCKETS = 16
 #: Scratch folders of :func:`_stage` inside the staging folder (removed once used).
 _KEYS, _SPILL = ".keys", ".spill"
-
-
-def _in_pieces(path: Path) -> bool:
-    """Whether :func:`~pipeline.ingest.readers.iter_table` reads ``path`` in more than one piece."""
-    from pipeline.ingest import readers
-
-    return _csv(path) and path.stat().st_size > readers.CHUNK_BYTES
 
 
 def _scratch(frame: pl.DataFrame, path: Path) -> None:
